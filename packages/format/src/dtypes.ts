@@ -33,11 +33,23 @@ function view(b: Uint8Array): DataView {
   return new DataView(b.buffer, b.byteOffset, b.byteLength);
 }
 
+/** Typed arrays use host byte order; the files are little-endian. */
+const HOST_LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
 function quantizeF32(src: Float32Array, dst: Uint8Array): void {
+  if (HOST_LE) {
+    dst.set(new Uint8Array(src.buffer, src.byteOffset, src.length * 4));
+    return;
+  }
   const v = view(dst);
   for (let i = 0; i < src.length; i++) v.setFloat32(i * 4, src[i]!, true);
 }
 function dequantizeF32(src: Uint8Array, dst: Float32Array): void {
+  if (HOST_LE) {
+    // Byte copy: `src` need not be 4-byte aligned (tensors in a .m file are not).
+    new Uint8Array(dst.buffer, dst.byteOffset, dst.length * 4).set(src.subarray(0, dst.length * 4));
+    return;
+  }
   const v = view(src);
   for (let i = 0; i < dst.length; i++) dst[i] = v.getFloat32(i * 4, true);
 }

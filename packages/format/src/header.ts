@@ -86,8 +86,12 @@ export const NORM_EPSILON_CODES: Readonly<Record<number, number>> = { 5: 1e-5, 6
 
 /**
  * Limits on untrusted header values. They are far above any published model (Llama-3.1-405B:
- * dim 16384, 126 layers, vocab 128256) and low enough that no derived size can overflow 2^53
- * before the file-size check rejects the file.
+ * dim 16384, 126 layers, vocab 128256; Qwen3-235B-A22B: 128 experts, 94 layers) and keep every
+ * single value small enough to multiply safely. Combinations can still describe a layout beyond
+ * 2^53 bytes (e.g. thousands of experts at the maximum widths): the layout builder does every
+ * size computation with checked arithmetic and reports that as a `SizeOverflowError`, so no
+ * inexact offset can ever be produced. The file-size check then rejects anything that does
+ * not match the real file.
  */
 export const LIMITS = Object.freeze({
   maxHeaderPairs: 64,
@@ -372,17 +376,28 @@ export const CONVERT_LLAMA_KEY_ORDER: readonly HeaderKey[] = [
 ];
 
 /**
- * Serialize header pairs in the given order (the values' own insertion order by default).
- * The result is validated by parsing it back, so a writer can never emit a header our reader
- * (or dllama's) refuses.
+ * Serialize header pairs: first the keys of `order` that have a value, then any remaining
+ * keys in ascending id order (JavaScript orders integer-like object keys ascending, so without
+ * `order` the pairs come sorted by key id). The result is validated by parsing it back, so a
+ * writer can never emit a header our reader (or dllama's) refuses.
  */
 export function writeModelHeader(values: HeaderValues, order?: readonly HeaderKey[]): Uint8Array {
-  const keys = order ?? (Object.keys(values).map(Number) as HeaderKey[]);
-  const present = keys.filter((k) => values[k] !== undefined);
-  const missing = (Object.keys(values).map(Number) as HeaderKey[]).filter(
-    (k) => values[k] !== undefined && !present.includes(k),
-  );
-  const all = [...present, ...missing];
+  const given = Object.keys(values)
+    .map(Number)
+    .filter((k) => values[k as HeaderKey] !== undefined) as HeaderKey[];
+  for (const k of given) {
+    const v = values[k]!;
+    if (!Number.isInteger(v) || v < -0x80000000 || v > 0x7fffffff) {
+      // Every stored value is an i32; refuse instead of letting setInt32 wrap it silently.
+      throw new InvalidValueError('header values are 32-bit signed integers', {
+        field: HEADER_KEY_NAMES[k] ?? `key ${k}`,
+        expected: 'an integer in -2^31..2^31-1',
+        actual: v,
+      });
+    }
+  }
+  const present = [...new Set(order ?? [])].filter((k) => values[k] !== undefined);
+  const all = [...present, ...given.filter((k) => !present.includes(k))];
   const bytes = new Uint8Array(8 + 8 * all.length);
   const v = new DataView(bytes.buffer);
   v.setInt32(0, MODEL_MAGIC, true);

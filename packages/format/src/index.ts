@@ -57,3 +57,19 @@ export {
   parseTokenizer,
   writeTokenizer,
 } from './tokenizer-file.js';
+export { ModelFileWriter, type ModelWriterOptions, type ProgressCallback } from './model-writer.js';
+export { generateSyntheticModel, type SyntheticModelOptions } from './synthetic.js';
+export {
+  LLAMA2C_MAGIC,
+  LLAMA2_CHAT_TEMPLATE,
+  type Llama2cCheckpoint,
+  type Llama2cTensor,
+  type Llama2cImportOptions,
+  type Llama2cImportResult,
+  parseLlama2cHeader,
+  readLlama2cCheckpoint,
+  importLlama2cModel,
+  convertLlama2cTokenizer,
+  importLlama2c,
+} from './import-llama2c.js';
+export { PARTIAL_SUFFIX, writeFileAtomic } from './fs-util.js';

@@ -1,4 +1,5 @@
 import { byteSize, checkedAdd, checkedMul, FloatType } from './dtypes.js';
+import { FormatError, type FormatErrorDetails } from './errors.js';
 import { ArchType, type ModelHeader } from './header.js';
 
 /** What a tensor is, independent of its layer. */
@@ -68,8 +69,20 @@ class LayoutBuilder {
   constructor(public offset: number) {}
 
   add(name: string, kind: TensorKind, layer: number, expert: number, dtype: FloatType, shape: number[]): TensorInfo {
-    const n = shape.length === 1 ? shape[0]! : checkedMul(shape[0]!, shape[1]!, name);
-    const byteLength = byteSize(dtype, n, name);
+    let byteLength: number;
+    let end: number;
+    try {
+      const n = shape.length === 1 ? shape[0]! : checkedMul(shape[0]!, shape[1]!, name);
+      byteLength = byteSize(dtype, n, name);
+      end = checkedAdd(this.offset, byteLength, name);
+    } catch (e) {
+      // Name where in the (hypothetical) file the arithmetic gave up.
+      if (e instanceof FormatError && e.offset === undefined) {
+        const Ctor = e.constructor as new (m: string, d: FormatErrorDetails) => FormatError;
+        throw new Ctor(e.reason, { ...e.details(), offset: this.offset });
+      }
+      throw e;
+    }
     const t: TensorInfo = Object.freeze({
       name,
       kind,
@@ -80,7 +93,7 @@ class LayoutBuilder {
       offset: this.offset,
       byteLength,
     });
-    this.offset = checkedAdd(this.offset, byteLength, name);
+    this.offset = end;
     this.tensors.push(t);
     return t;
   }

@@ -113,6 +113,7 @@ export function parseTokenizer(bytes: Uint8Array): TokenizerData {
   }
   r.need(headerSize - 8, 'header pairs');
   let version = -1;
+  let versionAt = 8;
   let vocabSize = -1;
   let maxTokenLength = -1;
   let bosId = -1;
@@ -126,7 +127,7 @@ export function parseTokenizer(bytes: Uint8Array): TokenizerData {
     const key = r.i32('key');
     const value = r.i32('value');
     switch (key) {
-      case TokenizerKey.Version: version = value; break;
+      case TokenizerKey.Version: version = value; versionAt = at + 4; break;
       case TokenizerKey.VocabSize: vocabSize = rangeCheck('vocab_size', at + 4, value, 1, TOKENIZER_LIMITS.maxVocab); break;
       case TokenizerKey.MaxTokenLength: maxTokenLength = rangeCheck('max_token_length', at + 4, value, 1, TOKENIZER_LIMITS.maxTokenLength); break;
       case TokenizerKey.BosId: bosId = value; break;
@@ -142,16 +143,22 @@ export function parseTokenizer(bytes: Uint8Array): TokenizerData {
     }
   }
   if (version !== 1) {
-    throw new OldFormatError('tokenizer version must be 1', { field: 'version', expected: 1, actual: version });
+    throw new OldFormatError('tokenizer version must be 1', {
+      field: 'version',
+      offset: versionAt,
+      expected: 1,
+      actual: version === -1 ? 'absent' : version,
+    });
   }
-  if (vocabSize < 0) throw new InvalidValueError('required key is missing', { field: 'vocab_size', expected: 'present' });
-  if (maxTokenLength < 0) throw new InvalidValueError('required key is missing', { field: 'max_token_length', expected: 'present' });
+  // Missing keys are reported at the start of the pair list (where they would have been).
+  if (vocabSize < 0) throw new InvalidValueError('required key is missing', { field: 'vocab_size', offset: 8, expected: 'present' });
+  if (maxTokenLength < 0) throw new InvalidValueError('required key is missing', { field: 'max_token_length', offset: 8, expected: 'present' });
   r.take(chatStopLength, 'chat_stop');
   let chatTemplate: string | undefined;
   if (chatTemplateLength > 0) chatTemplate = new TextDecoder().decode(r.take(chatTemplateLength, 'chat_template'));
   for (let i = 0; i < nEos; i++) eosIds.push(r.i32(`eos_ids[${i}]`));
   const { vocab, scores } = readVocab(r, vocabSize, maxTokenLength);
-  checkIds(bosId, eosIds, vocabSize);
+  checkIds(bosId, eosIds, vocabSize, 8);
   return { vocab, scores, maxTokenLength, bosId, eosIds, addBos: addBos !== 0, chatTemplate, legacy: false };
 }
 
@@ -163,7 +170,7 @@ function parseLegacy(r: Reader): TokenizerData {
   r.i32('pad_id');
   const { vocab, scores } = readVocab(r, vocabSize, maxTokenLength);
   const eosIds = eosId >= 0 ? [eosId] : [];
-  checkIds(bosId, eosIds, vocabSize);
+  checkIds(bosId, eosIds, vocabSize, 12);
   return { vocab, scores, maxTokenLength, bosId, eosIds, addBos: true, chatTemplate: undefined, legacy: true };
 }
 
@@ -206,13 +213,13 @@ function readVocab(r: Reader, vocabSize: number, maxTokenLength: number): { voca
   return { vocab, scores };
 }
 
-function checkIds(bosId: number, eosIds: number[], vocabSize: number): void {
+function checkIds(bosId: number, eosIds: number[], vocabSize: number, offset?: number): void {
   if (bosId >= vocabSize) {
-    throw new InvalidValueError('bos_id outside the vocabulary', { field: 'bos_id', expected: `< ${vocabSize}`, actual: bosId });
+    throw new InvalidValueError('bos_id outside the vocabulary', { field: 'bos_id', offset, expected: `< ${vocabSize}`, actual: bosId });
   }
   for (const id of eosIds) {
     if (id < 0 || id >= vocabSize) {
-      throw new InvalidValueError('EOS id outside the vocabulary', { field: 'eos_ids', expected: `0..${vocabSize - 1}`, actual: id });
+      throw new InvalidValueError('EOS id outside the vocabulary', { field: 'eos_ids', offset, expected: `0..${vocabSize - 1}`, actual: id });
     }
   }
 }
@@ -227,8 +234,37 @@ export function writeTokenizer(data: Omit<TokenizerData, 'legacy' | 'maxTokenLen
   if (data.scores.length !== vocabSize) {
     throw new InvalidValueError('scores and vocab differ in length', { field: 'scores', expected: vocabSize, actual: data.scores.length });
   }
-  const maxTokenLength = data.maxTokenLength ?? Math.max(...data.vocab.map((p) => p.length));
+  // A loop, not Math.max(...): spreading a 150k-entry vocabulary overflows the call stack.
+  let longest = 0;
+  data.vocab.forEach((p, i) => {
+    if (p.length < 1 || p.length > TOKENIZER_LIMITS.maxTokenLength) {
+      throw new InvalidValueError('token length out of range', {
+        field: `vocab[${i}].length`,
+        expected: `1..${TOKENIZER_LIMITS.maxTokenLength}`,
+        actual: p.length,
+      });
+    }
+    longest = Math.max(longest, p.length);
+  });
+  const maxTokenLength = data.maxTokenLength ?? longest;
+  if (vocabSize < 1 || vocabSize > TOKENIZER_LIMITS.maxVocab) {
+    throw new InvalidValueError('vocabulary size out of range', { field: 'vocab_size', expected: `1..${TOKENIZER_LIMITS.maxVocab}`, actual: vocabSize });
+  }
+  if (maxTokenLength < longest || maxTokenLength > TOKENIZER_LIMITS.maxTokenLength) {
+    throw new InvalidValueError('max_token_length is shorter than the longest token', {
+      field: 'max_token_length',
+      expected: `${longest}..${TOKENIZER_LIMITS.maxTokenLength}`,
+      actual: maxTokenLength,
+    });
+  }
+  checkIds(data.bosId, [...data.eosIds], vocabSize);
+  if (data.eosIds.length > TOKENIZER_LIMITS.maxEosTokens) {
+    throw new InvalidValueError('too many EOS ids', { field: 'n_eos_tokens', expected: `≤ ${TOKENIZER_LIMITS.maxEosTokens}`, actual: data.eosIds.length });
+  }
   const template = data.chatTemplate !== undefined ? new TextEncoder().encode(data.chatTemplate) : new Uint8Array(0);
+  if (template.length > TOKENIZER_LIMITS.maxTemplateBytes) {
+    throw new InvalidValueError('chat template too long', { field: 'chat_template', expected: `≤ ${TOKENIZER_LIMITS.maxTemplateBytes} bytes`, actual: template.length });
+  }
   const pairs: [TokenizerKey, number][] = [
     [TokenizerKey.BosId, data.bosId],
     [TokenizerKey.Version, 1],
