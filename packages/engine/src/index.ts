@@ -1,1 +1,15 @@
-export {};
+export {
+  LayerWiseInferenceEngine,
+  type EngineOptions,
+  type GenerateOptions,
+  type GeneratedToken,
+  type GenerationResult,
+  type GenerationStats,
+  type FinishReason,
+  type MemoryMode,
+} from './engine.js';
+export { Tokenizer, TokenDecoder, type TokenizerKind } from './tokenizer.js';
+export { Sampler, type SamplingOptions } from './sampler.js';
+export { Trace, type TraceEvent } from './trace.js';
+export type { ActivationMode } from './shared.js';
+export * from './errors.js';

@@ -1,0 +1,558 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { Piscina } from 'piscina';
+import {
+  FloatType,
+  MAX_MODEL_HEADER_BYTES,
+  Q80_BLOCK_BYTES,
+  Q_BLOCK,
+  parseTokenizer,
+  readModelFile,
+  type ModelHeader,
+  type ModelLayout,
+} from '@airllm/format';
+import { Barrier } from './barrier.js';
+import { CancelledError, ContextOverflowError, EngineStateError, OptionError, UnsupportedModelError } from './errors.js';
+import { Sampler, type SamplingOptions } from './sampler.js';
+import type { ActivationMode, ComputeWorkerData, SequenceRows, SharedBuffers, StepTask, ThreadReport } from './shared.js';
+import { Tokenizer } from './tokenizer.js';
+import { Trace } from './trace.js';
+import { openWholeFile, type WeightSource } from './weights.js';
+
+export type MemoryMode = 'resident' | 'stream' | 'sequential';
+
+export interface EngineOptions {
+  /** `.t` file; default: the model path with `.t` instead of `.m`, when it exists. */
+  tokenizerPath?: string;
+  /** resident (default): keep every layer; stream: keep what fits maxMemory; sequential: load, then compute. */
+  mode?: MemoryMode;
+  /** Byte budget for weights in stream mode. */
+  maxMemory?: number;
+  /** Compute threads (default: the number of cores). */
+  threads?: number;
+  /** f32 (default) or q80 (dllama's numerics for Q40 models). */
+  activations?: ActivationMode;
+  /** Kernel backend: native (default, falls back to reference) or reference. */
+  kernels?: 'native' | 'reference';
+  /** Context length: KV cache rows (default: the model's, capped at 4096). */
+  maxSeqLen?: number;
+  /** Tokens per forward step (prompt chunk; default 128). */
+  batchSize?: number;
+  /** Sequences that can be decoded together (KV cache slots; default 1). */
+  maxSequences?: number;
+  /** Record a per-layer timeline (see `trace`). */
+  trace?: boolean;
+}
+
+export interface GenerateOptions extends SamplingOptions {
+  /** Tokens to generate at most (default 256). */
+  maxTokens?: number;
+  /** Stop when the text contains one of these (the stop string is not returned). */
+  stop?: readonly string[];
+  /** Cancel between tokens. */
+  signal?: AbortSignal;
+  /** Prepend BOS (default: the tokenizer's add_bos). */
+  bos?: boolean;
+  /** Stop at an end-of-sequence token (default true). */
+  stopAtEos?: boolean;
+}
+
+export interface GeneratedToken {
+  token: number;
+  /** Text this token completes (may be empty while UTF-8 or a possible stop string is held back). */
+  text: string;
+}
+
+export type FinishReason = 'length' | 'eos' | 'stop' | 'context' | 'cancelled';
+
+export interface GenerationStats {
+  promptTokens: number;
+  /** Prompt tokens whose KV cache was reused from the previous generation. */
+  cachedPromptTokens: number;
+  generatedTokens: number;
+  prefillMs: number;
+  decodeMs: number;
+  prefillTokensPerSecond: number;
+  decodeTokensPerSecond: number;
+  /** Time compute threads waited for layers to become resident. */
+  loadWaitMs: number;
+  computeMs: number;
+  /** Bytes the process read from disk during the generation (/proc/self/io). */
+  diskBytesRead: number;
+  peakRssBytes: number;
+}
+
+export interface GenerationResult {
+  promptTokens: number[];
+  tokens: number[];
+  text: string;
+  finishReason: FinishReason;
+  stats: GenerationStats;
+}
+
+const DEFAULT_MAX_SEQ_LEN = 4096;
+const DEFAULT_BATCH = 128;
+const BARRIER_SPIN = 4000;
+
+interface ResolvedOptions {
+  mode: MemoryMode;
+  maxMemory: number;
+  threads: number;
+  activations: ActivationMode;
+  kernels: 'native' | 'reference';
+  seqLen: number;
+  batchSize: number;
+  maxSequences: number;
+  trace: boolean;
+}
+
+/**
+ * Runs a Distributed-Llama `.m` model layer by layer. `initialize()` reads the header, opens the
+ * weights and starts the compute threads; `forward()` runs tokens through the model;
+ * `generate()` streams tokens; `cleanup()` stops threads and releases the mapping.
+ */
+export class LayerWiseInferenceEngine {
+  readonly modelPath: string;
+  readonly options: EngineOptions;
+  #header: ModelHeader | undefined;
+  #layout: ModelLayout | undefined;
+  #tokenizer: Tokenizer | undefined;
+  #opts: ResolvedOptions | undefined;
+  #weights: WeightSource | undefined;
+  #pool: Piscina | undefined;
+  #buffers: SharedBuffers | undefined;
+  #x: Float32Array | undefined;
+  #logits: Float32Array | undefined;
+  #history: number[][] = [];
+  #busy: Promise<void> = Promise.resolve();
+  #closed = false;
+  readonly trace = new Trace();
+  #stepWaitMs = 0;
+  #stepComputeMs = 0;
+  /** The result of the last finished generate() (also the generator's return value). */
+  lastGeneration: GenerationResult | undefined;
+
+  constructor(modelPath: string, options: EngineOptions = {}) {
+    this.modelPath = modelPath;
+    this.options = options;
+  }
+
+  get header(): ModelHeader {
+    return this.#need(this.#header);
+  }
+  get layout(): ModelLayout {
+    return this.#need(this.#layout);
+  }
+  get tokenizer(): Tokenizer {
+    if (!this.#tokenizer) throw new EngineStateError(`no tokenizer: pass tokenizerPath (looked for ${this.#defaultTokenizerPath()})`);
+    return this.#tokenizer;
+  }
+  get hasTokenizer(): boolean {
+    return this.#tokenizer !== undefined;
+  }
+  /** Context length (KV cache rows). */
+  get maxSeqLen(): number {
+    return this.#need(this.#opts).seqLen;
+  }
+  get threads(): number {
+    return this.#need(this.#opts).threads;
+  }
+
+  #need<T>(v: T | undefined): T {
+    if (this.#closed) throw new EngineStateError('engine was cleaned up');
+    if (v === undefined) throw new EngineStateError('call initialize() first');
+    return v;
+  }
+
+  #defaultTokenizerPath(): string {
+    return this.modelPath.replace(/\.m$/, '') + '.t';
+  }
+
+  async initialize(): Promise<void> {
+    if (this.#closed) throw new EngineStateError('engine was cleaned up');
+    if (this.#pool) return;
+    const { header, layout } = readModelFile(this.modelPath);
+    const opts = this.#resolve(header);
+    const tokPath = this.options.tokenizerPath ?? this.#defaultTokenizerPath();
+    if (this.options.tokenizerPath !== undefined || existsSync(tokPath)) {
+      this.#tokenizer = new Tokenizer(parseTokenizer(readFileSync(tokPath)));
+    }
+    this.#header = header;
+    this.#layout = layout;
+    this.#opts = opts;
+    this.#weights = openWholeFile(this.modelPath, layout);
+    this.#buffers = this.#allocate(header, opts);
+    this.#x = new Float32Array(this.#buffers.x);
+    this.#logits = new Float32Array(this.#buffers.logits);
+    this.#history = Array.from({ length: opts.maxSequences }, () => []);
+    const headerBytes = readFileSync(this.modelPath).subarray(0, Math.min(MAX_MODEL_HEADER_BYTES, header.headerSize));
+    const workerData: ComputeWorkerData = {
+      headerBytes,
+      threads: opts.threads,
+      maxRows: opts.batchSize,
+      seqLen: opts.seqLen,
+      firstLayer: 0,
+      lastLayer: header.nLayers,
+      activations: opts.activations,
+      kernels: opts.kernels,
+      spin: opts.threads <= availableParallelism() ? BARRIER_SPIN : 0,
+      buffers: this.#buffers,
+      weights: this.#weights.descriptor,
+    };
+    this.#pool = new Piscina({
+      filename: fileURLToPath(new URL('./worker.js', import.meta.url)),
+      workerData,
+      minThreads: opts.threads,
+      maxThreads: opts.threads,
+      concurrentTasksPerWorker: 1,
+      idleTimeout: Number.MAX_SAFE_INTEGER,
+    });
+    // Every thread meets the others once, so a broken setup fails here, not mid-generation.
+    await this.#run({ rows: 0, seqs: [], layerStart: 0, layerEnd: 0, logitRows: [], trace: false });
+  }
+
+  #resolve(h: ModelHeader): ResolvedOptions {
+    const o = this.options;
+    const mode = o.mode ?? 'resident';
+    if (!['resident', 'stream', 'sequential'].includes(mode)) throw new OptionError('mode', `must be resident, stream or sequential, got ${mode}`);
+    const threads = o.threads ?? availableParallelism();
+    if (!Number.isInteger(threads) || threads < 1 || threads > 256) throw new OptionError('threads', `must be 1..256, got ${o.threads}`);
+    const activations = o.activations ?? 'f32';
+    if (activations !== 'f32' && activations !== 'q80') throw new OptionError('activations', `must be f32 or q80, got ${activations}`);
+    if (activations === 'q80') {
+      for (const [name, n] of [['dim', h.dim], ['qDim', h.qDim], ['FFN width', h.ffDim]] as const) {
+        if (n % Q_BLOCK !== 0) throw new UnsupportedModelError(`q80 activations need ${name} (${n}) to be a multiple of ${Q_BLOCK}`);
+      }
+    }
+    const seqLen = o.maxSeqLen ?? Math.min(h.maxSeqLen, DEFAULT_MAX_SEQ_LEN);
+    if (!Number.isInteger(seqLen) || seqLen < 1 || seqLen > h.maxSeqLen) throw new OptionError('maxSeqLen', `must be 1..${h.maxSeqLen} (the model's context), got ${o.maxSeqLen}`);
+    const batchSize = o.batchSize ?? Math.min(DEFAULT_BATCH, seqLen);
+    if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 4096) throw new OptionError('batchSize', `must be 1..4096, got ${o.batchSize}`);
+    const maxSequences = o.maxSequences ?? 1;
+    if (!Number.isInteger(maxSequences) || maxSequences < 1 || maxSequences > batchSize) throw new OptionError('maxSequences', `must be 1..batchSize (${batchSize}), got ${o.maxSequences}`);
+    const maxMemory = o.maxMemory ?? Number.POSITIVE_INFINITY;
+    if (mode === 'stream' && !(maxMemory > 0)) throw new OptionError('maxMemory', `stream mode needs a positive byte budget, got ${o.maxMemory}`);
+    const kernels = o.kernels ?? 'native';
+    return { mode, maxMemory, threads, activations, kernels, seqLen, batchSize, maxSequences, trace: o.trace ?? false };
+  }
+
+  #allocate(h: ModelHeader, o: ResolvedOptions): SharedBuffers {
+    const R = o.batchSize;
+    const f = (n: number): SharedArrayBuffer => new SharedArrayBuffer(n * 4);
+    // KV memory is committed by the OS only as positions are written.
+    const kv = Array.from({ length: o.maxSequences }, () =>
+      Array.from({ length: h.nLayers }, () => ({ k: f(o.seqLen * h.kvDim), v: f(o.seqLen * h.kvDim) })),
+    );
+    return {
+      x: f(R * h.dim),
+      q: f(R * h.qDim),
+      kTmp: f(R * h.kvDim),
+      vTmp: f(R * h.kvDim),
+      z: f(R * h.qDim),
+      o: f(R * h.dim),
+      hb: f(R * h.ffDim),
+      hb2: f(R * h.ffDim),
+      hq: new SharedArrayBuffer(o.activations === 'q80' ? (R * h.ffDim / Q_BLOCK) * Q80_BLOCK_BYTES : 0),
+      logits: f(R * h.vocabSize),
+      barrier: Barrier.createState().buffer as SharedArrayBuffer,
+      kv,
+    };
+  }
+
+  /** Serialise users of the compute threads (one step or one generation at a time). */
+  async #exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const prev = this.#busy;
+    let release!: () => void;
+    this.#busy = new Promise<void>((r) => (release = r));
+    await prev;
+    try {
+      return await fn();
+    } finally {
+      release();
+    }
+  }
+
+  /** Run one step on every compute thread. */
+  async #run(spec: Omit<StepTask, 'thread'>): Promise<void> {
+    const pool = this.#need(this.#pool);
+    const opts = this.#need(this.#opts);
+    Barrier.reset(new Int32Array(this.#need(this.#buffers).barrier));
+    const results = await Promise.allSettled(
+      Array.from({ length: opts.threads }, (_, thread) => pool.run({ ...spec, thread } satisfies StepTask) as Promise<ThreadReport>),
+    );
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) {
+      // Prefer the root cause over the other threads' "another thread failed".
+      const root = results.find((r): r is PromiseRejectedResult => r.status === 'rejected' && !/another compute thread failed/.test(String(r.reason)));
+      throw (root ?? failed).reason;
+    }
+    for (const r of results) {
+      const rep = (r as PromiseFulfilledResult<ThreadReport>).value;
+      for (let i = 0; i < rep.spans.length; i += 4) {
+        const [seg, ws, we, ce] = [rep.spans[i]!, rep.spans[i + 1]!, rep.spans[i + 2]!, rep.spans[i + 3]!];
+        if (rep.thread === 0) {
+          this.#stepWaitMs += we - ws;
+          this.#stepComputeMs += ce - we;
+        }
+        if (opts.trace) {
+          const name = seg === this.header.nLayers ? 'head' : `layer ${seg}`;
+          if (we - ws > 0.001) this.trace.span(`wait ${name}`, 'load-wait', rep.thread, ws, we, { segment: seg });
+          this.trace.span(name, 'compute', rep.thread, we, ce, { segment: seg, rows: spec.rows });
+        }
+      }
+    }
+  }
+
+  /** Write the embeddings of `tokens` into rows row0.. of x. */
+  #embed(tokens: readonly number[], row0: number): void {
+    const h = this.header;
+    const x = this.#need(this.#x);
+    tokens.forEach((t, i) => {
+      if (!Number.isInteger(t) || t < 0 || t >= h.vocabSize) throw new OptionError('tokens', `token ${t} is outside the vocabulary 0..${h.vocabSize - 1}`);
+      this.#need(this.#weights).embeddingRow(t, x, (row0 + i) * h.dim);
+    });
+  }
+
+  /**
+   * Run `tokens` at positions pos, pos+1, … of sequence slot `slot` and return the logits of the
+   * last token (a copy). Prompt tokens go through each layer together, `batchSize` at a time.
+   */
+  async forward(tokens: readonly number[], pos: number, slot = 0): Promise<Float32Array> {
+    return this.#exclusive(() => this.#forward(tokens, pos, slot));
+  }
+
+  async #forward(tokens: readonly number[], pos: number, slot: number): Promise<Float32Array> {
+    const opts = this.#need(this.#opts);
+    const h = this.header;
+    if (tokens.length === 0) throw new OptionError('tokens', 'need at least one token');
+    if (!Number.isInteger(slot) || slot < 0 || slot >= opts.maxSequences) throw new OptionError('slot', `must be 0..${opts.maxSequences - 1}, got ${slot}`);
+    if (!Number.isInteger(pos) || pos < 0) throw new OptionError('pos', `must be a whole number ≥ 0, got ${pos}`);
+    if (pos + tokens.length > opts.seqLen) {
+      throw new ContextOverflowError(
+        `${pos + tokens.length} positions do not fit the context of ${opts.seqLen} tokens`,
+        pos + tokens.length,
+        opts.seqLen,
+      );
+    }
+    for (let start = 0; start < tokens.length; start += opts.batchSize) {
+      const chunk = tokens.slice(start, start + opts.batchSize);
+      this.#embed(chunk, 0);
+      const last = start + chunk.length === tokens.length;
+      await this.#run({
+        rows: chunk.length,
+        seqs: [{ slot, pos0: pos + start, row0: 0, rows: chunk.length }],
+        layerStart: 0,
+        layerEnd: h.nLayers,
+        logitRows: last ? [chunk.length - 1] : [],
+        trace: opts.trace,
+      });
+    }
+    const hist = this.#history[slot]!;
+    hist.length = Math.min(hist.length, pos);
+    hist.push(...tokens);
+    return this.#need(this.#logits).slice(0, h.vocabSize);
+  }
+
+  /** Decode one new token for each of several sequences in one step (one layer read for all). */
+  async #forwardMany(items: readonly { token: number; slot: number; pos: number }[]): Promise<Float32Array[]> {
+    const opts = this.#need(this.#opts);
+    const h = this.header;
+    this.#embed(items.map((i) => i.token), 0);
+    const seqs: SequenceRows[] = items.map((it, row) => ({ slot: it.slot, pos0: it.pos, row0: row, rows: 1 }));
+    await this.#run({
+      rows: items.length,
+      seqs,
+      layerStart: 0,
+      layerEnd: h.nLayers,
+      logitRows: items.map((_, i) => i),
+      trace: opts.trace,
+    });
+    const logits = this.#need(this.#logits);
+    items.forEach((it) => this.#history[it.slot]!.push(it.token));
+    return items.map((_, i) => logits.slice(i * h.vocabSize, (i + 1) * h.vocabSize));
+  }
+
+  /** Encode a prompt (string or token ids). */
+  encode(prompt: string | readonly number[], bos?: boolean): number[] {
+    if (typeof prompt !== 'string') return [...prompt];
+    return this.tokenizer.encode(prompt, bos === undefined ? {} : { bos });
+  }
+
+  /**
+   * Generate text for a prompt, yielding each token with the text it completes. The KV cache
+   * of the previous generation is reused for the longest common prefix of tokens (chat turns
+   * only process the new message). The generator's return value is the GenerationResult.
+   */
+  async *generate(prompt: string | readonly number[], options: GenerateOptions = {}): AsyncGenerator<GeneratedToken, GenerationResult> {
+    const release = await this.#acquireExclusive();
+    try {
+      return yield* this.#generate(prompt, options);
+    } finally {
+      release();
+    }
+  }
+
+  async #acquireExclusive(): Promise<() => void> {
+    const prev = this.#busy;
+    let release!: () => void;
+    this.#busy = new Promise<void>((r) => (release = r));
+    await prev;
+    return release;
+  }
+
+  async *#generate(prompt: string | readonly number[], options: GenerateOptions): AsyncGenerator<GeneratedToken, GenerationResult> {
+    const opts = this.#need(this.#opts);
+    const h = this.header;
+    const promptTokens = this.encode(prompt, options.bos);
+    if (promptTokens.length === 0) throw new OptionError('prompt', 'encodes to no tokens (empty prompt without BOS)');
+    if (promptTokens.length >= opts.seqLen) {
+      throw new ContextOverflowError(
+        `the prompt has ${promptTokens.length} tokens but the context holds ${opts.seqLen} (one more is needed to generate)`,
+        promptTokens.length + 1,
+        opts.seqLen,
+      );
+    }
+    const maxTokens = options.maxTokens ?? 256;
+    if (!Number.isInteger(maxTokens) || maxTokens < 0) throw new OptionError('maxTokens', `must be a whole number ≥ 0, got ${options.maxTokens}`);
+    const sampler = new Sampler(this.#tokenizer?.vocabSize ?? h.vocabSize, options);
+    const stops = (options.stop ?? []).filter((s) => s.length > 0);
+    const stopAtEos = options.stopAtEos ?? true;
+    const decoder = this.#tokenizer?.decoder();
+
+    // Reuse the cached prefix; at least the last prompt token is recomputed for its logits.
+    const hist = this.#history[0]!;
+    let cached = 0;
+    while (cached < hist.length && cached < promptTokens.length - 1 && hist[cached] === promptTokens[cached]) cached++;
+
+    const before = this.#counters();
+    const t0 = performance.now();
+    if (decoder) for (const t of promptTokens.slice(0, cached)) decoder.push(t);
+    let logits = await this.#forward(promptTokens.slice(cached), cached, 0);
+    if (decoder) for (const t of promptTokens.slice(cached)) decoder.push(t);
+    const t1 = performance.now();
+
+    const tokens: number[] = [];
+    let text = '';
+    let held = ''; // text not yet yielded because it may start a stop string
+    let finish: FinishReason = 'length';
+    let pos = promptTokens.length;
+    while (tokens.length < maxTokens) {
+      if (options.signal?.aborted) {
+        finish = 'cancelled';
+        break;
+      }
+      const next = sampler.sample(logits);
+      if (stopAtEos && this.#tokenizer?.isEos(next)) {
+        finish = 'eos';
+        break;
+      }
+      tokens.push(next);
+      let piece = decoder ? decoder.push(next) : '';
+      held += piece;
+      const stopAt = firstStop(held, stops);
+      if (stopAt >= 0) {
+        piece = held.slice(0, stopAt);
+        text += piece;
+        held = '';
+        yield { token: next, text: piece };
+        finish = 'stop';
+        break;
+      }
+      const safe = held.length - longestStopPrefix(held, stops);
+      piece = held.slice(0, safe);
+      held = held.slice(safe);
+      text += piece;
+      yield { token: next, text: piece };
+      if (tokens.length >= maxTokens) break;
+      if (pos >= opts.seqLen) {
+        finish = 'context';
+        break;
+      }
+      logits = await this.#forward([next], pos, 0);
+      pos++;
+    }
+    if (finish !== 'stop' && decoder) {
+      const rest = held + decoder.flush();
+      if (rest.length > 0) text += rest;
+    }
+    const t2 = performance.now();
+    const after = this.#counters();
+    const result: GenerationResult = {
+      promptTokens,
+      tokens,
+      text,
+      finishReason: finish,
+      stats: {
+        promptTokens: promptTokens.length,
+        cachedPromptTokens: cached,
+        generatedTokens: tokens.length,
+        prefillMs: t1 - t0,
+        decodeMs: t2 - t1,
+        prefillTokensPerSecond: (promptTokens.length - cached) / ((t1 - t0) / 1000),
+        decodeTokensPerSecond: tokens.length > 1 ? (tokens.length - 1) / ((t2 - t1) / 1000) : 0,
+        loadWaitMs: after.waitMs - before.waitMs,
+        computeMs: after.computeMs - before.computeMs,
+        diskBytesRead: after.diskBytes - before.diskBytes,
+        peakRssBytes: process.resourceUsage().maxRSS * 1024,
+      },
+    };
+    this.lastGeneration = result;
+    if (finish === 'cancelled' && options.signal) {
+      // Callers that asked for cancellation get the partial result; nothing else is lost.
+      void CancelledError;
+    }
+    return result;
+  }
+
+  #counters(): { waitMs: number; computeMs: number; diskBytes: number } {
+    return { waitMs: this.#stepWaitMs, computeMs: this.#stepComputeMs, diskBytes: readDiskBytes() };
+  }
+
+  /** Stop the compute threads and release the weights. Safe to call twice. */
+  async cleanup(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    const pool = this.#pool;
+    this.#pool = undefined;
+    await pool?.destroy();
+    await this.#weights?.close();
+    this.#weights = undefined;
+  }
+}
+
+/** Index of the first complete stop string in s, or -1. */
+function firstStop(s: string, stops: readonly string[]): number {
+  let best = -1;
+  for (const st of stops) {
+    const i = s.indexOf(st);
+    if (i >= 0 && (best < 0 || i < best)) best = i;
+  }
+  return best;
+}
+
+/** Length of the longest suffix of s that is a proper prefix of a stop string. */
+function longestStopPrefix(s: string, stops: readonly string[]): number {
+  let best = 0;
+  for (const st of stops) {
+    for (let n = Math.min(st.length - 1, s.length); n > best; n--) {
+      if (s.endsWith(st.slice(0, n))) {
+        best = n;
+        break;
+      }
+    }
+  }
+  return best;
+}
+
+/** Bytes this process caused to be read from storage (0 where /proc is unavailable). */
+export function readDiskBytes(): number {
+  try {
+    const m = /read_bytes:\s*(\d+)/.exec(readFileSync('/proc/self/io', 'utf8'));
+    return m ? Number(m[1]) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+export { FloatType };

@@ -1,0 +1,82 @@
+import type { FloatType } from '@airllm/format';
+
+/** Activation numerics: plain float32, or dllama's Q80 casts at its seven points (FORMAT.md §e). */
+export type ActivationMode = 'f32' | 'q80';
+
+/**
+ * The buffers every compute thread shares (SharedArrayBuffers allocated once by the engine),
+ * with their shapes. Rows are batch rows (prompt tokens or sequences decoded together).
+ */
+export interface SharedBuffers {
+  /** (maxRows, dim) residual stream; the engine writes embeddings here before a step. */
+  readonly x: SharedArrayBuffer;
+  /** (maxRows, qDim) queries. */
+  readonly q: SharedArrayBuffer;
+  /** (maxRows, kvDim) keys / values of a step whose rows belong to several sequences. */
+  readonly kTmp: SharedArrayBuffer;
+  readonly vTmp: SharedArrayBuffer;
+  /** (maxRows, qDim) attention output. */
+  readonly z: SharedArrayBuffer;
+  /** (maxRows, dim) output of wo, of w2 and of the MoE sum, before the residual add. */
+  readonly o: SharedArrayBuffer;
+  /** (maxRows, ff) gate → SwiGLU product, and (maxRows, ff) up projection. */
+  readonly hb: SharedArrayBuffer;
+  readonly hb2: SharedArrayBuffer;
+  /** (maxRows, ff/32 · 34 bytes) Q80 SwiGLU product (q80 mode). */
+  readonly hq: SharedArrayBuffer;
+  /** (maxRows, vocab) logits of the rows asked for. */
+  readonly logits: SharedArrayBuffer;
+  /** Barrier state (Int32Array). */
+  readonly barrier: SharedArrayBuffer;
+  /** KV cache: [slot][layer − firstLayer] → (seqLen, kvDim) keys and values. */
+  readonly kv: readonly (readonly { readonly k: SharedArrayBuffer; readonly v: SharedArrayBuffer }[])[];
+}
+
+/** Everything a compute worker needs, sent once as piscina workerData. */
+export interface ComputeWorkerData {
+  /** The model header bytes (the worker rebuilds the layout from them). */
+  readonly headerBytes: Uint8Array;
+  readonly threads: number;
+  readonly maxRows: number;
+  readonly seqLen: number;
+  readonly firstLayer: number;
+  readonly lastLayer: number;
+  readonly activations: ActivationMode;
+  /** Kernel backend preference: 'native' (fall back to reference if unavailable) or 'reference'. */
+  readonly kernels: 'native' | 'reference';
+  /** Spin iterations before sleeping at a barrier (0 when threads > cores). */
+  readonly spin: number;
+  readonly buffers: SharedBuffers;
+  /** Opaque descriptor of the weight source (see weights.ts). */
+  readonly weights: unknown;
+}
+
+/** One run of rows belonging to one sequence, at consecutive positions. */
+export interface SequenceRows {
+  readonly slot: number;
+  readonly pos0: number;
+  readonly row0: number;
+  readonly rows: number;
+}
+
+/** What one step computes: the task each compute thread receives. */
+export interface StepTask {
+  readonly thread: number;
+  readonly rows: number;
+  readonly seqs: readonly SequenceRows[];
+  readonly layerStart: number;
+  readonly layerEnd: number;
+  /** Rows of x to turn into logits (final norm + classifier); empty for none. */
+  readonly logitRows: readonly number[];
+  /** Record per-layer timings for the trace. */
+  readonly trace: boolean;
+}
+
+/** Per-thread timings of one step, in ms since the Unix epoch (performance.timeOrigin based). */
+export interface ThreadReport {
+  readonly thread: number;
+  /** [segment, waitStart, waitEnd, computeEnd] per layer (segment = nLayers for the head). */
+  readonly spans: number[];
+}
+
+export type { FloatType };
