@@ -3,7 +3,6 @@ import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import {
-  FloatType,
   MAX_MODEL_HEADER_BYTES,
   Q80_BLOCK_BYTES,
   Q_BLOCK,
@@ -13,7 +12,7 @@ import {
   type ModelLayout,
 } from '@airllm/format';
 import { Barrier } from './barrier.js';
-import { CancelledError, ContextOverflowError, EngineStateError, OptionError, UnsupportedModelError } from './errors.js';
+import { ContextOverflowError, EngineStateError, OptionError, UnsupportedModelError } from './errors.js';
 import { Sampler, type SamplingOptions } from './sampler.js';
 import type { ActivationMode, ComputeWorkerData, SequenceRows, SharedBuffers, StepTask, ThreadReport } from './shared.js';
 import { Tokenizer } from './tokenizer.js';
@@ -260,17 +259,13 @@ export class LayerWiseInferenceEngine {
     };
   }
 
-  /** Serialise users of the compute threads (one step or one generation at a time). */
-  async #exclusive<T>(fn: () => Promise<T>): Promise<T> {
+  /** Wait for the compute threads to be free; returns the function that frees them again. */
+  async #lock(): Promise<() => void> {
     const prev = this.#busy;
     let release!: () => void;
     this.#busy = new Promise<void>((r) => (release = r));
     await prev;
-    try {
-      return await fn();
-    } finally {
-      release();
-    }
+    return release;
   }
 
   /** Run one step on every compute thread. */
@@ -281,37 +276,28 @@ export class LayerWiseInferenceEngine {
     const results = await Promise.allSettled(
       Array.from({ length: opts.threads }, (_, thread) => pool.run({ ...spec, thread } satisfies StepTask) as Promise<ThreadReport>),
     );
-    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed) {
-      // Prefer the root cause over the other threads' "another thread failed".
-      const root = results.find((r): r is PromiseRejectedResult => r.status === 'rejected' && !/another compute thread failed/.test(String(r.reason)));
-      throw (root ?? failed).reason;
+    const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed.length > 0) {
+      // Prefer the root cause over the other threads' "another compute thread failed".
+      throw (failed.find((r) => !(r.reason instanceof Error && r.reason.name === 'BarrierAbortedError')) ?? failed[0]!).reason;
     }
-    for (const r of results) {
-      const rep = (r as PromiseFulfilledResult<ThreadReport>).value;
-      for (let i = 0; i < rep.spans.length; i += 4) {
-        const [seg, ws, we, ce] = [rep.spans[i]!, rep.spans[i + 1]!, rep.spans[i + 2]!, rep.spans[i + 3]!];
-        if (rep.thread === 0) {
-          this.#stepWaitMs += we - ws;
-          this.#stepComputeMs += ce - we;
-        }
-        if (opts.trace) {
-          const name = seg === this.header.nLayers ? 'head' : `layer ${seg}`;
-          if (we - ws > 0.001) this.trace.span(`wait ${name}`, 'load-wait', rep.thread, ws, we, { segment: seg });
-          this.trace.span(name, 'compute', rep.thread, we, ce, { segment: seg, rows: spec.rows });
-        }
-      }
-    }
+    for (const r of results) this.#account((r as PromiseFulfilledResult<ThreadReport>).value, spec.rows);
   }
 
-  /** Write the embeddings of `tokens` into rows row0.. of x. */
-  #embed(tokens: readonly number[], row0: number): void {
-    const h = this.header;
-    const x = this.#need(this.#x);
-    tokens.forEach((t, i) => {
-      if (!Number.isInteger(t) || t < 0 || t >= h.vocabSize) throw new OptionError('tokens', `token ${t} is outside the vocabulary 0..${h.vocabSize - 1}`);
-      this.#need(this.#weights).embeddingRow(t, x, (row0 + i) * h.dim);
-    });
+  #account(rep: ThreadReport, rows: number): void {
+    const trace = this.#need(this.#opts).trace;
+    for (let i = 0; i < rep.spans.length; i += 4) {
+      const [seg, waitStart, waitEnd, computeEnd] = rep.spans.slice(i, i + 4) as [number, number, number, number];
+      if (rep.thread === 0) {
+        this.#stepWaitMs += waitEnd - waitStart;
+        this.#stepComputeMs += computeEnd - waitEnd;
+      }
+      if (trace) {
+        const name = seg === this.header.nLayers ? 'head' : `layer ${seg}`;
+        if (waitEnd - waitStart > 0.001) this.trace.span(`wait ${name}`, 'load-wait', rep.thread, waitStart, waitEnd, { segment: seg });
+        this.trace.span(name, 'compute', rep.thread, waitEnd, computeEnd, { segment: seg, rows });
+      }
+    }
   }
 
   /**
@@ -319,58 +305,70 @@ export class LayerWiseInferenceEngine {
    * last token (a copy). Prompt tokens go through each layer together, `batchSize` at a time.
    */
   async forward(tokens: readonly number[], pos: number, slot = 0): Promise<Float32Array> {
-    return this.#exclusive(() => this.#forward(tokens, pos, slot));
+    const release = await this.#lock();
+    try {
+      return (await this.#forward([{ slot, pos, tokens }]))[0]!;
+    } finally {
+      release();
+    }
   }
 
-  async #forward(tokens: readonly number[], pos: number, slot: number): Promise<Float32Array> {
+  /**
+   * Run several sequences' tokens through the model, packing their rows into steps of at most
+   * batchSize rows, so one read of each layer serves every sequence in the step. Returns the
+   * logits of each item's last token.
+   */
+  async #forward(items: readonly { slot: number; pos: number; tokens: readonly number[] }[]): Promise<Float32Array[]> {
     const opts = this.#need(this.#opts);
     const h = this.header;
-    if (tokens.length === 0) throw new OptionError('tokens', 'need at least one token');
-    if (!Number.isInteger(slot) || slot < 0 || slot >= opts.maxSequences) throw new OptionError('slot', `must be 0..${opts.maxSequences - 1}, got ${slot}`);
-    if (!Number.isInteger(pos) || pos < 0) throw new OptionError('pos', `must be a whole number ≥ 0, got ${pos}`);
-    if (pos + tokens.length > opts.seqLen) {
-      throw new ContextOverflowError(
-        `${pos + tokens.length} positions do not fit the context of ${opts.seqLen} tokens`,
-        pos + tokens.length,
-        opts.seqLen,
-      );
-    }
-    for (let start = 0; start < tokens.length; start += opts.batchSize) {
-      const chunk = tokens.slice(start, start + opts.batchSize);
-      this.#embed(chunk, 0);
-      const last = start + chunk.length === tokens.length;
-      await this.#run({
-        rows: chunk.length,
-        seqs: [{ slot, pos0: pos + start, row0: 0, rows: chunk.length }],
-        layerStart: 0,
-        layerEnd: h.nLayers,
-        logitRows: last ? [chunk.length - 1] : [],
-        trace: opts.trace,
-      });
-    }
-    const hist = this.#history[slot]!;
-    hist.length = Math.min(hist.length, pos);
-    hist.push(...tokens);
-    return this.#need(this.#logits).slice(0, h.vocabSize);
-  }
-
-  /** Decode one new token for each of several sequences in one step (one layer read for all). */
-  async #forwardMany(items: readonly { token: number; slot: number; pos: number }[]): Promise<Float32Array[]> {
-    const opts = this.#need(this.#opts);
-    const h = this.header;
-    this.#embed(items.map((i) => i.token), 0);
-    const seqs: SequenceRows[] = items.map((it, row) => ({ slot: it.slot, pos0: it.pos, row0: row, rows: 1 }));
-    await this.#run({
-      rows: items.length,
-      seqs,
-      layerStart: 0,
-      layerEnd: h.nLayers,
-      logitRows: items.map((_, i) => i),
-      trace: opts.trace,
-    });
+    const x = this.#need(this.#x);
     const logits = this.#need(this.#logits);
-    items.forEach((it) => this.#history[it.slot]!.push(it.token));
-    return items.map((_, i) => logits.slice(i * h.vocabSize, (i + 1) * h.vocabSize));
+    for (const it of items) {
+      if (it.tokens.length === 0) throw new OptionError('tokens', 'need at least one token');
+      if (!Number.isInteger(it.slot) || it.slot < 0 || it.slot >= opts.maxSequences) throw new OptionError('slot', `must be 0..${opts.maxSequences - 1}, got ${it.slot}`);
+      if (!Number.isInteger(it.pos) || it.pos < 0) throw new OptionError('pos', `must be a whole number ≥ 0, got ${it.pos}`);
+      if (it.pos + it.tokens.length > opts.seqLen) {
+        throw new ContextOverflowError(`${it.pos + it.tokens.length} positions do not fit the context of ${opts.seqLen} tokens`, it.pos + it.tokens.length, opts.seqLen);
+      }
+      for (const t of it.tokens) {
+        if (!Number.isInteger(t) || t < 0 || t >= h.vocabSize) throw new OptionError('tokens', `token ${t} is outside the vocabulary 0..${h.vocabSize - 1}`);
+      }
+    }
+    const result: Float32Array[] = new Array(items.length);
+    const done = items.map(() => 0);
+    let next = 0;
+    while (next < items.length) {
+      let rows = 0;
+      const seqs: SequenceRows[] = [];
+      const logitRows: number[] = [];
+      const finishing: number[] = [];
+      for (let i = next; i < items.length && rows < opts.batchSize; i++) {
+        const it = items[i]!;
+        const n = Math.min(it.tokens.length - done[i]!, opts.batchSize - rows);
+        const chunk = it.tokens.slice(done[i]!, done[i]! + n);
+        chunk.forEach((t, j) => this.#weightsSource().embeddingRow(t, x, (rows + j) * h.dim));
+        seqs.push({ slot: it.slot, pos0: it.pos + done[i]!, row0: rows, rows: n });
+        done[i]! += n;
+        rows += n;
+        if (done[i] === it.tokens.length) {
+          logitRows.push(rows - 1);
+          finishing.push(i);
+        }
+      }
+      await this.#run({ rows, seqs, layerStart: 0, layerEnd: h.nLayers, logitRows, trace: opts.trace });
+      finishing.forEach((i, j) => (result[i] = logits.slice(j * h.vocabSize, (j + 1) * h.vocabSize)));
+      while (next < items.length && done[next] === items[next]!.tokens.length) next++;
+    }
+    for (const it of items) {
+      const hist = this.#history[it.slot]!;
+      hist.length = Math.min(hist.length, it.pos);
+      hist.push(...it.tokens);
+    }
+    return result;
+  }
+
+  #weightsSource(): WeightSource {
+    return this.#need(this.#weights);
   }
 
   /** Encode a prompt (string or token ids). */
@@ -385,124 +383,152 @@ export class LayerWiseInferenceEngine {
    * only process the new message). The generator's return value is the GenerationResult.
    */
   async *generate(prompt: string | readonly number[], options: GenerateOptions = {}): AsyncGenerator<GeneratedToken, GenerationResult> {
-    const release = await this.#acquireExclusive();
+    const gen = this.generateBatch([prompt], options);
+    for (;;) {
+      const r = await gen.next();
+      if (r.done) return r.value[0]!;
+      yield { token: r.value.token, text: r.value.text };
+    }
+  }
+
+  /**
+   * Decode several prompts together: each gets its own KV cache slot (maxSequences of them),
+   * their prompts are processed in shared steps, and every decode step computes one token for
+   * each unfinished sequence with a single pass over the layers.
+   */
+  async *generateBatch(
+    prompts: readonly (string | readonly number[])[],
+    options: GenerateOptions = {},
+  ): AsyncGenerator<GeneratedToken & { index: number }, GenerationResult[]> {
+    const release = await this.#lock();
     try {
-      return yield* this.#generate(prompt, options);
+      return yield* this.#generateBatch(prompts, options);
     } finally {
       release();
     }
   }
 
-  async #acquireExclusive(): Promise<() => void> {
-    const prev = this.#busy;
-    let release!: () => void;
-    this.#busy = new Promise<void>((r) => (release = r));
-    await prev;
-    return release;
-  }
-
-  async *#generate(prompt: string | readonly number[], options: GenerateOptions): AsyncGenerator<GeneratedToken, GenerationResult> {
+  async *#generateBatch(prompts: readonly (string | readonly number[])[], options: GenerateOptions): AsyncGenerator<GeneratedToken & { index: number }, GenerationResult[]> {
     const opts = this.#need(this.#opts);
     const h = this.header;
-    const promptTokens = this.encode(prompt, options.bos);
-    if (promptTokens.length === 0) throw new OptionError('prompt', 'encodes to no tokens (empty prompt without BOS)');
-    if (promptTokens.length >= opts.seqLen) {
-      throw new ContextOverflowError(
-        `the prompt has ${promptTokens.length} tokens but the context holds ${opts.seqLen} (one more is needed to generate)`,
-        promptTokens.length + 1,
-        opts.seqLen,
-      );
+    if (prompts.length < 1 || prompts.length > opts.maxSequences) {
+      throw new OptionError('prompts', `need 1..${opts.maxSequences} prompts (maxSequences), got ${prompts.length}`);
     }
     const maxTokens = options.maxTokens ?? 256;
     if (!Number.isInteger(maxTokens) || maxTokens < 0) throw new OptionError('maxTokens', `must be a whole number ≥ 0, got ${options.maxTokens}`);
-    const sampler = new Sampler(this.#tokenizer?.vocabSize ?? h.vocabSize, options);
     const stops = (options.stop ?? []).filter((s) => s.length > 0);
     const stopAtEos = options.stopAtEos ?? true;
-    const decoder = this.#tokenizer?.decoder();
 
-    // Reuse the cached prefix; at least the last prompt token is recomputed for its logits.
-    const hist = this.#history[0]!;
-    let cached = 0;
-    while (cached < hist.length && cached < promptTokens.length - 1 && hist[cached] === promptTokens[cached]) cached++;
+    const seqs = prompts.map((prompt, index) => {
+      const promptTokens = this.encode(prompt, options.bos);
+      if (promptTokens.length === 0) throw new OptionError('prompt', `prompt ${index} encodes to no tokens (empty prompt without BOS)`);
+      if (promptTokens.length >= opts.seqLen) {
+        throw new ContextOverflowError(
+          `prompt ${index} has ${promptTokens.length} tokens but the context holds ${opts.seqLen} (one more is needed to generate)`,
+          promptTokens.length + 1,
+          opts.seqLen,
+        );
+      }
+      // Reuse the slot's cached prefix; the last prompt token is always recomputed for its logits.
+      const hist = this.#history[index]!;
+      let cached = 0;
+      while (cached < hist.length && cached < promptTokens.length - 1 && hist[cached] === promptTokens[cached]) cached++;
+      const decoder = this.#tokenizer?.decoder();
+      if (decoder) for (const t of promptTokens) decoder.push(t);
+      return {
+        index,
+        promptTokens,
+        cached,
+        decoder,
+        sampler: new Sampler(this.#tokenizer?.vocabSize ?? h.vocabSize, options),
+        tokens: [] as number[],
+        text: '',
+        held: '',
+        finish: undefined as FinishReason | undefined,
+        logits: undefined as Float32Array | undefined,
+      };
+    });
 
     const before = this.#counters();
     const t0 = performance.now();
-    if (decoder) for (const t of promptTokens.slice(0, cached)) decoder.push(t);
-    let logits = await this.#forward(promptTokens.slice(cached), cached, 0);
-    if (decoder) for (const t of promptTokens.slice(cached)) decoder.push(t);
+    const first = await this.#forward(seqs.map((s) => ({ slot: s.index, pos: s.cached, tokens: s.promptTokens.slice(s.cached) })));
+    seqs.forEach((s, i) => (s.logits = first[i]));
     const t1 = performance.now();
 
-    const tokens: number[] = [];
-    let text = '';
-    let held = ''; // text not yet yielded because it may start a stop string
-    let finish: FinishReason = 'length';
-    let pos = promptTokens.length;
-    while (tokens.length < maxTokens) {
-      if (options.signal?.aborted) {
-        finish = 'cancelled';
-        break;
+    for (;;) {
+      const pending: { s: (typeof seqs)[number]; token: number }[] = [];
+      for (const s of seqs) {
+        if (s.finish) continue;
+        if (options.signal?.aborted) {
+          s.finish = 'cancelled';
+          continue;
+        }
+        if (s.tokens.length >= maxTokens) {
+          s.finish = 'length';
+          continue;
+        }
+        const next = s.sampler.sample(s.logits!);
+        if (stopAtEos && this.#tokenizer?.isEos(next)) {
+          s.finish = 'eos';
+          continue;
+        }
+        s.tokens.push(next);
+        s.held += s.decoder ? s.decoder.push(next) : '';
+        const stopAt = firstStop(s.held, stops);
+        let piece: string;
+        if (stopAt >= 0) {
+          piece = s.held.slice(0, stopAt);
+          s.held = '';
+          s.finish = 'stop';
+        } else {
+          // Hold back a tail that might be the start of a stop string.
+          const safe = s.held.length - longestStopPrefix(s.held, stops);
+          piece = s.held.slice(0, safe);
+          s.held = s.held.slice(safe);
+        }
+        s.text += piece;
+        yield { index: s.index, token: next, text: piece };
+        if (s.finish) continue;
+        if (s.tokens.length >= maxTokens) s.finish = 'length';
+        // The new token would sit at position P + n − 1, which must be inside the context.
+        else if (s.promptTokens.length + s.tokens.length > opts.seqLen) s.finish = 'context';
+        else pending.push({ s, token: next });
       }
-      const next = sampler.sample(logits);
-      if (stopAtEos && this.#tokenizer?.isEos(next)) {
-        finish = 'eos';
-        break;
-      }
-      tokens.push(next);
-      let piece = decoder ? decoder.push(next) : '';
-      held += piece;
-      const stopAt = firstStop(held, stops);
-      if (stopAt >= 0) {
-        piece = held.slice(0, stopAt);
-        text += piece;
-        held = '';
-        yield { token: next, text: piece };
-        finish = 'stop';
-        break;
-      }
-      const safe = held.length - longestStopPrefix(held, stops);
-      piece = held.slice(0, safe);
-      held = held.slice(safe);
-      text += piece;
-      yield { token: next, text: piece };
-      if (tokens.length >= maxTokens) break;
-      if (pos >= opts.seqLen) {
-        finish = 'context';
-        break;
-      }
-      logits = await this.#forward([next], pos, 0);
-      pos++;
-    }
-    if (finish !== 'stop' && decoder) {
-      const rest = held + decoder.flush();
-      if (rest.length > 0) text += rest;
+      if (pending.length === 0) break;
+      const out = await this.#forward(pending.map(({ s, token }) => ({ slot: s.index, pos: s.promptTokens.length + s.tokens.length - 1, tokens: [token] })));
+      pending.forEach(({ s }, i) => (s.logits = out[i]));
     }
     const t2 = performance.now();
     const after = this.#counters();
-    const result: GenerationResult = {
-      promptTokens,
-      tokens,
-      text,
-      finishReason: finish,
-      stats: {
-        promptTokens: promptTokens.length,
-        cachedPromptTokens: cached,
-        generatedTokens: tokens.length,
-        prefillMs: t1 - t0,
-        decodeMs: t2 - t1,
-        prefillTokensPerSecond: (promptTokens.length - cached) / ((t1 - t0) / 1000),
-        decodeTokensPerSecond: tokens.length > 1 ? (tokens.length - 1) / ((t2 - t1) / 1000) : 0,
-        loadWaitMs: after.waitMs - before.waitMs,
-        computeMs: after.computeMs - before.computeMs,
-        diskBytesRead: after.diskBytes - before.diskBytes,
-        peakRssBytes: process.resourceUsage().maxRSS * 1024,
-      },
-    };
-    this.lastGeneration = result;
-    if (finish === 'cancelled' && options.signal) {
-      // Callers that asked for cancellation get the partial result; nothing else is lost.
-      void CancelledError;
-    }
-    return result;
+    const generated = seqs.reduce((n, s) => n + s.tokens.length, 0);
+    const results = seqs.map((s): GenerationResult => {
+      if (s.finish !== 'stop' && s.decoder) {
+        const rest = s.held + s.decoder.flush();
+        if (rest.length > 0) s.text += rest;
+      }
+      return {
+        promptTokens: s.promptTokens,
+        tokens: s.tokens,
+        text: s.text,
+        finishReason: s.finish ?? 'length',
+        stats: {
+          promptTokens: s.promptTokens.length,
+          cachedPromptTokens: s.cached,
+          generatedTokens: s.tokens.length,
+          prefillMs: t1 - t0,
+          decodeMs: t2 - t1,
+          prefillTokensPerSecond: seqs.reduce((n, q) => n + q.promptTokens.length - q.cached, 0) / ((t1 - t0) / 1000),
+          // Every step after the first sample produces one token per running sequence.
+          decodeTokensPerSecond: generated > seqs.length ? (generated - seqs.length) / ((t2 - t1) / 1000) : 0,
+          loadWaitMs: after.waitMs - before.waitMs,
+          computeMs: after.computeMs - before.computeMs,
+          diskBytesRead: after.diskBytes - before.diskBytes,
+          peakRssBytes: process.resourceUsage().maxRSS * 1024,
+        },
+      };
+    });
+    this.lastGeneration = results[0];
+    return results;
   }
 
   #counters(): { waitMs: number; computeMs: number; diskBytes: number } {
@@ -555,4 +581,3 @@ export function readDiskBytes(): number {
   }
 }
 
-export { FloatType };

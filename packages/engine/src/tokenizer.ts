@@ -68,7 +68,8 @@ export class Tokenizer {
   /** Byte-level mode: special tokens (ids ≥ bos) in id order, for first-match scanning. */
   readonly #specials: { id: number; bytes: Uint8Array }[] = [];
 
-  constructor(data: TokenizerData) {
+  /** `kind` forces an algorithm (default: detected from the vocabulary). */
+  constructor(data: TokenizerData, kind?: TokenizerKind) {
     this.#vocab = data.vocab;
     this.#scores = data.scores;
     this.vocabSize = data.vocab.length;
@@ -77,7 +78,11 @@ export class Tokenizer {
     this.addBos = data.addBos;
     this.chatTemplate = data.chatTemplate;
     this.#byteBase = findBytePieces(data.vocab);
-    this.kind = this.#byteBase >= 0 && data.bosId >= 0 && data.bosId < this.#byteBase ? 'sentencepiece' : 'bytelevel';
+    const looksSentencePiece = this.#byteBase >= 0 && data.bosId >= 0 && data.bosId < this.#byteBase;
+    this.kind = kind ?? (looksSentencePiece ? 'sentencepiece' : 'bytelevel');
+    if (this.kind === 'sentencepiece' && this.#byteBase < 0) {
+      throw new TokenizerError('a SentencePiece tokenizer needs the 256 byte-fallback pieces <0x00>…<0xFF>');
+    }
     const control = new Set<number>([...this.eosIds, ...(this.bosId >= 0 ? [this.bosId] : [])]);
     if (this.kind === 'sentencepiece') {
       // Ids below the byte pieces are control tokens (<unk>, <s>, </s>).
