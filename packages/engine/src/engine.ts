@@ -307,34 +307,118 @@ export class LayerWiseInferenceEngine {
   async forward(tokens: readonly number[], pos: number, slot = 0): Promise<Float32Array> {
     const release = await this.#lock();
     try {
-      return (await this.#forward([{ slot, pos, tokens }]))[0]!;
+      return (await this.#forwardTokens([{ slot, pos, tokens }]))[0]!;
     } finally {
       release();
     }
   }
 
   /**
-   * Run several sequences' tokens through the model, packing their rows into steps of at most
-   * batchSize rows, so one read of each layer serves every sequence in the step. Returns the
-   * logits of each item's last token.
+   * The model from tokens to logits for several sequences at once: the logits of each item's
+   * last token. Generation calls this for every step; a pipeline over several machines
+   * (@airllm/distributed) overrides it to send the hidden state through remote layer ranges.
    */
-  async #forward(items: readonly { slot: number; pos: number; tokens: readonly number[] }[]): Promise<Float32Array[]> {
+  protected async forwardItems(items: readonly { slot: number; pos: number; tokens: readonly number[] }[]): Promise<Float32Array[]> {
+    const { logits } = await this.#step(
+      items.map((it) => ({ slot: it.slot, pos: it.pos, tokens: it.tokens, n: it.tokens.length })),
+      0,
+      this.header.nLayers,
+      true,
+    );
+    return logits;
+  }
+
+  /** forwardItems, remembering which tokens each slot's KV cache now holds (for prefix reuse). */
+  async #forwardTokens(items: readonly { slot: number; pos: number; tokens: readonly number[] }[]): Promise<Float32Array[]> {
+    for (const it of items) {
+      // Until the step succeeds, only the positions before it are known to be valid.
+      const hist = this.#history[it.slot];
+      if (hist) hist.length = Math.min(hist.length, it.pos);
+    }
+    const logits = await this.forwardItems(items);
+    for (const it of items) this.#history[it.slot]!.push(...it.tokens);
+    return logits;
+  }
+
+  /** Embedding rows (F32, n × dim) of tokens, as the first layer receives them. */
+  embed(tokens: readonly number[]): Float32Array {
+    const h = this.header;
+    const out = new Float32Array(tokens.length * h.dim);
+    this.#checkTokens(tokens);
+    tokens.forEach((t, i) => this.#weightsSource().embeddingRow(t, out, i * h.dim));
+    return out;
+  }
+
+  /**
+   * Low-level, for pipelines: run hidden states (n × dim each, at positions pos.. of their
+   * slots) through layers [layerStart, layerEnd), updating this engine's KV cache for those
+   * layers. Returns the new hidden states and, with `logits`, each item's last-row logits
+   * (final norm + classifier). Callers must hold no other generation on this engine.
+   */
+  async runLayers(
+    items: readonly { slot: number; pos: number; hidden: Float32Array }[],
+    layerStart: number,
+    layerEnd: number,
+    logits = false,
+  ): Promise<{ hidden: Float32Array[]; logits: Float32Array[] }> {
+    const h = this.header;
+    const release = await this.#lock();
+    try {
+      for (const it of items) {
+        if (it.hidden.length === 0 || it.hidden.length % h.dim !== 0) {
+          throw new OptionError('hidden', `length ${it.hidden.length} is not a positive multiple of dim ${h.dim}`);
+        }
+      }
+      return await this.#step(
+        items.map((it) => ({ slot: it.slot, pos: it.pos, hidden: it.hidden, n: it.hidden.length / h.dim })),
+        layerStart,
+        layerEnd,
+        logits,
+        true,
+      );
+    } finally {
+      release();
+    }
+  }
+
+  #checkTokens(tokens: readonly number[]): void {
+    const V = this.header.vocabSize;
+    for (const t of tokens) {
+      if (!Number.isInteger(t) || t < 0 || t >= V) throw new OptionError('tokens', `token ${t} is outside the vocabulary 0..${V - 1}`);
+    }
+  }
+
+  /**
+   * Run several sequences' rows through layers [layerStart, layerEnd), packing them into steps
+   * of at most batchSize rows so one read of each layer serves every sequence in the step.
+   * Rows come from tokens (embedded here) or from hidden states.
+   */
+  async #step(
+    items: readonly { slot: number; pos: number; n: number; tokens?: readonly number[]; hidden?: Float32Array }[],
+    layerStart: number,
+    layerEnd: number,
+    wantLogits: boolean,
+    wantHidden = false,
+  ): Promise<{ hidden: Float32Array[]; logits: Float32Array[] }> {
     const opts = this.#need(this.#opts);
     const h = this.header;
+    const D = h.dim;
     const x = this.#need(this.#x);
-    const logits = this.#need(this.#logits);
+    const logitsBuf = this.#need(this.#logits);
+    if (!Number.isInteger(layerStart) || !Number.isInteger(layerEnd) || layerStart < 0 || layerEnd > h.nLayers || layerStart > layerEnd) {
+      throw new OptionError('layers', `range ${layerStart}..${layerEnd} is not inside 0..${h.nLayers}`);
+    }
     for (const it of items) {
-      if (it.tokens.length === 0) throw new OptionError('tokens', 'need at least one token');
+      if (it.n === 0) throw new OptionError('tokens', 'need at least one token');
       if (!Number.isInteger(it.slot) || it.slot < 0 || it.slot >= opts.maxSequences) throw new OptionError('slot', `must be 0..${opts.maxSequences - 1}, got ${it.slot}`);
       if (!Number.isInteger(it.pos) || it.pos < 0) throw new OptionError('pos', `must be a whole number ≥ 0, got ${it.pos}`);
-      if (it.pos + it.tokens.length > opts.seqLen) {
-        throw new ContextOverflowError(`${it.pos + it.tokens.length} positions do not fit the context of ${opts.seqLen} tokens`, it.pos + it.tokens.length, opts.seqLen);
+      if (it.pos + it.n > opts.seqLen) {
+        throw new ContextOverflowError(`${it.pos + it.n} positions do not fit the context of ${opts.seqLen} tokens`, it.pos + it.n, opts.seqLen);
       }
-      for (const t of it.tokens) {
-        if (!Number.isInteger(t) || t < 0 || t >= h.vocabSize) throw new OptionError('tokens', `token ${t} is outside the vocabulary 0..${h.vocabSize - 1}`);
-      }
+      if (it.tokens) this.#checkTokens(it.tokens);
     }
-    const result: Float32Array[] = new Array(items.length);
+    const logits: Float32Array[] = new Array(items.length);
+    const hidden = wantHidden ? items.map((it) => new Float32Array(it.n * D)) : [];
     const done = items.map(() => 0);
     let next = 0;
     while (next < items.length) {
@@ -342,29 +426,28 @@ export class LayerWiseInferenceEngine {
       const seqs: SequenceRows[] = [];
       const logitRows: number[] = [];
       const finishing: number[] = [];
+      const chunks: { i: number; from: number; n: number; row0: number }[] = [];
       for (let i = next; i < items.length && rows < opts.batchSize; i++) {
         const it = items[i]!;
-        const n = Math.min(it.tokens.length - done[i]!, opts.batchSize - rows);
-        const chunk = it.tokens.slice(done[i]!, done[i]! + n);
-        chunk.forEach((t, j) => this.#weightsSource().embeddingRow(t, x, (rows + j) * h.dim));
-        seqs.push({ slot: it.slot, pos0: it.pos + done[i]!, row0: rows, rows: n });
-        done[i]! += n;
+        const from = done[i]!;
+        const n = Math.min(it.n - from, opts.batchSize - rows);
+        if (it.tokens) it.tokens.slice(from, from + n).forEach((t, j) => this.#weightsSource().embeddingRow(t, x, (rows + j) * D));
+        else x.set(it.hidden!.subarray(from * D, (from + n) * D), rows * D);
+        seqs.push({ slot: it.slot, pos0: it.pos + from, row0: rows, rows: n });
+        chunks.push({ i, from, n, row0: rows });
+        done[i] = from + n;
         rows += n;
-        if (done[i] === it.tokens.length) {
+        if (done[i] === it.n && wantLogits) {
           logitRows.push(rows - 1);
           finishing.push(i);
         }
       }
-      await this.#run({ rows, seqs, layerStart: 0, layerEnd: h.nLayers, logitRows, trace: opts.trace });
-      finishing.forEach((i, j) => (result[i] = logits.slice(j * h.vocabSize, (j + 1) * h.vocabSize)));
-      while (next < items.length && done[next] === items[next]!.tokens.length) next++;
+      await this.#run({ rows, seqs, layerStart, layerEnd, logitRows, trace: opts.trace });
+      finishing.forEach((i, j) => (logits[i] = logitsBuf.slice(j * h.vocabSize, (j + 1) * h.vocabSize)));
+      if (wantHidden) for (const c of chunks) hidden[c.i]!.set(x.subarray(c.row0 * D, (c.row0 + c.n) * D), c.from * D);
+      while (next < items.length && done[next] === items[next]!.n) next++;
     }
-    for (const it of items) {
-      const hist = this.#history[it.slot]!;
-      hist.length = Math.min(hist.length, it.pos);
-      hist.push(...it.tokens);
-    }
-    return result;
+    return { hidden, logits };
   }
 
   #weightsSource(): WeightSource {
@@ -451,7 +534,7 @@ export class LayerWiseInferenceEngine {
 
     const before = this.#counters();
     const t0 = performance.now();
-    const first = await this.#forward(seqs.map((s) => ({ slot: s.index, pos: s.cached, tokens: s.promptTokens.slice(s.cached) })));
+    const first = await this.#forwardTokens(seqs.map((s) => ({ slot: s.index, pos: s.cached, tokens: s.promptTokens.slice(s.cached) })));
     seqs.forEach((s, i) => (s.logits = first[i]));
     const t1 = performance.now();
 
@@ -495,7 +578,7 @@ export class LayerWiseInferenceEngine {
         else pending.push({ s, token: next });
       }
       if (pending.length === 0) break;
-      const out = await this.#forward(pending.map(({ s, token }) => ({ slot: s.index, pos: s.promptTokens.length + s.tokens.length - 1, tokens: [token] })));
+      const out = await this.#forwardTokens(pending.map(({ s, token }) => ({ slot: s.index, pos: s.promptTokens.length + s.tokens.length - 1, tokens: [token] })));
       pending.forEach(({ s }, i) => (s.logits = out[i]));
     }
     const t2 = performance.now();
