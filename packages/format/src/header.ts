@@ -235,7 +235,8 @@ function validateHeader(
   const bad = (key: HeaderKey, reason: string, expected: string | number, actual?: number): never => {
     throw new InvalidValueError(reason, {
       field: HEADER_KEY_NAMES[key],
-      offset: offsets.get(key),
+      // The value's own offset; for an absent key, the start of the pair list it is missing from.
+      offset: offsets.get(key) ?? 8,
       expected,
       actual: actual ?? values.get(key) ?? 'absent',
     });
