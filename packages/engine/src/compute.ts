@@ -163,21 +163,21 @@ export class ComputeThread {
     const clock = (): number => performance.timeOrigin + performance.now();
     try {
       for (let l = task.layerStart; l < task.layerEnd; l++) {
-        const waitStart = task.trace ? clock() : 0;
+        const waitStart = clock();
         const w = this.#layer(l);
-        const waitEnd = task.trace ? clock() : 0;
+        const waitEnd = clock();
         this.forwardLayer(w, l, task);
         // Every thread has passed the layer's last barrier, so its weights are no longer read.
         if (this.t === 0) this.#source.release(l);
-        if (task.trace) spans.push(l, waitStart, waitEnd, clock());
+        spans.push(l, waitStart, waitEnd, clock());
       }
       if (task.logitRows.length > 0) {
-        const waitStart = task.trace ? clock() : 0;
+        const waitStart = clock();
         const w = this.#head();
-        const waitEnd = task.trace ? clock() : 0;
+        const waitEnd = clock();
         this.final(w, task);
         if (this.t === 0) this.#source.release(this.h.nLayers);
-        if (task.trace) spans.push(this.h.nLayers, waitStart, waitEnd, clock());
+        spans.push(this.h.nLayers, waitStart, waitEnd, clock());
       }
     } catch (e) {
       this.barrier.abort();

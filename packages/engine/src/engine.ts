@@ -208,7 +208,7 @@ export class LayerWiseInferenceEngine {
       idleTimeout: Number.MAX_SAFE_INTEGER,
     });
     // Every thread meets the others once, so a broken setup fails here, not mid-generation.
-    await this.#run({ rows: 0, seqs: [], layerStart: 0, layerEnd: 0, logitRows: [], trace: false });
+    await this.#run({ rows: 0, seqs: [], layerStart: 0, layerEnd: 0, logitRows: [] });
   }
 
   #resolve(h: ModelHeader): ResolvedOptions {
@@ -442,7 +442,7 @@ export class LayerWiseInferenceEngine {
           finishing.push(i);
         }
       }
-      await this.#run({ rows, seqs, layerStart, layerEnd, logitRows, trace: opts.trace });
+      await this.#run({ rows, seqs, layerStart, layerEnd, logitRows });
       finishing.forEach((i, j) => (logits[i] = logitsBuf.slice(j * h.vocabSize, (j + 1) * h.vocabSize)));
       if (wantHidden) for (const c of chunks) hidden[c.i]!.set(x.subarray(c.row0 * D, (c.row0 + c.n) * D), c.from * D);
       while (next < items.length && done[next] === items[next]!.n) next++;

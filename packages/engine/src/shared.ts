@@ -68,8 +68,6 @@ export interface StepTask {
   readonly layerEnd: number;
   /** Rows of x to turn into logits (final norm + classifier); empty for none. */
   readonly logitRows: readonly number[];
-  /** Record per-layer timings for the trace. */
-  readonly trace: boolean;
 }
 
 /** Per-thread timings of one step, in ms since the Unix epoch (performance.timeOrigin based). */

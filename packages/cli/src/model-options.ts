@@ -1,0 +1,114 @@
+/**
+ * Options every command that runs a model shares (generate, chat, serve, bench), their parsing,
+ * and the bundled default model.
+ */
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type { Command } from 'commander';
+import type { EngineOptions } from '@airllm/engine';
+import { CliError } from './errors.js';
+
+/** stories260K, converted by our importer and shipped in the package (models/README.md). */
+export const BUNDLED_MODEL = fileURLToPath(new URL('../models/stories260K.m', import.meta.url));
+export const BUNDLED_TOKENIZER = fileURLToPath(new URL('../models/stories260K.t', import.meta.url));
+
+export interface ModelCliOptions {
+  model?: string;
+  tokenizer?: string;
+  mode?: string;
+  maxMemory?: string;
+  threads?: string;
+  activations?: string;
+  kernels?: string;
+  maxSeqLen?: string;
+  batchSize?: string;
+  trace?: string;
+}
+
+export function addModelOptions(cmd: Command): Command {
+  return cmd
+    .option('-m, --model <path>', 'model .m file (default: the bundled stories260K demo)')
+    .option('-t, --tokenizer <path>', 'tokenizer .t file (default: the model path with .t)')
+    .option('--mode <mode>', 'memory mode: resident | stream | sequential', 'resident')
+    .option('--max-memory <size>', 'weight budget for stream mode, e.g. 2GiB, 512MB, 25%')
+    .option('--threads <n>', 'compute threads (default: number of cores)')
+    .option('--activations <type>', 'f32 (default) or q80 (dllama numerics for Q40 models)')
+    .option('--kernels <backend>', 'native (default) or reference')
+    .option('--max-seq-len <n>', 'context length (KV cache rows)')
+    .option('--batch-size <n>', 'prompt tokens per forward step')
+    .option('--trace <file>', 'write a Chrome trace-event timeline of the layer pipeline (open in Perfetto)');
+}
+
+const UNITS: Record<string, number> = {
+  b: 1,
+  kb: 1e3,
+  mb: 1e6,
+  gb: 1e9,
+  tb: 1e12,
+  k: 1024,
+  kib: 1024,
+  m: 1024 ** 2,
+  mib: 1024 ** 2,
+  g: 1024 ** 3,
+  gib: 1024 ** 3,
+  t: 1024 ** 4,
+  tib: 1024 ** 4,
+};
+
+/** "2GiB", "512MB", "1.5g", "1048576" → bytes; "25%" → that share of `total` when given. */
+export function parseBytes(text: string, option: string, total?: number): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z%]*)\s*$/.exec(text);
+  const unit = m?.[2]?.toLowerCase() ?? '';
+  if (m && unit === '%' && total !== undefined) return Math.floor((Number(m[1]) / 100) * total);
+  const mult = UNITS[unit === '' ? 'b' : unit];
+  if (!m || mult === undefined) throw new CliError(`${option}: cannot read "${text}" as a size (examples: 2GiB, 512MB, 1073741824${total !== undefined ? ', 25%' : ''})`, 2);
+  const v = Math.floor(Number(m[1]) * mult);
+  if (!Number.isSafeInteger(v) || v <= 0) throw new CliError(`${option}: size "${text}" is out of range`, 2);
+  return v;
+}
+
+export function parseInteger(text: string | undefined, option: string, min: number, max = Number.MAX_SAFE_INTEGER): number | undefined {
+  if (text === undefined) return undefined;
+  const v = Number(text);
+  if (!/^\s*-?\d+\s*$/.test(text) || !Number.isSafeInteger(v) || v < min || v > max) {
+    throw new CliError(`${option}: expected a whole number ${min}..${max === Number.MAX_SAFE_INTEGER ? '' : max}, got "${text}"`, 2);
+  }
+  return v;
+}
+
+export function parseNumber(text: string | undefined, option: string, min: number, max: number): number | undefined {
+  if (text === undefined) return undefined;
+  const v = Number(text);
+  if (text.trim() === '' || !Number.isFinite(v) || v < min || v > max) throw new CliError(`${option}: expected a number in [${min}, ${max}], got "${text}"`, 2);
+  return v;
+}
+
+/** Model path, tokenizer path and engine options from the shared flags. */
+export async function engineOptions(o: ModelCliOptions): Promise<{ model: string; options: EngineOptions }> {
+  const model = o.model ?? BUNDLED_MODEL;
+  const tokenizer = o.tokenizer ?? (o.model === undefined ? BUNDLED_TOKENIZER : undefined);
+  if (tokenizer !== undefined && !existsSync(tokenizer)) throw new CliError(`tokenizer ${tokenizer}: no such file`);
+  const mode = o.mode ?? 'resident';
+  if (!['resident', 'stream', 'sequential'].includes(mode)) throw new CliError(`--mode: expected resident, stream or sequential, got "${mode}"`, 2);
+  if (o.activations !== undefined && !['f32', 'q80'].includes(o.activations)) throw new CliError(`--activations: expected f32 or q80, got "${o.activations}"`, 2);
+  if (o.kernels !== undefined && !['native', 'reference'].includes(o.kernels)) throw new CliError(`--kernels: expected native or reference, got "${o.kernels}"`, 2);
+  let maxMemory: number | undefined;
+  if (o.maxMemory !== undefined) {
+    const { readModelFile } = await import('@airllm/format');
+    maxMemory = parseBytes(o.maxMemory, '--max-memory', readModelFile(model).layout.fileSize);
+  } else if (mode === 'stream') {
+    throw new CliError('--mode stream needs --max-memory (e.g. --max-memory 2GiB or 25%)', 2);
+  }
+  const options: EngineOptions = {
+    mode: mode as EngineOptions['mode'],
+    maxMemory,
+    threads: parseInteger(o.threads, '--threads', 1, 256),
+    activations: o.activations as EngineOptions['activations'],
+    kernels: o.kernels as EngineOptions['kernels'],
+    maxSeqLen: parseInteger(o.maxSeqLen, '--max-seq-len', 1),
+    batchSize: parseInteger(o.batchSize, '--batch-size', 1, 4096),
+    trace: o.trace !== undefined,
+  };
+  if (tokenizer !== undefined) options.tokenizerPath = tokenizer;
+  return { model, options };
+}
