@@ -1,1 +1,77 @@
-export {};
+/**
+ * @airllm/loader: a model file's weights in memory that every thread reads with no copy, a
+ * residency cache that keeps them within a byte budget, and a prefetch worker.
+ *
+ * ## Weights
+ *
+ *   const w = await new MemoryMappedWeights(path).open();   // header, layout, mapping
+ *   const bytes = w.loadLayerWeights(offset, size);          // zero-copy Uint8Array (mmap)
+ *   const wq = w.tensorView(layerTensor(w.layout, 3, 'q'));  // typed view per tensor
+ *   w.readRows(w.layout.embedding, tokenId, 1, row);         // embedding rows (pread)
+ *   w.close();
+ *
+ * Backends: `mmap` (native addon: the file mapped into one SharedArrayBuffer) or `read` (pure
+ * JS pread into SharedArrayBuffers), picked automatically with one stderr line when the addon is
+ * missing; force one with `{ backend }` or AIRLLM_LOADER_BACKEND=mmap|read.
+ *
+ * ## Residency, as the engine uses it
+ *
+ * Segments are the units of residency: one per layer of the served range, then one head segment
+ * (final_norm + wcls) when the range ends at the last layer. The engine visits them cyclically:
+ * 0, 1, …, n−1, 0, … (one pass per forward step).
+ *
+ * Main thread:
+ *
+ *   const r = await LayerResidency.create(w, { mode: 'stream', budgetBytes, firstLayer, lastLayer });
+ *   await r.warmup((done, total) => …);        // optional: load pinned segments now
+ *   for (const worker of computeWorkers) worker.postMessage({ residency: r.shared });
+ *   …
+ *   r.stats();                                  // bytes read from disk, waits, loads per segment
+ *   await r.close();                            // stops the prefetcher, drops the pages
+ *
+ * Inside each compute worker (blocking calls; never on the main thread):
+ *
+ *   const client = attachResidency(shared);
+ *   for (each step) for (let seg = 0; seg < client.segments.length; seg++) {
+ *     const { buffer, byteOffset } = client.acquire(seg);  // waits until resident
+ *     const wq = client.tensorView(layerTensor(layout, layer, 'q'));
+ *     …compute this thread's rows…
+ *     barrier();                                // the engine's own
+ *     if (thread === 0) client.release(seg);    // once per use, after every thread is done
+ *   }
+ *
+ * `acquire(seg)` is idempotent across threads (all compute threads acquire the same segment);
+ * it returns where the segment's first byte lives (the file mapping itself in mmap mode, a slot
+ * buffer in the read fallback; both keep file alignment modulo 4096) and tells the prefetcher
+ * to start on the next segment of the cyclic order. The main thread uses `acquireAsync`
+ * (Atomics.waitAsync) instead. `release(seg)` gives the segment back: pinned segments stay,
+ * streamed ones are dropped (MADV_DONTNEED) and their slot reused.
+ *
+ * Modes: `resident` (everything pinned), `stream` (pin what fits in budgetBytes, stream the
+ * rest through 2 slots: the one computing and the one prefetched; a budget below what the
+ * slots need is refused with BudgetTooSmallError), `sequential` (no prefetch: load, then
+ * compute; for comparison). More streamed segments held at once than slots is an error
+ * (SlotsExhaustedError after `stallMs`), not a hang.
+ *
+ * The file is fstat'ed at open, before each load and on each acquire: a size change is a
+ * FileChangedError. A page faulting past a truncated end of file reads as zeros instead of
+ * killing the process with SIGBUS (mmap backend), and the next check reports it.
+ */
+export { MemoryMappedWeights, ALIGN_MIRROR, type WeightsOptions } from './weights.js';
+export { tensorViewAt, MAX_VIEW_ELEMENTS, type TensorView } from './views.js';
+export { LayerResidency, type ResidencyOptions, type ResidencyStats, type SegmentStats } from './residency/residency.js';
+export { attachResidency, ResidencyClient } from './residency/client.js';
+export { planResidency, type ResidencyPlan } from './residency/plan.js';
+export type {
+  ResidencyMode,
+  ResidencyShared,
+  SegmentInfo,
+  SegmentLocation,
+  SegmentLoadEvent,
+} from './residency/protocol.js';
+export { simulateCyclicScan, type CacheSimulation } from './policy.js';
+export { BACKEND_ENV, resolveBackend, type BackendChoice, type BackendKind } from './backend.js';
+export { nativeAddon, type Advice, type NativeAddon } from './native.js';
+export { diskReadBytes, memoryStatus, resetPeakRss, type MemoryStatus } from './proc.js';
+export { dropFileCache, pageCacheBytes } from './cache.js';
+export * from './errors.js';

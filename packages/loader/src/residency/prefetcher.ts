@@ -1,0 +1,240 @@
+import { performance } from 'node:perf_hooks';
+import { FileChangedError } from '../errors.js';
+import { nativeAddon, type NativeAddon } from '../native.js';
+import { ALIGN_MIRROR, checkUnchanged, preadFully } from '../weights.js';
+import {
+  C,
+  ErrorCode,
+  G,
+  GC_BYTES_LOADED,
+  GT,
+  S,
+  SEG_COUNTERS,
+  SEG_TIMES,
+  segWord,
+  slotWord,
+  State,
+  T,
+  WAIT_SLICE_MS,
+  type PrefetchMessage,
+  type ResidencyShared,
+  type SegmentLoadEvent,
+} from './protocol.js';
+
+/**
+ * The prefetch loop, run on its own worker thread (dist/prefetch-worker.js). It is the only
+ * thread that moves segments out of EMPTY (so the only one assigning slots) and the only one
+ * evicting. Priorities per turn: releases, then demands (a client is waiting), then the next
+ * segment after the cursor (prefetch), then warmup. It does one load per turn so a demand never
+ * waits behind more than the load in progress. With nothing to do it sleeps on the doorbell.
+ */
+export class Prefetcher {
+  readonly #s: ResidencyShared;
+  readonly #ctrl: Int32Array;
+  readonly #counters: BigInt64Array;
+  readonly #times: Float64Array;
+  readonly #addon: NativeAddon | undefined;
+  readonly #post: (m: PrefetchMessage) => void;
+  readonly #n: number;
+
+  constructor(shared: ResidencyShared, post: (m: PrefetchMessage) => void) {
+    this.#s = shared;
+    this.#ctrl = new Int32Array(shared.ctrl);
+    this.#counters = new BigInt64Array(shared.counters);
+    this.#times = new Float64Array(shared.times);
+    this.#addon = shared.backend === 'mmap' ? nativeAddon() : undefined;
+    if (shared.backend === 'mmap' && this.#addon === undefined) throw new Error('prefetch worker cannot load the native addon');
+    this.#post = post;
+    this.#n = shared.segments.length;
+  }
+
+  run(): void {
+    const ctrl = this.#ctrl;
+    for (;;) {
+      const bell = Atomics.load(ctrl, G.DOORBELL);
+      if (Atomics.load(ctrl, G.CLOSED) !== 0) return;
+      if (this.#turn()) continue;
+      // Sleep until someone rings (the slice only bounds a lost wake-up; there is no polling work).
+      Atomics.wait(ctrl, G.DOORBELL, bell, WAIT_SLICE_MS * 4);
+    }
+  }
+
+  #state(seg: number): number {
+    return Atomics.load(this.#ctrl, segWord(seg, S.STATE));
+  }
+
+  #setState(seg: number, from: number, to: number): boolean {
+    const at = segWord(seg, S.STATE);
+    const ok = Atomics.compareExchange(this.#ctrl, at, from, to) === from;
+    Atomics.notify(this.#ctrl, at);
+    return ok;
+  }
+
+  #turn(): boolean {
+    const n = this.#n;
+    const s = this.#s;
+    const ctrl = this.#ctrl;
+    if (Atomics.load(ctrl, G.BROKEN) !== 0) return false;
+
+    let evicted = false;
+    for (let seg = 0; seg < n; seg++) {
+      if (this.#state(seg) === State.RELEASING && this.#setState(seg, State.RELEASING, State.EVICTING)) {
+        this.#evict(seg);
+        evicted = true;
+      }
+    }
+    if (evicted) return true;
+
+    for (let seg = 0; seg < n; seg++) {
+      if (Atomics.load(ctrl, segWord(seg, S.WANT)) === 0 || this.#state(seg) !== State.EMPTY) continue;
+      if (s.segments[seg]!.pinned) return this.#load(seg, -1, 'demand');
+      const slot = this.#freeSlot() ?? this.#evictForDemand();
+      if (slot === undefined) continue; // every slot is in use: served after the next release
+      return this.#load(seg, slot, 'demand');
+    }
+
+    if (s.prefetch) {
+      const cursor = Atomics.load(ctrl, G.CURSOR);
+      for (let i = 1; i < n; i++) {
+        const seg = (cursor + i) % n;
+        const st = this.#state(seg);
+        if (st === State.READY || st === State.IN_USE || st === State.LOADING) continue;
+        if (st !== State.EMPTY) break;
+        if (s.segments[seg]!.pinned) return this.#load(seg, -1, 'prefetch');
+        const slot = this.#freeSlot();
+        if (slot === undefined) break;
+        return this.#load(seg, slot, 'prefetch');
+      }
+    }
+
+    if (Atomics.load(ctrl, G.WARMUP) !== 0) {
+      for (let seg = 0; seg < n; seg++) {
+        if (s.segments[seg]!.pinned && this.#state(seg) === State.EMPTY) return this.#load(seg, -1, 'warmup');
+      }
+      Atomics.store(ctrl, G.WARMUP, 0);
+    }
+    return false;
+  }
+
+  #freeSlot(): number | undefined {
+    for (let k = 0; k < this.#s.slots; k++) {
+      if (Atomics.load(this.#ctrl, slotWord(this.#n, k)) < 0) return k;
+    }
+    return undefined;
+  }
+
+  /** Free a slot held by a prefetched segment nobody uses yet, the one needed last. */
+  #evictForDemand(): number | undefined {
+    const cursor = Atomics.load(this.#ctrl, G.CURSOR);
+    let victim = -1;
+    let distance = -1;
+    for (let k = 0; k < this.#s.slots; k++) {
+      const owner = Atomics.load(this.#ctrl, slotWord(this.#n, k));
+      if (owner < 0 || this.#state(owner) !== State.READY || Atomics.load(this.#ctrl, segWord(owner, S.WANT)) !== 0) continue;
+      const d = (owner - cursor + this.#n) % this.#n;
+      if (d > distance) {
+        victim = owner;
+        distance = d;
+      }
+    }
+    if (victim < 0 || !this.#setState(victim, State.READY, State.EVICTING)) return undefined;
+    const slot = Atomics.load(this.#ctrl, segWord(victim, S.SLOT));
+    this.#evict(victim);
+    return slot;
+  }
+
+  #evict(seg: number): void {
+    const info = this.#s.segments[seg]!;
+    if (this.#addon !== undefined && this.#s.map !== null) {
+      try {
+        this.#addon.advise(this.#s.map, info.offset, info.size, 'dontneed');
+      } catch {
+        // The mapping was closed under us (weights closed): nothing left to drop.
+      }
+    }
+    const slot = Atomics.load(this.#ctrl, segWord(seg, S.SLOT));
+    if (slot >= 0) Atomics.store(this.#ctrl, slotWord(this.#n, slot), -1);
+    Atomics.store(this.#ctrl, segWord(seg, S.SLOT), -1);
+    this.#setState(seg, State.EVICTING, State.EMPTY);
+  }
+
+  #load(seg: number, slot: number, reason: SegmentLoadEvent['reason']): boolean {
+    const s = this.#s;
+    const info = s.segments[seg]!;
+    const ctrl = this.#ctrl;
+    if (!this.#setState(seg, State.EMPTY, State.LOADING)) return true;
+    Atomics.store(ctrl, segWord(seg, S.WANT), 0);
+    if (slot >= 0) {
+      Atomics.store(ctrl, slotWord(this.#n, slot), seg);
+      Atomics.store(ctrl, segWord(seg, S.SLOT), slot);
+    }
+    const startMs = performance.timeOrigin + performance.now();
+    const t0 = process.hrtime.bigint();
+    try {
+      // Refuse to touch pages past a new end of file: that is what would raise SIGBUS.
+      checkUnchanged(s.fd, s.fileSize, s.path);
+      if (s.map !== null) this.#makeResident(s.map, info.offset, info.size);
+      else {
+        const buf = slot >= 0 ? s.slotBuffers[slot]! : s.pinnedBuffers[seg]!;
+        preadFully(s.fd, new Uint8Array(buf, info.offset % ALIGN_MIRROR, info.size), info.offset, s.path, s.fileSize);
+      }
+      checkUnchanged(s.fd, s.fileSize, s.path, s.map ?? undefined, this.#addon);
+    } catch (e) {
+      this.#fail(seg, e);
+      return true;
+    }
+    const ns = process.hrtime.bigint() - t0;
+    const endMs = performance.timeOrigin + performance.now();
+    const c = seg * SEG_COUNTERS;
+    Atomics.add(this.#counters, c + C.LOADS, 1n);
+    Atomics.add(this.#counters, c + C.LOAD_NS, ns);
+    Atomics.add(this.#counters, this.#n * SEG_COUNTERS + GC_BYTES_LOADED, BigInt(info.size));
+    this.#times[seg * SEG_TIMES + T.LOAD_START] = startMs;
+    this.#times[seg * SEG_TIMES + T.LOAD_END] = endMs;
+    this.#setState(seg, State.LOADING, State.READY);
+    if (s.trace) this.#post({ type: 'load', event: { segment: seg, layer: info.layer, bytes: info.size, startMs, endMs, reason } });
+    return true;
+  }
+
+  /**
+   * MADV_WILLNEED a few chunks ahead (the kernel queues their reads), then fault in the
+   * current chunk: one byte per page, or MADV_POPULATE_READ. The device always has the next
+   * chunks queued while this thread waits on the current one.
+   */
+  #makeResident(map: SharedArrayBuffer, offset: number, size: number): void {
+    const addon = this.#addon!;
+    const chunk = this.#s.chunkBytes;
+    const ahead = this.#s.readaheadChunks;
+    const chunks = Math.ceil(size / chunk);
+    const range = (k: number): [number, number] => [offset + k * chunk, Math.min(chunk, size - k * chunk)];
+    for (let k = 0; k < Math.min(ahead, chunks); k++) addon.advise(map, ...range(k), 'willneed');
+    for (let k = 0; k < chunks; k++) {
+      if (k + ahead < chunks) addon.advise(map, ...range(k + ahead), 'willneed');
+      if (this.#s.populate) addon.advise(map, ...range(k), 'populate');
+      else addon.touch(map, ...range(k));
+      if (Atomics.load(this.#ctrl, G.CLOSED) !== 0) return;
+    }
+  }
+
+  #fail(seg: number, e: unknown): void {
+    const ctrl = this.#ctrl;
+    const changed = e instanceof FileChangedError;
+    const code = changed ? ErrorCode.FILE_CHANGED : ErrorCode.IO;
+    if (changed) {
+      const g = this.#n * SEG_TIMES;
+      this.#times[g + GT.ERR_EXPECTED] = Number(e.expected ?? this.#s.fileSize);
+      this.#times[g + GT.ERR_ACTUAL] = Number(e.actual ?? NaN);
+    }
+    const slot = Atomics.load(ctrl, segWord(seg, S.SLOT));
+    if (slot >= 0) Atomics.store(ctrl, slotWord(this.#n, slot), -1);
+    Atomics.store(ctrl, segWord(seg, S.SLOT), -1);
+    Atomics.store(ctrl, segWord(seg, S.ERROR), code);
+    this.#setState(seg, State.LOADING, State.FAILED);
+    this.#post({ type: 'error', segment: seg, message: e instanceof Error ? e.message : String(e) });
+    if (changed) {
+      // The file is no longer the one we planned for: fail everything, wake every waiter.
+      Atomics.store(ctrl, G.BROKEN, code);
+      for (let i = 0; i < this.#n; i++) Atomics.notify(ctrl, segWord(i, S.STATE));
+    }
+  }
+}
