@@ -5,7 +5,7 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
-import type { EngineOptions } from '@airllm/engine';
+import type { EngineOptions, LayerWiseInferenceEngine } from '@airllm/engine';
 import { CliError } from './errors.js';
 
 /** stories260K, converted by our importer and shipped in the package (models/README.md). */
@@ -111,4 +111,15 @@ export async function engineOptions(o: ModelCliOptions): Promise<{ model: string
   };
   if (tokenizer !== undefined) options.tokenizerPath = tokenizer;
   return { model, options };
+}
+
+/**
+ * The engine the shared flags describe, not yet initialized. Every command that runs a model
+ * gets its engine here, so features that change how a model runs (e.g. distributed workers)
+ * are added in one place.
+ */
+export async function createEngine(o: ModelCliOptions): Promise<LayerWiseInferenceEngine> {
+  const { model, options } = await engineOptions(o);
+  const { LayerWiseInferenceEngine } = await import('@airllm/engine');
+  return new LayerWiseInferenceEngine(model, options);
 }

@@ -1,7 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { CliError } from '../errors.js';
-import { addModelOptions, engineOptions, parseInteger, parseNumber, type ModelCliOptions } from '../model-options.js';
+import { addModelOptions, createEngine, parseInteger, parseNumber, type ModelCliOptions } from '../model-options.js';
 import { formatBytes, writeJson } from '../output.js';
 
 interface GenerateCliOptions extends ModelCliOptions {
@@ -42,9 +42,7 @@ export function register(program: Command): void {
         seed: parseInteger(o.seed, '--seed', 0),
         stop: o.stop,
       };
-      const { model, options } = await engineOptions(o);
-      const { LayerWiseInferenceEngine } = await import('@airllm/engine');
-      const engine = new LayerWiseInferenceEngine(model, options);
+      const engine = await createEngine(o);
       const abort = new AbortController();
       const onSigint = (): void => abort.abort();
       process.once('SIGINT', onSigint);
