@@ -157,6 +157,18 @@ export class LayerWiseInferenceEngine {
   get threads(): number {
     return this.#need(this.#opts).threads;
   }
+  /** Rows per forward step (resolved batchSize). */
+  get batchSize(): number {
+    return this.#need(this.#opts).batchSize;
+  }
+  /** KV cache slots (resolved maxSequences). */
+  get maxSequences(): number {
+    return this.#need(this.#opts).maxSequences;
+  }
+  /** Activation numerics (resolved activations). */
+  get activations(): ActivationMode {
+    return this.#need(this.#opts).activations;
+  }
 
   #need<T>(v: T | undefined): T {
     if (this.#closed) throw new EngineStateError('engine was cleaned up');
@@ -361,24 +373,38 @@ export class LayerWiseInferenceEngine {
     layerEnd: number,
     logits = false,
   ): Promise<{ hidden: Float32Array[]; logits: Float32Array[] }> {
-    const h = this.header;
     const release = await this.#lock();
     try {
-      for (const it of items) {
-        if (it.hidden.length === 0 || it.hidden.length % h.dim !== 0) {
-          throw new OptionError('hidden', `length ${it.hidden.length} is not a positive multiple of dim ${h.dim}`);
-        }
-      }
-      return await this.#step(
-        items.map((it) => ({ slot: it.slot, pos: it.pos, hidden: it.hidden, n: it.hidden.length / h.dim })),
-        layerStart,
-        layerEnd,
-        logits,
-        true,
-      );
+      return await this.runLayersUnlocked(items, layerStart, layerEnd, logits);
     } finally {
       release();
     }
+  }
+
+  /**
+   * runLayers for a subclass that already holds the engine: forwardItems runs inside
+   * generate()'s hold, and runLayers would wait for that hold to end (a deadlock). The caller
+   * must not run two of these at once (they share the step buffers).
+   */
+  protected async runLayersUnlocked(
+    items: readonly { slot: number; pos: number; hidden: Float32Array }[],
+    layerStart: number,
+    layerEnd: number,
+    logits = false,
+  ): Promise<{ hidden: Float32Array[]; logits: Float32Array[] }> {
+    const h = this.header;
+    for (const it of items) {
+      if (it.hidden.length === 0 || it.hidden.length % h.dim !== 0) {
+        throw new OptionError('hidden', `length ${it.hidden.length} is not a positive multiple of dim ${h.dim}`);
+      }
+    }
+    return await this.#step(
+      items.map((it) => ({ slot: it.slot, pos: it.pos, hidden: it.hidden, n: it.hidden.length / h.dim })),
+      layerStart,
+      layerEnd,
+      logits,
+      true,
+    );
   }
 
   #checkTokens(tokens: readonly number[]): void {
