@@ -13,3 +13,4 @@ export { Sampler, type SamplingOptions } from './sampler.js';
 export { Trace, type TraceEvent } from './trace.js';
 export type { ActivationMode } from './shared.js';
 export * from './errors.js';
+export * from './chat.js';
