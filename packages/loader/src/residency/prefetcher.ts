@@ -173,7 +173,7 @@ export class Prefetcher {
     try {
       // Refuse to touch pages past a new end of file: that is what would raise SIGBUS.
       checkUnchanged(s.fd, s.fileSize, s.path);
-      if (s.map !== null) this.#makeResident(s.map, info.offset, info.size);
+      if (s.map !== null) this.#makeResident(s.map, info.offset, info.size, this.#upNext(seg));
       else {
         const buf = slot >= 0 ? s.slotBuffers[slot]! : s.pinnedBuffers[seg]!;
         preadFully(s.fd, new Uint8Array(buf, info.offset % ALIGN_MIRROR, info.size), info.offset, s.path, s.fileSize);
@@ -197,21 +197,43 @@ export class Prefetcher {
   }
 
   /**
+   * The segment this thread will most likely load after `seg`: the next one in cyclic order if
+   * it is not resident (prefetch mode only; sequential mode must not overlap anything).
+   */
+  #upNext(seg: number): { offset: number; size: number } | undefined {
+    if (!this.#s.prefetch || this.#n < 2) return undefined;
+    const next = (seg + 1) % this.#n;
+    return this.#state(next) === State.EMPTY ? this.#s.segments[next] : undefined;
+  }
+
+  /**
    * MADV_WILLNEED a few chunks ahead (the kernel queues their reads), then fault in the
    * current chunk: one byte per page, or MADV_POPULATE_READ. The device always has the next
-   * chunks queued while this thread waits on the current one.
+   * chunks queued while this thread waits on the current one. Near the end of the segment the
+   * read-ahead runs on into the first chunks of the segment expected next, so the device does
+   * not go idle between two loads. WILLNEED only fills the page cache, not this process's
+   * page tables, so it costs no budget: the next segment's pages are mapped (RSS) only when
+   * its own load touches them, after a slot is free.
    */
-  #makeResident(map: SharedArrayBuffer, offset: number, size: number): void {
+  #makeResident(map: SharedArrayBuffer, offset: number, size: number, next: { offset: number; size: number } | undefined): void {
     const addon = this.#addon!;
     const chunk = this.#s.chunkBytes;
     const ahead = this.#s.readaheadChunks;
     const chunks = Math.ceil(size / chunk);
-    const range = (k: number): [number, number] => [offset + k * chunk, Math.min(chunk, size - k * chunk)];
-    for (let k = 0; k < Math.min(ahead, chunks); k++) addon.advise(map, ...range(k), 'willneed');
+    const advise = (k: number): void => {
+      if (k < chunks) addon.advise(map, offset + k * chunk, Math.min(chunk, size - k * chunk), 'willneed');
+      else if (next !== undefined && (k - chunks) * chunk < next.size) {
+        const o = (k - chunks) * chunk;
+        addon.advise(map, next.offset + o, Math.min(chunk, next.size - o), 'willneed');
+      }
+    };
+    // Chunks up to `ahead` were already advised by the previous load's run-on (harmless twice).
+    for (let k = 0; k < ahead; k++) advise(k);
     for (let k = 0; k < chunks; k++) {
-      if (k + ahead < chunks) addon.advise(map, ...range(k + ahead), 'willneed');
-      if (this.#s.populate) addon.advise(map, ...range(k), 'populate');
-      else addon.touch(map, ...range(k));
+      advise(k + ahead);
+      const o = k * chunk;
+      if (this.#s.populate) addon.advise(map, offset + o, Math.min(chunk, size - o), 'populate');
+      else addon.touch(map, offset + o, Math.min(chunk, size - o));
       if (Atomics.load(this.#ctrl, G.CLOSED) !== 0) return;
     }
   }
