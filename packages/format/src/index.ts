@@ -73,3 +73,86 @@ export {
   importLlama2c,
 } from './import-llama2c.js';
 export { PARTIAL_SUFFIX, writeFileAtomic } from './fs-util.js';
+export { UnsupportedModelError, MissingTensorError } from './convert-errors.js';
+export {
+  SAFETENSORS_LIMITS,
+  SAFETENSORS_DTYPE_BYTES,
+  SAFETENSORS_FLOAT_DTYPES,
+  type SafetensorsFloatDtype,
+  type SafetensorsTensor,
+  type SafetensorsHeader,
+  safetensorsHeaderLength,
+  parseSafetensorsHeader,
+  SafetensorsFile,
+  decodeFloats,
+} from './safetensors.js';
+export {
+  GPT2_BYTE_TO_CHAR,
+  gpt2TextToBytes,
+  bytesToGpt2Text,
+  spmPieceToBytes,
+  type HfTokenizerStyle,
+  type HfTokenizerInput,
+  type HfTokenizerResult,
+  convertHfTokenizer,
+} from './hf-tokenizer.js';
+export {
+  HF_MODEL_TYPES,
+  CONVERT_HF_KEY_ORDER,
+  HF_JSON_LIMITS,
+  type HfModelPlan,
+  type HfImportOptions,
+  type HfImportResult,
+  hfConfigToHeader,
+  hfTensorNames,
+  permuteRowsForLlama,
+  listSafetensorsShards,
+  convertHfTokenizerDir,
+  importHfModel,
+  importHf,
+} from './import-hf.js';
+export {
+  GGUF_MAGIC,
+  GGUF_DEFAULT_ALIGNMENT,
+  GGUF_LIMITS,
+  GgufValueType,
+  GgmlType,
+  ggmlTypeName,
+  ggmlByteSize,
+  type GgufScalar,
+  type GgufArray,
+  type GgufEntry,
+  type GgufTensorInfo,
+  type GgufHeader,
+  type GgufWriteValue,
+  type GgufWriteTensor,
+  type GgufLayout,
+  parseGgufHeader,
+  readGgufHeader,
+  GgufFile,
+  encodeGgufHeader,
+  GgufMetadataReader,
+} from './gguf.js';
+export { GGUF_ARCHS, GGML_TO_FLOAT, FLOAT_TO_GGML, SUPPORTED_GGML_TYPES, llama3RopeFactors } from './gguf-arch.js';
+export {
+  type GgufModelPlan,
+  type GgufImportOptions,
+  type GgufImportResult,
+  fitLlama3RopeScaling,
+  ggufToHeader,
+  ggufTokenizerToData,
+  importGgufModel,
+  importGguf,
+} from './import-gguf.js';
+export {
+  GgufTokenType,
+  type GgufTokenizerMetadata,
+  type GgufExportTensor,
+  type GgufExportOptions,
+  type GgufExportResult,
+  findBytePieces,
+  ggufTokenizerMetadata,
+  ggufModelMetadata,
+  ggufTensorsFor,
+  exportGguf,
+} from './export-gguf.js';

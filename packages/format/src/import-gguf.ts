@@ -1,0 +1,307 @@
+import { MissingTensorError, UnsupportedModelError } from './convert-errors.js';
+import { DTYPES, FloatType, floatTypeName } from './dtypes.js';
+import { FormatError, InvalidValueError, TensorMismatchError } from './errors.js';
+import { writeFileAtomic } from './fs-util.js';
+import { ArchType, HeaderKey, HiddenAct, RopeType, type HeaderValues } from './header.js';
+import { gpt2TextToBytes, spmPieceToBytes } from './hf-tokenizer.js';
+import { CONVERT_HF_KEY_ORDER } from './import-hf.js';
+import type { ModelLayout } from './layout.js';
+import { ModelFileWriter, type ProgressCallback } from './model-writer.js';
+import { GgufFile, GgufMetadataReader, ggmlTypeName, GgmlType, type GgufHeader, type GgufTensorInfo } from './gguf.js';
+import { GGUF_ARCHS, floatTypeOfGgml, ggufDimsOf, ggufSourceOf, llama3RopeFactors } from './gguf-arch.js';
+import { GgufTokenType } from './export-gguf.js';
+import { parseTokenizer, writeTokenizer, type TokenizerData } from './tokenizer-file.js';
+
+export interface GgufModelPlan {
+  readonly arch: ArchType;
+  readonly archName: string;
+  readonly values: HeaderValues;
+  /** The weight type chosen for the `.m` (from the GGUF's attn_q unless given). */
+  readonly dtype: FloatType;
+  /** No output.weight: the classifier is a copy of token_embd. */
+  readonly tiedEmbeddings: boolean;
+}
+
+/**
+ * Recover the integer Llama-3.1 scaling parameters from a `rope_freqs.weight` tensor
+ * (llama.cpp keeps only the per-frequency factors). dllama stores the parameters as integers,
+ * so the search is over integer values; the match must reproduce every factor.
+ */
+export function fitLlama3RopeScaling(factors: Float32Array, headDim: number, theta: number): { factor: number; low: number; high: number; origCtx: number } | undefined {
+  let max = 0;
+  for (const f of factors) max = Math.max(max, f);
+  const factor = Math.round(max);
+  if (factor < 1 || Math.abs(max - factor) > 1e-3 * factor) return undefined;
+  const ctxs = [1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072];
+  for (const origCtx of ctxs) {
+    for (let low = 1; low <= 8; low++) {
+      for (let high = low + 1; high <= 16; high++) {
+        const f = llama3RopeFactors(headDim, theta, factor, low, high, origCtx);
+        if (f.every((v, j) => Math.abs(v - factors[j]!) <= 1e-4 * Math.max(1, v))) return { factor, low, high, origCtx };
+      }
+    }
+  }
+  return undefined;
+}
+
+const EPS_CODES: readonly [number, number][] = [
+  [5, Math.fround(1e-5)],
+  [6, Math.fround(1e-6)],
+];
+
+/** GGUF metadata → `.m` header values (same keys and order as the HF converter writes). */
+export function ggufToHeader(header: GgufHeader, options: { dtype?: FloatType; ropeFreqs?: Float32Array; path?: string } = {}): GgufModelPlan {
+  const md = new GgufMetadataReader(header, options.path);
+  const archName = md.string('general.architecture');
+  const arch = archName !== undefined ? GGUF_ARCHS[archName] : undefined;
+  if (arch === undefined) {
+    throw new UnsupportedModelError('unsupported GGUF architecture', { path: options.path, field: 'general.architecture', offset: md.entry('general.architecture')?.offset, expected: Object.keys(GGUF_ARCHS).join(', '), actual: String(archName) });
+  }
+  const a = archName!;
+  const need = (k: string): number => {
+    const v = md.int(`${a}.${k}`);
+    if (v === undefined) throw new InvalidValueError('required metadata key is missing', { path: options.path, field: `${a}.${k}`, expected: 'an integer' });
+    return v;
+  };
+  const K = HeaderKey;
+  const embd = header.tensorByName.get('token_embd.weight');
+  if (embd === undefined || embd.dims.length !== 2) {
+    throw new MissingTensorError('token_embd.weight (2-D) is required', { path: options.path, field: 'token_embd.weight' });
+  }
+  const nHeads = need('attention.head_count');
+  const dim = need('embedding_length');
+  let dtype = options.dtype;
+  if (dtype === undefined) {
+    const q = header.tensorByName.get('blk.0.attn_q.weight');
+    if (q === undefined) throw new MissingTensorError('tensor not found', { path: options.path, field: 'blk.0.attn_q.weight' });
+    dtype = floatTypeOfGgml(q.type, q.name, options.path);
+  }
+  const values: HeaderValues = {
+    [K.Version]: 0,
+    [K.ArchType]: arch,
+    [K.HiddenAct]: HiddenAct.SILU,
+    [K.Dim]: dim,
+    [K.HiddenDim]: md.int(`${a}.feed_forward_length`) ?? 0,
+    [K.NLayers]: need('block_count'),
+    [K.NHeads]: nHeads,
+    [K.NKvHeads]: md.int(`${a}.attention.head_count_kv`) ?? nHeads,
+    [K.WeightsFloatType]: dtype,
+    [K.MaxSeqLen]: need('context_length'),
+    [K.VocabSize]: embd.dims[1]!,
+    [K.NExperts]: 0,
+    [K.NActiveExperts]: 0,
+  };
+  if (arch === ArchType.QWEN3_MOE) {
+    values[K.NExperts] = need('expert_count');
+    values[K.NActiveExperts] = need('expert_used_count');
+    values[K.MoeHiddenDim] = need('expert_feed_forward_length');
+  }
+  const theta = md.float(`${a}.rope.freq_base`);
+  if (theta !== undefined) values[K.RopeTheta] = Math.trunc(theta);
+  const scalingType = md.string(`${a}.rope.scaling.type`);
+  if (scalingType !== undefined && scalingType !== 'none') {
+    throw new UnsupportedModelError('unsupported RoPE scaling', { path: options.path, field: `${a}.rope.scaling.type`, expected: 'none (Llama-3.1 scaling comes as rope_freqs.weight)', actual: scalingType });
+  }
+  const keyLen = md.int(`${a}.attention.key_length`);
+  const valLen = md.int(`${a}.attention.value_length`);
+  if (keyLen !== undefined && valLen !== undefined && keyLen !== valLen) {
+    throw new UnsupportedModelError('key and value head widths differ', { path: options.path, field: `${a}.attention.value_length`, expected: keyLen, actual: valLen });
+  }
+  const headDim = keyLen ?? valLen ?? dim / nHeads;
+  if (keyLen !== undefined || valLen !== undefined) values[K.HeadDim] = headDim;
+  const rot = md.int(`${a}.rope.dimension_count`);
+  if (rot !== undefined && rot !== headDim) {
+    throw new UnsupportedModelError('partial RoPE (rope.dimension_count < head width) is not supported', { path: options.path, field: `${a}.rope.dimension_count`, expected: headDim, actual: rot });
+  }
+  const eps = md.float(`${a}.attention.layer_norm_rms_epsilon`);
+  if (eps !== undefined) {
+    // Stored as f32: 1e-5 arrives as 9.99999974738e-6.
+    const code = EPS_CODES.find(([, v]) => Math.fround(eps) === v)?.[0];
+    if (code === undefined) throw new UnsupportedModelError('unsupported RMSNorm epsilon', { path: options.path, field: `${a}.attention.layer_norm_rms_epsilon`, expected: '1e-5 or 1e-6', actual: eps });
+    values[K.NormEpsilon] = code;
+  }
+  if (options.ropeFreqs !== undefined && options.ropeFreqs.some((f) => f !== 1)) {
+    if (arch !== ArchType.LLAMA) throw new UnsupportedModelError('rope_freqs.weight is only supported for llama', { path: options.path, field: 'rope_freqs.weight' });
+    const fit = fitLlama3RopeScaling(options.ropeFreqs, headDim, theta ?? 10000);
+    if (fit === undefined) {
+      throw new UnsupportedModelError('rope_freqs.weight does not match Llama-3.1 scaling with integer parameters', { path: options.path, field: 'rope_freqs.weight' });
+    }
+    values[K.RopeScalingFactor] = fit.factor;
+    values[K.RopeScalingLowFreqFactor] = fit.low;
+    values[K.RopeScalingHighFreqFactor] = fit.high;
+    values[K.RopeScalingOrigMaxSeqLen] = fit.origCtx;
+    values[K.RopeType] = RopeType.LLAMA3_1;
+  }
+  return { arch, archName: a, values, dtype, tiedEmbeddings: !header.tensorByName.has('output.weight') };
+}
+
+/**
+ * GGUF tokenizer metadata → `.t` data.
+ * - "llama" (SentencePiece): BYTE tokens `<0xNN>` → the raw byte, control/unknown tokens kept
+ *   as text, "▁" → space elsewhere; scores kept.
+ * - "gpt2" (byte-level BPE): normal tokens mapped from GPT-2's unicode spelling to raw bytes;
+ *   control and user-defined tokens (stored as plain text by convert_hf_to_gguf.py) as UTF-8;
+ *   score = −id, as dllama's converter does.
+ * EOS: eos_token_id, then eot/eom ids when present.
+ */
+export function ggufTokenizerToData(header: GgufHeader, path?: string): TokenizerData {
+  const md = new GgufMetadataReader(header, path);
+  const model = md.string('tokenizer.ggml.model');
+  if (model !== 'llama' && model !== 'gpt2') {
+    throw new UnsupportedModelError('unsupported GGUF tokenizer model', { path, field: 'tokenizer.ggml.model', offset: md.entry('tokenizer.ggml.model')?.offset, expected: 'llama or gpt2', actual: String(model) });
+  }
+  const tokens = md.array('tokenizer.ggml.tokens');
+  if (tokens === undefined || tokens.raw === undefined) throw new InvalidValueError('tokenizer.ggml.tokens must be a string array', { path, field: 'tokenizer.ggml.tokens' });
+  const n = tokens.items.length;
+  const numArray = (key: string): readonly number[] | undefined => {
+    const arr = md.array(key);
+    if (arr === undefined) return undefined;
+    if (arr.items.length !== n || arr.items.some((x) => typeof x !== 'number')) {
+      throw new InvalidValueError('array must hold one number per token', { path, field: key, offset: md.entry(key)?.offset, expected: n, actual: arr.items.length });
+    }
+    return arr.items as number[];
+  };
+  const types = numArray('tokenizer.ggml.token_type');
+  const scoresIn = numArray('tokenizer.ggml.scores');
+  const vocab: Uint8Array[] = [];
+  const scores = new Float32Array(n);
+  for (let id = 0; id < n; id++) {
+    const raw = tokens.raw[id]!;
+    const text = tokens.items[id] as string;
+    const type = types?.[id] ?? GgufTokenType.NORMAL;
+    let bytes: Uint8Array;
+    if (type === GgufTokenType.CONTROL || type === GgufTokenType.UNKNOWN || type === GgufTokenType.USER_DEFINED || type === GgufTokenType.UNUSED) bytes = raw;
+    else if (model === 'llama') bytes = spmPieceToBytes(text, type === GgufTokenType.BYTE);
+    else bytes = gpt2TextToBytes(text);
+    // `.t` tokens are never empty; llama.cpp itself renames empty tokens.
+    vocab.push(bytes.length > 0 ? bytes : new TextEncoder().encode(`[EMPTY_${id}]`));
+    scores[id] = model === 'llama' ? (scoresIn?.[id] ?? 0) : -id;
+  }
+  const id = (key: string): number | undefined => {
+    const v = md.int(key);
+    if (v === undefined) return undefined;
+    if (v < 0 || v >= n) throw new InvalidValueError('token id outside the vocabulary', { path, field: key, offset: md.entry(key)?.offset, expected: `0..${n - 1}`, actual: v });
+    return v;
+  };
+  let bosId = id('tokenizer.ggml.bos_token_id');
+  if (bosId === undefined && types !== undefined) {
+    const first = types.findIndex((t) => t === GgufTokenType.CONTROL);
+    if (first >= 0) bosId = first;
+  }
+  if (bosId === undefined) throw new InvalidValueError('cannot resolve the BOS token', { path, field: 'tokenizer.ggml.bos_token_id', expected: 'present' });
+  const eosIds: number[] = [];
+  for (const k of ['tokenizer.ggml.eos_token_id', 'tokenizer.ggml.eot_token_id', 'tokenizer.ggml.eom_token_id']) {
+    const v = id(k);
+    if (v !== undefined && !eosIds.includes(v)) eosIds.push(v);
+  }
+  const addBos = md.bool('tokenizer.ggml.add_bos_token') ?? model === 'llama';
+  const chatTemplate = md.string('tokenizer.chat_template');
+  return parseTokenizer(writeTokenizer({ vocab, scores, bosId, eosIds, addBos, chatTemplate: chatTemplate === '' ? undefined : chatTemplate }));
+}
+
+export interface GgufImportOptions {
+  /** Weight type of the `.m` (default: the GGUF's attn_q type, so nothing is re-quantized). */
+  dtype?: FloatType;
+  overwrite?: boolean;
+  onProgress?: ProgressCallback;
+  fsync?: boolean;
+}
+
+export interface GgufImportResult {
+  readonly plan: GgufModelPlan;
+  readonly layout: ModelLayout;
+  readonly tokenizer?: TokenizerData;
+  /** Tensors whose GGUF type differs from their `.m` type (decoded and re-encoded, lossy when quantizing). */
+  readonly reencoded: readonly string[];
+}
+
+const CHUNK_BYTES = 8 << 20;
+
+/**
+ * Convert a GGUF (llama, qwen3, qwen3moe; F32/F16/Q4_0/Q8_0 tensors) to `.m`. Tensors whose
+ * GGUF type is the `.m` type are copied byte for byte (Q4_0 = Q40, Q8_0 = Q80); others are
+ * decoded to float32 and encoded with the `.m` type. llama q/k need no reordering (see
+ * gguf-arch.ts). Streams tensor by tensor in chunks of whole rows.
+ */
+export async function importGgufModel(path: string, outPath: string, options: GgufImportOptions = {}): Promise<Omit<GgufImportResult, 'tokenizer'>> {
+  const f = await GgufFile.open(path);
+  try {
+    const h = f.header;
+    let ropeFreqs: Float32Array | undefined;
+    const rf = h.tensorByName.get('rope_freqs.weight');
+    if (rf !== undefined) {
+      if (rf.type !== GgmlType.F32 || rf.dims.length !== 1 || rf.dims[0]! > 1 << 16) {
+        throw new UnsupportedModelError('rope_freqs.weight must be a 1-D F32 tensor', { path, field: rf.name, offset: rf.infoOffset, actual: `${ggmlTypeName(rf.type)} [${rf.dims.join(', ')}]` });
+      }
+      const raw = await f.read(rf.offset, rf.byteLength!, rf.name);
+      ropeFreqs = new Float32Array(raw.buffer, raw.byteOffset, rf.elements);
+    }
+    const plan = ggufToHeader(h, { dtype: options.dtype, ropeFreqs, path });
+    const writer = await ModelFileWriter.open(outPath, plan.values, { keyOrder: CONVERT_HF_KEY_ORDER, overwrite: options.overwrite, onProgress: options.onProgress, fsync: options.fsync });
+    const reencoded: string[] = [];
+    try {
+      for (const t of writer.layout.tensors) {
+        let src = ggufSourceOf(t);
+        if (t.kind === 'wcls' && plan.tiedEmbeddings) src = { name: 'token_embd.weight', slice: -1 };
+        const g: GgufTensorInfo | undefined = h.tensorByName.get(src.name);
+        if (g === undefined) throw new MissingTensorError('tensor not found in the GGUF file', { path, field: src.name, expected: `[${ggufDimsOf(t).join(', ')}]` });
+        // Experts are slices of one [in, out, E] tensor.
+        const want = ggufDimsOf(t);
+        if (src.slice >= 0) want.push(writer.header.nExperts);
+        if (g.dims.length !== want.length || g.dims.some((d, i) => d !== want[i])) {
+          throw new TensorMismatchError('tensor shape does not match the metadata', { path, field: g.name, offset: g.infoOffset, expected: `[${want.join(', ')}]`, actual: `[${g.dims.join(', ')}]` });
+        }
+        const srcType = floatTypeOfGgml(g.type, g.name, path);
+        const info = DTYPES[srcType];
+        const cols = want[0]!;
+        const rows = t.shape.length === 1 ? 1 : t.shape[0]!;
+        if (cols % info.blockSize !== 0) {
+          throw new TensorMismatchError(`rows are not whole ${ggmlTypeName(g.type)} blocks`, { path, field: g.name, offset: g.infoOffset, expected: `a multiple of ${info.blockSize}`, actual: cols });
+        }
+        const rowBytes = (cols / info.blockSize) * info.bytesPerBlock;
+        const base = g.offset + (src.slice >= 0 ? src.slice * rows * rowBytes : 0);
+        const same = srcType === t.dtype;
+        if (!same) reencoded.push(`${g.name} ${ggmlTypeName(g.type)}→${floatTypeName(t.dtype)}`);
+        const step = Math.max(1, Math.floor(CHUNK_BYTES / rowBytes));
+        for (let r = 0; r < rows; r += step) {
+          const n = Math.min(step, rows - r);
+          const raw = await f.read(base + r * rowBytes, n * rowBytes, g.name);
+          if (same) await writer.writeTensorChunk(raw, t.name);
+          else {
+            const floats = new Float32Array(n * cols);
+            info.dequantize(raw, floats);
+            await writer.writeTensorChunk(floats, t.name);
+          }
+        }
+      }
+      const layout = await writer.close();
+      return { plan, layout, reencoded };
+    } catch (e) {
+      await writer.abort();
+      throw e instanceof FormatError ? e.withPath(path) : e;
+    }
+  } finally {
+    await f.close();
+  }
+}
+
+/** GGUF → `.m` and (when `tokenizerOut` is given) `.t` from the GGUF's tokenizer metadata. */
+export async function importGguf(paths: { gguf: string; model: string; tokenizerOut?: string }, options: GgufImportOptions = {}): Promise<GgufImportResult> {
+  let tokenizer: TokenizerData | undefined;
+  if (paths.tokenizerOut !== undefined) {
+    // Tokenizer first: cheap, and a failure should not cost a long model write.
+    const f = await GgufFile.open(paths.gguf);
+    try {
+      tokenizer = ggufTokenizerToData(f.header, paths.gguf);
+    } catch (e) {
+      throw e instanceof FormatError ? e.withPath(paths.gguf) : e;
+    } finally {
+      await f.close();
+    }
+  }
+  const result = await importGgufModel(paths.gguf, paths.model, options);
+  if (tokenizer !== undefined && paths.tokenizerOut !== undefined) {
+    await writeFileAtomic(paths.tokenizerOut, writeTokenizer(tokenizer), { overwrite: options.overwrite });
+  }
+  return { ...result, tokenizer };
+}
