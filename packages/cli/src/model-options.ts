@@ -23,6 +23,9 @@ export interface ModelCliOptions {
   maxSeqLen?: string;
   batchSize?: string;
   trace?: string;
+  workers?: string;
+  split?: string;
+  workerToken?: string;
 }
 
 export function addModelOptions(cmd: Command): Command {
@@ -36,7 +39,10 @@ export function addModelOptions(cmd: Command): Command {
     .option('--kernels <backend>', 'native (default) or reference')
     .option('--max-seq-len <n>', 'context length (KV cache rows)')
     .option('--batch-size <n>', 'prompt tokens per forward step')
-    .option('--trace <file>', 'write a Chrome trace-event timeline of the layer pipeline (open in Perfetto)');
+    .option('--trace <file>', 'write a Chrome trace-event timeline of the layer pipeline (open in Perfetto)')
+    .option('--workers <list>', 'run layer ranges on `airllm worker` nodes: host:port,host:port (pipeline order)')
+    .option('--split <spec>', 'layers per node with --workers: auto (by layer bytes), speed (weighted by measured speed) or a-b,c-d', 'auto')
+    .option('--worker-token <secret>', 'shared secret of the workers (default: $AIRLLM_TOKEN)');
 }
 
 const UNITS: Record<string, number> = {
@@ -120,6 +126,12 @@ export async function engineOptions(o: ModelCliOptions): Promise<{ model: string
  */
 export async function createEngine(o: ModelCliOptions): Promise<LayerWiseInferenceEngine> {
   const { model, options } = await engineOptions(o);
+  if (o.workers !== undefined) {
+    const workers = o.workers.split(',').map((w) => w.trim()).filter((w) => w !== '');
+    if (workers.length === 0) throw new CliError('--workers: expected host:port,host:port', 2);
+    const { DistributedEngine } = await import('@airllm/distributed');
+    return new DistributedEngine(model, options, { workers, split: o.split, token: o.workerToken ?? process.env.AIRLLM_TOKEN });
+  }
   const { LayerWiseInferenceEngine } = await import('@airllm/engine');
   return new LayerWiseInferenceEngine(model, options);
 }
