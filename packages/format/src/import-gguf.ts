@@ -32,13 +32,15 @@ export function fitLlama3RopeScaling(factors: Float32Array, headDim: number, the
   for (const f of factors) max = Math.max(max, f);
   const factor = Math.round(max);
   if (factor < 1 || Math.abs(max - factor) > 1e-3 * factor) return undefined;
-  const ctxs = [1024, 2048, 4096, 8192, 16384, 32768, 65536, 131072];
-  for (const origCtx of ctxs) {
-    for (let low = 1; low <= 8; low++) {
-      for (let high = low + 1; high <= 16; high++) {
-        const f = llama3RopeFactors(headDim, theta, factor, low, high, origCtx);
-        if (f.every((v, j) => Math.abs(v - factors[j]!) <= 1e-4 * Math.max(1, v))) return { factor, low, high, origCtx };
-      }
+  // Several parameter sets can give identical factors (when few frequencies fall in the blend
+  // band); any of them computes the same RoPE. Llama 3.1/3.2's low 1, high 4 are tried first,
+  // then other small integers; original contexts are powers of two (8192 in Llama 3.x).
+  const pairs: [number, number][] = [[1, 4]];
+  for (let low = 1; low <= 8; low++) for (let high = low + 1; high <= 32; high++) if (low !== 1 || high !== 4) pairs.push([low, high]);
+  for (const [low, high] of pairs) {
+    for (let origCtx = 16; origCtx <= 1 << 20; origCtx *= 2) {
+      const f = llama3RopeFactors(headDim, theta, factor, low, high, origCtx);
+      if (f.every((v, j) => Math.abs(v - factors[j]!) <= 1e-4 * Math.max(1, v))) return { factor, low, high, origCtx };
     }
   }
   return undefined;
