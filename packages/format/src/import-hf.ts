@@ -353,7 +353,16 @@ export async function importHfModel(dir: string, outPath: string, options: HfImp
  */
 export async function importHf(paths: { dir: string; model: string; tokenizerOut?: string }, options: HfImportOptions): Promise<HfImportResult> {
   let tokenizer: { style: HfTokenizerStyle; data: TokenizerData } | undefined;
-  if (paths.tokenizerOut !== undefined) tokenizer = await convertHfTokenizerDir(paths.dir);
+  if (paths.tokenizerOut !== undefined) {
+    // config.json first, so a directory that is not a checkpoint is reported as such.
+    const cfgPath = join(paths.dir, 'config.json');
+    try {
+      hfConfigToHeader(await readJsonFile(cfgPath, HF_JSON_LIMITS.configBytes), options.dtype);
+    } catch (e) {
+      throw e instanceof FormatError ? e.withPath(cfgPath) : e;
+    }
+    tokenizer = await convertHfTokenizerDir(paths.dir);
+  }
   const result = await importHfModel(paths.dir, paths.model, options);
   if (tokenizer !== undefined && paths.tokenizerOut !== undefined) {
     await writeFileAtomic(paths.tokenizerOut, writeTokenizer(tokenizer.data), { overwrite: options.overwrite });

@@ -1,0 +1,176 @@
+import { extname } from 'node:path';
+import type { Command } from 'commander';
+import { CliError } from '../errors.js';
+import { formatBytes, writeJson, writeOut } from '../output.js';
+
+/**
+ * `airllm convert hf|gguf|llama2c …`: bring your own model. Each subcommand writes a `.m` model
+ * and (unless --no-tokenizer) a `.t` tokenizer next to it; the work is done by the
+ * @airllm/format importers, tensor by tensor, so memory stays about one tensor.
+ */
+export function register(program: Command): void {
+  const convert = program.command('convert').description('convert a Hugging Face checkpoint, a GGUF file or a llama2.c checkpoint to .m/.t');
+
+  convert
+    .command('hf')
+    .description('Hugging Face safetensors checkpoint directory (llama, mistral, qwen3, qwen3_moe) → .m + .t')
+    .argument('<dir>', 'directory with config.json, *.safetensors (or model.safetensors.index.json) and tokenizer.json')
+    .requiredOption('-o, --out <model.m>', 'output model file')
+    .option('--tokenizer-out <model.t>', 'output tokenizer file (default: the model path with .t)')
+    .option('--no-tokenizer', 'do not convert the tokenizer')
+    .option('--dtype <type>', 'weight type: q40, q80, f16 or f32', 'q40')
+    .option('--overwrite', 'replace existing output files')
+    .option('--json', 'print one JSON summary instead of text')
+    .action(async (dir: string, opts: ConvertOptions) => {
+      const F = await import('@airllm/format');
+      const dtype = parseDtype(F, opts.dtype);
+      const tokenizerOut = tokenizerPath(opts);
+      const bar = progressBar('converting', opts.json);
+      try {
+        const r = await F.importHf({ dir, model: opts.out, tokenizerOut }, { dtype, overwrite: opts.overwrite, onProgress: bar.update });
+        bar.stop();
+        report(F, opts, r.layout, tokenizerOut, r.tokenizer?.data, { source: 'hf', modelType: r.plan.modelType, tokenizerStyle: r.tokenizer?.style, unusedTensors: r.unusedTensors });
+      } finally {
+        bar.stop();
+      }
+    });
+
+  convert
+    .command('gguf')
+    .description('llama.cpp GGUF (llama, qwen3, qwen3moe; F32/F16/Q4_0/Q8_0 tensors) → .m + .t, losslessly when the type is kept')
+    .argument('<file>', 'GGUF file')
+    .requiredOption('-o, --out <model.m>', 'output model file')
+    .option('--tokenizer-out <model.t>', 'output tokenizer file (default: the model path with .t)')
+    .option('--no-tokenizer', 'do not convert the tokenizer')
+    .option('--dtype <type>', 'weight type: q40, q80, f16 or f32 (default: the GGUF attn_q type, no re-quantization)')
+    .option('--overwrite', 'replace existing output files')
+    .option('--json', 'print one JSON summary instead of text')
+    .action(async (file: string, opts: ConvertOptions) => {
+      const F = await import('@airllm/format');
+      const dtype = opts.dtype === undefined ? undefined : parseDtype(F, opts.dtype);
+      const tokenizerOut = tokenizerPath(opts);
+      const bar = progressBar('converting', opts.json);
+      try {
+        const r = await F.importGguf({ gguf: file, model: opts.out, tokenizerOut }, { dtype, overwrite: opts.overwrite, onProgress: bar.update });
+        bar.stop();
+        report(F, opts, r.layout, tokenizerOut, r.tokenizer, { source: 'gguf', architecture: r.plan.archName, reencoded: r.reencoded });
+      } finally {
+        bar.stop();
+      }
+    });
+
+  convert
+    .command('llama2c')
+    .description("llama2.c checkpoint (legacy, or export.py version 1/2) + tokenizer.bin → .m + .t")
+    .argument('<checkpoint>', 'llama2.c model .bin')
+    .argument('<tokenizer>', "llama2.c tokenizer.bin (e.g. tok512.bin)")
+    .requiredOption('-o, --out <model.m>', 'output model file')
+    .option('--tokenizer-out <model.t>', 'output tokenizer file (default: the model path with .t)')
+    .option('--dtype <type>', 'weight type: q40, q80, f16 or f32', 'q40')
+    .option('--hidden-multiple <n>', 'zero-pad hidden_dim to a multiple of n (exact; dllama needs 32 for Q40/Q80)', '32')
+    .option('--overwrite', 'replace existing output files')
+    .option('--json', 'print one JSON summary instead of text')
+    .action(async (checkpoint: string, tokenizer: string, opts: ConvertOptions & { hiddenMultiple: string }) => {
+      const F = await import('@airllm/format');
+      const dtype = parseDtype(F, opts.dtype);
+      const hiddenDimMultiple = Number(opts.hiddenMultiple);
+      if (!Number.isSafeInteger(hiddenDimMultiple) || hiddenDimMultiple < 1) throw new CliError(`--hidden-multiple must be a positive integer, got ${opts.hiddenMultiple}`);
+      const tokenizerOut = tokenizerPath(opts) ?? defaultTokenizerPath(opts.out);
+      const bar = progressBar('converting', opts.json);
+      try {
+        const r = await F.importLlama2c({ checkpoint, tokenizer, model: opts.out, tokenizerOut }, { dtype, hiddenDimMultiple, overwrite: opts.overwrite, onProgress: bar.update });
+        bar.stop();
+        report(F, opts, r.layout, tokenizerOut, r.tokenizer, { source: 'llama2c', checkpointVersion: r.checkpoint.version });
+      } finally {
+        bar.stop();
+      }
+    });
+}
+
+type Format = typeof import('@airllm/format');
+
+interface ConvertOptions {
+  out: string;
+  tokenizerOut?: string;
+  /** commander's --no-tokenizer: false when given. */
+  tokenizer?: boolean;
+  dtype?: string;
+  overwrite?: boolean;
+  json?: boolean;
+}
+
+function parseDtype(F: Format, name: string | undefined): import('@airllm/format').FloatType {
+  try {
+    return F.parseFloatType(name ?? 'q40');
+  } catch {
+    throw new CliError(`--dtype must be q40, q80, f16 or f32, got ${name}`);
+  }
+}
+
+function defaultTokenizerPath(model: string): string {
+  const ext = extname(model);
+  return (ext === '' ? model : model.slice(0, -ext.length)) + '.t';
+}
+
+function tokenizerPath(opts: ConvertOptions): string | undefined {
+  if (opts.tokenizer === false) return undefined;
+  return opts.tokenizerOut ?? defaultTokenizerPath(opts.out);
+}
+
+function report(
+  F: Format,
+  opts: ConvertOptions,
+  layout: import('@airllm/format').ModelLayout,
+  tokenizerOut: string | undefined,
+  tok: import('@airllm/format').TokenizerData | undefined,
+  extra: Record<string, unknown>,
+): void {
+  const h = layout.header;
+  const model = { path: opts.out, bytes: layout.fileSize, arch: F.archName(h.archType), weightType: F.floatTypeName(h.weightType), dim: h.dim, nLayers: h.nLayers, vocabSize: h.vocabSize };
+  const tokenizer = tok !== undefined && tokenizerOut !== undefined ? { path: tokenizerOut, vocabSize: tok.vocab.length, bosId: tok.bosId, eosIds: tok.eosIds, chatTemplate: tok.chatTemplate !== undefined } : null;
+  if (opts.json) {
+    writeJson({ model, tokenizer, ...extra });
+    return;
+  }
+  const lines = [`wrote ${model.path}: ${model.arch} ${model.weightType}, ${h.nLayers} layers, dim ${h.dim}, vocab ${h.vocabSize} (${formatBytes(layout.fileSize)})`];
+  if (tokenizer !== null) lines.push(`wrote ${tokenizer.path}: ${tokenizer.vocabSize} tokens, bos ${tokenizer.bosId}, eos ${tokenizer.eosIds.join(',') || 'none'}${tokenizer.chatTemplate ? ', chat template' : ''}`);
+  const re = extra.reencoded as string[] | undefined;
+  if (re !== undefined && re.length > 0) lines.push(`re-encoded ${re.length} tensor(s) whose GGUF type differs from ${model.weightType}: ${re.slice(0, 4).join('; ')}${re.length > 4 ? '; …' : ''}`);
+  const unused = extra.unusedTensors as string[] | undefined;
+  if (unused !== undefined && unused.length > 0) lines.push(`ignored ${unused.length} tensor(s) the .m format has no place for: ${unused.slice(0, 4).join(', ')}${unused.length > 4 ? ', …' : ''}`);
+  writeOut(lines.join('\n'));
+}
+
+/**
+ * A cli-progress bar over bytes written, on stderr, only when a person is watching (stdout and
+ * stderr are terminals, no --json); a no-op in pipes and tests.
+ */
+export function progressBar(label: string, json = false): { update: (done: number, total: number) => void; stop: () => void } {
+  if (json || process.stdout.isTTY !== true || process.stderr.isTTY !== true) return { update: () => undefined, stop: () => undefined };
+  let bar: import('cli-progress').SingleBar | undefined;
+  let stopped = false;
+  return {
+    update: (done, total) => {
+      if (stopped) return;
+      if (bar === undefined) {
+        // Loaded lazily: cli-progress is only needed when a terminal is watching.
+        void import('cli-progress').then((m) => {
+          if (stopped || bar !== undefined) return;
+          bar = new m.default.SingleBar(
+            { stream: process.stderr, format: `${label} {bar} {percentage}% | {value}/{total}`, formatValue: (v, _o, type) => (type === 'value' || type === 'total' ? formatBytes(v) : String(v)), hideCursor: true, clearOnComplete: true },
+            m.default.Presets.shades_classic,
+          );
+          bar.start(total, done);
+        });
+        return;
+      }
+      bar.setTotal(total);
+      bar.update(done);
+    },
+    stop: () => {
+      stopped = true;
+      bar?.stop();
+      bar = undefined;
+    },
+  };
+}
