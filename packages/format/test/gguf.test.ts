@@ -612,6 +612,21 @@ describe('GGUF headers are untrusted', () => {
     expect(h.tensors.map((t) => [t.name, t.offset, t.dims])).toEqual(ref.tensorInfos.map((t) => [t.name, Number(ref.tensorDataOffset) + Number(t.offset), t.shape.map(Number)]));
   });
 
+  it('reads version 2 the same as 3, refuses version 1 and other magics', () => {
+    const v3 = parseGgufHeader(small);
+    const v2bytes = small.slice();
+    new DataView(v2bytes.buffer).setUint32(4, 2, true);
+    const v2 = parseGgufHeader(v2bytes);
+    expect(v2.version).toBe(2);
+    expect(v2.tensors).toEqual(v3.tensors);
+    const v1 = small.slice();
+    new DataView(v1.buffer).setUint32(4, 1, true);
+    expect(() => parseGgufHeader(v1)).toThrow(/version 1/);
+    const bad = small.slice();
+    bad[0] = 0x47 ^ 0xff;
+    expect(() => parseGgufHeader(bad)).toThrow(/not a GGUF file/);
+  });
+
   it('absurd counts and lengths are refused before allocation', () => {
     const b = small.slice();
     const v = new DataView(b.buffer);
