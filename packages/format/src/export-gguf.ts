@@ -270,6 +270,8 @@ export interface GgufExportOptions {
   overwrite?: boolean;
   onProgress?: ProgressCallback;
   fsync?: boolean;
+  /** Bytes copied per step (default 8 MiB). */
+  chunkBytes?: number;
 }
 
 export interface GgufExportResult {
@@ -334,13 +336,14 @@ export async function exportGguf(modelPath: string, outPath: string, options: Gg
       options.onProgress?.(pos, enc.fileSize);
     };
     await write(enc.header);
-    const buf = new Uint8Array(COPY_CHUNK);
+    const chunk = Math.max(1, Math.floor(options.chunkBytes ?? COPY_CHUNK));
+    const buf = new Uint8Array(chunk);
     for (const [i, t] of tensors.entries()) {
       if (pos !== enc.offsets[i]) throw new FormatError('internal: tensor offset mismatch', { field: t.name, offset: pos, expected: enc.offsets[i] });
       if (t.data !== undefined) await write(t.data);
       for (const r of t.ranges) {
-        for (let o = 0; o < r.length; o += COPY_CHUNK) {
-          const n = Math.min(COPY_CHUNK, r.length - o);
+        for (let o = 0; o < r.length; o += chunk) {
+          const n = Math.min(chunk, r.length - o);
           await write(await readRange(src, modelPath, r.offset + o, n, t.name, buf));
         }
       }

@@ -207,6 +207,8 @@ export interface GgufImportOptions {
   overwrite?: boolean;
   onProgress?: ProgressCallback;
   fsync?: boolean;
+  /** Source bytes read per step (default 8 MiB); rounded to whole rows. */
+  chunkBytes?: number;
 }
 
 export interface GgufImportResult {
@@ -264,7 +266,7 @@ export async function importGgufModel(path: string, outPath: string, options: Gg
         const base = g.offset + (src.slice >= 0 ? src.slice * rows * rowBytes : 0);
         const same = srcType === t.dtype;
         if (!same) reencoded.push(`${g.name} ${ggmlTypeName(g.type)}→${floatTypeName(t.dtype)}`);
-        const step = Math.max(1, Math.floor(CHUNK_BYTES / rowBytes));
+        const step = Math.max(1, Math.floor((options.chunkBytes ?? CHUNK_BYTES) / rowBytes));
         for (let r = 0; r < rows; r += step) {
           const n = Math.min(step, rows - r);
           const raw = await f.read(base + r * rowBytes, n * rowBytes, g.name);

@@ -212,8 +212,8 @@ export async function readJsonFile(path: string, maxBytes: number): Promise<unkn
   }
 }
 
-/** Floats per conversion chunk (whole rows, or whole heads for permuted tensors): ~16 MiB. */
-const CHUNK_FLOATS = 4 << 20;
+/** Bytes of float32 per conversion chunk (whole rows, or whole heads for permuted tensors). */
+const CHUNK_BYTES = 16 << 20;
 
 /** Safetensors shards of a checkpoint directory: from model.safetensors.index.json, else every *.safetensors file. */
 export async function listSafetensorsShards(dir: string): Promise<string[]> {
@@ -249,6 +249,8 @@ export interface HfImportOptions {
   overwrite?: boolean;
   onProgress?: ProgressCallback;
   fsync?: boolean;
+  /** Float32 bytes converted per step (default 16 MiB); rounded to whole rows / whole heads. */
+  chunkBytes?: number;
 }
 
 export interface HfImportResult {
@@ -327,7 +329,8 @@ export async function importHfModel(dir: string, outPath: string, options: HfImp
         const cols = t.shape.length === 1 ? t.shape[0]! : t.shape[1]!;
         const permute = h.archType === ArchType.LLAMA && (t.kind === 'q' || t.kind === 'k');
         const group = permute ? h.headDim : 1;
-        const step = Math.max(group, Math.floor(CHUNK_FLOATS / cols / group) * group);
+        const chunkFloats = (options.chunkBytes ?? CHUNK_BYTES) / 4;
+        const step = Math.max(group, Math.floor(chunkFloats / cols / group) * group);
         for (let r = 0; r < rows; r += step) {
           const n = Math.min(step, rows - r);
           let data = await src.file.readRowsF32(src.t, r, n);

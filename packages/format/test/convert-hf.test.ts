@@ -104,6 +104,10 @@ describe('convert hf: header and tensors', () => {
     const out = join(dir, 'out.m');
     const progress: number[] = [];
     const r = await importHfModel(dir, out, { dtype: FloatType.F32, fsync: false, onProgress: (w) => progress.push(w) });
+    // Tiny chunks (one head of q/k, two rows otherwise) must give the same file.
+    const small = join(dir, 'small-chunks.m');
+    await importHfModel(dir, small, { dtype: FloatType.F32, fsync: false, chunkBytes: 700 });
+    expect(Buffer.compare(readFileSync(small), readFileSync(out))).toBe(0);
     const { header, layout } = readModelFile(out);
     expect(header.pairs).toEqual([
       [K.Version, 0],

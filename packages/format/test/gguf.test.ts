@@ -194,6 +194,10 @@ describe('GGUF → .m', () => {
     writeFileSync(path, ggufBytes(g.kvs, g.tensors));
     const out = fresh('.m');
     const r = await importGgufModel(path, out, { fsync: false });
+    // One row per read must give the same file.
+    const rowByRow = fresh('.m');
+    await importGgufModel(path, rowByRow, { fsync: false, chunkBytes: 1 });
+    expect(Buffer.compare(readFileSync(rowByRow), readFileSync(out))).toBe(0);
     const { header, layout } = readModelFile(out);
     expect(header.pairs).toEqual([
       [K.Version, 0],
@@ -497,6 +501,10 @@ describe('.m → GGUF → .m', () => {
         const off = dataStart + Number(ti.offset);
         expect(Buffer.compare(gb.subarray(off, off + mt.byteLength), mb.subarray(mt.offset, mt.offset + mt.byteLength)), name).toBe(0);
       }
+
+      const small = fresh('.gguf');
+      await exportGguf(m, small, { tokenizerPath: t, fsync: false, chunkBytes: 77 });
+      expect(Buffer.compare(readFileSync(small), gb)).toBe(0);
 
       const back = fresh('.m');
       const backT = fresh('.t');
