@@ -17,7 +17,8 @@ import { Sampler, type SamplingOptions } from './sampler.js';
 import type { ActivationMode, ComputeWorkerData, SequenceRows, SharedBuffers, StepTask, ThreadReport } from './shared.js';
 import { Tokenizer } from './tokenizer.js';
 import { Trace } from './trace.js';
-import { openWholeFile, type WeightSource } from './weights.js';
+import { WeightSource } from './weights.js';
+import type { ResidencyStats } from '@airllm/loader';
 
 export type MemoryMode = 'resident' | 'stream' | 'sequential';
 
@@ -42,6 +43,19 @@ export interface EngineOptions {
   maxSequences?: number;
   /** Record a per-layer timeline (see `trace`). */
   trace?: boolean;
+  /**
+   * Serve only layers [start, end) (a node of a pipeline), with the head (final norm +
+   * classifier) when `head` (default: when end is the last layer). KV cache and weights are
+   * only kept for these.
+   */
+  layers?: { start: number; end: number; head?: boolean };
+}
+
+export interface InitializeOptions {
+  /** Load every pinned layer now (all of them in resident mode) instead of on first use. */
+  warmup?: boolean;
+  /** Progress of that load, in bytes. */
+  onProgress?: (loadedBytes: number, totalBytes: number) => void;
 }
 
 export interface GenerateOptions extends SamplingOptions {
@@ -104,6 +118,9 @@ interface ResolvedOptions {
   batchSize: number;
   maxSequences: number;
   trace: boolean;
+  firstLayer: number;
+  endLayer: number;
+  head: boolean;
 }
 
 /**
@@ -180,7 +197,7 @@ export class LayerWiseInferenceEngine {
     return this.modelPath.replace(/\.m$/, '') + '.t';
   }
 
-  async initialize(): Promise<void> {
+  async initialize(init: InitializeOptions = {}): Promise<void> {
     if (this.#closed) throw new EngineStateError('engine was cleaned up');
     if (this.#pool) return;
     const { header, layout } = readModelFile(this.modelPath);
@@ -192,7 +209,14 @@ export class LayerWiseInferenceEngine {
     this.#header = header;
     this.#layout = layout;
     this.#opts = opts;
-    this.#weights = openWholeFile(this.modelPath, layout);
+    this.#weights = await WeightSource.open(this.modelPath, {
+      mode: opts.mode,
+      budgetBytes: opts.mode === 'resident' ? undefined : Number.isFinite(opts.maxMemory) ? opts.maxMemory : undefined,
+      firstLayer: opts.firstLayer,
+      endLayer: opts.endLayer,
+      includeHead: opts.head,
+      onLoad: opts.trace ? (e) => this.trace.span(`load ${e.layer < 0 ? 'head' : `layer ${e.layer}`}`, `load-${e.reason}`, 'prefetch', e.startMs, e.endMs, { bytes: e.bytes }) : undefined,
+    });
     this.#buffers = this.#allocate(header, opts);
     this.#x = new Float32Array(this.#buffers.x);
     this.#logits = new Float32Array(this.#buffers.logits);
@@ -203,8 +227,8 @@ export class LayerWiseInferenceEngine {
       threads: opts.threads,
       maxRows: opts.batchSize,
       seqLen: opts.seqLen,
-      firstLayer: 0,
-      lastLayer: header.nLayers,
+      firstLayer: opts.firstLayer,
+      lastLayer: opts.endLayer,
       activations: opts.activations,
       kernels: opts.kernels,
       spin: opts.threads <= availableParallelism() ? BARRIER_SPIN : 0,
@@ -220,7 +244,8 @@ export class LayerWiseInferenceEngine {
       idleTimeout: Number.MAX_SAFE_INTEGER,
     });
     // Every thread meets the others once, so a broken setup fails here, not mid-generation.
-    await this.#run({ rows: 0, seqs: [], layerStart: 0, layerEnd: 0, logitRows: [] });
+    await this.#run({ rows: 0, seqs: [], layerStart: opts.firstLayer, layerEnd: opts.firstLayer, logitRows: [] });
+    if (init.warmup) await this.#weights.warmup(init.onProgress);
   }
 
   #resolve(h: ModelHeader): ResolvedOptions {
@@ -245,7 +270,13 @@ export class LayerWiseInferenceEngine {
     const maxMemory = o.maxMemory ?? Number.POSITIVE_INFINITY;
     if (mode === 'stream' && !(maxMemory > 0)) throw new OptionError('maxMemory', `stream mode needs a positive byte budget, got ${o.maxMemory}`);
     const kernels = o.kernels ?? 'native';
-    return { mode, maxMemory, threads, activations, kernels, seqLen, batchSize, maxSequences, trace: o.trace ?? false };
+    const firstLayer = o.layers?.start ?? 0;
+    const endLayer = o.layers?.end ?? h.nLayers;
+    if (!Number.isInteger(firstLayer) || !Number.isInteger(endLayer) || firstLayer < 0 || endLayer > h.nLayers || firstLayer >= endLayer) {
+      throw new OptionError('layers', `range ${firstLayer}..${endLayer} must be a non-empty part of 0..${h.nLayers}`);
+    }
+    const head = o.layers?.head ?? endLayer === h.nLayers;
+    return { mode, maxMemory, threads, activations, kernels, seqLen, batchSize, maxSequences, trace: o.trace ?? false, firstLayer, endLayer, head };
   }
 
   #allocate(h: ModelHeader, o: ResolvedOptions): SharedBuffers {
@@ -253,7 +284,7 @@ export class LayerWiseInferenceEngine {
     const f = (n: number): SharedArrayBuffer => new SharedArrayBuffer(n * 4);
     // KV memory is committed by the OS only as positions are written.
     const kv = Array.from({ length: o.maxSequences }, () =>
-      Array.from({ length: h.nLayers }, () => ({ k: f(o.seqLen * h.kvDim), v: f(o.seqLen * h.kvDim) })),
+      Array.from({ length: o.endLayer - o.firstLayer }, () => ({ k: f(o.seqLen * h.kvDim), v: f(o.seqLen * h.kvDim) })),
     );
     return {
       x: f(R * h.dim),
@@ -331,6 +362,10 @@ export class LayerWiseInferenceEngine {
    * (@airllm/distributed) overrides it to send the hidden state through remote layer ranges.
    */
   protected async forwardItems(items: readonly { slot: number; pos: number; tokens: readonly number[] }[]): Promise<Float32Array[]> {
+    const o = this.#need(this.#opts);
+    if (o.firstLayer !== 0 || o.endLayer !== this.header.nLayers || !o.head) {
+      throw new EngineStateError(`this engine serves layers ${o.firstLayer}..${o.endLayer}${o.head ? ' and the head' : ''}, not the whole model`);
+    }
     const { logits } = await this.#step(
       items.map((it) => ({ slot: it.slot, pos: it.pos, tokens: it.tokens, n: it.tokens.length })),
       0,
@@ -431,9 +466,10 @@ export class LayerWiseInferenceEngine {
     const D = h.dim;
     const x = this.#need(this.#x);
     const logitsBuf = this.#need(this.#logits);
-    if (!Number.isInteger(layerStart) || !Number.isInteger(layerEnd) || layerStart < 0 || layerEnd > h.nLayers || layerStart > layerEnd) {
-      throw new OptionError('layers', `range ${layerStart}..${layerEnd} is not inside 0..${h.nLayers}`);
+    if (!Number.isInteger(layerStart) || !Number.isInteger(layerEnd) || layerStart < opts.firstLayer || layerEnd > opts.endLayer || layerStart > layerEnd) {
+      throw new OptionError('layers', `range ${layerStart}..${layerEnd} is not inside the served layers ${opts.firstLayer}..${opts.endLayer}`);
     }
+    if (wantLogits && !opts.head) throw new OptionError('logits', 'this engine does not serve the head (final norm + classifier)');
     for (const it of items) {
       if (it.n === 0) throw new OptionError('tokens', 'need at least one token');
       if (!Number.isInteger(it.slot) || it.slot < 0 || it.slot >= opts.maxSequences) throw new OptionError('slot', `must be 0..${opts.maxSequences - 1}, got ${it.slot}`);
@@ -638,6 +674,11 @@ export class LayerWiseInferenceEngine {
     });
     this.lastGeneration = results[0];
     return results;
+  }
+
+  /** The weight cache's figures: mode, pinned bytes, loads, waits, disk bytes, RSS. */
+  residencyStats(): ResidencyStats {
+    return this.#need(this.#weights).stats();
   }
 
   #counters(): { waitMs: number; computeMs: number; diskBytes: number } {

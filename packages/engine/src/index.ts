@@ -1,6 +1,7 @@
 export {
   LayerWiseInferenceEngine,
   type EngineOptions,
+  type InitializeOptions,
   type GenerateOptions,
   type GeneratedToken,
   type GenerationResult,

@@ -1,4 +1,5 @@
 import type { FloatType } from '@airllm/format';
+import type { WeightsDescriptor } from './weights.js';
 
 /** Activation numerics: plain float32, or dllama's Q80 casts at its seven points (FORMAT.md §e). */
 export type ActivationMode = 'f32' | 'q80';
@@ -47,8 +48,8 @@ export interface ComputeWorkerData {
   /** Spin iterations before sleeping at a barrier (0 when threads > cores). */
   readonly spin: number;
   readonly buffers: SharedBuffers;
-  /** Opaque descriptor of the weight source (see weights.ts). */
-  readonly weights: unknown;
+  /** How to attach to the weights (see weights.ts). */
+  readonly weights: WeightsDescriptor;
 }
 
 /** One run of rows belonging to one sequence, at consecutive positions. */

@@ -147,7 +147,10 @@ export class LayerResidency {
     this.#weights = weights;
     this.#budget = budget;
     this.#diskBase = diskReadBytes();
-    this.#worker = new Worker(prefetchWorkerUrl(), { workerData: shared });
+    // A worker inherits the parent's execArgv; `--input-type` (node -e with ESM) is refused
+    // for a file entry point, so it is dropped.
+    const execArgv = process.execArgv.filter((a) => !a.startsWith('--input-type'));
+    this.#worker = new Worker(prefetchWorkerUrl(), { workerData: shared, execArgv });
     // A forgotten close() must not keep the process alive: the worker sleeps in Atomics.wait.
     this.#worker.unref();
     this.#exited = new Promise<void>((resolve) => this.#worker.once('exit', () => resolve()));
