@@ -342,8 +342,9 @@ export function decodeMessage(bytes: Uint8Array): Message | MalformedMessage {
   try {
     const type = r.u8('type');
     const version = r.u8('version');
-    if (version !== PROTOCOL_VERSION) throw new ProtocolError('version', 'unsupported protocol version', PROTOCOL_VERSION, version);
+    // type, version and id keep their place in every version, so the error can name the id.
     id = r.u32('id');
+    if (version !== PROTOCOL_VERSION) throw new ProtocolError('version', 'unsupported protocol version', PROTOCOL_VERSION, version);
     let m: Message;
     switch (type) {
       case MessageType.Assign: {

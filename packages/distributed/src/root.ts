@@ -162,7 +162,7 @@ export class DistributedEngine extends LayerWiseInferenceEngine {
     try {
       await this.#connectAndAssign();
     } catch (e) {
-      this.#closeLinks();
+      this.#closeLinks(true);
       if (e instanceof WorkerLostError) throw new WorkerSetupError(e.node, e.reason);
       throw e;
     } finally {
@@ -567,8 +567,8 @@ export class DistributedEngine extends LayerWiseInferenceEngine {
     return { root, workers, totalBytesSent: root.bytesSent + workers.reduce((n, w) => n + (w.counters?.bytesSent ?? 0), 0) };
   }
 
-  #closeLinks(): void {
-    this.#closing = true;
+  /** Close every link; `forget` after a failed setup, so that initialize() may be called again. */
+  #closeLinks(forget = false): void {
     for (const [id, p] of [...this.#pending]) {
       this.#settle(id);
       p.reject(new DistributedError('the engine was cleaned up'));
@@ -579,10 +579,12 @@ export class DistributedEngine extends LayerWiseInferenceEngine {
       l.call = undefined;
       l.client = undefined;
     }
+    if (forget) this.#links = [];
   }
 
   /** Close every stream and channel to the workers, then the engine itself. */
   override async cleanup(): Promise<void> {
+    this.#closing = true;
     this.#closeLinks();
     await super.cleanup();
   }

@@ -149,7 +149,8 @@ export function parseAddress(text: string): Address {
 /** End a client stream and tolerate a late error status. */
 export function closeClientStream(call: ClientStream | undefined): void {
   if (!call) return;
+  // Our handlers would take the cancellation for a failure of the peer.
+  for (const ev of ['data', 'end', 'error', 'metadata', 'status']) call.removeAllListeners(ev);
   call.on('error', () => {});
-  call.removeAllListeners('data');
   call.cancel();
 }
