@@ -98,6 +98,8 @@ interface Pending {
   /** Links the request passes through (pinged when it is late). */
   via: readonly WorkerLink[];
   runs?: readonly RowRun[];
+  /** For an assignment or next-hop change: the address the worker is to connect to. */
+  relayTarget?: string;
   timer: NodeJS.Timeout | undefined;
 }
 
@@ -119,6 +121,12 @@ export class DistributedEngine extends LayerWiseInferenceEngine {
   readonly distributed: DistributedOptions;
   /** What this process's transport sent and received. */
   readonly counters: TransportCounters = newCounters();
+  /**
+   * Work of the pipeline: forward steps, micro-batches, the most activation messages out at
+   * workers at once (≥ 2 means nodes computed at the same time), and recoveries after a loss.
+   */
+  readonly pipelineStats = { steps: 0, microBatches: 0, maxInFlight: 0, recoveries: 0 };
+  #inFlight = 0;
   readonly #codec = countingCodec(this.counters);
   readonly #sessionId = randomBytes(16);
   #links: WorkerLink[] = [];
@@ -198,7 +206,7 @@ export class DistributedEngine extends LayerWiseInferenceEngine {
         const call = link.call;
         call.on('data', (m: Decoded) => this.#onData(link, m));
         call.on('error', (e: grpc.ServiceError) => this.#lost(link, `connection lost (${grpc.status[e.code] ?? e.code}: ${e.details || e.message})`));
-        call.on('end', () => this.#lost(link, 'the worker ended the session'));
+        call.on('end', () => this.#lost(link, 'session ended by the worker'));
       }),
     );
     // Every attempt has settled, so no stream opens after the links are closed on failure.
@@ -295,12 +303,12 @@ export class DistributedEngine extends LayerWiseInferenceEngine {
 
   #onData(link: WorkerLink, m: Decoded): void {
     if (!link.alive) return;
-    if (m.type === 'malformed') return this.#lost(link, `sent a malformed message (${m.error.message})`);
+    if (m.type === 'malformed') return this.#lost(link, `malformed message (${m.error.message})`);
     if (m.type === MessageType.Error) return this.#onError(link, m.id, m.code, m.text);
     const p = this.#pending.get(m.id);
     // An answer to a step that was abandoned after a loss: ignore.
     if (!p) return;
-    if (p.from !== link) return this.#lost(link, `answered request ${m.id}, which was not its to answer`);
+    if (p.from !== link) return this.#lost(link, `answer to request ${m.id}, which was not its to answer`);
     if (p.runs !== undefined || m.type === MessageType.Activations) {
       try {
         if (p.runs === undefined || m.type !== MessageType.Activations) throw new DistributedError(`message type ${m.type} does not answer request ${m.id}`);
@@ -310,7 +318,7 @@ export class DistributedEngine extends LayerWiseInferenceEngine {
           throw new DistributedError('rows differ from the ones sent');
         }
       } catch (e) {
-        return this.#lost(link, `returned bad activations for request ${m.id} (${e instanceof Error ? e.message : String(e)})`);
+        return this.#lost(link, `bad activations for request ${m.id} (${e instanceof Error ? e.message : String(e)})`);
       }
     }
     this.#settle(m.id)?.resolve(m);
@@ -319,12 +327,15 @@ export class DistributedEngine extends LayerWiseInferenceEngine {
   #onError(link: WorkerLink, id: number, code: number, text: string): void {
     switch (code) {
       case ErrorCode.Engine:
-        return this.#lost(link, `its engine failed: ${text}`);
+        return this.#lost(link, `engine error (${text})`);
       case ErrorCode.RelayFailed: {
-        // The worker is fine; its next hop is not. Already known lost: nothing more to say.
+        // The worker is fine; the hop it sends to is not (the one it was just told, when the
+        // error answers an assignment or a next-hop change). Already lost: nothing to add.
         if (this.#setup) break;
-        const next = this.#links.find((l) => l.address === link.next);
-        if (next) this.#lost(next, `is unreachable from ${link.address} (${text})`);
+        const target = this.#pending.get(id)?.relayTarget ?? link.next;
+        const next = this.#links.find((l) => l.address === target);
+        if (next?.alive) return this.#lost(next, `unreachable from ${link.address} (${text})`);
+        if (this.#pending.has(id)) break;
         return;
       }
     }
@@ -368,7 +379,7 @@ export class DistributedEngine extends LayerWiseInferenceEngine {
     this.#epoch++;
     if (!this.#setup) {
       this.#dirtyUntil = Math.max(this.#dirtyUntil, link.range.end);
-      this.#warn(`airllm: warning: worker ${link.address} (layers ${layers}) ${reason}; the root runs layers ${layers} from ${this.modelPath} and continues`);
+      this.#warn(`airllm: warning: worker ${link.address} (layers ${layers}) failed: ${reason}; the root runs layers ${layers} from ${this.modelPath} and continues`);
     }
     for (const [id, p] of [...this.#pending]) {
       if (this.#setup && p.from !== link && !p.via.includes(link)) continue;
@@ -387,7 +398,8 @@ export class DistributedEngine extends LayerWiseInferenceEngine {
     return new Promise<Message>((resolve, reject) => {
       const dead = via.find((l) => !l.alive);
       if (dead) return reject(dead.loss ?? new WorkerLostError(dead.address, layerLabel(dead.range.start, dead.range.end), 'lost'));
-      const p: Pending = { resolve, reject, from, via, runs, timer: undefined };
+      const relayTarget = m.type === MessageType.Assign || m.type === MessageType.SetNext ? m.next : undefined;
+      const p: Pending = { resolve, reject, from, via, runs, relayTarget, timer: undefined };
       const arm = (): void => {
         p.timer = setTimeout(() => {
           void this.#probe(via, m.id).then((allAlive) => {
@@ -400,7 +412,7 @@ export class DistributedEngine extends LayerWiseInferenceEngine {
       try {
         to.call!.write(m);
       } catch (e) {
-        this.#lost(to, `cannot be written to (${e instanceof Error ? e.message : String(e)})`);
+        this.#lost(to, `write failed (${e instanceof Error ? e.message : String(e)})`);
       }
     });
   }
@@ -425,7 +437,7 @@ export class DistributedEngine extends LayerWiseInferenceEngine {
             resolve(false);
           }
         });
-        if (!ok) this.#lost(l, `timed out: request ${late} got no answer within ${this.#stepTimeoutMs} ms, nor a ping within ${this.#pingTimeoutMs} ms`);
+        if (!ok) this.#lost(l, `timed out (no answer to request ${late} within ${this.#stepTimeoutMs} ms, nor to a ping within ${this.#pingTimeoutMs} ms)`);
         return ok;
       }),
     );
@@ -480,6 +492,7 @@ export class DistributedEngine extends LayerWiseInferenceEngine {
    * slot's tokens, as a prefill.
    */
   async #resync(): Promise<void> {
+    this.pipelineStats.recoveries++;
     await this.#reconfigure();
     const until = this.#dirtyUntil;
     const items = this.#slotTokens.flatMap((tokens, slot) => (tokens.length > 0 ? [{ slot, pos: 0, tokens }] : []));
@@ -518,6 +531,8 @@ export class DistributedEngine extends LayerWiseInferenceEngine {
       }
     });
     if (cur.length > 0) batches.push(cur);
+    this.pipelineStats.steps++;
+    this.pipelineStats.microBatches += batches.length;
     const logits: Float32Array[] = new Array(items.length);
     await Promise.all(batches.map((mb) => this.#microBatch(mb, segs, wantLogits, epoch, logits)));
     return logits;
@@ -538,7 +553,13 @@ export class DistributedEngine extends LayerWiseInferenceEngine {
       } else {
         const runs = mb.map((c) => ({ slot: c.slot, pos: c.pos, rows: c.tokens.length }));
         const msg: ActivationsMessage = { type: MessageType.Activations, id: this.#id(), wire: this.#wire, runs, payload: encodeRows(hidden, this.#wire, D) };
-        const reply = (await this.#call(seg.links[0]!, msg, seg.links[seg.links.length - 1]!, seg.links, runs)) as ActivationsMessage;
+        this.pipelineStats.maxInFlight = Math.max(this.pipelineStats.maxInFlight, ++this.#inFlight);
+        let reply: ActivationsMessage;
+        try {
+          reply = (await this.#call(seg.links[0]!, msg, seg.links[seg.links.length - 1]!, seg.links, runs)) as ActivationsMessage;
+        } finally {
+          this.#inFlight--;
+        }
         hidden = decodeRows(reply.payload, runs.map((r) => r.rows), this.#wire, D);
       }
     }

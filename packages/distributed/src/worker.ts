@@ -190,15 +190,20 @@ export class PipelineWorker {
     session.addRelay(call);
   }
 
-  /** The engine for an assignment's context/batch/slots/numerics (kept across re-assignments). */
+  /**
+   * The engine for an assignment: only its layers (weights loaded and KV cache kept for those
+   * alone, no head), with the root's context, batch, slots and numerics. Kept while the next
+   * assignment asks for the same.
+   */
   async engineFor(a: AssignMessage): Promise<LayerWiseInferenceEngine> {
-    const key = JSON.stringify([a.maxSeqLen, a.batchSize, a.slots, a.activations]);
+    const key = JSON.stringify([a.layerStart, a.layerEnd, a.maxSeqLen, a.batchSize, a.slots, a.activations]);
     if (this.#engine?.key === key) return this.#engine.engine;
     const old = this.#engine;
     this.#engine = undefined;
     await old?.engine.cleanup();
     const engine = new LayerWiseInferenceEngine(this.modelPath, {
       ...this.#options.engineOptions,
+      layers: { start: a.layerStart, end: a.layerEnd, head: false },
       maxSeqLen: a.maxSeqLen,
       batchSize: a.batchSize,
       maxSequences: a.slots,
@@ -294,7 +299,10 @@ class WorkerSession {
       case MessageType.Assign:
         return this.#enqueue(() => this.#assign(m));
       case MessageType.SetNext:
-        return this.#enqueue(() => this.#setNext(m.id, m.next));
+        return this.#enqueue(() => {
+          this.worker.log(`next hop is now ${m.next || 'the root'}`);
+          return this.#setNext(m.id, m.next);
+        });
       case MessageType.Activations:
         return this.#enqueue(() => this.#activations(m, this.root));
       case MessageType.Calibrate:
@@ -451,12 +459,13 @@ class WorkerSession {
  * Writes KV positions 0..rows−1 of slot 0, which any later generation overwrites first.
  */
 export async function calibrate(
-  engine: { embed(tokens: readonly number[]): Float32Array; runLayers(items: { slot: number; pos: number; hidden: Float32Array }[], a: number, b: number): Promise<unknown> },
+  engine: { header: { dim: number }; runLayers(items: { slot: number; pos: number; hidden: Float32Array }[], a: number, b: number): Promise<unknown> },
   layer: number,
   rows: number,
   steps: number,
 ): Promise<number> {
-  const hidden = engine.embed(new Array<number>(Math.max(1, rows)).fill(0));
+  // Values of the size a residual stream has; what they are does not change the time.
+  const hidden = new Float32Array(Math.max(1, rows) * engine.header.dim).map((_, i) => Math.sin(i) * 0.5);
   const times: number[] = [];
   for (let s = 0; s < Math.max(1, steps); s++) {
     const t0 = performance.now();
