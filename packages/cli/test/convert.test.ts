@@ -151,3 +151,210 @@ describe('airllm convert hf', () => {
     oneLineError(airllm('convert', 'hf', hf, '-o', join(dir, 'g.m')), /unsupported model_type.*llama, mistral, qwen3, qwen3_moe.*gemma/);
   });
 });
+
+/**
+ * A float64 forward pass with Hugging Face's semantics (modeling_llama / modeling_qwen3 /
+ * modeling_qwen3_moe): rotate_half RoPE on the checkpoint's own q/k rows (Llama-3 frequency
+ * scaling as transformers computes it), per-head q/k RMSNorm for Qwen3, GQA, SwiGLU, top-k
+ * routing with renormalized weights. Independent of the converter and the engine: if the
+ * converter permuted q/k wrongly, or wrote a header key the engine reads differently, the
+ * engine's logits on the converted file would not match.
+ */
+function hfReferenceLogits(ck: ReturnType<typeof tinyHfCheckpoint>, tokens: readonly number[]): Float64Array {
+  const c = ck.config as Record<string, number | boolean | string | Record<string, number | string> | undefined>;
+  const W = new Map(ck.tensors.map((t) => [t.name, t.data]));
+  const w = (name: string): Float32Array => {
+    const x = W.get(name);
+    if (x === undefined) throw new Error(`no ${name}`);
+    return x;
+  };
+  const D = c.hidden_size as number;
+  const nh = c.num_attention_heads as number;
+  const nkv = c.num_key_value_heads as number;
+  const hd = (c.head_dim as number | undefined) ?? D / nh;
+  const eps = c.rms_norm_eps as number;
+  const theta = c.rope_theta as number;
+  const qwen = c.model_type === 'qwen3' || c.model_type === 'qwen3_moe';
+  const moe = c.model_type === 'qwen3_moe';
+  const V = c.vocab_size as number;
+  const matvec = (m: Float32Array, x: Float64Array, rows: number): Float64Array => {
+    const cols = x.length;
+    const out = new Float64Array(rows);
+    for (let r = 0; r < rows; r++) {
+      let s = 0;
+      for (let i = 0; i < cols; i++) s += m[r * cols + i]! * x[i]!;
+      out[r] = s;
+    }
+    return out;
+  };
+  const rms = (x: Float64Array, g: Float32Array, off = 0, n = x.length): void => {
+    let ss = 0;
+    for (let i = 0; i < n; i++) ss += x[off + i]! ** 2;
+    const inv = 1 / Math.sqrt(ss / n + eps);
+    for (let i = 0; i < n; i++) x[off + i] = x[off + i]! * inv * g[i]!;
+  };
+  const invFreq = Array.from({ length: hd / 2 }, (_, j) => 1 / Math.pow(theta, (2 * j) / hd));
+  const rs = c.rope_scaling as Record<string, number> | undefined;
+  if (rs !== undefined) {
+    const { factor, low_freq_factor: low, high_freq_factor: high, original_max_position_embeddings: L0 } = rs as Record<string, number>;
+    for (let j = 0; j < invFreq.length; j++) {
+      const f = invFreq[j]!;
+      const wl = (2 * Math.PI) / f;
+      if (wl < L0! / high!) continue;
+      if (wl > L0! / low!) invFreq[j] = f / factor!;
+      else {
+        const s = (L0! / wl - low!) / (high! - low!);
+        invFreq[j] = (1 - s) * (f / factor!) + s * f;
+      }
+    }
+  }
+  const rope = (x: Float64Array, heads: number, pos: number): void => {
+    for (let h = 0; h < heads; h++) {
+      for (let j = 0; j < hd / 2; j++) {
+        const a = pos * invFreq[j]!;
+        const i1 = h * hd + j;
+        const i2 = i1 + hd / 2;
+        const x1 = x[i1]!;
+        const x2 = x[i2]!;
+        x[i1] = x1 * Math.cos(a) - x2 * Math.sin(a);
+        x[i2] = x2 * Math.cos(a) + x1 * Math.sin(a);
+      }
+    }
+  };
+  const silu = (v: number): number => v / (1 + Math.exp(-v));
+  const mlp = (h: Float64Array, p: string, ff: number): Float64Array => {
+    const g = matvec(w(`${p}gate_proj.weight`), h, ff);
+    const u = matvec(w(`${p}up_proj.weight`), h, ff);
+    const a = g.map((v, i) => silu(v) * u[i]!);
+    return matvec(w(`${p}down_proj.weight`), a, D);
+  };
+  const L = c.num_hidden_layers as number;
+  const kcache: Float64Array[][] = Array.from({ length: L }, () => []);
+  const vcache: Float64Array[][] = Array.from({ length: L }, () => []);
+  let x = new Float64Array(D);
+  const emb = w('model.embed_tokens.weight');
+  tokens.forEach((tok, pos) => {
+    x = Float64Array.from(emb.subarray(tok * D, (tok + 1) * D));
+    for (let l = 0; l < L; l++) {
+      const p = `model.layers.${l}.`;
+      const h = x.slice();
+      rms(h, w(`${p}input_layernorm.weight`));
+      const q = matvec(w(`${p}self_attn.q_proj.weight`), h, nh * hd);
+      const k = matvec(w(`${p}self_attn.k_proj.weight`), h, nkv * hd);
+      const v = matvec(w(`${p}self_attn.v_proj.weight`), h, nkv * hd);
+      if (qwen) {
+        for (let i = 0; i < nh; i++) rms(q, w(`${p}self_attn.q_norm.weight`), i * hd, hd);
+        for (let i = 0; i < nkv; i++) rms(k, w(`${p}self_attn.k_norm.weight`), i * hd, hd);
+      }
+      rope(q, nh, pos);
+      rope(k, nkv, pos);
+      kcache[l]!.push(k);
+      vcache[l]!.push(v);
+      const att = new Float64Array(nh * hd);
+      for (let i = 0; i < nh; i++) {
+        const kv = Math.floor(i / (nh / nkv));
+        const scores = kcache[l]!.map((kt) => {
+          let s = 0;
+          for (let d = 0; d < hd; d++) s += q[i * hd + d]! * kt[kv * hd + d]!;
+          return s / Math.sqrt(hd);
+        });
+        const m = Math.max(...scores);
+        const e = scores.map((s) => Math.exp(s - m));
+        const z = e.reduce((a, b) => a + b, 0);
+        e.forEach((ei, t) => {
+          for (let d = 0; d < hd; d++) att[i * hd + d] = att[i * hd + d]! + (ei / z) * vcache[l]![t]![kv * hd + d]!;
+        });
+      }
+      const o = matvec(w(`${p}self_attn.o_proj.weight`), att, D);
+      for (let i = 0; i < D; i++) x[i] = x[i]! + o[i]!;
+      const h2 = x.slice();
+      rms(h2, w(`${p}post_attention_layernorm.weight`));
+      let f: Float64Array;
+      if (moe) {
+        const E = c.num_experts as number;
+        const logits = matvec(w(`${p}mlp.gate.weight`), h2, E);
+        const m = Math.max(...logits);
+        const pr = Array.from(logits, (g) => Math.exp(g - m));
+        const z = pr.reduce((a, b) => a + b, 0);
+        const top = [...pr.keys()].sort((a, b) => pr[b]! - pr[a]!).slice(0, c.num_experts_per_tok as number);
+        const zt = top.reduce((a, e) => a + pr[e]! / z, 0);
+        f = new Float64Array(D);
+        for (const e of top) {
+          const out = mlp(h2, `${p}mlp.experts.${e}.`, c.moe_intermediate_size as number);
+          for (let i = 0; i < D; i++) f[i] = f[i]! + (pr[e]! / z / zt) * out[i]!;
+        }
+      } else f = mlp(h2, `${p}mlp.`, c.intermediate_size as number);
+      for (let i = 0; i < D; i++) x[i] = x[i]! + f[i]!;
+    }
+  });
+  rms(x, w('model.norm.weight'));
+  return matvec(W.get('lm_head.weight') ?? emb, x, V);
+}
+
+describe('convert hf → engine logits = Hugging Face semantics (float64 reference)', () => {
+  const cases: [string, Parameters<typeof tinyHfCheckpoint>[0]][] = [
+    ['llama (q/k permuted)', { modelType: 'llama', vocab: 64, seed: 11 }],
+    [
+      'llama with llama3 rope scaling',
+      { modelType: 'llama', vocab: 64, headDim: 16, seed: 12, extraConfig: { rope_theta: 10000.0, rope_scaling: { rope_type: 'llama3', factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 32 } } },
+    ],
+    ['qwen3 (head_dim 32 ≠ dim/heads, q/k norms, tied)', { modelType: 'qwen3', vocab: 64, headDim: 32, tied: true, seed: 13 }],
+    ['qwen3_moe (4 experts, top 2)', { modelType: 'qwen3_moe', vocab: 64, headDim: 16, seed: 14 }],
+  ];
+  for (const [label, opts] of cases) {
+    it(label, async () => {
+      const ck = tinyHfCheckpoint({ ...opts, dtype: () => 'BF16' });
+      const hf = join(dir, `engine-${opts.seed}`);
+      writeHfDir(hf, ck);
+      const m = join(dir, `engine-${opts.seed}.m`);
+      ok(airllm('convert', 'hf', hf, '-o', m, '--dtype', 'f32', '--no-tokenizer'));
+      const tokens = [1, 17, 5, 42, 9, 33];
+      const want = hfReferenceLogits(ck, tokens);
+      const engine = new LayerWiseInferenceEngine(m, { threads: 1 });
+      await engine.initialize();
+      let got: Float32Array;
+      try {
+        got = await engine.forward(tokens, 0);
+      } finally {
+        await engine.cleanup();
+      }
+      const scale = Math.max(...Array.from(want, Math.abs));
+      let maxDiff = 0;
+      for (let i = 0; i < want.length; i++) maxDiff = Math.max(maxDiff, Math.abs(got[i]! - want[i]!));
+      expect(maxDiff / scale, `max |Δ| ${maxDiff} at logit scale ${scale}`).toBeLessThan(1e-4);
+    });
+  }
+
+  it('without the permutation (or the rope scaling) the logits would differ: the checks can fail', () => {
+    const ck = tinyHfCheckpoint({ modelType: 'llama', vocab: 64, seed: 11, dtype: () => 'BF16' });
+    // Feed the reference the rows in .m order instead: a wrong converter would look like this.
+    const permuted = {
+      ...ck,
+      tensors: ck.tensors.map((t) => {
+        if (!/self_attn\.[qk]_proj/.test(t.name)) return t;
+        const rows = t.shape[0]!;
+        const cols = t.shape[1]!;
+        const out = new Float32Array(t.data.length);
+        for (let r = 0; r < rows; r++) {
+          const h = Math.floor(r / 16);
+          const j = r % 16;
+          out.set(t.data.subarray((h * 16 + (j % 2) * 8 + Math.floor(j / 2)) * cols, (h * 16 + (j % 2) * 8 + Math.floor(j / 2) + 1) * cols), r * cols);
+        }
+        return { ...t, data: out };
+      }),
+    };
+    const a = hfReferenceLogits(ck, [1, 17, 5, 42, 9, 33]);
+    const b = hfReferenceLogits(permuted, [1, 17, 5, 42, 9, 33]);
+    let maxDiff = 0;
+    for (let i = 0; i < a.length; i++) maxDiff = Math.max(maxDiff, Math.abs(a[i]! - b[i]!));
+    expect(maxDiff).toBeGreaterThan(1e-3);
+    // Likewise the Llama-3 scaling case: at these positions the scaled frequencies matter.
+    const scaled = tinyHfCheckpoint({ ...cases[1]![1], dtype: () => 'BF16' });
+    const plain = { ...scaled, config: { ...scaled.config, rope_scaling: undefined } };
+    const c = hfReferenceLogits(scaled, [1, 17, 5, 42, 9, 33]);
+    const d = hfReferenceLogits(plain, [1, 17, 5, 42, 9, 33]);
+    let diff2 = 0;
+    for (let i = 0; i < c.length; i++) diff2 = Math.max(diff2, Math.abs(c[i]! - d[i]!));
+    expect(diff2).toBeGreaterThan(1e-3);
+  });
+});
