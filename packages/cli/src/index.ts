@@ -1,1 +1,3 @@
-export {};
+/** Library entry of @airllm/cli: the OpenAI-compatible server, for embedding in other programs. */
+export { createServer, type AirllmServer, type ServerOptions, type ServerStats } from './server/server.js';
+export { ApiError } from './server/openai.js';

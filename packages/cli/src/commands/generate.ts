@@ -1,17 +1,23 @@
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { CliError } from '../errors.js';
+import { runGeneration } from '../generation.js';
 import { addModelOptions, createEngine, parseInteger, parseNumber, type ModelCliOptions } from '../model-options.js';
 import { formatBytes, writeJson } from '../output.js';
+import { initializeWithProgress } from '../progress.js';
 
 interface GenerateCliOptions extends ModelCliOptions {
   prompt?: string;
+  promptFile?: string;
   steps: string;
   temperature: string;
   topK?: string;
   topP?: string;
   seed?: string;
   stop?: string[];
+  echo: boolean;
+  bos: boolean;
+  stats?: boolean;
   json?: boolean;
 }
 
@@ -21,19 +27,40 @@ export function register(program: Command): void {
     program
       .command('generate')
       .description('complete a prompt, streaming the text as it is produced')
-      .argument('[prompt]', 'prompt text (or use --prompt)'),
+      .argument('[prompt]', 'prompt text (or use --prompt; "-" reads it from stdin)'),
   )
     .option('-p, --prompt <text>', 'prompt text')
+    .option('-f, --prompt-file <path>', 'read the prompt from a file ("-" = stdin)')
     .option('-n, --steps <n>', 'tokens to generate at most', '256')
     .option('--temperature <t>', 'sampling temperature; 0 = greedy', '0')
     .option('--top-k <k>', 'sample among the k most likely tokens')
     .option('--top-p <p>', 'nucleus sampling threshold in (0, 1)')
     .option('--seed <n>', 'random seed (runs with the same seed reproduce)')
     .option('--stop <text...>', 'stop when the output contains this text')
+    .option('--no-echo', 'do not print the prompt before the completion')
+    .option('--no-bos', 'do not start the prompt with the BOS token')
+    .option('--stats', 'print speed and memory figures on stderr (default: only on a terminal)')
     .option('--json', 'print one JSON object at the end instead of streaming text')
+    .addHelpText(
+      'after',
+      `
+Examples:
+  airllm generate "Once upon a time"
+  airllm generate -m llama.m -t llama.t --temperature 0.7 --top-p 0.9 --steps 200 "The capital of France"
+  echo "Once upon a time" | airllm generate - --json | jq .text`,
+    )
     .action(async (positional: string | undefined, o: GenerateCliOptions) => {
-      if (positional !== undefined && o.prompt !== undefined) throw new CliError('give the prompt either as an argument or with --prompt, not both', 2);
-      const prompt = positional ?? o.prompt ?? '';
+      const given = [positional, o.prompt, o.promptFile].filter((x) => x !== undefined).length;
+      if (given > 1) throw new CliError('give the prompt one way: as an argument, with --prompt or with --prompt-file', 2);
+      const file = o.promptFile ?? (positional === '-' ? '-' : undefined);
+      let prompt = positional ?? o.prompt ?? '';
+      if (file !== undefined) {
+        try {
+          prompt = readFileSync(file === '-' ? 0 : file, 'utf8').replace(/\r?\n$/, '');
+        } catch (e) {
+          throw new CliError(`cannot read the prompt from ${file === '-' ? 'stdin' : file}: ${(e as Error).message}`);
+        }
+      }
       const sampling = {
         maxTokens: parseInteger(o.steps, '--steps', 0),
         temperature: parseNumber(o.temperature, '--temperature', 0, 100),
@@ -41,31 +68,30 @@ export function register(program: Command): void {
         topP: parseNumber(o.topP, '--top-p', 0, 1),
         seed: parseInteger(o.seed, '--seed', 0),
         stop: o.stop,
+        bos: o.bos,
       };
       const engine = await createEngine(o);
+      // The first Ctrl-C ends the generation (what was produced is still printed); a second one exits.
       const abort = new AbortController();
-      const onSigint = (): void => abort.abort();
-      process.once('SIGINT', onSigint);
+      const onSigint = (): void => {
+        if (abort.signal.aborted) process.exit(130);
+        abort.abort();
+      };
+      process.on('SIGINT', onSigint);
       try {
-        await engine.initialize();
+        await initializeWithProgress(engine, { json: o.json });
         // Echo the prompt, as llama2.c's run does, so the story reads whole.
-        if (!o.json && prompt) process.stdout.write(prompt);
-        const gen = engine.generate(prompt, { ...sampling, signal: abort.signal });
-        let r = await gen.next();
-        while (!r.done) {
-          if (!o.json && r.value.text) process.stdout.write(r.value.text);
-          r = await gen.next();
-        }
-        const result = r.value;
+        if (!o.json && o.echo && prompt) process.stdout.write(prompt);
+        const result = await runGeneration(engine, prompt, { ...sampling, signal: abort.signal }, o.json ? undefined : (text) => void process.stdout.write(text));
         if (o.trace) writeFileSync(o.trace, JSON.stringify(engine.trace.toJSON()));
         if (o.json) {
           writeJson({ promptTokens: result.promptTokens, tokens: result.tokens, text: result.text, finishReason: result.finishReason, stats: result.stats });
         } else {
           process.stdout.write('\n');
           const s = result.stats;
-          if (process.stderr.isTTY) {
+          if (o.stats || process.stderr.isTTY) {
             process.stderr.write(
-              `\n${s.generatedTokens} tokens, prefill ${s.prefillTokensPerSecond.toFixed(1)} tok/s, decode ${s.decodeTokensPerSecond.toFixed(1)} tok/s, ` +
+              `\n${s.generatedTokens} tokens (${result.finishReason}), prefill ${s.prefillTokensPerSecond.toFixed(1)} tok/s, decode ${s.decodeTokensPerSecond.toFixed(1)} tok/s, ` +
                 `load wait ${s.loadWaitMs.toFixed(0)} ms, compute ${s.computeMs.toFixed(0)} ms, disk ${formatBytes(s.diskBytesRead)}, peak RSS ${formatBytes(s.peakRssBytes)}\n`,
             );
           }

@@ -1,0 +1,208 @@
+/**
+ * The OpenAI request shapes this server accepts, checked field by field into plain options, and
+ * the error body OpenAI clients understand (`{"error": {message, type, param, code}}`).
+ */
+import type { ChatMessage } from '@airllm/engine';
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly param: string | null = null,
+    readonly code: string | null = null,
+    readonly type: string = status === 401 ? 'authentication_error' : status === 429 ? 'rate_limit_error' : status >= 500 ? 'server_error' : 'invalid_request_error',
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+    this.name = 'ApiError';
+  }
+
+  body(): { error: { message: string; type: string; param: string | null; code: string | null } } {
+    return { error: { message: this.message, type: this.type, param: this.param, code: this.code } };
+  }
+}
+
+/** Most choices one request may ask for (n × prompts). */
+export const MAX_CHOICES = 16;
+/** OpenAI's limit on stop sequences. */
+export const MAX_STOP = 4;
+
+export interface SamplingRequest {
+  /** Undefined: whatever room the context leaves. */
+  maxTokens: number | undefined;
+  temperature: number;
+  topP: number;
+  topK: number;
+  seed: number | undefined;
+  stop: string[];
+  n: number;
+  stream: boolean;
+  includeUsage: boolean;
+}
+
+export interface ChatRequest extends SamplingRequest {
+  messages: ChatMessage[];
+  enableThinking: boolean | undefined;
+}
+
+export interface CompletionRequest extends SamplingRequest {
+  prompts: (string | number[])[];
+  echo: boolean;
+}
+
+type Json = Record<string, unknown>;
+
+const bad = (param: string, message: string, code: string | null = null): ApiError => new ApiError(400, `${param}: ${message}`, param, code);
+
+function describe(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'an array';
+  if (typeof v === 'string') return `the string ${JSON.stringify(v.length > 40 ? `${v.slice(0, 40)}…` : v)}`;
+  if (typeof v === 'object') return 'an object';
+  return `${typeof v} ${String(v)}`;
+}
+
+export function asObject(body: unknown): Json {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new ApiError(400, `the request body must be a JSON object, got ${describe(body)}`);
+  return body as Json;
+}
+
+function optNumber(o: Json, key: string, min: number, max: number, fallback: number): number {
+  const v = o[key];
+  if (v === undefined || v === null) return fallback;
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw bad(key, `expected a number, got ${describe(v)}`);
+  if (v < min || v > max) throw bad(key, `must be between ${min} and ${max}, got ${v}`);
+  return v;
+}
+
+function optInteger(o: Json, key: string, min: number, max: number): number | undefined {
+  const v = o[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'number' || !Number.isInteger(v)) throw bad(key, `expected a whole number, got ${describe(v)}`);
+  if (v < min || v > max) throw bad(key, `must be between ${min} and ${max}, got ${v}`);
+  return v;
+}
+
+function optBoolean(o: Json, key: string): boolean | undefined {
+  const v = o[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'boolean') throw bad(key, `expected true or false, got ${describe(v)}`);
+  return v;
+}
+
+/** Fields that would change the answer in ways this server cannot honour: refused, not ignored. */
+function refuseUnsupported(o: Json): void {
+  if (Array.isArray(o.tools) && o.tools.length > 0) throw bad('tools', 'tool calling is not supported by this server');
+  if (o.functions !== undefined && o.functions !== null) throw bad('functions', 'function calling is not supported by this server');
+  if (o.logprobs !== undefined && o.logprobs !== null && o.logprobs !== false) throw bad('logprobs', 'log probabilities are not supported by this server');
+  const rf = o.response_format as Json | undefined | null;
+  if (rf !== undefined && rf !== null && (typeof rf !== 'object' || rf.type !== 'text')) throw bad('response_format', 'only {"type": "text"} is supported');
+  // Accepted for compatibility and ignored (their neutral values are what this server does).
+  for (const key of ['presence_penalty', 'frequency_penalty']) optNumber(o, key, -2, 2, 0);
+}
+
+function sampling(o: Json): SamplingRequest {
+  refuseUnsupported(o);
+  if (o.model !== undefined && typeof o.model !== 'string') throw bad('model', `expected a string, got ${describe(o.model)}`);
+  const maxTokens = optInteger(o, 'max_completion_tokens', 1, Number.MAX_SAFE_INTEGER) ?? optInteger(o, 'max_tokens', 1, Number.MAX_SAFE_INTEGER);
+  const temperature = optNumber(o, 'temperature', 0, 2, 1);
+  const topP = optNumber(o, 'top_p', 0, 1, 1);
+  const topK = optInteger(o, 'top_k', 0, Number.MAX_SAFE_INTEGER) ?? 0;
+  const seed = optInteger(o, 'seed', Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER);
+  const n = optInteger(o, 'n', 1, MAX_CHOICES) ?? 1;
+  let stop: string[] = [];
+  const s = o.stop;
+  if (typeof s === 'string') stop = [s];
+  else if (Array.isArray(s)) stop = s as string[];
+  else if (s !== undefined && s !== null) throw bad('stop', `expected a string or an array of strings, got ${describe(s)}`);
+  if (stop.length > MAX_STOP) throw bad('stop', `at most ${MAX_STOP} stop sequences, got ${stop.length}`);
+  stop.forEach((x, i) => {
+    if (typeof x !== 'string') throw bad(`stop[${i}]`, `expected a string, got ${describe(x)}`);
+    if (x.length === 0) throw bad(`stop[${i}]`, 'must not be empty');
+  });
+  const stream = optBoolean(o, 'stream') ?? false;
+  let includeUsage = false;
+  const so = o.stream_options;
+  if (so !== undefined && so !== null) {
+    if (!stream) throw bad('stream_options', 'only allowed when stream is true');
+    includeUsage = optBoolean(asObjectParam(so, 'stream_options'), 'include_usage') ?? false;
+  }
+  // top_p 0 keeps only the most likely token: greedy.
+  return { maxTokens, temperature: topP === 0 ? 0 : temperature, topP, topK, seed, stop, n, stream, includeUsage };
+}
+
+function asObjectParam(v: unknown, param: string): Json {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) throw bad(param, `expected an object, got ${describe(v)}`);
+  return v as Json;
+}
+
+/** Message content: a string, or text parts `[{type: "text", text}]` joined. */
+function content(v: unknown, param: string, role: string): string {
+  if (typeof v === 'string') return v;
+  if ((v === null || v === undefined) && role === 'assistant') return '';
+  if (Array.isArray(v)) {
+    return v
+      .map((p, i) => {
+        const part = asObjectParam(p, `${param}[${i}]`);
+        if (part.type !== 'text') throw bad(`${param}[${i}].type`, `only text parts are supported, got ${describe(part.type)}`);
+        if (typeof part.text !== 'string') throw bad(`${param}[${i}].text`, `expected a string, got ${describe(part.text)}`);
+        return part.text;
+      })
+      .join('');
+  }
+  throw bad(param, `expected a string or an array of text parts, got ${describe(v)}`);
+}
+
+export function parseChatRequest(body: unknown): ChatRequest {
+  const o = asObject(body);
+  const m = o.messages;
+  if (m === undefined || m === null) throw bad('messages', 'is required (a non-empty array of {role, content})');
+  if (!Array.isArray(m)) throw bad('messages', `expected an array, got ${describe(m)}`);
+  if (m.length === 0) throw bad('messages', 'must not be empty');
+  const messages = m.map((raw, i): ChatMessage => {
+    const msg = asObjectParam(raw, `messages[${i}]`);
+    const role = msg.role;
+    if (typeof role !== 'string') throw bad(`messages[${i}].role`, `expected a string, got ${describe(role)}`);
+    if (role === 'tool' || role === 'function') throw bad(`messages[${i}].role`, `"${role}" messages are not supported by this server (no tool calling)`);
+    // "developer" is OpenAI's newer name for the system role.
+    const r = role === 'developer' ? 'system' : role;
+    if (r !== 'system' && r !== 'user' && r !== 'assistant') throw bad(`messages[${i}].role`, `unknown role "${role}" (expected system, developer, user or assistant)`);
+    return { role: r, content: content(msg.content, `messages[${i}].content`, r) };
+  });
+  const base = sampling(o);
+  return { ...base, messages, enableThinking: optBoolean(o, 'enable_thinking') };
+}
+
+export function parseCompletionRequest(body: unknown, vocabSize: number): CompletionRequest {
+  const o = asObject(body);
+  const p = o.prompt;
+  if (p === undefined || p === null) throw bad('prompt', 'is required (a string, an array of strings, or token ids)');
+  let prompts: (string | number[])[];
+  const isTokens = (a: unknown[]): boolean => a.length > 0 && a.every((t) => typeof t === 'number');
+  if (typeof p === 'string') prompts = [p];
+  else if (Array.isArray(p) && isTokens(p)) prompts = [p as number[]];
+  else if (Array.isArray(p) && p.length > 0) {
+    prompts = p.map((x, i) => {
+      if (typeof x === 'string') return x;
+      if (Array.isArray(x) && isTokens(x)) return x as number[];
+      throw bad(`prompt[${i}]`, `expected a string or an array of token ids, got ${describe(x)}`);
+    });
+  } else throw bad('prompt', `expected a string, an array of strings, or token ids, got ${describe(p)}`);
+  prompts.forEach((q, i) => {
+    if (typeof q === 'string') return;
+    q.forEach((t, j) => {
+      if (!Number.isInteger(t) || t < 0 || t >= vocabSize) throw bad(`prompt${prompts.length > 1 || Array.isArray(p[0]) ? `[${i}]` : ''}[${j}]`, `token id ${t} is outside the vocabulary 0..${vocabSize - 1}`);
+    });
+  });
+  if (typeof o.suffix === 'string' && o.suffix !== '') throw bad('suffix', 'is not supported by this server');
+  const bestOf = optInteger(o, 'best_of', 1, MAX_CHOICES);
+  if (bestOf !== undefined && bestOf > 1) throw bad('best_of', 'only 1 is supported');
+  const base = sampling(o);
+  if (prompts.length * base.n > MAX_CHOICES) throw bad('n', `prompts × n must be at most ${MAX_CHOICES}, got ${prompts.length * base.n}`);
+  return { ...base, prompts, echo: optBoolean(o, 'echo') ?? false };
+}
+
+/** OpenAI's finish reasons from the engine's. */
+export function finishReason(r: string): 'stop' | 'length' {
+  return r === 'length' || r === 'context' ? 'length' : 'stop';
+}
