@@ -107,7 +107,10 @@ export interface KernelBackend {
   /** out[i] = silu(gate[i]) · up[i] = gate/(1 + e^−gate) · up, for i ∈ [i0, i1). out may be gate. */
   swiglu(out: Float32Array, gate: Float32Array, up: Float32Array, i0: number, i1: number): void;
 
-  /** out[i] += x[i] · scale for i ∈ [i0, i1) (residual add with scale 1; MoE weighted sum). */
+  /**
+   * out[i] += x[i] · scale for i ∈ [i0, i1) (residual add with scale 1; MoE weighted sum). The
+   * scale is rounded to float32 first; the product and the sum are each rounded to float32.
+   */
   addScaled(out: Float32Array, x: Float32Array, scale: number, i0: number, i1: number): void;
 
   /** Index of the first maximum of x[0..n). */

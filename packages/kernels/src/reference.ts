@@ -20,19 +20,30 @@ function scratchRow(n: number): Float32Array {
 let f32View: Float32Array = new Float32Array(0);
 let f32ViewSource: ArrayBufferLike | undefined;
 let f32ViewOffset = -1;
-/** A Float32Array over F32 weight bytes (aligned), cached for the last buffer seen. */
+/** A Float32Array over 4-byte-aligned F32 weight bytes, cached for the last buffer seen. */
 function asF32(w: Uint8Array): Float32Array {
-  if (w.byteOffset % 4 !== 0) {
-    const copy = new Float32Array(w.byteLength / 4);
-    new Uint8Array(copy.buffer).set(w);
-    return copy;
-  }
-  if (f32ViewSource !== w.buffer || f32ViewOffset !== w.byteOffset || f32View.length !== w.byteLength / 4) {
-    f32View = new Float32Array(w.buffer, w.byteOffset, w.byteLength / 4);
+  if (f32ViewSource !== w.buffer || f32ViewOffset !== w.byteOffset || f32View.length !== w.byteLength >> 2) {
+    f32View = new Float32Array(w.buffer, w.byteOffset, w.byteLength >> 2);
     f32ViewSource = w.buffer;
     f32ViewOffset = w.byteOffset;
   }
   return f32View;
+}
+
+/**
+ * Aligned staging for one row of F32 weights that sit at an offset that is not a multiple of 4
+ * (tensors in a .m file are packed back to back, so after Q40 data an F32 tensor can start at
+ * any even offset). Only that row is copied; grown on demand, never per call once warm.
+ */
+let rowBytesScratch: Float32Array = new Float32Array(0);
+let rowBytesView: Uint8Array = new Uint8Array(0);
+function unalignedF32Row(w: Uint8Array, r: number, nIn: number): Float32Array {
+  if (rowBytesScratch.length < nIn) {
+    rowBytesScratch = new Float32Array(nIn);
+    rowBytesView = new Uint8Array(rowBytesScratch.buffer);
+  }
+  rowBytesView.set(w.subarray(r * nIn * 4, (r + 1) * nIn * 4));
+  return rowBytesScratch;
 }
 
 /** Decode weight row r (nIn values) of a matrix of dtype wType into dst. */
@@ -40,6 +51,11 @@ function decodeRow(wType: FloatType, w: Uint8Array, r: number, nIn: number, dst:
   const t = f16Table32();
   switch (wType) {
     case FloatType.F32: {
+      if (w.byteOffset % 4 !== 0) {
+        const f = unalignedF32Row(w, r, nIn);
+        for (let i = 0; i < nIn; i++) dst[i] = f[i]!;
+        return;
+      }
       const f = asF32(w);
       for (let i = 0; i < nIn; i++) dst[i] = f[r * nIn + i]!;
       return;
@@ -263,9 +279,11 @@ function swiglu(out: Float32Array, gate: Float32Array, up: Float32Array, i0: num
   }
 }
 
+/** The scale is a float32 kernel argument: it is rounded to float32 before use. */
 function addScaled(out: Float32Array, x: Float32Array, scale: number, i0: number, i1: number): void {
-  if (scale === 1) for (let i = i0; i < i1; i++) out[i] = fround(out[i]! + x[i]!);
-  else for (let i = i0; i < i1; i++) out[i] = fround(out[i]! + fround(x[i]! * scale));
+  const s = fround(scale);
+  if (s === 1) for (let i = i0; i < i1; i++) out[i] = fround(out[i]! + x[i]!);
+  else for (let i = i0; i < i1; i++) out[i] = fround(out[i]! + fround(x[i]! * s));
 }
 
 function argmax(x: Float32Array, n: number): number {

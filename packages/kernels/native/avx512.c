@@ -1,0 +1,64 @@
+/*
+ * AVX-512 paths: "avx512" (F, BW, VL, DQ) and "avx512vnni" (the same plus vpdpbusd for the
+ * Q40xQ80 / Q80xQ80 integer dots). Both are instantiated from avx512_tmpl.h with their own
+ * target attribute, so one binary carries both and the CPU check picks one at load.
+ */
+#include "kernels.h"
+
+#if defined(AIRLLM_X86)
+#include <immintrin.h>
+
+#define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))
+#define VNNI 0
+#define FN(name) name##_avx512
+#include "avx512_tmpl.h"
+#undef TGT
+#undef VNNI
+#undef FN
+
+#define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx2,fma,f16c")))
+#define VNNI 1
+#define FN(name) name##_vnni
+#include "avx512_tmpl.h"
+#undef TGT
+#undef VNNI
+#undef FN
+
+static const kpath AVX512 = {
+    .name = "avx512",
+    .features = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq",
+    .matmul = {mm_f32_avx512, mm_f16_avx512, mm_q40_avx512, mm_q80_avx512},
+    .matmulq = {NULL, NULL, mmq_q40_avx512, mmq_q80_avx512},
+    .quantize_q80 = k_avx2_quantize_q80,
+    .dequantize_q80 = k_avx2_dequantize_q80,
+    .dot = k_avx2_dot,
+    .axpy = k_avx2_axpy,
+    .add = k_avx2_add,
+    .sumsq = k_avx2_sumsq,
+    .rmsscale = k_avx2_rmsscale,
+    .softmax = k_avx2_softmax,
+    .swiglu = k_avx2_swiglu,
+    .vexp = k_avx2_vexp,
+};
+
+static const kpath AVX512VNNI = {
+    .name = "avx512vnni",
+    .features = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni",
+    .matmul = {mm_f32_vnni, mm_f16_vnni, mm_q40_vnni, mm_q80_vnni},
+    .matmulq = {NULL, NULL, mmq_q40_vnni, mmq_q80_vnni},
+    .quantize_q80 = k_avx2_quantize_q80,
+    .dequantize_q80 = k_avx2_dequantize_q80,
+    .dot = k_avx2_dot,
+    .axpy = k_avx2_axpy,
+    .add = k_avx2_add,
+    .sumsq = k_avx2_sumsq,
+    .rmsscale = k_avx2_rmsscale,
+    .softmax = k_avx2_softmax,
+    .swiglu = k_avx2_swiglu,
+    .vexp = k_avx2_vexp,
+};
+
+const kpath *kpath_avx512(void) { return &AVX512; }
+const kpath *kpath_avx512vnni(void) { return &AVX512VNNI; }
+
+#endif

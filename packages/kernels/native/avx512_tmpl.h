@@ -1,0 +1,541 @@
+/*
+ * AVX-512 kernels, included twice by avx512.c: once with VNNI 0 (AVX-512 F/BW/VL/DQ; byte dots
+ * through vpmaddubsw + vpmaddwd) and once with VNNI 1 (vpdpbusd). TGT is the target attribute
+ * and FN(name) gives each copy its own names.
+ *
+ * Strategy as in avx2.c: batch <= 4 runs "rows" kernels (lanes along the input, every batch
+ * row against each decoded weight block), larger batches run "lanes" kernels (activations
+ * transposed once per call, 16 batch rows per register, each weight value broadcast).
+ * Elementwise ops and quantization come from the AVX2 path: they are memory-light and already
+ * bit-exact where they can be.
+ */
+
+#define INL static inline __attribute__((always_inline)) TGT
+
+INL float FN(hsum16)(__m512 v) { return _mm512_reduce_add_ps(v); }
+
+/* ---- F32-input matmul ---- */
+
+/* 32 weights of a row starting at element i (n valid) as two vectors of floats. */
+INL void FN(dec32)(int type, const uint8_t *row, int i, int n, __m512 *w) {
+  if (type == FT_Q40) {
+    /* (q - 8) * d through a 16-entry table of those products: vpermps only reads the low 4 bits
+     * of each index, so the zero-extended bytes index the low nibbles directly and, shifted by
+     * 4, the high nibbles. The table values are the reference's decoded weights exactly. */
+    const uint8_t *blk = row + (size_t)(i / QK) * Q40_BYTES;
+    __m512 tab = _mm512_mul_ps(_mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7),
+                               _mm512_set1_ps(_cvtsh_ss(k_rd16(blk))));
+    __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(blk + 2)));
+    w[0] = _mm512_permutexvar_ps(q, tab);
+    w[1] = _mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), tab);
+  } else if (type == FT_Q80) {
+    const uint8_t *blk = row + (size_t)(i / QK) * Q80_BYTES;
+    __m512 d = _mm512_set1_ps(_cvtsh_ss(k_rd16(blk)));
+    w[0] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 2)))), d);
+    w[1] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 18)))), d);
+  } else if (type == FT_F32) {
+    const float *f = (const float *)(const void *)row + i;
+    if (n == 32) {
+      w[0] = _mm512_loadu_ps(f);
+      w[1] = _mm512_loadu_ps(f + 16);
+    } else {
+      w[0] = _mm512_maskz_loadu_ps(n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1), f);
+      w[1] = _mm512_maskz_loadu_ps(n <= 16 ? 0 : (__mmask16)((1u << (n - 16)) - 1), f + 16);
+    }
+  } else {
+    const uint16_t *h = (const uint16_t *)(const void *)(row + (size_t)i * 2);
+    if (n == 32) {
+      w[0] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)h));
+      w[1] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(h + 16)));
+    } else {
+      w[0] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1), h));
+      w[1] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(n <= 16 ? 0 : (__mmask16)((1u << (n - 16)) - 1), h + 16));
+    }
+  }
+}
+
+INL void FN(load_x32)(const float *x, int n, __m512 *v) {
+  if (n == 32) {
+    v[0] = _mm512_loadu_ps(x);
+    v[1] = _mm512_loadu_ps(x + 16);
+  } else {
+    v[0] = _mm512_maskz_loadu_ps(n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1), x);
+    v[1] = _mm512_maskz_loadu_ps(n <= 16 ? 0 : (__mmask16)((1u << (n - 16)) - 1), x + 16);
+  }
+}
+
+/* f16 scales of up to 16 consecutive blocks (stride bytes apart) as floats; lanes >= n are 0.
+ * Each gathered dword holds d and the first two data bytes; the truncation keeps d. */
+INL __m512 FN(gather_d16)(const uint8_t *blk0, int stride, int n) {
+  __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                   _mm512_set1_epi32(stride));
+  __mmask16 m = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
+  __m512i g = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, blk0, 1);
+  return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g));
+}
+
+/* Q40 block j of a group whose scales were gathered into ds: (q - 8) * d via the table. */
+INL void FN(dec_q40_tab)(const uint8_t *blk, const float *dp, __m512 *w) {
+  __m512 tab = _mm512_mul_ps(_mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7), _mm512_set1_ps(*dp));
+  __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(blk + 2)));
+  w[0] = _mm512_permutexvar_ps(q, tab);
+  w[1] = _mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), tab);
+}
+
+/* batch <= 4: 32 weights decoded per step, every batch row multiplied against them. Two
+ * chunks per iteration give 4 independent accumulators per row when B <= 2. */
+INL void FN(mm_rows)(int type, int B, float *out, const float *x, const uint8_t *w, int nIn, int nOut, int r0, int r1) {
+  size_t rowBytes = k_row_bytes(type, (size_t)nIn);
+  for (int r = r0; r < r1; r++) {
+    const uint8_t *row = w + (size_t)r * rowBytes;
+    __m512 acc[4][4];
+    for (int b = 0; b < B; b++)
+      for (int u = 0; u < 4; u++) acc[b][u] = _mm512_setzero_ps();
+    int i = 0;
+    if (type == FT_Q40) {
+      /* scales of 16 blocks per gather, each block's table built from a broadcast load */
+      const int U = B <= 2 ? 4 : 2;
+      int nb = nIn / QK;
+      for (int kg = 0; kg < nb; kg += 16) {
+        int m = nb - kg < 16 ? nb - kg : 16;
+        float ds[16] __attribute__((aligned(64)));
+        _mm512_store_ps(ds, FN(gather_d16)(row + (size_t)kg * Q40_BYTES, Q40_BYTES, m));
+#pragma GCC unroll 16
+        for (int j = 0; j < 16; j++) {
+          if (j >= m) break;
+          __m512 wv[2];
+          FN(dec_q40_tab)(row + (size_t)(kg + j) * Q40_BYTES, &ds[j], wv);
+          for (int b = 0; b < B; b++) {
+            const float *xb = x + (size_t)b * nIn + (size_t)(kg + j) * QK;
+            acc[b][(2 * j) % U] = _mm512_fmadd_ps(wv[0], _mm512_loadu_ps(xb), acc[b][(2 * j) % U]);
+            acc[b][(2 * j + 1) % U] = _mm512_fmadd_ps(wv[1], _mm512_loadu_ps(xb + 16), acc[b][(2 * j + 1) % U]);
+          }
+        }
+      }
+      i = nIn;
+    }
+    if (B <= 2) {
+      for (; i + 64 <= nIn; i += 64) {
+        __m512 w0[2], w1[2];
+        FN(dec32)(type, row, i, 32, w0);
+        FN(dec32)(type, row, i + 32, 32, w1);
+        for (int b = 0; b < B; b++) {
+          const float *xb = x + (size_t)b * nIn + i;
+          acc[b][0] = _mm512_fmadd_ps(w0[0], _mm512_loadu_ps(xb), acc[b][0]);
+          acc[b][1] = _mm512_fmadd_ps(w0[1], _mm512_loadu_ps(xb + 16), acc[b][1]);
+          acc[b][2] = _mm512_fmadd_ps(w1[0], _mm512_loadu_ps(xb + 32), acc[b][2]);
+          acc[b][3] = _mm512_fmadd_ps(w1[1], _mm512_loadu_ps(xb + 48), acc[b][3]);
+        }
+      }
+    }
+    for (; i < nIn; i += 32) {
+      int n = nIn - i < 32 ? nIn - i : 32;
+      __m512 wv[2];
+      FN(dec32)(type, row, i, n, wv);
+      for (int b = 0; b < B; b++) {
+        __m512 xv[2];
+        FN(load_x32)(x + (size_t)b * nIn + i, n, xv);
+        acc[b][0] = _mm512_fmadd_ps(wv[0], xv[0], acc[b][0]);
+        acc[b][1] = _mm512_fmadd_ps(wv[1], xv[1], acc[b][1]);
+      }
+    }
+    for (int b = 0; b < B; b++)
+      out[(size_t)b * nOut + r] =
+          FN(hsum16)(_mm512_add_ps(_mm512_add_ps(acc[b][0], acc[b][1]), _mm512_add_ps(acc[b][2], acc[b][3])));
+  }
+}
+
+/* Lanes along the batch: 16 batch rows per register, R rows x BT register columns of
+ * accumulators; each decoded weight value is broadcast once per row and meets BT vectors. */
+INL void FN(store_lanes)(float *out, __m512 acc, int nOut, int b0, int nrows, int r) {
+  float t[16] __attribute__((aligned(64)));
+  _mm512_store_ps(t, acc);
+  for (int j = 0; j < 16 && j < nrows; j++) out[(size_t)(b0 + j) * nOut + r] = t[j];
+}
+
+INL void FN(mm_lanes_tile)(int type, int R, int BT, float *out, const float *xT, int NL, int lane0, const uint8_t *w,
+                           int nIn, int nOut, int b0, int nrows, int r) {
+  size_t rowBytes = k_row_bytes(type, (size_t)nIn);
+  __m512 acc[8][4];
+  for (int rr = 0; rr < R; rr++)
+    for (int bt = 0; bt < BT; bt++) acc[rr][bt] = _mm512_setzero_ps();
+  for (int i = 0; i < nIn; i += 32) {
+    int n = nIn - i < 32 ? nIn - i : 32;
+    float wbuf[8][32] __attribute__((aligned(64)));
+    for (int rr = 0; rr < R; rr++) {
+      __m512 wv[2];
+      FN(dec32)(type, w + (size_t)(r + rr) * rowBytes, i, n, wv);
+      _mm512_store_ps(wbuf[rr], wv[0]);
+      _mm512_store_ps(wbuf[rr] + 16, wv[1]);
+    }
+    for (int e = 0; e < n; e++) {
+      const float *xe = xT + (size_t)(i + e) * NL + lane0;
+      __m512 xv[4];
+      for (int bt = 0; bt < BT; bt++) xv[bt] = _mm512_load_ps(xe + 16 * bt);
+      for (int rr = 0; rr < R; rr++) {
+        __m512 wb = _mm512_set1_ps(wbuf[rr][e]);
+        for (int bt = 0; bt < BT; bt++) acc[rr][bt] = _mm512_fmadd_ps(wb, xv[bt], acc[rr][bt]);
+      }
+    }
+  }
+  for (int rr = 0; rr < R; rr++)
+    for (int bt = 0; bt < BT; bt++)
+      FN(store_lanes)(out, acc[rr][bt], nOut, b0 + lane0 + 16 * bt, nrows - lane0 - 16 * bt, r + rr);
+}
+
+/* Rows outer, batch tiles inner: a tile of 8 weight rows (4 for 3-4 batch registers) stays in
+ * L1 while every batch tile of the supertile runs against it; R x BT >= 8 independent FMA chains
+ * cover the FMA latency. */
+INL void FN(mm_lanes)(int type, float *out, const float *xT, int NL, const uint8_t *w, int nIn, int nOut, int b0,
+                      int nrows, int r0, int r1) {
+  int RT = NL <= 32 ? 8 : 4;
+  for (int r = r0; r < r1; r += RT) {
+    int R = r1 - r < RT ? r1 - r : RT;
+    for (int lane0 = 0; lane0 < NL; lane0 += 64) {
+      int BT = (NL - lane0) / 16 < 4 ? (NL - lane0) / 16 : 4;
+#define MM_TILE(RR, BB) FN(mm_lanes_tile)(type, RR, BB, out, xT, NL, lane0, w, nIn, nOut, b0, nrows, r)
+      if (R == 8 && BT == 1) MM_TILE(8, 1);
+      else if (R == 8) MM_TILE(8, 2);
+      else if (R == 4) {
+        switch (BT) {
+          case 1: MM_TILE(4, 1); break;
+          case 2: MM_TILE(4, 2); break;
+          case 3: MM_TILE(4, 3); break;
+          default: MM_TILE(4, 4); break;
+        }
+      } else {
+        for (int rr = 0; rr < R; rr++) {
+          int rsave = r;
+          r = rsave + rr;
+          switch (BT) {
+            case 1: MM_TILE(1, 1); break;
+            case 2: MM_TILE(1, 2); break;
+            case 3: MM_TILE(1, 3); break;
+            default: MM_TILE(1, 4); break;
+          }
+          r = rsave;
+        }
+      }
+#undef MM_TILE
+    }
+  }
+}
+
+#define SUPER_ROWS 256 /* batch rows prepared per pass over the weights */
+
+INL void FN(mm_f32in)(int type, float *out, const void *xv, const uint8_t *w, int nIn, int nOut, int batch, int r0,
+                      int r1, kscratch *s) {
+  const float *x = (const float *)xv;
+  if (batch <= 4) {
+    switch (batch) {
+      case 1: FN(mm_rows)(type, 1, out, x, w, nIn, nOut, r0, r1); break;
+      case 2: FN(mm_rows)(type, 2, out, x, w, nIn, nOut, r0, r1); break;
+      case 3: FN(mm_rows)(type, 3, out, x, w, nIn, nOut, r0, r1); break;
+      default: FN(mm_rows)(type, 4, out, x, w, nIn, nOut, r0, r1); break;
+    }
+    return;
+  }
+  int maxRows = batch < SUPER_ROWS ? batch : SUPER_ROWS;
+  float *xT = (float *)kscratch_get(s, (size_t)nIn * (size_t)((maxRows + 15) / 16 * 16) * sizeof(float));
+  if (xT == NULL) return;
+  for (int b0 = 0; b0 < batch; b0 += SUPER_ROWS) {
+    int nrows = batch - b0 < SUPER_ROWS ? batch - b0 : SUPER_ROWS;
+    int NL = (nrows + 15) / 16 * 16;
+    k_prep_f32_lanes(x, nIn, b0, nrows, NL, xT);
+    FN(mm_lanes)(type, out, xT, NL, w, nIn, nOut, b0, nrows, r0, r1);
+  }
+}
+
+static TGT void FN(mm_f32)(float *o, const void *x, const uint8_t *w, int nIn, int nOut, int B, int r0, int r1,
+                           kscratch *s) {
+  FN(mm_f32in)(FT_F32, o, x, w, nIn, nOut, B, r0, r1, s);
+}
+static TGT void FN(mm_f16)(float *o, const void *x, const uint8_t *w, int nIn, int nOut, int B, int r0, int r1,
+                           kscratch *s) {
+  FN(mm_f32in)(FT_F16, o, x, w, nIn, nOut, B, r0, r1, s);
+}
+static TGT void FN(mm_q40)(float *o, const void *x, const uint8_t *w, int nIn, int nOut, int B, int r0, int r1,
+                           kscratch *s) {
+  FN(mm_f32in)(FT_Q40, o, x, w, nIn, nOut, B, r0, r1, s);
+}
+static TGT void FN(mm_q80)(float *o, const void *x, const uint8_t *w, int nIn, int nOut, int B, int r0, int r1,
+                           kscratch *s) {
+  FN(mm_f32in)(FT_Q80, o, x, w, nIn, nOut, B, r0, r1, s);
+}
+
+/* ---- Q80-input matmul ---- */
+
+/* 32 unsigned weight bytes of block k in element order: Q40 nibbles 0..15, or Q80 bytes ^ 0x80
+ * (q + 128, so the signed product is recovered with corr = -128 * sum(x)). */
+INL __m256i FN(wbytes)(int type, const uint8_t *blk) {
+  if (type == FT_Q40) {
+    __m256i q = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(blk + 2)));
+    return _mm256_and_si256(_mm256_srlv_epi64(q, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(0x0f));
+  }
+  return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(blk + 2)), _mm256_set1_epi8((char)0x80));
+}
+
+/* acc + exact dot of 32 unsigned bytes with 32 signed bytes, as 8 int32 lane sums. */
+INL __m256i FN(dot32)(__m256i acc, __m256i u, __m256i s) {
+#if VNNI
+  return _mm256_dpbusd_epi32(acc, u, s);
+#else
+  /* only for Q40 nibbles (u <= 15): the int16 pair sums cannot saturate */
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+#endif
+}
+
+/*
+ * Rows-kernel weight bytes. With VNNI the Q40 block is expanded without a shift: [qs & 0x0F |
+ * qs & 0xF0] = [lo | 16 * hi], one AND on a broadcast load. vpdpbusd does not saturate, so the
+ * upper four lanes simply hold 16x their value (their correction is -128 * sum(x), prepared
+ * with the activations) and are scaled by 1/16, exactly, once per row in the final reduction.
+ * This drops a shift from the per-block work, which is bound by the vector ALU ports.
+ */
+INL __m256i FN(wbytes_rows)(int type, const uint8_t *blk) {
+#if VNNI
+  if (type == FT_Q40)
+    return _mm256_and_si256(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(blk + 2))),
+                            _mm256_setr_epi64x(0x0f0f0f0f0f0f0f0fLL, 0x0f0f0f0f0f0f0f0fLL, (long long)0xf0f0f0f0f0f0f0f0ULL,
+                                               (long long)0xf0f0f0f0f0f0f0f0ULL));
+#endif
+  return FN(wbytes)(type, blk);
+}
+
+/* Horizontal sum of a rows-kernel accumulator (undoing the 16x of the upper lanes, see above). */
+INL float FN(rows_sum)(int type, __m256 t) {
+#if VNNI
+  if (type == FT_Q40) t = _mm256_mul_ps(t, _mm256_setr_ps(1, 1, 1, 1, 0.0625f, 0.0625f, 0.0625f, 0.0625f));
+#endif
+  __m128 lo = _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+  lo = _mm_add_ps(lo, _mm_movehl_ps(lo, lo));
+  lo = _mm_add_ss(lo, _mm_movehdup_ps(lo));
+  return _mm_cvtss_f32(lo);
+}
+
+typedef struct {
+  int8_t *qs;
+  int32_t *corr;
+  float *dx;
+} FN(rows_prep);
+
+static int FN(prep_rows)(kscratch *s, const uint8_t *xq, int nb, int nrows, int off, FN(rows_prep) * p) {
+  size_t qsB = k_align64((size_t)nrows * nb * QK), cB = k_align64((size_t)nrows * nb * 32);
+  size_t dB = k_align64((size_t)nrows * (nb + DX_PAD) * 4);
+  uint8_t *m = (uint8_t *)kscratch_get(s, qsB + cB + dB);
+  if (m == NULL) return 0;
+  p->qs = (int8_t *)m;
+  p->corr = (int32_t *)(void *)(m + qsB);
+  p->dx = (float *)(void *)(m + qsB + cB);
+  k_prep_q80_rows(xq, nb, nrows, off, VNNI && off == 8 ? 128 : off, p->qs, p->corr, p->dx);
+  return 1;
+}
+
+INL void FN(q_block_rows)(int type, int B, const FN(rows_prep) * p, const uint8_t *row, int nb, int b0, int k,
+                          const float (*sc)[16], int j, __m256 (*acc)[4], int u) {
+  int bb = type == FT_Q40 ? Q40_BYTES : Q80_BYTES;
+#if !VNNI
+  if (type == FT_Q80) {
+    /* signed x signed without VNNI: sign-extend both sides to int16 and use vpmaddwd (exact) */
+    const uint8_t *blk = row + (size_t)k * bb;
+    __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 2)));
+    __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 18)));
+    for (int b = 0; b < B; b++) {
+      const int8_t *xq = p->qs + ((size_t)(b0 + b) * nb + k) * QK;
+      __m256i x0 = _mm256_cvtepi8_epi16(_mm_load_si128((const __m128i *)xq));
+      __m256i x1 = _mm256_cvtepi8_epi16(_mm_load_si128((const __m128i *)(xq + 16)));
+      __m256i d = _mm256_add_epi32(_mm256_madd_epi16(w0, x0), _mm256_madd_epi16(w1, x1));
+      acc[b][u] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_broadcast_ss(&sc[b][j]), acc[b][u]);
+    }
+    return;
+  }
+#endif
+  __m256i wq = FN(wbytes_rows)(type, row + (size_t)k * bb);
+  for (int b = 0; b < B; b++) {
+    size_t bk = (size_t)(b0 + b) * nb + k;
+    __m256i d = FN(dot32)(_mm256_load_si256((const __m256i *)(p->corr + bk * 8)), wq,
+                          _mm256_load_si256((const __m256i *)(p->qs + bk * QK)));
+    acc[b][u] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_broadcast_ss(&sc[b][j]), acc[b][u]);
+  }
+}
+
+/* batch <= 4: per group of 16 blocks the weight scales are gathered once and multiplied by each
+ * batch row's dx; per block one exact integer dot per batch row. */
+INL void FN(mmq_rows)(int type, int B, float *out, const FN(rows_prep) * p, const uint8_t *w, int nb, int nOut, int b0,
+                      int r0, int r1) {
+  const int U = B == 1 ? 4 : 2;
+  const int bb = type == FT_Q40 ? Q40_BYTES : Q80_BYTES;
+  for (int r = r0; r < r1; r++) {
+    const uint8_t *row = w + (size_t)r * nb * bb;
+    __m256 acc[4][4];
+    for (int b = 0; b < B; b++)
+      for (int u = 0; u < 4; u++) acc[b][u] = _mm256_setzero_ps();
+    for (int kg = 0; kg < nb; kg += 16) {
+      int m = nb - kg < 16 ? nb - kg : 16;
+      __m512 dw = FN(gather_d16)(row + (size_t)kg * bb, bb, m);
+      float sc[4][16] __attribute__((aligned(64)));
+      for (int b = 0; b < B; b++)
+        _mm512_store_ps(sc[b], _mm512_mul_ps(dw, _mm512_loadu_ps(p->dx + (size_t)(b0 + b) * (nb + DX_PAD) + kg)));
+      if (m == 16) {
+#pragma GCC unroll 16
+        for (int j = 0; j < 16; j++)
+          FN(q_block_rows)(type, B, p, row, nb, b0, kg + j, (const float(*)[16])sc, j, acc, j % U);
+      } else {
+        for (int j = 0; j < m; j++) FN(q_block_rows)(type, B, p, row, nb, b0, kg + j, (const float(*)[16])sc, j, acc, 0);
+      }
+    }
+    for (int b = 0; b < B; b++)
+      out[(size_t)(b0 + b) * nOut + r] =
+          FN(rows_sum)(type, _mm256_add_ps(_mm256_add_ps(acc[b][0], acc[b][1]), _mm256_add_ps(acc[b][2], acc[b][3])));
+  }
+}
+
+/* Broadcast a 32-bit word from memory. Written as asm so the compiler keeps it a load-port
+ * broadcast instead of rebuilding it from a register with shuffles (which compete with
+ * vpdpbusd for the vector ports). */
+INL __m512i FN(bcast_mem)(const int32_t *p) {
+  __m512i r;
+  __asm__("vpbroadcastd %1, %0" : "=v"(r) : "m"(*p));
+  return r;
+}
+
+/*
+ * Lanes along the batch: a tile of R weight rows x BT registers of 16 batch rows. Per block the
+ * weight bytes of the R rows are expanded once into a small buffer; each of their 8 quads is
+ * broadcast from it and meets the matching quad of every batch row (one load of x serves R
+ * rows). VNNI: vpdpbusd accumulates exact int32 sums seeded with the correction. Without VNNI
+ * (Q40 only) int16 pair sums are accumulated over the 8 quads (8 * 2 * 15 * 128 < 32768,
+ * exact) and widened once per block. Then per (row, register): int -> float, times
+ * f16(dw) * f16(dx), accumulated in float.
+ */
+INL void FN(mmq_lanes_tile)(int type, int R, int BT, float *out, const int32_t *xT, const int32_t *corrT,
+                            const float *dxT, int NL, int lane0, const uint8_t *w, int nb, int nOut, int batch, int r) {
+  const int bb = type == FT_Q40 ? Q40_BYTES : Q80_BYTES;
+  __m512 acc[4][2];
+  for (int rr = 0; rr < R; rr++)
+    for (int bt = 0; bt < BT; bt++) acc[rr][bt] = _mm512_setzero_ps();
+  const uint8_t *row0 = w + (size_t)r * nb * bb;
+  for (int k = 0; k < nb; k++) {
+    int32_t wq[4][8] __attribute__((aligned(32)));
+    float dw[4];
+    for (int rr = 0; rr < R; rr++) {
+      const uint8_t *blk = row0 + (size_t)rr * nb * bb + (size_t)k * bb;
+      _mm256_store_si256((__m256i *)wq[rr], FN(wbytes)(type, blk));
+      dw[rr] = _cvtsh_ss(k_rd16(blk));
+    }
+    const int32_t *xk = xT + (size_t)k * 8 * NL + lane0;
+    __m512i is[4][2];
+#if VNNI
+    for (int bt = 0; bt < BT; bt++) {
+      __m512i c = _mm512_load_si512((const void *)(corrT + (size_t)k * NL + lane0 + 16 * bt));
+      for (int rr = 0; rr < R; rr++) is[rr][bt] = c;
+    }
+    for (int t = 0; t < 8; t++) {
+      __m512i xv[2];
+      for (int bt = 0; bt < BT; bt++) xv[bt] = _mm512_load_si512((const void *)(xk + (size_t)t * NL + 16 * bt));
+      for (int rr = 0; rr < R; rr++) {
+        __m512i wt = FN(bcast_mem)(&wq[rr][t]);
+        for (int bt = 0; bt < BT; bt++) is[rr][bt] = _mm512_dpbusd_epi32(is[rr][bt], wt, xv[bt]);
+      }
+    }
+#else
+    for (int rr = 0; rr < R; rr++)
+      for (int bt = 0; bt < BT; bt++) is[rr][bt] = _mm512_setzero_si512();
+    for (int t = 0; t < 8; t++) {
+      __m512i xv[2];
+      for (int bt = 0; bt < BT; bt++) xv[bt] = _mm512_load_si512((const void *)(xk + (size_t)t * NL + 16 * bt));
+      for (int rr = 0; rr < R; rr++) {
+        __m512i wt = FN(bcast_mem)(&wq[rr][t]);
+        for (int bt = 0; bt < BT; bt++) is[rr][bt] = _mm512_add_epi16(is[rr][bt], _mm512_maddubs_epi16(wt, xv[bt]));
+      }
+    }
+    for (int bt = 0; bt < BT; bt++) {
+      __m512i c = _mm512_load_si512((const void *)(corrT + (size_t)k * NL + lane0 + 16 * bt));
+      for (int rr = 0; rr < R; rr++)
+        is[rr][bt] = _mm512_add_epi32(_mm512_madd_epi16(is[rr][bt], _mm512_set1_epi16(1)), c);
+    }
+#endif
+    for (int bt = 0; bt < BT; bt++) {
+      __m512 dx = _mm512_load_ps(dxT + (size_t)k * NL + lane0 + 16 * bt);
+      for (int rr = 0; rr < R; rr++)
+        acc[rr][bt] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[rr][bt]), _mm512_mul_ps(_mm512_set1_ps(dw[rr]), dx), acc[rr][bt]);
+    }
+  }
+  for (int rr = 0; rr < R; rr++)
+    for (int bt = 0; bt < BT; bt++)
+      FN(store_lanes)(out, acc[rr][bt], nOut, lane0 + 16 * bt, batch - lane0 - 16 * bt, r + rr);
+}
+
+/* Rows outer, batch tiles inner: a tile of 4 weight rows stays in L1 while every batch tile
+ * runs against it, so the weights are read from memory once whatever the batch. */
+INL void FN(mmq_lanes)(int type, float *out, const int32_t *xT, const int32_t *corrT, const float *dxT, int NL,
+                       const uint8_t *w, int nb, int nOut, int batch, int r0, int r1) {
+  for (int r = r0; r < r1; r += 4) {
+    int R = r1 - r < 4 ? r1 - r : 4;
+    for (int lane0 = 0; lane0 < NL; lane0 += 32) {
+      int two = NL - lane0 >= 32;
+      if (R == 4) {
+        if (two) FN(mmq_lanes_tile)(type, 4, 2, out, xT, corrT, dxT, NL, lane0, w, nb, nOut, batch, r);
+        else FN(mmq_lanes_tile)(type, 4, 1, out, xT, corrT, dxT, NL, lane0, w, nb, nOut, batch, r);
+      } else {
+        for (int rr = 0; rr < R; rr++) {
+          if (two) FN(mmq_lanes_tile)(type, 1, 2, out, xT, corrT, dxT, NL, lane0, w, nb, nOut, batch, r + rr);
+          else FN(mmq_lanes_tile)(type, 1, 1, out, xT, corrT, dxT, NL, lane0, w, nb, nOut, batch, r + rr);
+        }
+      }
+    }
+  }
+}
+
+INL void FN(mmq)(int type, float *out, const void *xv, const uint8_t *w, int nIn, int nOut, int batch, int r0, int r1,
+                 kscratch *s) {
+  const uint8_t *xq = (const uint8_t *)xv;
+  int nb = nIn / QK;
+  int off = type == FT_Q40 ? 8 : VNNI ? 128 : 0;
+  if (batch > 4 && (VNNI || type == FT_Q40)) {
+    int maxNL = (batch < SUPER_ROWS ? batch : SUPER_ROWS) + 15;
+    maxNL -= maxNL % 16;
+    size_t xB = k_align64((size_t)nb * 8 * maxNL * 4), cB = k_align64((size_t)nb * maxNL * 4);
+    uint8_t *m = (uint8_t *)kscratch_get(s, xB + 2 * cB);
+    if (m == NULL) return;
+    int32_t *xT = (int32_t *)(void *)m;
+    int32_t *corrT = (int32_t *)(void *)(m + xB);
+    float *dxT = (float *)(void *)(m + xB + cB);
+    for (int b0 = 0; b0 < batch; b0 += SUPER_ROWS) {
+      int nrows = batch - b0 < SUPER_ROWS ? batch - b0 : SUPER_ROWS;
+      int NL = (nrows + 15) / 16 * 16;
+      k_prep_q80_lanes(xq, nb, b0, nrows, NL, off, xT, corrT, dxT);
+      FN(mmq_lanes)(type, out + (size_t)b0 * nOut, xT, corrT, dxT, NL, w, nb, nOut, nrows, r0, r1);
+    }
+    return;
+  }
+  FN(rows_prep) p;
+  if (!FN(prep_rows)(s, xq, nb, batch, off, &p)) return;
+  if (batch <= 4) {
+    switch (batch) {
+      case 1: FN(mmq_rows)(type, 1, out, &p, w, nb, nOut, 0, r0, r1); break;
+      case 2: FN(mmq_rows)(type, 2, out, &p, w, nb, nOut, 0, r0, r1); break;
+      case 3: FN(mmq_rows)(type, 3, out, &p, w, nb, nOut, 0, r0, r1); break;
+      default: FN(mmq_rows)(type, 4, out, &p, w, nb, nOut, 0, r0, r1); break;
+    }
+    return;
+  }
+  /* remaining case: Q80 weights without VNNI, batch > 4: groups of 4 batch rows per weight row
+   * (the row stays in L1 between groups) */
+  for (int r = r0; r < r1; r++) {
+    int b0 = 0;
+    for (; b0 + 4 <= batch; b0 += 4) FN(mmq_rows)(type, 4, out, &p, w, nb, nOut, b0, r, r + 1);
+    for (; b0 < batch; b0++) FN(mmq_rows)(type, 1, out, &p, w, nb, nOut, b0, r, r + 1);
+  }
+}
+
+static TGT void FN(mmq_q40)(float *o, const void *x, const uint8_t *w, int nIn, int nOut, int B, int r0, int r1,
+                            kscratch *s) {
+  FN(mmq)(FT_Q40, o, x, w, nIn, nOut, B, r0, r1, s);
+}
+static TGT void FN(mmq_q80)(float *o, const void *x, const uint8_t *w, int nIn, int nOut, int B, int r0, int r1,
+                            kscratch *s) {
+  FN(mmq)(FT_Q80, o, x, w, nIn, nOut, B, r0, r1, s);
+}
+
+#undef INL

@@ -1,0 +1,211 @@
+/*
+ * Native kernels: one table of function pointers per CPU path (scalar, avx2, avx512,
+ * avx512vnni, neon), chosen at load by CPU detection. The N-API glue (addon.c) validates
+ * arguments and calls through a table; nothing here knows about JavaScript.
+ *
+ * Conventions follow src/backend.ts: output first, batch-major activation rows, weights
+ * row-major [nOut][nIn] in their file dtype, work restricted to output rows [r0, r1).
+ * Weight pointers may be unaligned (tensors in a .m file are packed back to back).
+ */
+#ifndef AIRLLM_KERNELS_H
+#define AIRLLM_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define QK 32            /* values per Q40/Q80 block */
+#define Q40_BYTES 18     /* f16 d + 16 bytes of nibbles */
+#define Q80_BYTES 34     /* f16 d + 32 int8 */
+
+enum { FT_F32 = 0, FT_F16 = 1, FT_Q40 = 2, FT_Q80 = 3 };
+
+/*
+ * Per-thread scratch (one per N-API environment, i.e. per worker thread), grown on demand and
+ * reused: after the first call of a given size no kernel allocates. 64-byte aligned.
+ */
+typedef struct kscratch {
+  void *buf;
+  size_t cap;
+  int failed; /* set when a grow failed; the caller reports it */
+} kscratch;
+
+void *kscratch_get(kscratch *s, size_t bytes);
+
+typedef void (*mm_fn)(float *out, const void *x, const uint8_t *w, int nIn, int nOut, int batch, int r0, int r1,
+                      kscratch *s);
+
+typedef struct kpath {
+  const char *name;
+  const char *features; /* comma-separated CPU features the path uses */
+  /* F32 input, weights by FloatType */
+  mm_fn matmul[4];
+  /* Q80 input; only [FT_Q40] and [FT_Q80] are set */
+  mm_fn matmulq[4];
+  void (*quantize_q80)(uint8_t *out, const float *x, size_t nBlocks);
+  void (*dequantize_q80)(float *out, const uint8_t *xq, size_t nBlocks);
+  float (*dot)(const float *a, const float *b, int n);
+  /* y[i] += x[i] * a, multiply then add (two roundings, like the reference) */
+  void (*axpy)(float *y, const float *x, float a, size_t n);
+  void (*add)(float *y, const float *x, size_t n);
+  float (*sumsq)(const float *x, int n);
+  /* out[i] = w[i] * (s * x[i]) */
+  void (*rmsscale)(float *out, const float *x, const float *w, float s, int n);
+  void (*softmax)(float *x, int n);
+  void (*swiglu)(float *out, const float *g, const float *u, size_t n);
+  void (*vexp)(float *out, const float *x, size_t n);
+} kpath;
+
+const kpath *kpath_scalar(void);
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define AIRLLM_X86 1
+const kpath *kpath_avx2(void);
+const kpath *kpath_avx512(void);
+const kpath *kpath_avx512vnni(void);
+/* AVX2 functions the AVX-512 tables reuse for ops where 512-bit brings nothing. */
+float k_avx2_dot(const float *a, const float *b, int n);
+void k_avx2_axpy(float *y, const float *x, float a, size_t n);
+void k_avx2_add(float *y, const float *x, size_t n);
+float k_avx2_sumsq(const float *x, int n);
+void k_avx2_rmsscale(float *out, const float *x, const float *w, float s, int n);
+void k_avx2_softmax(float *x, int n);
+void k_avx2_swiglu(float *out, const float *g, const float *u, size_t n);
+void k_avx2_vexp(float *out, const float *x, size_t n);
+void k_avx2_quantize_q80(uint8_t *out, const float *x, size_t nBlocks);
+void k_avx2_dequantize_q80(float *out, const uint8_t *xq, size_t nBlocks);
+#endif
+#if defined(__aarch64__)
+#define AIRLLM_NEON 1
+const kpath *kpath_neon(void);
+#endif
+
+/* ---- scalar helpers shared by every path ---- */
+
+/* IEEE binary16 -> binary32, exact (subnormals, inf, nan). */
+static inline float k_f16_to_f32(uint16_t h) {
+  uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+  uint32_t exp = (h >> 10) & 0x1f;
+  uint32_t mant = h & 0x3ff;
+  uint32_t bits;
+  if (exp == 0) {
+    if (mant == 0) {
+      bits = sign;
+    } else {
+      /* subnormal: normalise */
+      int e = -1;
+      do {
+        e++;
+        mant <<= 1;
+      } while ((mant & 0x400) == 0);
+      bits = sign | ((uint32_t)(127 - 15 - e) << 23) | ((mant & 0x3ff) << 13);
+    }
+  } else if (exp == 31) {
+    bits = sign | 0x7f800000 | (mant << 13);
+  } else {
+    bits = sign | ((exp + 112) << 23) | (mant << 13);
+  }
+  float f;
+  memcpy(&f, &bits, 4);
+  return f;
+}
+
+/* binary32 -> binary16, round to nearest even (same algorithm as @airllm/format f32ToF16). */
+static inline uint16_t k_f32_to_f16(float value) {
+  uint32_t x;
+  memcpy(&x, &value, 4);
+  uint32_t sign = (x >> 16) & 0x8000;
+  uint32_t exp = (x >> 23) & 0xff;
+  uint32_t mant = x & 0x7fffff;
+  if (exp == 0xff) return (uint16_t)(sign | 0x7c00 | (mant != 0 ? 0x200 | (mant >> 13) : 0));
+  int e = (int)exp - 112;
+  if (e >= 0x1f) return (uint16_t)(sign | 0x7c00);
+  if (e <= 0) {
+    int shift = 14 - e;
+    if (shift > 24) return (uint16_t)sign;
+    uint32_t m = mant | 0x800000;
+    uint32_t half = 1u << (shift - 1);
+    return (uint16_t)(sign | ((m + half - 1 + ((m >> shift) & 1)) >> shift));
+  }
+  return (uint16_t)(sign | (((uint32_t)e << 10) + ((mant + 0xfff + ((mant >> 13) & 1)) >> 13)));
+}
+
+static inline uint16_t k_rd16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+
+static inline float k_rdf32(const uint8_t *p) {
+  float f;
+  memcpy(&f, p, 4);
+  return f;
+}
+
+/*
+ * Q80 scale of one block, exactly as FORMAT.md §c.2 and @airllm/format quantizeQ80: float32
+ * d = amax / 127, id = 1/d (0 when d == 0); the stored scale is f16(d) rounded to nearest even.
+ */
+static inline void k_q80_scale(float amax, float *id, uint16_t *d16) {
+  float d = amax / 127.0f;
+  *id = d != 0.0f ? 1.0f / d : 0.0f;
+  *d16 = k_f32_to_f16(d);
+}
+
+/*
+ * Round half to even without depending on the FPU rounding mode. NaN and infinities give 0, as
+ * the reference's `roundHalfEven(v) & 0xff` does (they arise only from non-finite inputs).
+ */
+static inline int k_round_half_even(float r) {
+  if (!(r >= -1e9f && r <= 1e9f)) return 0;
+  float f = __builtin_floorf(r);
+  float diff = r - f; /* exact for |r| < 2^23 */
+  int i = (int)f;
+  if (diff > 0.5f) return i + 1;
+  if (diff < 0.5f) return i;
+  return (i & 1) ? i + 1 : i;
+}
+
+/* Bytes of one weight row of nIn values. */
+static inline size_t k_row_bytes(int type, size_t nIn) {
+  switch (type) {
+    case FT_F32: return nIn * 4;
+    case FT_F16: return nIn * 2;
+    case FT_Q40: return nIn / QK * Q40_BYTES;
+    case FT_Q80: return nIn / QK * Q80_BYTES;
+    default: return 0;
+  }
+}
+
+/* Generic ops built from a path's primitives (ops.c). */
+void k_rmsnorm(const kpath *p, float *out, const float *x, const float *w, int n, float eps, int r0, int r1);
+void k_rope(float *x, int nHeads, int headDim, int pos0, int batch, const float *freqs, int halfSplit, int h0,
+            int h1);
+void k_attention(const kpath *p, float *out, const float *q, const float *kc, const float *vc, float *att, int nHeads,
+                 int nKvHeads, int headDim, int pos0, int batch, int h0, int h1);
+int k_argmax(const float *x, int n);
+void k_moe_route(const kpath *p, int32_t *experts, float *weights, float *logits, int nExperts, int k, int r0, int r1);
+
+/*
+ * Activation layouts prepared once per call (per thread) so the SIMD kernels read x with plain
+ * aligned loads while each weight row streams through once:
+ *
+ * "rows" layout (few batch rows, SIMD lanes along the input): per row and block, the 32 int8
+ * values (qs), 8 int32 lane corrections corr[j] = -off * (sum of x bytes 4j..4j+3) that turn an
+ * unsigned-weight dot (nibble q in 0..15, or q80 ^ 0x80) into the signed one exactly (off is
+ * offLo for lanes 0-3 and offHi for lanes 4-7, see the VNNI Q40 kernel), and the
+ * block scale dx as float. dx rows have DX_PAD extra zero floats so 8/16-wide loads stay inside.
+ *
+ * "lanes" layout (many batch rows, SIMD lanes along the batch): for block k and byte quad t,
+ * NL consecutive int32 words hold bytes 4t..4t+3 of block k of batch rows b0..b0+NL-1 (zero
+ * past the last row); corrT and dxT hold per (block, lane) -off * sum(x) and dx.
+ */
+#define DX_PAD 16
+static inline size_t k_align64(size_t n) { return (n + 63) & ~(size_t)63; }
+void k_prep_q80_rows(const uint8_t *xq, int nb, int nrows, int offLo, int offHi, int8_t *qs, int32_t *corr,
+                     float *dx);
+void k_prep_q80_lanes(const uint8_t *xq, int nb, int b0, int nrows, int NL, int off, int32_t *xT, int32_t *corrT,
+                      float *dxT);
+/* F32 lanes layout: xT[i * NL + lane] = x[(b0 + lane) * nIn + i], zero past the last row. */
+void k_prep_f32_lanes(const float *x, int nIn, int b0, int nrows, int NL, float *xT);
+
+/* Scalar exp used by the scalar path: expf evaluated in double and rounded once, as the
+ * reference's fround(Math.exp(x)) does. */
+float k_scalar_exp(float x);
+
+#endif
