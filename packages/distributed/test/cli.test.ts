@@ -3,7 +3,7 @@ import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { CLI, FIXTURES, startWorker, STORIES, STORIES_TOKENIZER, type WorkerProcess } from './helpers.js';
 
 const run = promisify(execFile);
@@ -22,11 +22,11 @@ async function airllm(args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ co
 
 describe('airllm generate --workers', () => {
   const workers: WorkerProcess[] = [];
-  beforeAll(async () => {
+  beforeEach(async () => {
     workers.push(await startWorker(STORIES, ['--token', TOKEN]), await startWorker(STORIES, ['--token', TOKEN]));
   });
-  afterAll(async () => {
-    await Promise.all(workers.map((w) => w.stop()));
+  afterEach(async () => {
+    await Promise.all(workers.splice(0).map((w) => w.stop()));
   });
 
   it('generates llama2.c’s 256 tokens through two worker processes (token from $AIRLLM_TOKEN)', async () => {

@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { FloatType, readModelFile } from '@airllm/format';
 import { LayerWiseInferenceEngine, type EngineOptions } from '@airllm/engine';
 import { DistributedEngine, type DistributedOptions } from '../src/index.js';
@@ -44,8 +44,8 @@ async function distributedTokens(
 
 describe('stories260K: root + 2 workers', () => {
   const workers: WorkerProcess[] = [];
-  afterAll(async () => {
-    await Promise.all(workers.map((w) => w.stop()));
+  afterEach(async () => {
+    await Promise.all(workers.splice(0).map((w) => w.stop()));
   });
 
   it('256 greedy tokens from BOS equal llama2.c; bytes on the wire per token within 1.25× of activations × hops; no weights travel', async () => {
@@ -130,10 +130,10 @@ describe('generated 12-layer model: root + 2 workers', () => {
     // A model whose greedy output is one token repeated would not show much.
     expect(new Set(reference).size).toBeGreaterThan(5);
   });
-  afterAll(async () => {
-    await Promise.all(workers.map((w) => w.stop()));
-    tmp.cleanup();
+  afterEach(async () => {
+    await Promise.all(workers.splice(0).map((w) => w.stop()));
   });
+  afterAll(() => tmp.cleanup());
 
   async function pair(model: string): Promise<[WorkerProcess, WorkerProcess]> {
     const p: [WorkerProcess, WorkerProcess] = [await startWorker(model, ['--token', TOKEN]), await startWorker(model, ['--token', TOKEN])];

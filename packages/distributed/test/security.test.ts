@@ -4,7 +4,7 @@
  */
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FloatType } from '@airllm/format';
 import { LayerWiseInferenceEngine } from '@airllm/engine';
 import { DistributedEngine, FingerprintMismatchError, WorkerSetupError } from '../src/index.js';
@@ -70,13 +70,13 @@ class RawPeer {
 describe('a worker with --token', () => {
   let worker: WorkerProcess;
   const tmp = tempDir();
-  beforeAll(async () => {
+  beforeEach(async () => {
     worker = await startWorker(STORIES, ['--token', TOKEN]);
   });
-  afterAll(async () => {
+  afterEach(async () => {
     await worker.stop();
-    tmp.cleanup();
   });
+  afterAll(() => tmp.cleanup());
 
   it('refuses a session without the token or with a wrong one (UNAUTHENTICATED)', async () => {
     for (const md of [{} as Record<string, string>, { [TOKEN_HEADER]: 'wrong' }, { [TOKEN_HEADER]: `${TOKEN}x` }, { [TOKEN_HEADER]: TOKEN.slice(0, -1) }]) {
