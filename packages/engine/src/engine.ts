@@ -1,12 +1,14 @@
-import { existsSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import {
   MAX_MODEL_HEADER_BYTES,
+  openForRead,
   Q80_BLOCK_BYTES,
   Q_BLOCK,
   parseTokenizer,
+  readAt,
   readModelFile,
   type ModelHeader,
   type ModelLayout,
@@ -221,7 +223,10 @@ export class LayerWiseInferenceEngine {
     this.#x = new Float32Array(this.#buffers.x);
     this.#logits = new Float32Array(this.#buffers.logits);
     this.#history = Array.from({ length: opts.maxSequences }, () => []);
-    const headerBytes = readFileSync(this.modelPath).subarray(0, Math.min(MAX_MODEL_HEADER_BYTES, header.headerSize));
+    // Only the header bytes (the workers rebuild the layout from them): reading the whole file
+    // fails past 2 GiB, and a subarray sent as workerData clones its whole backing buffer into
+    // every compute worker.
+    const headerBytes = readHeaderBytes(this.modelPath, Math.min(MAX_MODEL_HEADER_BYTES, header.headerSize));
     const workerData: ComputeWorkerData = {
       headerBytes,
       threads: opts.threads,
@@ -719,6 +724,16 @@ function longestStopPrefix(s: string, stops: readonly string[]): number {
     }
   }
   return best;
+}
+
+/** The first `n` bytes of a file, in a buffer of their own. */
+function readHeaderBytes(path: string, n: number): Uint8Array {
+  const { fd } = openForRead(path);
+  try {
+    return readAt(fd, 0, n);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** Bytes this process caused to be read from storage (0 where /proc is unavailable). */
