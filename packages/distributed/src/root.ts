@@ -13,7 +13,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
-import { ContextOverflowError, LayerWiseInferenceEngine, OptionError, type EngineOptions } from '@airllm/engine';
+import { ContextOverflowError, EngineStateError, LayerWiseInferenceEngine, OptionError, type EngineOptions } from '@airllm/engine';
 import { decodeRows, encodeRows } from './activations.js';
 import { DistributedError, FingerprintMismatchError, RemoteError, SplitError, WorkerLostError, WorkerSetupError } from './errors.js';
 import { modelFingerprint } from './fingerprint.js';
@@ -460,7 +460,8 @@ export class DistributedEngine extends LayerWiseInferenceEngine {
   // ---- the forward pass ----
 
   protected override async forwardItems(items: readonly { slot: number; pos: number; tokens: readonly number[] }[]): Promise<Float32Array[]> {
-    if (this.#links.length === 0) return super.forwardItems(items);
+    // Never a silent single-process fallback: the pipeline was asked for.
+    if (this.#links.length === 0) throw new EngineStateError('the pipeline is not set up: call initialize() (it failed or was not called)');
     if (items.length === 0) return [];
     for (const it of items) {
       if (it.tokens.length === 0) throw new OptionError('tokens', 'need at least one token');

@@ -257,6 +257,8 @@ export class PipelineWorker {
 class WorkerSession {
   assignment: Assignment | undefined;
   #engine: LayerWiseInferenceEngine | undefined;
+  /** Where output goes: "" = back to the root, else the next worker (via #next). */
+  #nextAddress = '';
   #next: NextHop | undefined;
   readonly #relays = new Set<ServerStream>();
   #queue: Promise<void> = Promise.resolve();
@@ -371,6 +373,7 @@ class WorkerSession {
   async #setNext(id: number, next: string): Promise<void> {
     const old = this.#next;
     this.#next = undefined;
+    this.#nextAddress = next;
     if (old) {
       closeClientStream(old.call);
       old.client.close();
@@ -424,7 +427,11 @@ class WorkerSession {
       return this.#error(this.root, m.id, ErrorCode.Engine, `layers ${layerLabel(a.layerStart, a.layerEnd)}: ${e instanceof Error ? e.message : String(e)}`);
     }
     const reply: ActivationsMessage = { type: MessageType.Activations, id: m.id, wire: a.wire, runs: m.runs, payload: encodeRows(out, a.wire, dim) };
-    this.#send(this.#next?.call ?? this.root, reply);
+    if (this.#nextAddress === '') return this.#send(this.root, reply);
+    // With the next hop lost (already reported), the output has nowhere to go until the root
+    // names a new one; sending it to the root instead would look like an answer out of turn.
+    if (this.#next) this.#send(this.#next.call, reply);
+    else this.worker.log(`dropped message ${m.id}: the next hop ${this.#nextAddress} is lost`);
   }
 
   async #calibrate(m: CalibrateMessage): Promise<void> {

@@ -93,6 +93,8 @@ describe('a worker with --token', () => {
     const engine = new DistributedEngine(STORIES, { threads: 1 }, { workers: [worker.address], token: 'nope' });
     await expect(engine.initialize()).rejects.toThrow(WorkerSetupError);
     await expect(engine.initialize()).rejects.toThrow(new RegExp(`worker ${worker.address}.*UNAUTHENTICATED`));
+    // No silent fallback to running the whole model in this process.
+    await expect(engine.forward([1], 0)).rejects.toThrow(/pipeline is not set up/);
     await engine.cleanup();
   });
 
