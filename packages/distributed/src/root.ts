@@ -221,14 +221,14 @@ export class DistributedEngine extends LayerWiseInferenceEngine {
     if (split === 'speed') {
       // Time one layer on every node with the rows of a decode step, then split again.
       const steps = 5;
+      // One node at a time: nodes sharing a machine would otherwise slow each other down.
       const rootMs = await calibrate(this, 0, 1, steps);
-      const workerMs = await Promise.all(
-        this.#links.map(async (l) => {
-          const r = await this.#call(l, { type: MessageType.Calibrate, id: this.#id(), rows: 1, steps });
-          if (r.type !== MessageType.Calibrated) throw new WorkerSetupError(l.address, `unexpected answer ${r.type} to a calibration`);
-          return r.msPerLayer;
-        }),
-      );
+      const workerMs: number[] = [];
+      for (const l of this.#links) {
+        const r = await this.#call(l, { type: MessageType.Calibrate, id: this.#id(), rows: 1, steps });
+        if (r.type !== MessageType.Calibrated) throw new WorkerSetupError(l.address, `unexpected answer ${r.type} to a calibration`);
+        workerMs.push(r.msPerLayer);
+      }
       const speeds = [rootMs, ...workerMs].map((ms) => 1 / Math.max(ms, 1e-3));
       const planned = planByBytes(model, this.#links.length + 1, speeds);
       if (planned.some((r, i) => r.start !== ranges[i]!.start || r.end !== ranges[i]!.end)) {
@@ -236,6 +236,9 @@ export class DistributedEngine extends LayerWiseInferenceEngine {
         await this.#assign(ranges);
       }
     }
+    // A worker lost between requests rejected none of them; set-up must not end with it.
+    const dead = this.#links.find((l) => !l.alive);
+    if (dead) throw new WorkerSetupError(dead.address, dead.loss?.reason ?? 'lost during set-up');
   }
 
   /** Send every worker its range; the last first, so each next hop is ready when its predecessor connects. */
