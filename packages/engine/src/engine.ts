@@ -21,6 +21,7 @@ import { Tokenizer } from './tokenizer.js';
 import { Trace } from './trace.js';
 import { WeightSource } from './weights.js';
 import type { ResidencyStats } from '@airllm/loader';
+import { loadBackend, type BackendPreference, type NativeBackend } from '@airllm/kernels';
 
 export type MemoryMode = 'resident' | 'stream' | 'sequential';
 
@@ -235,7 +236,7 @@ export class LayerWiseInferenceEngine {
       firstLayer: opts.firstLayer,
       lastLayer: opts.endLayer,
       activations: opts.activations,
-      kernels: opts.kernels,
+      kernels: resolveKernels(opts.kernels),
       spin: opts.threads <= availableParallelism() ? BARRIER_SPIN : 0,
       buffers: this.#buffers,
       weights: this.#weights.descriptor,
@@ -700,6 +701,15 @@ export class LayerWiseInferenceEngine {
     await this.#weights?.close();
     this.#weights = undefined;
   }
+}
+
+/**
+ * Pick the kernel backend once, on the main thread (a fallback to the reference backend is
+ * reported here, once), and hand the workers the exact choice.
+ */
+function resolveKernels(pref: 'native' | 'reference'): BackendPreference {
+  const k = loadBackend(pref);
+  return k.name === 'native' ? (k as NativeBackend).path : 'reference';
 }
 
 /** Index of the first complete stop string in s, or -1. */

@@ -1,5 +1,6 @@
 import type { FloatType } from '@airllm/format';
 import type { WeightsDescriptor } from './weights.js';
+import type { BackendPreference } from '@airllm/kernels';
 
 /** Activation numerics: plain float32, or dllama's Q80 casts at its seven points (FORMAT.md §e). */
 export type ActivationMode = 'f32' | 'q80';
@@ -43,8 +44,8 @@ export interface ComputeWorkerData {
   readonly firstLayer: number;
   readonly lastLayer: number;
   readonly activations: ActivationMode;
-  /** Kernel backend preference: 'native' (fall back to reference if unavailable) or 'reference'. */
-  readonly kernels: 'native' | 'reference';
+  /** The kernel backend the main thread resolved: 'reference' or a native CPU path. */
+  readonly kernels: BackendPreference;
   /** Spin iterations before sleeping at a barrier (0 when threads > cores). */
   readonly spin: number;
   readonly buffers: SharedBuffers;

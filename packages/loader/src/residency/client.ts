@@ -114,12 +114,25 @@ export class ResidencyCore {
       Atomics.add(this.counters, base + C.WAIT_NS, waitedNs);
     }
     // Several threads acquire the same segment: only the first moves the cursor and rings.
-    if (this.shared.prefetch && Atomics.exchange(this.ctrl, G.CURSOR, seg) !== seg) this.ring();
+    // Ringing wakes the prefetch thread, which on a machine with as many compute threads as
+    // cores preempts one of them and stalls the others at their next barrier; so ring only
+    // when a segment still has to be loaded (never, once a resident model is warm).
+    if (this.shared.prefetch && Atomics.exchange(this.ctrl, G.CURSOR, seg) !== seg && this.#loadPending()) this.ring();
     // The prefetcher made the pages present, but the kernel may drop clean file pages under
     // pressure; re-reading them past a new end of file would fault. Check before each use.
     const s = this.shared;
     checkUnchanged(s.fd, s.fileSize, s.path, s.map ?? undefined, this.#addon);
     return this.location(seg);
+  }
+
+  /** Whether some segment is not resident (so the prefetcher may have work). */
+  #loadPending(): boolean {
+    const n = this.shared.segments.length;
+    for (let i = 0; i < n; i++) {
+      const st = Atomics.load(this.ctrl, segWord(i, S.STATE));
+      if (st !== State.READY && st !== State.IN_USE) return true;
+    }
+    return false;
   }
 
   /** Where the segment's first byte is (valid while the segment is acquired). */
