@@ -19,6 +19,8 @@ import { Sampler, type SamplingOptions } from './sampler.js';
 import type { ActivationMode, ComputeWorkerData, SequenceRows, SharedBuffers, StepTask, ThreadReport } from './shared.js';
 import { Tokenizer } from './tokenizer.js';
 import { Trace } from './trace.js';
+import { CTRL, CTRL_INTS, readReport, reportDoubles, taskInts, writeTask } from './channel.js';
+import type { ServeTask } from './worker.js';
 import { WeightSource } from './weights.js';
 import type { ResidencyStats } from '@airllm/loader';
 import { loadBackend, type BackendPreference, type NativeBackend } from '@airllm/kernels';
@@ -145,6 +147,8 @@ export class LayerWiseInferenceEngine {
   #logits: Float32Array | undefined;
   #history: number[][] = [];
   #busy: Promise<void> = Promise.resolve();
+  #ctrl: Int32Array | undefined;
+  #serving: { settled: boolean; promise: Promise<void> }[] = [];
   #closed = false;
   readonly trace = new Trace();
   #stepWaitMs = 0;
@@ -249,7 +253,9 @@ export class LayerWiseInferenceEngine {
       concurrentTasksPerWorker: 1,
       idleTimeout: Number.MAX_SAFE_INTEGER,
     });
-    // Every thread meets the others once, so a broken setup fails here, not mid-generation.
+    this.#ctrl = new Int32Array(this.#buffers.control);
+    this.#startServing();
+    // Every thread runs one empty step, so a broken setup fails here, not mid-generation.
     await this.#run({ rows: 0, seqs: [], layerStart: opts.firstLayer, layerEnd: opts.firstLayer, logitRows: [] });
     if (init.warmup) await this.#weights.warmup(init.onProgress);
   }
@@ -304,6 +310,9 @@ export class LayerWiseInferenceEngine {
       hq: new SharedArrayBuffer(o.activations === 'q80' ? (R * h.ffDim / Q_BLOCK) * Q80_BLOCK_BYTES : 0),
       logits: f(R * h.vocabSize),
       barrier: Barrier.createState().buffer as SharedArrayBuffer,
+      control: new SharedArrayBuffer(CTRL_INTS * 4),
+      task: new SharedArrayBuffer(taskInts(R) * 4),
+      reports: new SharedArrayBuffer(o.threads * reportDoubles(h.nLayers + 1) * 8),
       kv,
     };
   }
@@ -317,20 +326,69 @@ export class LayerWiseInferenceEngine {
     return release;
   }
 
-  /** Run one step on every compute thread. */
-  async #run(spec: Omit<StepTask, 'thread'>): Promise<void> {
+  /** Start (or restart, after a failed step) every compute thread's serve loop. */
+  #startServing(): void {
     const pool = this.#need(this.#pool);
+    const ctrl = this.#ctrl!;
+    const seq = Atomics.load(ctrl, CTRL.SEQ);
+    this.#serving = Array.from({ length: this.#need(this.#opts).threads }, (_, thread) => {
+      const p = pool.run({ thread, seq } satisfies ServeTask) as Promise<void>;
+      const tracked = { settled: false, promise: p };
+      p.then(
+        () => (tracked.settled = true),
+        () => (tracked.settled = true),
+      );
+      return tracked;
+    });
+  }
+
+  /** Run one step on every compute thread (see channel.ts). */
+  async #run(spec: Omit<StepTask, 'thread'>): Promise<void> {
     const opts = this.#need(this.#opts);
-    Barrier.reset(new Int32Array(this.#need(this.#buffers).barrier));
-    const results = await Promise.allSettled(
-      Array.from({ length: opts.threads }, (_, thread) => pool.run({ ...spec, thread } satisfies StepTask) as Promise<ThreadReport>),
-    );
-    const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed.length > 0) {
-      // Prefer the root cause over the other threads' "another compute thread failed".
-      throw (failed.find((r) => !(r.reason instanceof Error && r.reason.name === 'BarrierAbortedError')) ?? failed[0]!).reason;
+    const buffers = this.#need(this.#buffers);
+    const ctrl = this.#ctrl!;
+    if (this.#serving.some((s) => s.settled)) throw new EngineStateError('a compute thread has stopped');
+    writeTask(new Int32Array(buffers.task), spec);
+    Barrier.reset(new Int32Array(buffers.barrier));
+    Atomics.store(ctrl, CTRL.DONE, 0);
+    Atomics.store(ctrl, CTRL.FAILED, 0);
+    Atomics.add(ctrl, CTRL.SEQ, 1);
+    Atomics.notify(ctrl, CTRL.SEQ);
+    for (;;) {
+      const done = Atomics.load(ctrl, CTRL.DONE);
+      if (done >= opts.threads) break;
+      // A thread that died without counting itself done (worker crash) must not hang us.
+      if (this.#serving.some((s) => s.settled) && Atomics.load(ctrl, CTRL.FAILED) === 0) {
+        Atomics.store(ctrl, CTRL.FAILED, 1);
+        break;
+      }
+      const w = Atomics.waitAsync(ctrl, CTRL.DONE, done, 1000);
+      if (w.async) await w.value;
     }
-    for (const r of results) this.#account((r as PromiseFulfilledResult<ThreadReport>).value, spec.rows);
+    if (Atomics.load(ctrl, CTRL.FAILED) !== 0) {
+      // Failed threads end their serve tasks with the error; the others see the barrier abort.
+      new Barrier(new Int32Array(buffers.barrier), opts.threads, 0).abort();
+      const results = await Promise.allSettled(this.#serving.map((s) => s.promise));
+      this.#shutdownServing();
+      const failures = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason as unknown);
+      // Threads that were still waiting ended their loops on shutdown; start fresh ones.
+      Atomics.store(ctrl, CTRL.SHUTDOWN, 0);
+      this.#startServing();
+      // Prefer the root cause over the other threads' "another compute thread failed".
+      throw failures.find((e) => !(e instanceof Error && e.name === 'BarrierAbortedError')) ?? failures[0] ?? new EngineStateError('a compute thread failed');
+    }
+    const reports = new Float64Array(buffers.reports);
+    const stride = reportDoubles(this.header.nLayers + 1);
+    for (let t = 0; t < opts.threads; t++) this.#account(readReport(reports, t, stride), spec.rows);
+  }
+
+  /** Ask every serve loop to return (they wake on the step counter). */
+  #shutdownServing(): void {
+    const ctrl = this.#ctrl;
+    if (!ctrl) return;
+    Atomics.store(ctrl, CTRL.SHUTDOWN, 1);
+    Atomics.add(ctrl, CTRL.SEQ, 1);
+    Atomics.notify(ctrl, CTRL.SEQ);
   }
 
   #account(rep: ThreadReport, rows: number): void {
@@ -697,6 +755,8 @@ export class LayerWiseInferenceEngine {
     this.#closed = true;
     const pool = this.#pool;
     this.#pool = undefined;
+    this.#shutdownServing();
+    await Promise.allSettled(this.#serving.map((s) => s.promise));
     await pool?.destroy();
     await this.#weights?.close();
     this.#weights = undefined;

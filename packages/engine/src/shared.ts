@@ -30,6 +30,10 @@ export interface SharedBuffers {
   readonly logits: SharedArrayBuffer;
   /** Barrier state (Int32Array). */
   readonly barrier: SharedArrayBuffer;
+  /** Step channel: control words, the step's description, per-thread reports (channel.ts). */
+  readonly control: SharedArrayBuffer;
+  readonly task: SharedArrayBuffer;
+  readonly reports: SharedArrayBuffer;
   /** KV cache: [slot][layer − firstLayer] → (seqLen, kvDim) keys and values. */
   readonly kv: readonly (readonly { readonly k: SharedArrayBuffer; readonly v: SharedArrayBuffer }[])[];
 }

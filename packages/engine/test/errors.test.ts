@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { copyFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ArchType, FloatType, FormatError, HeaderKey, InvalidValueError } from '@airllm/format';
@@ -75,6 +75,30 @@ describe('bad input gets typed errors', () => {
     await e.cleanup();
     await expect(e.forward([1], 0)).rejects.toThrow(EngineStateError);
     expect(ArchType.LLAMA).toBe(0xabcd00);
+  });
+});
+
+describe('failures inside the compute threads', () => {
+  it('a model file truncated while in use: a typed error naming the file, no hang, cleanup works', async () => {
+    const path = join(tmp.dir, 'truncated.m');
+    copyFileSync(F32_MODEL, path);
+    const engine = new LayerWiseInferenceEngine(path, { threads: 2, mode: 'stream', maxMemory: 2 * 197120 });
+    await engine.initialize();
+    try {
+      await engine.forward([1, 403], 0);
+      truncateSync(path, 1000);
+      const err = await engine.forward([407], 2).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      expect(err).toBeInstanceOf(Error);
+      expect((err as Error).message).toContain(path);
+      expect((err as Error).name).toMatch(/FileChanged/);
+      // The engine stays usable as an object: it refuses again (no hang) and cleans up.
+      await expect(engine.forward([407], 2)).rejects.toThrow();
+    } finally {
+      await engine.cleanup();
+    }
   });
 });
 
