@@ -1,0 +1,245 @@
+/**
+ * The benchmark's results: the JSON document (BenchReport) and its Markdown rendering. Every
+ * comparison is a ratio of two figures measured in the same run.
+ */
+import type { KernelProbeResult } from './protocol.js';
+import type { DiskProbe, DramProbe } from './probes.js';
+import type { ShapeName } from './shapes.js';
+import type { StepBreakdown } from './analysis.js';
+import { GB, MB, round } from './stats.js';
+
+export type Status = 'pass' | 'fail' | 'info';
+
+export interface TableRow {
+  readonly shape: ShapeName;
+  readonly scenario: string;
+  readonly airllm: string;
+  readonly reference: string;
+  /** airllm ÷ reference, oriented so that higher is better for airllm (NaN when not measured). */
+  readonly ratio: number;
+  readonly target: string;
+  readonly status: Status;
+}
+
+export interface ResidentSummary {
+  readonly promptTokens: number;
+  readonly decodeTokens: number;
+  readonly runs: number;
+  readonly note: string;
+  readonly prefillTokensPerSecond: number;
+  readonly decodeTokensPerSecond: number;
+  readonly prefillRuns: readonly number[];
+  readonly decodeRuns: readonly number[];
+  readonly peakRssBytes: number;
+  readonly baselineRssBytes: number;
+  readonly initMs: number;
+  /** Where a decode step's time goes (from the trace of the last run). */
+  readonly decodeBreakdown: StepBreakdown | undefined;
+}
+
+export interface PeerSummary {
+  readonly variant: string;
+  readonly version: string;
+  readonly prefillTokensPerSecond: number;
+  readonly decodeTokensPerSecond: number;
+  readonly prefillRuns: readonly number[];
+  readonly decodeRuns: readonly number[];
+  readonly peakRssBytes: number;
+  readonly rssAnonAfterLoadBytes: number | undefined;
+  readonly rssFileAfterLoadBytes: number | undefined;
+  readonly loadMs: number;
+  readonly repackLogLines: number;
+}
+
+export interface StepsSummary {
+  readonly mode: 'stream' | 'sequential';
+  readonly budgetBytes: number | undefined;
+  readonly pinnedBytes: number;
+  readonly slots: number;
+  readonly slotBytes: number;
+  /** Weight bytes a step has to bring in (step bytes − pinned). */
+  readonly streamedBytesPerStep: number;
+  readonly promptTokens: number;
+  readonly promptMs: number;
+  readonly promptComputeMs: number;
+  readonly promptDiskBytes: number;
+  readonly decodeSteps: number;
+  readonly decodeMsMedian: number;
+  readonly decodeMsRuns: readonly number[];
+  readonly decodeComputeMsMedian: number;
+  readonly decodeLoadWaitMsMedian: number;
+  readonly diskBytesPerStepMedian: number;
+  readonly peakRssBytes: number;
+  readonly baselineRssBytes: number;
+}
+
+export interface SweepPoint {
+  readonly fraction: number;
+  readonly budgetBytes: number;
+  readonly pinnedBytes: number;
+  readonly plannedBytes: number;
+  readonly slots: number;
+  readonly slotBytes: number;
+  readonly diskBytesPerToken: number;
+  /** model − budget: the target's reference. */
+  readonly modelMinusBudget: number;
+  readonly peakRssBytes: number;
+  readonly baselineRssBytes: number;
+  readonly kvBytes: number;
+  /** budget + 10% + KV cache. */
+  readonly rssLimitBytes: number;
+  readonly msPerToken: number;
+}
+
+export interface BatchPoint {
+  readonly sequences: number;
+  readonly decodeTokensPerSecond: number;
+  readonly prefillTokensPerSecond: number;
+  readonly runs: readonly number[];
+  /** Aggregate decode tokens/s relative to one sequence. */
+  readonly speedup: number;
+}
+
+export interface ShapeReport {
+  readonly shape: ShapeName;
+  readonly description: string;
+  readonly fileBytes: number;
+  /** Weight bytes one forward step reads (layers + head). */
+  readonly stepBytes: number;
+  readonly layerBytes: number;
+  readonly headBytes: number;
+  readonly nLayers: number;
+  readonly generateSeconds: number;
+  readonly ggufSeconds: number | undefined;
+  readonly dram: DramProbe | undefined;
+  readonly disk: DiskProbe | undefined;
+  readonly resident: ResidentSummary | undefined;
+  readonly kernels: KernelProbeResult | undefined;
+  readonly peers: readonly PeerSummary[];
+  readonly stream: StepsSummary | undefined;
+  readonly sequential: StepsSummary | undefined;
+  readonly sweep: readonly SweepPoint[];
+  readonly batch: readonly BatchPoint[];
+  readonly rows: readonly TableRow[];
+  readonly notes: readonly string[];
+  readonly timelines: readonly { readonly scenario: string; readonly svg: string; readonly trace: string }[];
+  /** 1-minute load average of the machine when each scenario started (2 cores: above 2 means contention). */
+  readonly loadAverages: Readonly<Record<string, number>>;
+}
+
+export interface BenchReport {
+  readonly version: 1;
+  readonly startedAt: string;
+  readonly seconds: number;
+  readonly machine: {
+    readonly cpu: string;
+    readonly cores: number;
+    readonly memoryBytes: number;
+    readonly node: string;
+    readonly platform: string;
+    /** What @airllm/kernels' loadBackend picks here (native path or reference). */
+    readonly kernels: string;
+  };
+  readonly options: Record<string, unknown>;
+  readonly shapes: readonly ShapeReport[];
+}
+
+// --- formatting --------------------------------------------------------------------------
+
+export const fmt = {
+  gb: (b: number): string => `${round(b / GB, 2)} GB`,
+  mb: (b: number): string => `${round(b / MB, 0)} MB`,
+  bytes: (b: number): string => (Math.abs(b) >= 1e9 ? fmt.gb(b) : fmt.mb(b)),
+  gbps: (b: number): string => `${round(b / GB, 2)} GB/s`,
+  tps: (x: number): string => `${round(x, x < 10 ? 2 : 1)} tok/s`,
+  ms: (x: number): string => `${round(x, x < 10 ? 2 : 0)} ms`,
+  ratio: (x: number): string => (Number.isFinite(x) ? `${round(x, 2)}×` : '—'),
+};
+
+const STATUS: Record<Status, string> = { pass: '✅ met', fail: '❌ short', info: '—' };
+
+/** The table of every comparison, one line per (shape, scenario). */
+export function markdownTable(rows: readonly TableRow[]): string {
+  const head = '| shape | scenario | airllm | compared with | ratio | target | status |\n| --- | --- | --- | --- | --- | --- | --- |';
+  const body = rows.map((r) => `| ${r.shape} | ${r.scenario} | ${r.airllm} | ${r.reference} | ${fmt.ratio(r.ratio)} | ${r.target} | ${STATUS[r.status]} |`);
+  return [head, ...body].join('\n');
+}
+
+export function markdownReport(r: BenchReport): string {
+  const out: string[] = [];
+  out.push(`# airllm benchmark, ${r.startedAt}`, '');
+  out.push(
+    `Machine: ${r.machine.cpu}, ${r.machine.cores} cores, ${fmt.gb(r.machine.memoryBytes)} RAM, Node ${r.machine.node} (${r.machine.platform}); ` +
+      `kernels: ${r.machine.kernels}. Run took ${round(r.seconds / 60, 1)} min.`,
+    '',
+  );
+  out.push(`Options: \`${JSON.stringify(r.options)}\``, '');
+  out.push('Every ratio compares two figures measured in this run (medians of the runs); higher is better for airllm.', '');
+  out.push(markdownTable(r.shapes.flatMap((s) => s.rows)), '');
+  for (const s of r.shapes) {
+    out.push(`## ${s.shape}: ${s.description}`, '');
+    out.push(
+      `File ${fmt.gb(s.fileBytes)} (${s.nLayers} layers × ${fmt.mb(s.layerBytes)}, head ${fmt.mb(s.headBytes)}; ${fmt.gb(s.stepBytes)} of weights per forward step), ` +
+        `written in ${round(s.generateSeconds, 1)} s` +
+        (s.ggufSeconds !== undefined ? `, exported to GGUF in ${round(s.ggufSeconds, 1)} s.` : '.'),
+      '',
+    );
+    if (s.dram) {
+      const each = Object.entries(s.dram.byMethod).map(([m, v]) => `${m} ${fmt.gbps(v)}`).join(', ');
+      out.push(`- Memory read bandwidth: ${fmt.gbps(s.dram.bytesPerSecond)} (${s.dram.threads} threads over ${fmt.gb(s.dram.bufferBytes)}, medians: ${each}; the floor uses the faster, ${s.dram.method}; its runs ${s.dram.runs.map((x) => round(x / GB, 1)).join(', ')} GB/s).`);
+    }
+    if (s.disk) out.push(`- Cold sequential read of the model file: ${fmt.gbps(s.disk.bytesPerSecond)} (runs ${s.disk.runs.map((x) => round(x / GB, 2)).join(', ')} GB/s).`);
+    const res = s.resident;
+    if (res) {
+      out.push(
+        `- Resident: ${res.runs} runs of a ${res.promptTokens}-token prompt and ${res.decodeTokens} decoded tokens (${res.note}); ` +
+          `decode runs ${res.decodeRuns.map((x) => round(x, 2)).join(', ')} tok/s, prefill runs ${res.prefillRuns.map((x) => round(x, 1)).join(', ')} tok/s; peak RSS ${fmt.gb(res.peakRssBytes)}.`,
+      );
+      const b = res.decodeBreakdown;
+      if (b) {
+        out.push(
+          `- Resident decode step, from the trace (${b.steps} steps): ${fmt.ms(b.stepMs)} per token = ${fmt.ms(b.layerComputeMs)} in layers ` +
+            `(${fmt.ms(b.perLayerComputeMs)} per layer) + ${fmt.ms(b.headComputeMs)} head + ${fmt.ms(b.loadWaitMs)} load waits + ${fmt.ms(b.outsideMs)} outside the step (dispatch, sampling, embedding).`,
+        );
+      }
+    }
+    if (s.kernels) {
+      out.push(
+        `- Kernels alone, one layer's 7 matmuls on 1 thread: ` +
+          s.kernels.layerMatmulMs.map((k) => `${k.backend} ${k.rows} row(s) ${fmt.ms(k.ms)}`).join('; ') +
+          `; DRAM floor of one layer ${s.dram ? fmt.ms((s.layerBytes / s.dram.bytesPerSecond) * 1000) : '?'}.`,
+      );
+    }
+    for (const p of s.peers) {
+      out.push(
+        `- llama.cpp (node-llama-cpp ${p.version}, ${p.variant}): decode ${fmt.tps(p.decodeTokensPerSecond)}, prefill ${fmt.tps(p.prefillTokensPerSecond)}; ` +
+          `peak RSS ${fmt.gb(p.peakRssBytes)}, after load RssAnon ${p.rssAnonAfterLoadBytes !== undefined ? fmt.gb(p.rssAnonAfterLoadBytes) : '?'} / RssFile ${p.rssFileAfterLoadBytes !== undefined ? fmt.gb(p.rssFileAfterLoadBytes) : '?'}; ` +
+          `load ${round(p.loadMs / 1000, 1)} s; ${p.repackLogLines} repack log lines.`,
+      );
+    }
+    for (const st of [s.stream, s.sequential]) {
+      if (!st) continue;
+      out.push(
+        `- ${st.mode === 'stream' ? 'Pipelined (stream)' : 'Sequential'}, cold cache each step, budget ${st.budgetBytes !== undefined ? fmt.mb(st.budgetBytes) : 'one segment'} ` +
+          `(${st.slots} slot(s) of ${fmt.mb(st.slotBytes)}, ${fmt.mb(st.pinnedBytes)} pinned): decode ${fmt.ms(st.decodeMsMedian)} per step ` +
+          `(thread 0 computing ${fmt.ms(st.decodeComputeMsMedian)}, waiting for loads ${fmt.ms(st.decodeLoadWaitMsMedian)}), ${fmt.bytes(st.diskBytesPerStepMedian)} from disk per step; ` +
+          `prompt step of ${st.promptTokens} tokens ${fmt.ms(st.promptMs)} (computing ${fmt.ms(st.promptComputeMs)}); peak RSS ${fmt.gb(st.peakRssBytes)}.`,
+      );
+    }
+    for (const p of s.sweep) {
+      out.push(
+        `- Budget ${Math.round(p.fraction * 100)}% (${fmt.gb(p.budgetBytes)}: ${fmt.gb(p.pinnedBytes)} pinned + ${p.slots} slots of ${fmt.mb(p.slotBytes)}): ${fmt.bytes(p.diskBytesPerToken)} from disk per token ` +
+          `(model − budget = ${fmt.bytes(p.modelMinusBudget)}), ${fmt.ms(p.msPerToken)} per token, peak RSS ${fmt.gb(p.peakRssBytes)} ` +
+          `(Node alone ${fmt.mb(p.baselineRssBytes)}; limit budget + 10% + KV ${fmt.gb(p.rssLimitBytes)}).`,
+      );
+    }
+    if (s.batch.length > 0) {
+      out.push(`- Batch decoding, aggregate: ` + s.batch.map((b) => `${b.sequences} seq ${fmt.tps(b.decodeTokensPerSecond)} (${fmt.ratio(b.speedup)})`).join(', ') + '.');
+    }
+    out.push(`- Machine load (1-min average) when each scenario started: ${Object.entries(s.loadAverages).map(([k, v]) => `${k} ${v}`).join(', ')}.`);
+    for (const n of s.notes) out.push(`- ${n}`);
+    for (const t of s.timelines) out.push(`- Timeline (${t.scenario}): ${t.svg} (Chrome trace: ${t.trace})`);
+    out.push('');
+  }
+  return out.join('\n');
+}
