@@ -67,20 +67,22 @@ export function statusLine(text: string, options: { json?: boolean; delayMs?: nu
 }
 
 /**
- * `engine.initialize()` with a progress bar of the weights being loaded. The engine reports
- * progress through an optional `onProgress(done, total)` argument of initialize; an engine that
- * never calls it gets a plain "loading…" line instead.
+ * `engine.initialize()` loading the weights up front (warmup) with a progress bar of the bytes
+ * read, so the first token does not pay for the load; a plain "loading…" line if the engine
+ * reports no progress.
  */
 export async function initializeWithProgress(engine: LayerWiseInferenceEngine, options: { json?: boolean } = {}): Promise<void> {
   const bar = progressBar('loading model', options);
   const line = statusLine(`loading ${engine.modelPath}…`, options);
   let reported = false;
-  const init = engine.initialize as (this: LayerWiseInferenceEngine, onProgress?: (done: number, total: number) => void) => Promise<void>;
   try {
-    await init.call(engine, (done, total) => {
-      if (!reported) line.stop();
-      reported = true;
-      bar.update(done, total);
+    await engine.initialize({
+      warmup: true,
+      onProgress: (done, total) => {
+        if (!reported) line.stop();
+        reported = true;
+        bar.update(done, total);
+      },
     });
   } finally {
     line.stop();
