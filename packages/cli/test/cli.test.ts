@@ -65,6 +65,8 @@ describe('generate', () => {
     const j = JSON.parse(airllmRef(['generate', 'Once upon a time', '-n', '30', '--json']).stdout) as { promptTokens: number[]; text: string };
     expect(j.promptTokens).toEqual(llama2c.encodings['Once upon a time']);
     expect(j.text).toBe(want.text);
+    const nb = JSON.parse(airllm(['generate', 'Once upon a time', '-n', '1', '--no-bos', '--json']).stdout) as { promptTokens: number[] };
+    expect(nb.promptTokens).toEqual(llama2c.encodings['Once upon a time']!.slice(1));
   });
 
   it('the same seed reproduces a sampled story; --stats prints figures on stderr', () => {

@@ -221,6 +221,7 @@ describe('bad requests get a 4xx with a message, and the server keeps serving', 
   });
   it('unknown routes are 404, wrong methods 405', async () => {
     expect((await fetch(`${url}/v1/nothing`)).status).toBe(404);
+    expect((await fetch(`${url}/v1/models/%E0%A4%A`)).status).toBe(400);
     const r = await fetch(`${url}/v1/chat/completions`);
     expect(r.status).toBe(405);
     expect(r.headers.get('allow')).toBe('POST');

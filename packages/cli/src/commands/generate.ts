@@ -68,7 +68,8 @@ Examples:
         topP: parseNumber(o.topP, '--top-p', 0, 1),
         seed: parseInteger(o.seed, '--seed', 0),
         stop: o.stop,
-        bos: o.bos,
+        // Only --no-bos overrides the tokenizer's own add_bos.
+        bos: o.bos === false ? false : undefined,
       };
       const engine = await createEngine(o);
       // The first Ctrl-C ends the generation (what was produced is still printed); a second one exits.

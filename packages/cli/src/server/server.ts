@@ -152,7 +152,13 @@ export function createServer(engine: LayerWiseInferenceEngine, options: ServerOp
     }
     if (path.startsWith('/v1/models/')) {
       if (!route('GET')) return;
-      const id = decodeURIComponent(path.slice('/v1/models/'.length));
+      let id: string;
+      try {
+        id = decodeURIComponent(path.slice('/v1/models/'.length));
+      } catch {
+        reject(res, new ApiError(400, 'the model id in the path is not valid percent-encoding', 'model'));
+        return;
+      }
       if (id === modelName) sendJson(res, 200, modelObject());
       else reject(res, new ApiError(404, `model "${id}" does not exist; this server has "${modelName}"`, 'model', 'model_not_found', 'not_found_error'));
       return;
