@@ -129,7 +129,7 @@ export function register(program: Command): void {
           formatBytes(Math.round(f.diskBytesPerToken)),
         ];
         process.stdout.write(
-          `${engine.modelPath} (${formatBytes(result.modelBytes)}), ${result.mode}, ${engine.threads} threads, load ${loadMs.toFixed(0)} ms; median of ${runs} runs\n\n` +
+          `${engine.modelPath} (${formatBytes(result.modelBytes)}), ${result.mode}, ${engine.threads} thread${engine.threads === 1 ? "" : "s"}, load ${loadMs.toFixed(0)} ms; median of ${runs} runs\n\n` +
             `${table([['phase', 'tokens', 'tok/s', 'ms/token', 'load wait ms/tok', 'compute ms/tok', 'disk/token'], row('prefill', prefill), row('decode', decode)])}\n\n` +
             `peak RSS ${formatBytes(peakRssBytes)}\n`,
         );
