@@ -593,10 +593,16 @@ export class LayerWiseInferenceEngine {
    */
   async *generate(prompt: string | readonly number[], options: GenerateOptions = {}): AsyncGenerator<GeneratedToken, GenerationResult> {
     const gen = this.generateBatch([prompt], options);
-    for (;;) {
-      const r = await gen.next();
-      if (r.done) return r.value[0]!;
-      yield { token: r.value.token, text: r.value.text };
+    try {
+      for (;;) {
+        const r = await gen.next();
+        if (r.done) return r.value[0]!;
+        yield { token: r.value.token, text: r.value.text };
+      }
+    } finally {
+      // A caller that stops early (break, return()) must also end the inner generator, which
+      // holds the engine's lock until it finishes.
+      await gen.return([]);
     }
   }
 

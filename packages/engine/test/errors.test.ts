@@ -78,6 +78,24 @@ describe('bad input gets typed errors', () => {
   });
 });
 
+describe('stopping early', () => {
+  it('a caller that breaks out of generate() leaves the engine usable', async () => {
+    const engine = new LayerWiseInferenceEngine(F32_MODEL, { tokenizerPath: FIXTURE_TOKENIZER, threads: 1 });
+    await engine.initialize();
+    try {
+      for await (const _ of engine.generate('Once', { maxTokens: 20 })) break;
+      const batch = engine.generateBatch(['Once'], { maxTokens: 20 });
+      await batch.next();
+      await batch.return([]);
+      const out: number[] = [];
+      for await (const t of engine.generate([1], { maxTokens: 5, temperature: 0, stopAtEos: false })) out.push(t.token);
+      expect(out).toEqual([403, 407, 261, 378, 432]);
+    } finally {
+      await engine.cleanup();
+    }
+  }, 20_000);
+});
+
 describe('failures inside the compute threads', () => {
   it('a model file truncated while in use: a typed error naming the file, no hang, cleanup works', async () => {
     const path = join(tmp.dir, 'truncated.m');

@@ -31,7 +31,7 @@ export interface OracleConfig {
 /** Tensors by the layout's names: embedding, layers.L.q, layers.L.experts.E.w1, final_norm, wcls… */
 export type WeightLookup = (name: string) => Float32Array;
 
-function matvec(w: Float32Array, x: Float64Array, nIn: number, nOut: number): Float64Array {
+function matvec(w: Float32Array, x: Float64Array, nIn: number, nOut: number): Float64Array<ArrayBufferLike> {
   const out = new Float64Array(nOut);
   for (let r = 0; r < nOut; r++) {
     let s = 0;
@@ -56,7 +56,7 @@ function softmax(x: Float64Array): void {
 }
 
 /** Quantize to Q80 and back (identity when q80 is off). */
-function cast(x: Float64Array, q80: boolean): Float64Array {
+function cast(x: Float64Array<ArrayBufferLike>, q80: boolean): Float64Array<ArrayBufferLike> {
   if (!q80) return x;
   const f = Float32Array.from(x);
   const q = new Uint8Array((f.length / Q_BLOCK) * Q80_BLOCK_BYTES);
@@ -117,7 +117,7 @@ export function oracleLogits(c: OracleConfig, w: WeightLookup, tokens: readonly 
     const x = Float64Array.from(emb.subarray(tok * D, (tok + 1) * D));
     for (let l = 0; l < c.nLayers; l++) {
       const p = `layers.${l}.`;
-      let y = Float64Array.from(x);
+      let y: Float64Array<ArrayBufferLike> = Float64Array.from(x);
       rmsnorm(y, w(p + 'att_norm'), c.eps);
       y = cast(y, q80);
       const q = matvec(w(p + 'q'), y, D, qDim);
@@ -131,7 +131,7 @@ export function oracleLogits(c: OracleConfig, w: WeightLookup, tokens: readonly 
       rope(k, nKvHeads, c, pos, freqs);
       kc[l]!.push(k);
       vc[l]!.push(v);
-      let z = new Float64Array(qDim);
+      let z: Float64Array<ArrayBufferLike> = new Float64Array(qDim);
       for (let h = 0; h < nHeads; h++) {
         const g = Math.floor(h / (nHeads / nKvHeads));
         const att = new Float64Array(pos + 1);
@@ -152,7 +152,7 @@ export function oracleLogits(c: OracleConfig, w: WeightLookup, tokens: readonly 
       const ffn = (pe: string, input: Float64Array): Float64Array => {
         const a = matvec(w(pe + 'w1'), input, D, F);
         const b = matvec(w(pe + 'w3'), input, D, F);
-        let hh = new Float64Array(F);
+        let hh: Float64Array<ArrayBufferLike> = new Float64Array(F);
         for (let i = 0; i < F; i++) hh[i] = (a[i]! / (1 + Math.exp(-a[i]!))) * b[i]!;
         hh = cast(hh, q80);
         return matvec(w(pe + 'w2'), hh, F, D);
@@ -176,7 +176,7 @@ export function oracleLogits(c: OracleConfig, w: WeightLookup, tokens: readonly 
       f = cast(f, q80);
       for (let i = 0; i < D; i++) x[i] += f[i]!;
     }
-    let y = Float64Array.from(x);
+    let y: Float64Array<ArrayBufferLike> = Float64Array.from(x);
     rmsnorm(y, w('final_norm'), c.eps);
     y = cast(y, q80);
     out.push(matvec(w('wcls'), y, D, V));
