@@ -96,3 +96,43 @@ export function lastStepsWindow(events: readonly TraceEvent[], nLayers: number, 
   const chosen = steps.slice(-k);
   return { start: chosen[0]!.start, end: chosen.at(-1)!.end };
 }
+
+export interface IoBreakdown {
+  /** Loads seen in the window (prefetch + demand). */
+  readonly loads: number;
+  readonly bytes: number;
+  /** Time the I/O thread spent loading (union of its spans), ms. */
+  readonly busyMs: number;
+  readonly windowMs: number;
+  /** bytes ÷ busy time: how fast the prefetcher brings weights in while it works. */
+  readonly bytesPerSecond: number;
+}
+
+/**
+ * The prefetch thread's loads, clipped to the given windows (µs; default: from the first load's
+ * start to the last one's end). Bytes count each load in proportion to the part of it inside.
+ */
+export function ioBreakdown(events: readonly TraceEvent[], windows?: readonly { start: number; end: number }[]): IoBreakdown | undefined {
+  const loads = events.filter((e) => e.cat === 'load-prefetch' || e.cat === 'load-demand').sort((a, b) => a.ts - b.ts);
+  if (loads.length === 0) return undefined;
+  const wins = windows ?? [{ start: loads[0]!.ts, end: Math.max(...loads.map((e) => e.ts + (e.dur ?? 0))) }];
+  let bytes = 0;
+  let busy = 0;
+  let count = 0;
+  for (const w of wins) {
+    let coveredTo = w.start;
+    for (const e of loads) {
+      const s0 = Math.max(e.ts, w.start);
+      const f = Math.min(e.ts + (e.dur ?? 0), w.end);
+      if (f <= s0) continue;
+      count++;
+      const dur = e.dur ?? 0;
+      bytes += Number((e.args as { bytes?: number } | undefined)?.bytes ?? 0) * (dur > 0 ? (f - s0) / dur : 1);
+      const s = Math.max(s0, coveredTo);
+      if (f > s) busy += f - s;
+      coveredTo = Math.max(coveredTo, f);
+    }
+  }
+  const windowUs = wins.reduce((a, w) => a + (w.end - w.start), 0);
+  return { loads: count, bytes, busyMs: busy / 1000, windowMs: windowUs / 1000, bytesPerSecond: bytes / (busy / 1e6) };
+}

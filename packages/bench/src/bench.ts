@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { exportGguf, generateSyntheticModel } from '@airllm/format';
 import type { TraceEvent } from '@airllm/engine';
 import * as kernels from '@airllm/kernels';
-import { decodeBreakdown, lastStepsWindow } from './analysis.js';
+import { decodeBreakdown, ioBreakdown, lastStepsWindow, traceSteps } from './analysis.js';
 import { BenchError } from './errors.js';
 import { ensurePeer, PEER_VERSION } from './peer.js';
 import { probeDisk, probeDram, type DramProbe } from './probes.js';
@@ -35,6 +35,8 @@ export interface BenchOptions {
   readonly threads: number;
   readonly activations: 'f32' | 'q80';
   readonly runs: number;
+  /** Alternating airllm / llama.cpp rounds (each: `runs` runs of each, fresh processes). */
+  readonly rounds: number;
   readonly promptTokens: number;
   readonly decodeTokens: number;
   /** Decode steps of the streaming scenarios (cold cache each step). */
@@ -62,6 +64,7 @@ export function defaultOptions(quick: boolean): Omit<BenchOptions, 'resultsDir' 
     threads: 2,
     activations: 'q80',
     runs: quick ? 2 : 3,
+    rounds: quick ? 1 : 2,
     promptTokens: quick ? 8 : 32,
     decodeTokens: quick ? 6 : 16,
     streamSteps: quick ? 3 : 5,
@@ -130,6 +133,7 @@ export async function runBench(o: BenchOptions): Promise<BenchOutcome> {
       threads: o.threads,
       activations: o.activations,
       runs: o.runs,
+      rounds: o.rounds,
       promptTokens: o.promptTokens,
       decodeTokens: o.decodeTokens,
       streamSteps: o.streamSteps,
@@ -214,97 +218,146 @@ async function benchShape(name: ShapeName, o: BenchOptions, outDir: string): Pro
     const childOpts = { workdir: work, onLog: log, verbose: o.verbose, timeoutMs: (o.quick ? 5 : 30) * 60_000 };
 
     // --- 1, 2, 5: resident (decode, prefill, kernels, batch) ------------------------------
+    // airllm and llama.cpp alternate in rounds (A B A B …), each round a fresh process of each:
+    // the machine's load drifts, and alternating keeps both sides under the same conditions.
+    // Ratios are taken per round, then the median over rounds.
     let dram: DramProbe | undefined;
     let resident: ResidentSummary | undefined;
     let kernelProbe: KernelProbeResult | undefined;
-    let residentGen: GenerateResult | undefined;
     const batch: BatchPoint[] = [];
     const peers: PeerSummary[] = [];
+    const pairedRatios: Record<string, { decode: number[]; prefill: number[] }> = {};
     if (fitsInRam) {
       mark('resident');
       dram = await probeDram({ threads: o.threads, bufferBytes: o.quick ? 256 << 20 : 1 << 30, rounds: 5 });
       log(`memory read bandwidth ${fmt.gbps(dram.bytesPerSecond)} (${Object.entries(dram.byMethod).map(([m, v]) => `${m} ${fmt.gbps(v)}`).join(', ')}; ${dram.threads} threads)`);
       const maxSeq = Math.max(...o.batchSizes);
-      const batchPrompt = o.quick ? 4 : 8;
-      const batchDecode = o.quick ? 3 : 8;
-      const job: AirllmJob = {
-        kind: 'airllm',
-        label: 'resident',
-        modelPath,
-        engine: engine({ mode: 'resident', maxSequences: maxSeq, batchSize: Math.max(128, maxSeq) }),
-        warmup: true,
-        coldStart: false,
-        seed: o.seed + 1,
-        tasks: [
-          { kind: 'generate', runs: o.runs, promptTokens: o.promptTokens, decodeTokens: o.decodeTokens, budgetSeconds: o.budgetSeconds, minTokens: 4, traceLast: true },
-          { kind: 'kernel-probe', rows: [1, o.promptTokens] },
-          { kind: 'batch', sequences: o.batchSizes, promptTokens: batchPrompt, decodeTokens: batchDecode, runs: o.runs, budgetSeconds: o.budgetSeconds },
-        ],
-      };
-      const r = await runChild<AirllmResult>(job, childOpts);
-      residentGen = r.tasks.find((x): x is GenerateResult => x.kind === 'generate')!;
-      kernelProbe = r.tasks.find((x): x is KernelProbeResult => x.kind === 'kernel-probe');
-      const br = r.tasks.find((x): x is BatchResult => x.kind === 'batch')!;
-      resident = {
-        promptTokens: residentGen.promptTokens,
-        decodeTokens: residentGen.decodeTokens,
-        runs: residentGen.runs.length,
-        note: residentGen.note,
-        prefillTokensPerSecond: median(residentGen.runs.map((x) => x.prefillTokensPerSecond)),
-        decodeTokensPerSecond: median(residentGen.runs.map((x) => x.decodeTokensPerSecond)),
-        prefillRuns: residentGen.runs.map((x) => round(x.prefillTokensPerSecond, 3)),
-        decodeRuns: residentGen.runs.map((x) => round(x.decodeTokensPerSecond, 3)),
-        peakRssBytes: r.memory.peakRss,
-        baselineRssBytes: r.memory.baselineRss,
-        initMs: r.initMs,
-        decodeBreakdown: decodeBreakdown(r.trace, h.nLayers),
-      };
-      const one = median(br.bySequences.find((b) => b.sequences === 1)?.decodeTokensPerSecond ?? []);
-      for (const b of br.bySequences) {
-        const tps = median(b.decodeTokensPerSecond);
-        batch.push({ sequences: b.sequences, decodeTokensPerSecond: tps, prefillTokensPerSecond: median(b.prefillTokensPerSecond), runs: b.decodeTokensPerSecond.map((x) => round(x, 3)), speedup: tps / one });
-      }
-      timelines.push(writeTimeline(outDir, name, 'resident', r.trace, h.nLayers, 2, (s) => s.rows === 1, `${name}: resident decode, last 2 tokens`, fmt.tps(resident.decodeTokensPerSecond) + ' median decode'));
-
-      // llama.cpp, same weights, same prompt and decode lengths, same threads.
-      if (peerReady && ggufPath) {
+      const residentEngine = engine({ mode: 'resident', maxSequences: maxSeq, batchSize: Math.max(128, maxSeq) });
+      let counts: { promptTokens: number; decodeTokens: number; runs: number; note: string } | undefined;
+      const genRuns: GenerateResult['runs'][number][] = [];
+      let genTrace: readonly TraceEvent[] = [];
+      let residentMemory: AirllmResult['memory'] | undefined;
+      let residentInitMs = 0;
+      const peerRuns = new Map<PeerVariant, { result: PeerResult; runs: PeerResult['runs'][number][] }>();
+      const failedVariants = new Set<PeerVariant>();
+      for (let round = 0; round < o.rounds; round++) {
+        if (round > 0) mark(`resident round ${round + 1}`);
+        const r = await runChild<AirllmResult>(
+          {
+            kind: 'airllm',
+            label: o.rounds > 1 ? `resident (round ${round + 1})` : 'resident',
+            modelPath,
+            engine: residentEngine,
+            warmup: true,
+            coldStart: false,
+            seed: o.seed + 1,
+            tasks: [
+              counts === undefined
+                ? { kind: 'generate', runs: o.runs, promptTokens: o.promptTokens, decodeTokens: o.decodeTokens, budgetSeconds: o.budgetSeconds, minTokens: 4, traceLast: true }
+                : { kind: 'generate', runs: counts.runs, promptTokens: counts.promptTokens, decodeTokens: counts.decodeTokens, budgetSeconds: Number.POSITIVE_INFINITY, minTokens: 4, traceLast: true },
+            ],
+          },
+          childOpts,
+        );
+        const g = r.tasks[0] as GenerateResult;
+        counts ??= { promptTokens: g.promptTokens, decodeTokens: g.decodeTokens, runs: g.runs.length, note: g.note };
+        genRuns.push(...g.runs);
+        genTrace = r.trace;
+        if (!residentMemory || r.memory.peakRss > residentMemory.peakRss) residentMemory = r.memory;
+        residentInitMs = Math.max(residentInitMs, r.initMs);
+        if (!(peerReady && ggufPath)) continue;
+        // llama.cpp: same weights, same prompts (same seed), same lengths, same threads.
         for (const variant of o.peerVariants) {
+          if (failedVariants.has(variant)) continue;
           try {
-            mark(`llama.cpp ${variant}`);
+            mark(`llama.cpp ${variant}${round > 0 ? ` round ${round + 1}` : ''}`);
             const p = await runChild<PeerResult>(
               {
                 kind: 'llamacpp',
-                label: `llama.cpp ${variant}`,
+                label: `llama.cpp ${variant}${o.rounds > 1 ? ` (round ${round + 1})` : ''}`,
                 ggufPath,
                 peerDir: o.peerDir,
                 variant,
                 threads: o.threads,
-                runs: resident.runs,
-                promptTokens: resident.promptTokens,
-                decodeTokens: resident.decodeTokens,
+                runs: counts.runs,
+                promptTokens: counts.promptTokens,
+                decodeTokens: counts.decodeTokens,
                 vocabSize: h.vocabSize,
                 seed: o.seed + 1,
               },
               childOpts,
             );
-            peers.push({
-              variant: p.variant,
-              version: p.version,
-              prefillTokensPerSecond: median(p.runs.map((x) => x.prefillTokensPerSecond)),
-              decodeTokensPerSecond: median(p.runs.map((x) => x.decodeTokensPerSecond)),
-              prefillRuns: p.runs.map((x) => round(x.prefillTokensPerSecond, 3)),
-              decodeRuns: p.runs.map((x) => round(x.decodeTokensPerSecond, 3)),
-              peakRssBytes: p.memory.peakRss,
-              rssAnonAfterLoadBytes: p.memory.rssAnonAfterLoad,
-              rssFileAfterLoadBytes: p.memory.rssFileAfterLoad,
-              loadMs: p.loadMs,
-              repackLogLines: p.repackLines,
-            });
+            const acc = peerRuns.get(variant) ?? { result: p, runs: [] };
+            if (p.memory.peakRss > acc.result.memory.peakRss) acc.result = p;
+            acc.runs.push(...p.runs);
+            peerRuns.set(variant, acc);
+            const pr = (pairedRatios[variant] ??= { decode: [], prefill: [] });
+            pr.decode.push(median(g.runs.map((x) => x.decodeTokensPerSecond)) / median(p.runs.map((x) => x.decodeTokensPerSecond)));
+            pr.prefill.push(median(g.runs.map((x) => x.prefillTokensPerSecond)) / median(p.runs.map((x) => x.prefillTokensPerSecond)));
           } catch (e) {
+            failedVariants.add(variant);
             notes.push(`llama.cpp (${variant}) failed: ${(e as Error).message.split('\n')[0]}`);
             log(`llama.cpp ${variant} failed: ${(e as Error).message}`);
           }
         }
+      }
+      resident = {
+        promptTokens: counts!.promptTokens,
+        decodeTokens: counts!.decodeTokens,
+        runs: genRuns.length,
+        note: counts!.note,
+        prefillTokensPerSecond: median(genRuns.map((x) => x.prefillTokensPerSecond)),
+        decodeTokensPerSecond: median(genRuns.map((x) => x.decodeTokensPerSecond)),
+        prefillRuns: genRuns.map((x) => round(x.prefillTokensPerSecond, 3)),
+        decodeRuns: genRuns.map((x) => round(x.decodeTokensPerSecond, 3)),
+        peakRssBytes: residentMemory!.peakRss,
+        baselineRssBytes: residentMemory!.baselineRss,
+        initMs: residentInitMs,
+        decodeBreakdown: decodeBreakdown(genTrace, h.nLayers),
+      };
+      timelines.push(writeTimeline(outDir, name, 'resident', genTrace, h.nLayers, 2, (s) => s.rows === 1, `${name}: resident decode, last 2 tokens`, fmt.tps(resident.decodeTokensPerSecond) + ' median decode'));
+      for (const [variant, { result: p, runs }] of peerRuns) {
+        peers.push({
+          variant,
+          version: p.version,
+          prefillTokensPerSecond: median(runs.map((x) => x.prefillTokensPerSecond)),
+          decodeTokensPerSecond: median(runs.map((x) => x.decodeTokensPerSecond)),
+          prefillRuns: runs.map((x) => round(x.prefillTokensPerSecond, 3)),
+          decodeRuns: runs.map((x) => round(x.decodeTokensPerSecond, 3)),
+          peakRssBytes: p.memory.peakRss,
+          rssAnonAfterLoadBytes: p.memory.rssAnonAfterLoad,
+          rssFileAfterLoadBytes: p.memory.rssFileAfterLoad,
+          loadMs: p.loadMs,
+          repackLogLines: p.repackLines,
+          pairedDecodeRatios: pairedRatios[variant]!.decode.map((x) => round(x, 3)),
+          pairedPrefillRatios: pairedRatios[variant]!.prefill.map((x) => round(x, 3)),
+        });
+      }
+
+      // Kernels alone, then batch decoding, in one more resident process.
+      mark('batch');
+      const kb = await runChild<AirllmResult>(
+        {
+          kind: 'airllm',
+          label: 'resident batch',
+          modelPath,
+          engine: residentEngine,
+          warmup: true,
+          coldStart: false,
+          seed: o.seed + 4,
+          tasks: [
+            { kind: 'kernel-probe', rows: [1, resident.promptTokens] },
+            { kind: 'batch', sequences: o.batchSizes, promptTokens: o.quick ? 4 : 8, decodeTokens: o.quick ? 3 : 8, runs: o.runs, budgetSeconds: o.budgetSeconds },
+          ],
+        },
+        childOpts,
+      );
+      kernelProbe = kb.tasks.find((x): x is KernelProbeResult => x.kind === 'kernel-probe');
+      const br = kb.tasks.find((x): x is BatchResult => x.kind === 'batch')!;
+      const one = median(br.bySequences.find((b) => b.sequences === 1)?.decodeTokensPerSecond ?? []);
+      for (const b of br.bySequences) {
+        const tps = median(b.decodeTokensPerSecond);
+        batch.push({ sequences: b.sequences, decodeTokensPerSecond: tps, prefillTokensPerSecond: median(b.prefillTokensPerSecond), runs: b.decodeTokensPerSecond.map((x) => round(x, 3)), speedup: tps / one });
       }
     }
 
@@ -349,6 +402,8 @@ async function benchShape(name: ShapeName, o: BenchOptions, outDir: string): Pro
         diskBytesPerStepMedian: median(s.decode.map((d) => d.diskBytes)),
         peakRssBytes: r.memory.peakRss,
         baselineRssBytes: r.memory.baselineRss,
+        io: ioBreakdown(r.trace, traceSteps(r.trace, h.nLayers)),
+        dropCacheMs: s.dropCacheMs,
       };
     };
     const streamRes = await runChild<AirllmResult>(steps('stream', 'stream', minBudget, streamPrompt, o.streamSteps, 2, o.seed + 2), childOpts);
@@ -397,8 +452,9 @@ async function benchShape(name: ShapeName, o: BenchOptions, outDir: string): Pro
     const status = (ok: boolean): 'pass' | 'fail' => (ok ? 'pass' : 'fail');
     if (resident) {
       for (const p of peers) {
-        const rd = resident.decodeTokensPerSecond / p.decodeTokensPerSecond;
-        const rp = resident.prefillTokensPerSecond / p.prefillTokensPerSecond;
+        // The median of per-round ratios (each round measured back to back).
+        const rd = median(p.pairedDecodeRatios);
+        const rp = median(p.pairedPrefillRatios);
         const what = `llama.cpp (${p.variant === 'default' ? 'default' : p.variant === 'lazy' ? 'lazyMode' : 'useMmap: false'})`;
         rows.push({ shape: name, scenario: `resident decode vs ${what}`, airllm: fmt.tps(resident.decodeTokensPerSecond), reference: fmt.tps(p.decodeTokensPerSecond), ratio: rd, target: '≥ 1.0×', status: status(rd >= 1) });
         rows.push({ shape: name, scenario: `prefill (${resident.promptTokens} tokens) vs ${what}`, airllm: fmt.tps(resident.prefillTokensPerSecond), reference: fmt.tps(p.prefillTokensPerSecond), ratio: rp, target: '≥ 1.0×', status: status(rp >= 1) });
@@ -465,7 +521,7 @@ async function benchShape(name: ShapeName, o: BenchOptions, outDir: string): Pro
       rows.push({
         shape: name,
         scenario: `budget ${pct}%: peak RSS`,
-        airllm: fmt.bytes(p.peakRssBytes),
+        airllm: `${fmt.bytes(p.peakRssBytes)} (Node alone ${fmt.bytes(p.baselineRssBytes)})`,
         reference: `budget + 10% + KV ${fmt.bytes(p.rssLimitBytes)}`,
         ratio: rr,
         target: '≥ 1.0 (peak ≤ limit)',

@@ -5,7 +5,7 @@
 import type { KernelProbeResult } from './protocol.js';
 import type { DiskProbe, DramProbe } from './probes.js';
 import type { ShapeName } from './shapes.js';
-import type { StepBreakdown } from './analysis.js';
+import type { IoBreakdown, StepBreakdown } from './analysis.js';
 import { GB, MB, round } from './stats.js';
 
 export type Status = 'pass' | 'fail' | 'info';
@@ -49,6 +49,9 @@ export interface PeerSummary {
   readonly rssFileAfterLoadBytes: number | undefined;
   readonly loadMs: number;
   readonly repackLogLines: number;
+  /** airllm ÷ llama.cpp per round (the two measured back to back). */
+  readonly pairedDecodeRatios: readonly number[];
+  readonly pairedPrefillRatios: readonly number[];
 }
 
 export interface StepsSummary {
@@ -71,6 +74,10 @@ export interface StepsSummary {
   readonly diskBytesPerStepMedian: number;
   readonly peakRssBytes: number;
   readonly baselineRssBytes: number;
+  /** The prefetch thread's loads over the traced decode steps. */
+  readonly io: IoBreakdown | undefined;
+  /** Time spent evicting the file between steps (outside every step's time). */
+  readonly dropCacheMs: number;
 }
 
 export interface SweepPoint {
@@ -192,7 +199,7 @@ export function markdownReport(r: BenchReport): string {
     const res = s.resident;
     if (res) {
       out.push(
-        `- Resident: ${res.runs} runs of a ${res.promptTokens}-token prompt and ${res.decodeTokens} decoded tokens (${res.note}); ` +
+        `- Resident: ${res.runs} runs in all of a ${res.promptTokens}-token prompt and ${res.decodeTokens} decoded tokens (${res.note}); ` +
           `decode runs ${res.decodeRuns.map((x) => round(x, 2)).join(', ')} tok/s, prefill runs ${res.prefillRuns.map((x) => round(x, 1)).join(', ')} tok/s; peak RSS ${fmt.gb(res.peakRssBytes)}.`,
       );
       const b = res.decodeBreakdown;
@@ -214,7 +221,8 @@ export function markdownReport(r: BenchReport): string {
       out.push(
         `- llama.cpp (node-llama-cpp ${p.version}, ${p.variant}): decode ${fmt.tps(p.decodeTokensPerSecond)}, prefill ${fmt.tps(p.prefillTokensPerSecond)}; ` +
           `peak RSS ${fmt.gb(p.peakRssBytes)}, after load RssAnon ${p.rssAnonAfterLoadBytes !== undefined ? fmt.gb(p.rssAnonAfterLoadBytes) : '?'} / RssFile ${p.rssFileAfterLoadBytes !== undefined ? fmt.gb(p.rssFileAfterLoadBytes) : '?'}; ` +
-          `load ${round(p.loadMs / 1000, 1)} s; ${p.repackLogLines} repack log lines.`,
+          `load ${round(p.loadMs / 1000, 1)} s; ${p.repackLogLines} repack log lines; decode runs ${p.decodeRuns.map((x) => round(x, 2)).join(', ')} tok/s; ` +
+          `per-round airllm ÷ llama.cpp: decode ${p.pairedDecodeRatios.map((x) => round(x, 2)).join(', ')}, prefill ${p.pairedPrefillRatios.map((x) => round(x, 2)).join(', ')}.`,
       );
     }
     for (const st of [s.stream, s.sequential]) {
@@ -223,7 +231,10 @@ export function markdownReport(r: BenchReport): string {
         `- ${st.mode === 'stream' ? 'Pipelined (stream)' : 'Sequential'}, cold cache each step, budget ${st.budgetBytes !== undefined ? fmt.mb(st.budgetBytes) : 'one segment'} ` +
           `(${st.slots} slot(s) of ${fmt.mb(st.slotBytes)}, ${fmt.mb(st.pinnedBytes)} pinned): decode ${fmt.ms(st.decodeMsMedian)} per step ` +
           `(thread 0 computing ${fmt.ms(st.decodeComputeMsMedian)}, waiting for loads ${fmt.ms(st.decodeLoadWaitMsMedian)}), ${fmt.bytes(st.diskBytesPerStepMedian)} from disk per step; ` +
-          `prompt step of ${st.promptTokens} tokens ${fmt.ms(st.promptMs)} (computing ${fmt.ms(st.promptComputeMs)}); peak RSS ${fmt.gb(st.peakRssBytes)}.`,
+          `prompt step of ${st.promptTokens} tokens ${fmt.ms(st.promptMs)} (computing ${fmt.ms(st.promptComputeMs)}); peak RSS ${fmt.gb(st.peakRssBytes)}.` +
+          (st.io
+            ? ` During the traced decode steps the I/O thread was loading ${fmt.ms(st.io.busyMs)} of ${fmt.ms(st.io.windowMs)} (${round((100 * st.io.busyMs) / st.io.windowMs, 0)}%), ${fmt.bytes(st.io.bytes)} at ${fmt.gbps(st.io.bytesPerSecond)} while loading.`
+            : ''),
       );
     }
     for (const p of s.sweep) {

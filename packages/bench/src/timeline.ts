@@ -25,6 +25,7 @@ const COLORS = {
   prefetchEven: '#1e88e5',
   prefetchOdd: '#64b5f6',
   demand: '#fb8c00',
+  harness: '#9e9e9e',
 };
 
 const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
@@ -40,6 +41,7 @@ function tickStep(spanMs: number, n: number): number {
 function laneName(tid: number | string): string {
   if (typeof tid === 'number') return `compute ${tid}`;
   if (tid === 'prefetch') return 'prefetch (I/O)';
+  if (tid === 'harness') return 'bench harness';
   return String(tid);
 }
 
@@ -108,7 +110,7 @@ export function renderTimeline(events: readonly TraceEvent[], o: TimelineOptions
     else if (e.cat === 'load-wait') fill = COLORS.wait;
     else if (e.cat === 'load-demand') fill = COLORS.demand;
     else if (e.cat === 'load-prefetch') fill = seg % 2 === 0 ? COLORS.prefetchEven : COLORS.prefetchOdd;
-    else fill = '#9e9e9e';
+    else fill = COLORS.harness;
     const inset = e.cat === 'load-wait' ? 6 : 2;
     const tip = `${e.name}: ${round((e.dur ?? 0) / 1000, 2)} ms`;
     parts.push(`<rect x="${round(x0, 2)}" y="${y + inset}" width="${round(w, 2)}" height="${laneH - 2 * inset}" fill="${fill}"><title>${esc(tip)}</title></rect>`);
@@ -125,6 +127,7 @@ export function renderTimeline(events: readonly TraceEvent[], o: TimelineOptions
     [COLORS.prefetchEven, 'prefetch load'],
     [COLORS.demand, 'demand load'],
   ];
+  if (inWindow.some((e) => e.cat === 'harness')) legend.push([COLORS.harness, 'cache eviction by the harness (not timed)']);
   let lx = left;
   for (const [c, t] of legend) {
     parts.push(`<rect x="${lx}" y="${legendY - 10}" width="12" height="12" fill="${c}"/>`);

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { findBytePieces, parseTokenizer } from '@airllm/format';
 import type { TraceEvent } from '@airllm/engine';
-import { decodeBreakdown, traceSteps } from '../src/analysis.js';
+import { decodeBreakdown, ioBreakdown, traceSteps } from '../src/analysis.js';
 import { parseArgs } from '../src/args.js';
 import { UsageError } from '../src/errors.js';
 import { bytesPerStep, kvBytes, segmentSizes, shapeLayout, SHAPES } from '../src/shapes.js';
@@ -60,6 +60,29 @@ describe('trace analysis', () => {
       for (let seg = 0; seg < 3; seg++) ev.push({ name: `layer ${seg}`, cat: 'compute', ph: 'X', ts: step * 100 + seg * 10, dur: 10, pid: 1, tid: 0, args: { segment: seg, rows: 1 } });
     }
     expect(traceSteps(ev, 8).map((s) => s.layers)).toEqual([3, 3]);
+  });
+});
+
+describe('I/O breakdown', () => {
+  it('sums bytes and the union of load spans', () => {
+    const load = (ts: number, dur: number, bytes: number, cat = 'load-prefetch'): TraceEvent => ({ name: 'load', cat, ph: 'X', ts, dur, pid: 1, tid: 'prefetch', args: { bytes } });
+    // 0–10 ms and 5–15 ms overlap (15 ms busy), then 20–30 ms: 25 ms busy for 50 MB → 2 GB/s.
+    const io = ioBreakdown([load(0, 10_000, 20e6), load(5000, 10_000, 10e6, 'load-demand'), load(20_000, 10_000, 20e6), { name: 'x', cat: 'compute', ph: 'X', ts: 0, dur: 99e6, pid: 1, tid: 0 }])!;
+    expect(io.loads).toBe(3);
+    expect(io.bytes).toBe(50e6);
+    expect(io.busyMs).toBeCloseTo(25, 9);
+    expect(io.windowMs).toBeCloseTo(30, 9);
+    expect(io.bytesPerSecond).toBeCloseTo(2e9, 0);
+    expect(ioBreakdown([])).toBeUndefined();
+    // Clipped to windows 0–8 ms and 20–25 ms: 8 + 5 ms busy; bytes in proportion (16 + 6 + 10 MB).
+    const w = ioBreakdown([load(0, 10_000, 20e6), load(5000, 10_000, 10e6), load(20_000, 10_000, 20e6)], [
+      { start: 0, end: 8000 },
+      { start: 20_000, end: 25_000 },
+    ])!;
+    expect(w.busyMs).toBeCloseTo(13, 9);
+    expect(w.windowMs).toBeCloseTo(13, 9);
+    expect(w.bytes).toBeCloseTo(16e6 + 3e6 + 10e6, 0);
+    expect(w.loads).toBe(3);
   });
 });
 

@@ -1,0 +1,16 @@
+import { generateSyntheticModel } from '@airllm/format';
+import { LayerWiseInferenceEngine } from '@airllm/engine';
+import { memoryStatus, resetPeakRss } from '@airllm/loader';
+import { SHAPES } from './dist/shapes.js';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os'; import { join } from 'node:path';
+const d = mkdtempSync(join(tmpdir(), 'memt-')); const p = join(d, 'm.m');
+await generateSyntheticModel(p, SHAPES.mini.header, { seed: 1 });
+console.log('file MB', statSync(p).size / 1e6);
+const ms = (l) => { const m = memoryStatus(); console.log(l, 'rss', (m.rss/1e6).toFixed(0), 'hwm', (m.peakRss/1e6).toFixed(0), 'anon', (m.rssAnon/1e6).toFixed(0), 'file', (m.rssFile/1e6).toFixed(0)); };
+await new Promise(r => setTimeout(r, 500)); ms('start'); resetPeakRss();
+const e = new LayerWiseInferenceEngine(p, { mode: process.argv[2] ?? 'stream', maxMemory: 13e6, threads: Number(process.argv[3] ?? 2), maxSeqLen: 96, batchSize: 128, maxSequences: 1, activations: 'q80', trace: true });
+await e.initialize({ warmup: true }); ms('after init');
+await e.forward([300, 301, 302], 0); ms('after forward');
+await e.forward([303], 3); ms('after forward 2');
+await e.cleanup(); ms('after cleanup'); rmSync(d, { recursive: true });
