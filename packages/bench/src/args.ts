@@ -18,8 +18,7 @@ export const USAGE = `airllm benchmark: airllm against the hardware limits and l
   --peer-variants LIST llama.cpp load variants: default,lazy,nommap (default: default)
   --threads N          compute threads for both engines (default 2)
   --activations f32|q80  airllm activation numerics (default q80, llama.cpp's Q8_0 activations)
-  --runs N             timed runs per scenario (per round) (default 3; quick 2)
-  --rounds N           alternating airllm / llama.cpp rounds (default 2; quick 1)
+  --runs N             timed runs per scenario (default 5; quick 2)
   --prompt N           prompt tokens (default 32; quick 8)
   --decode N           decoded tokens (default 16; quick 6)
   --stream-steps N     decode steps of the streaming scenarios (default 5; quick 3)
@@ -98,9 +97,6 @@ export function parseArgs(argv: readonly string[]): ParsedArgs {
       }
       case '--runs':
         o.runs = int(1);
-        break;
-      case '--rounds':
-        o.rounds = int(1);
         break;
       case '--prompt':
         o.promptTokens = int(1);

@@ -12,9 +12,9 @@ import { decodeBreakdown, ioBreakdown, lastStepsWindow, traceSteps } from './ana
 import { BenchError } from './errors.js';
 import { ensurePeer, PEER_VERSION } from './peer.js';
 import { probeDisk, probeDram, type DramProbe } from './probes.js';
-import type { AirllmJob, AirllmResult, BatchResult, EngineSpec, GenerateResult, KernelProbeResult, PeerResult, PeerVariant, StepsResult } from './protocol.js';
+import type { AirllmJob, AirllmResult, BatchResult, EngineSpec, GenerateResult, KernelProbeResult, PeerResult, PeerVariant, SessionRun, StepsResult } from './protocol.js';
 import { fmt, markdownReport, markdownTable, type BatchPoint, type BenchReport, type PeerSummary, type ResidentSummary, type ShapeReport, type StepsSummary, type SweepPoint, type TableRow } from './report.js';
-import { runChild } from './spawn.js';
+import { ChildSession, runChild } from './spawn.js';
 import { bytesPerStep, kvBytes, segmentSizes, shapeLayout, SHAPES, type ShapeName } from './shapes.js';
 import { median, round } from './stats.js';
 import { renderTimeline } from './timeline.js';
@@ -35,8 +35,6 @@ export interface BenchOptions {
   readonly threads: number;
   readonly activations: 'f32' | 'q80';
   readonly runs: number;
-  /** Alternating airllm / llama.cpp rounds (each: `runs` runs of each, fresh processes). */
-  readonly rounds: number;
   readonly promptTokens: number;
   readonly decodeTokens: number;
   /** Decode steps of the streaming scenarios (cold cache each step). */
@@ -63,8 +61,7 @@ export function defaultOptions(quick: boolean): Omit<BenchOptions, 'resultsDir' 
     peerVariants: ['default'],
     threads: 2,
     activations: 'q80',
-    runs: quick ? 2 : 3,
-    rounds: quick ? 1 : 2,
+    runs: quick ? 2 : 5,
     promptTokens: quick ? 8 : 32,
     decodeTokens: quick ? 6 : 16,
     streamSteps: quick ? 3 : 5,
@@ -133,7 +130,6 @@ export async function runBench(o: BenchOptions): Promise<BenchOutcome> {
       threads: o.threads,
       activations: o.activations,
       runs: o.runs,
-      rounds: o.rounds,
       promptTokens: o.promptTokens,
       decodeTokens: o.decodeTokens,
       streamSteps: o.streamSteps,
@@ -218,120 +214,118 @@ async function benchShape(name: ShapeName, o: BenchOptions, outDir: string): Pro
     const childOpts = { workdir: work, onLog: log, verbose: o.verbose, timeoutMs: (o.quick ? 5 : 30) * 60_000 };
 
     // --- 1, 2, 5: resident (decode, prefill, kernels, batch) ------------------------------
-    // airllm and llama.cpp alternate in rounds (A B A B …), each round a fresh process of each:
-    // the machine's load drifts, and alternating keeps both sides under the same conditions.
-    // Ratios are taken per round, then the median over rounds.
+    // airllm and llama.cpp run side by side: both processes stay loaded and alternate run by
+    // run (A B A B …), because the machine's load drifts (other work, and llama.cpp's spinning
+    // threads suffer badly from it). Ratios are taken per pair of runs, then the median.
     let dram: DramProbe | undefined;
     let resident: ResidentSummary | undefined;
     let kernelProbe: KernelProbeResult | undefined;
     const batch: BatchPoint[] = [];
     const peers: PeerSummary[] = [];
-    const pairedRatios: Record<string, { decode: number[]; prefill: number[] }> = {};
     if (fitsInRam) {
       mark('resident');
       dram = await probeDram({ threads: o.threads, bufferBytes: o.quick ? 256 << 20 : 1 << 30, rounds: 5 });
       log(`memory read bandwidth ${fmt.gbps(dram.bytesPerSecond)} (${Object.entries(dram.byMethod).map(([m, v]) => `${m} ${fmt.gbps(v)}`).join(', ')}; ${dram.threads} threads)`);
       const maxSeq = Math.max(...o.batchSizes);
       const residentEngine = engine({ mode: 'resident', maxSequences: maxSeq, batchSize: Math.max(128, maxSeq) });
-      let counts: { promptTokens: number; decodeTokens: number; runs: number; note: string } | undefined;
-      const genRuns: GenerateResult['runs'][number][] = [];
-      let genTrace: readonly TraceEvent[] = [];
-      let residentMemory: AirllmResult['memory'] | undefined;
-      let residentInitMs = 0;
-      const peerRuns = new Map<PeerVariant, { result: PeerResult; runs: PeerResult['runs'][number][] }>();
-      const failedVariants = new Set<PeerVariant>();
-      for (let round = 0; round < o.rounds; round++) {
-        if (round > 0) mark(`resident round ${round + 1}`);
-        const r = await runChild<AirllmResult>(
-          {
-            kind: 'airllm',
-            label: o.rounds > 1 ? `resident (round ${round + 1})` : 'resident',
-            modelPath,
-            engine: residentEngine,
-            warmup: true,
-            coldStart: false,
-            seed: o.seed + 1,
-            tasks: [
-              counts === undefined
-                ? { kind: 'generate', runs: o.runs, promptTokens: o.promptTokens, decodeTokens: o.decodeTokens, budgetSeconds: o.budgetSeconds, minTokens: 4, traceLast: true }
-                : { kind: 'generate', runs: counts.runs, promptTokens: counts.promptTokens, decodeTokens: counts.decodeTokens, budgetSeconds: Number.POSITIVE_INFINITY, minTokens: 4, traceLast: true },
-            ],
-          },
-          childOpts,
-        );
-        const g = r.tasks[0] as GenerateResult;
-        counts ??= { promptTokens: g.promptTokens, decodeTokens: g.decodeTokens, runs: g.runs.length, note: g.note };
-        genRuns.push(...g.runs);
-        genTrace = r.trace;
-        if (!residentMemory || r.memory.peakRss > residentMemory.peakRss) residentMemory = r.memory;
-        residentInitMs = Math.max(residentInitMs, r.initMs);
-        if (!(peerReady && ggufPath)) continue;
-        // llama.cpp: same weights, same prompts (same seed), same lengths, same threads.
-        for (const variant of o.peerVariants) {
-          if (failedVariants.has(variant)) continue;
+      const a = new ChildSession<AirllmResult>(
+        {
+          kind: 'airllm',
+          label: 'resident',
+          modelPath,
+          engine: residentEngine,
+          warmup: true,
+          coldStart: false,
+          seed: o.seed + 1,
+          tasks: [{ kind: 'generate', runs: o.runs, promptTokens: o.promptTokens, decodeTokens: o.decodeTokens, budgetSeconds: o.budgetSeconds, minTokens: 4, traceLast: true, session: true }],
+        },
+        childOpts,
+      );
+      try {
+        const info = await a.ready();
+        // Whatever the calibration chose, llama.cpp runs the same lengths.
+        const runs = o.runs;
+        for (const variant of peerReady && ggufPath ? o.peerVariants : []) {
+          mark(`llama.cpp ${variant}`);
+          const p = new ChildSession<PeerResult>(
+            {
+              kind: 'llamacpp',
+              label: `llama.cpp ${variant}`,
+              ggufPath: ggufPath!,
+              peerDir: o.peerDir,
+              variant,
+              threads: o.threads,
+              runs,
+              promptTokens: info.promptTokens,
+              decodeTokens: info.decodeTokens,
+              vocabSize: h.vocabSize,
+              seed: o.seed + 1,
+              session: true,
+            },
+            childOpts,
+          );
           try {
-            mark(`llama.cpp ${variant}${round > 0 ? ` round ${round + 1}` : ''}`);
-            const p = await runChild<PeerResult>(
-              {
-                kind: 'llamacpp',
-                label: `llama.cpp ${variant}${o.rounds > 1 ? ` (round ${round + 1})` : ''}`,
-                ggufPath,
-                peerDir: o.peerDir,
-                variant,
-                threads: o.threads,
-                runs: counts.runs,
-                promptTokens: counts.promptTokens,
-                decodeTokens: counts.decodeTokens,
-                vocabSize: h.vocabSize,
-                seed: o.seed + 1,
-              },
-              childOpts,
-            );
-            const acc = peerRuns.get(variant) ?? { result: p, runs: [] };
-            if (p.memory.peakRss > acc.result.memory.peakRss) acc.result = p;
-            acc.runs.push(...p.runs);
-            peerRuns.set(variant, acc);
-            const pr = (pairedRatios[variant] ??= { decode: [], prefill: [] });
-            pr.decode.push(median(g.runs.map((x) => x.decodeTokensPerSecond)) / median(p.runs.map((x) => x.decodeTokensPerSecond)));
-            pr.prefill.push(median(g.runs.map((x) => x.prefillTokensPerSecond)) / median(p.runs.map((x) => x.prefillTokensPerSecond)));
+            await p.ready();
+            const decode: number[] = [];
+            const prefill: number[] = [];
+            for (let i = 0; i < runs; i++) {
+              // Alternate who goes first, so neither side always follows the other's run.
+              let x: SessionRun;
+              let y: SessionRun;
+              if (i % 2 === 0) {
+                x = await a.run();
+                y = await p.run();
+              } else {
+                y = await p.run();
+                x = await a.run();
+              }
+              decode.push(x.decodeTokensPerSecond / y.decodeTokensPerSecond);
+              prefill.push(x.prefillTokensPerSecond / y.prefillTokensPerSecond);
+            }
+            const pr = await p.result();
+            peers.push({
+              variant,
+              version: pr.version,
+              prefillTokensPerSecond: median(pr.runs.map((x) => x.prefillTokensPerSecond)),
+              decodeTokensPerSecond: median(pr.runs.map((x) => x.decodeTokensPerSecond)),
+              prefillRuns: pr.runs.map((x) => round(x.prefillTokensPerSecond, 3)),
+              decodeRuns: pr.runs.map((x) => round(x.decodeTokensPerSecond, 3)),
+              peakRssBytes: pr.memory.peakRss,
+              rssAnonAfterLoadBytes: pr.memory.rssAnonAfterLoad,
+              rssFileAfterLoadBytes: pr.memory.rssFileAfterLoad,
+              loadMs: pr.loadMs,
+              repackLogLines: pr.repackLines,
+              pairedDecodeRatios: decode.map((x) => round(x, 3)),
+              pairedPrefillRatios: prefill.map((x) => round(x, 3)),
+            });
           } catch (e) {
-            failedVariants.add(variant);
+            p.kill();
             notes.push(`llama.cpp (${variant}) failed: ${(e as Error).message.split('\n')[0]}`);
             log(`llama.cpp ${variant} failed: ${(e as Error).message}`);
           }
         }
-      }
-      resident = {
-        promptTokens: counts!.promptTokens,
-        decodeTokens: counts!.decodeTokens,
-        runs: genRuns.length,
-        note: counts!.note,
-        prefillTokensPerSecond: median(genRuns.map((x) => x.prefillTokensPerSecond)),
-        decodeTokensPerSecond: median(genRuns.map((x) => x.decodeTokensPerSecond)),
-        prefillRuns: genRuns.map((x) => round(x.prefillTokensPerSecond, 3)),
-        decodeRuns: genRuns.map((x) => round(x.decodeTokensPerSecond, 3)),
-        peakRssBytes: residentMemory!.peakRss,
-        baselineRssBytes: residentMemory!.baselineRss,
-        initMs: residentInitMs,
-        decodeBreakdown: decodeBreakdown(genTrace, h.nLayers),
-      };
-      timelines.push(writeTimeline(outDir, name, 'resident', genTrace, h.nLayers, 2, (s) => s.rows === 1, `${name}: resident decode, last 2 tokens`, fmt.tps(resident.decodeTokensPerSecond) + ' median decode'));
-      for (const [variant, { result: p, runs }] of peerRuns) {
-        peers.push({
-          variant,
-          version: p.version,
-          prefillTokensPerSecond: median(runs.map((x) => x.prefillTokensPerSecond)),
-          decodeTokensPerSecond: median(runs.map((x) => x.decodeTokensPerSecond)),
-          prefillRuns: runs.map((x) => round(x.prefillTokensPerSecond, 3)),
-          decodeRuns: runs.map((x) => round(x.decodeTokensPerSecond, 3)),
-          peakRssBytes: p.memory.peakRss,
-          rssAnonAfterLoadBytes: p.memory.rssAnonAfterLoad,
-          rssFileAfterLoadBytes: p.memory.rssFileAfterLoad,
-          loadMs: p.loadMs,
-          repackLogLines: p.repackLines,
-          pairedDecodeRatios: pairedRatios[variant]!.decode.map((x) => round(x, 3)),
-          pairedPrefillRatios: pairedRatios[variant]!.prefill.map((x) => round(x, 3)),
-        });
+        // Without a peer (or if it failed), airllm's runs alone.
+        if (peers.length === 0) for (let i = 0; i < runs; i++) await a.run();
+        const r = await a.result();
+        const g = r.tasks[0] as GenerateResult;
+        resident = {
+          promptTokens: g.promptTokens,
+          decodeTokens: g.decodeTokens,
+          runs: g.runs.length,
+          note: info.note,
+          prefillTokensPerSecond: median(g.runs.map((x) => x.prefillTokensPerSecond)),
+          decodeTokensPerSecond: median(g.runs.map((x) => x.decodeTokensPerSecond)),
+          prefillRuns: g.runs.map((x) => round(x.prefillTokensPerSecond, 3)),
+          decodeRuns: g.runs.map((x) => round(x.decodeTokensPerSecond, 3)),
+          peakRssBytes: r.memory.peakRss,
+          baselineRssBytes: r.memory.baselineRss,
+          initMs: r.initMs,
+          decodeBreakdown: decodeBreakdown(r.trace, h.nLayers),
+        };
+        timelines.push(writeTimeline(outDir, name, 'resident', r.trace, h.nLayers, 2, (st) => st.rows === 1, `${name}: resident decode, last 2 tokens`, fmt.tps(resident.decodeTokensPerSecond) + ' median decode'));
+      } catch (e) {
+        a.kill();
+        throw e;
       }
 
       // Kernels alone, then batch decoding, in one more resident process.
@@ -347,7 +341,7 @@ async function benchShape(name: ShapeName, o: BenchOptions, outDir: string): Pro
           seed: o.seed + 4,
           tasks: [
             { kind: 'kernel-probe', rows: [1, resident.promptTokens] },
-            { kind: 'batch', sequences: o.batchSizes, promptTokens: o.quick ? 4 : 8, decodeTokens: o.quick ? 3 : 8, runs: o.runs, budgetSeconds: o.budgetSeconds },
+            { kind: 'batch', sequences: o.batchSizes, promptTokens: o.quick ? 4 : 8, decodeTokens: o.quick ? 3 : 8, runs: Math.min(o.runs, 3), budgetSeconds: o.budgetSeconds },
           ],
         },
         childOpts,

@@ -21,13 +21,14 @@ import type {
   StepsTask,
   TaskResult,
 } from './protocol.js';
+import type { SessionControl } from './child.js';
 import { Prng, median } from './stats.js';
 import { FIRST_WORD_TOKEN } from './tokenizer.js';
 
 type Log = (line: string) => void;
 const now = (): number => performance.now();
 
-export async function runAirllmJob(job: AirllmJob, log: Log): Promise<AirllmResult> {
+export async function runAirllmJob(job: AirllmJob, log: Log, control?: SessionControl): Promise<AirllmResult> {
   const rng = new Prng(job.seed);
   if (job.coldStart) dropFileCache(job.modelPath);
   const baselineRss = memoryStatus()?.rss ?? 0;
@@ -58,7 +59,7 @@ export async function runAirllmJob(job: AirllmJob, log: Log): Promise<AirllmResu
     for (const task of job.tasks) {
       switch (task.kind) {
         case 'generate':
-          results.push(await generateTask(engine, task, prompt, trace, log, job.label));
+          results.push(await generateTask(engine, task, prompt, trace, log, job.label, control));
           break;
         case 'batch':
           results.push(await batchTask(engine, task, prompt, log, job.label));
@@ -107,6 +108,7 @@ async function generateTask(
   trace: TraceEvent[],
   log: Log,
   label: string,
+  control: SessionControl | undefined,
 ): Promise<GenerateResult> {
   const opts = (maxTokens: number) => ({ maxTokens, temperature: 0, stopAtEos: false });
   // Untimed warm-up that also calibrates: first touches, JIT, then the per-token costs.
@@ -125,15 +127,25 @@ async function generateTask(
     note = `shrunk to fit ${task.budgetSeconds} s: warm-up measured ${tPre.toFixed(0)} ms per prompt token (8-token prompt), ${tDec.toFixed(0)} ms per decoded token`;
   }
   const out: GenerateRun[] = [];
-  for (let r = 0; r < runs; r++) {
-    const last = r === runs - 1;
+  let kept: readonly TraceEvent[] = [];
+  const once = async (): Promise<GenerateRun> => {
     engine.trace.clear();
     const [res] = await consume(engine.generate(prompt(n), opts(m)));
     if (res!.stats.cachedPromptTokens !== 0) throw new Error('prompt prefix was reused from the KV cache: runs would not be comparable');
-    out.push(runOf(res!));
-    log(`${label}: run ${r + 1}/${runs}: prefill ${res!.stats.prefillTokensPerSecond.toFixed(2)} tok/s (${n} tokens), decode ${res!.stats.decodeTokensPerSecond.toFixed(2)} tok/s (${m} tokens)`);
-    if (last && task.traceLast) trace.push(...engine.trace.events);
+    const run = runOf(res!);
+    out.push(run);
+    log(`${label}: run ${out.length}: prefill ${run.prefillTokensPerSecond.toFixed(2)} tok/s (${n} tokens), decode ${run.decodeTokensPerSecond.toFixed(2)} tok/s (${m} tokens)`);
+    // Keep the latest run's trace (a session's last run is only known at 'finish').
+    if (task.traceLast) kept = engine.trace.events.slice();
+    return run;
+  };
+  if (task.session && control) {
+    control.ready({ promptTokens: n, decodeTokens: m, note });
+    while ((await control.next()) === 'run') control.ran(await once());
+  } else {
+    for (let r = 0; r < runs; r++) await once();
   }
+  trace.push(...kept);
   engine.trace.clear();
   return { kind: 'generate', promptTokens: n, decodeTokens: m, runs: out, note };
 }

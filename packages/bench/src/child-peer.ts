@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { memoryStatus, resetPeakRss } from '@airllm/loader';
 import { PeerUnavailableError } from './errors.js';
+import type { SessionControl } from './child.js';
 import type { PeerJob, PeerResult, PeerRun } from './protocol.js';
 import { Prng } from './stats.js';
 import { FIRST_WORD_TOKEN } from './tokenizer.js';
@@ -41,7 +42,7 @@ export function peerPackageDir(peerDir: string): string {
   return join(peerDir, 'node_modules', 'node-llama-cpp');
 }
 
-export async function runPeerJob(job: PeerJob, log: Log): Promise<PeerResult> {
+export async function runPeerJob(job: PeerJob, log: Log, control?: SessionControl): Promise<PeerResult> {
   const pkgDir = peerPackageDir(job.peerDir);
   let mod: NlcModule;
   let version: string;
@@ -114,10 +115,17 @@ export async function runPeerJob(job: PeerJob, log: Log): Promise<PeerResult> {
         };
         await once(Math.min(8, job.promptTokens), 3); // untimed warm-up
         const runs: PeerRun[] = [];
-        for (let r = 0; r < job.runs; r++) {
+        const measured = async (): Promise<PeerRun> => {
           const run = await once(job.promptTokens, job.decodeTokens);
           runs.push(run);
-          log(`${job.label}: run ${r + 1}/${job.runs}: prefill ${run.prefillTokensPerSecond.toFixed(2)} tok/s, decode ${run.decodeTokensPerSecond.toFixed(2)} tok/s`);
+          log(`${job.label}: run ${runs.length}: prefill ${run.prefillTokensPerSecond.toFixed(2)} tok/s, decode ${run.decodeTokensPerSecond.toFixed(2)} tok/s`);
+          return run;
+        };
+        if (job.session && control) {
+          control.ready({ promptTokens: job.promptTokens, decodeTokens: job.decodeTokens, note: `llama.cpp ${version}` });
+          while ((await control.next()) === 'run') control.ran(await measured());
+        } else {
+          for (let r = 0; r < job.runs; r++) await measured();
         }
         const m = memoryStatus();
         return {

@@ -36,6 +36,11 @@ export interface GenerateTask {
   readonly minTokens: number;
   /** Keep the trace of the last run (for the timeline). */
   readonly traceLast: boolean;
+  /**
+   * Session: after the calibration, report the counts ('ready') and then run once per 'run'
+   * command from the parent until 'finish' (so that llama.cpp can run in between, run by run).
+   */
+  readonly session: boolean;
 }
 
 /** Several sequences decoded together (generateBatch), `runs` times per batch size. */
@@ -101,6 +106,8 @@ export interface PeerJob {
   readonly decodeTokens: number;
   readonly vocabSize: number;
   readonly seed: number;
+  /** Session: after loading, run once per 'run' command until 'finish' (see GenerateTask). */
+  readonly session: boolean;
 }
 
 /**
@@ -222,5 +229,22 @@ export interface PeerResult {
 
 export type JobResult = AirllmResult | PeerResult;
 
+/** What a session job reports when it is ready for runs: the counts every run uses. */
+export interface SessionInfo {
+  readonly promptTokens: number;
+  readonly decodeTokens: number;
+  readonly note: string;
+}
+
+export type SessionRun = GenerateRun | PeerRun;
+
+/** Parent → child messages. */
+export type ParentMessage = { type: 'job'; job: Job } | { type: 'run' } | { type: 'finish' };
+
 /** Child → parent messages. */
-export type ChildMessage = { type: 'log'; line: string } | { type: 'result'; result: JobResult } | { type: 'error'; message: string; stack?: string };
+export type ChildMessage =
+  | { type: 'log'; line: string }
+  | { type: 'ready'; info: SessionInfo }
+  | { type: 'run'; run: SessionRun }
+  | { type: 'result'; result: JobResult }
+  | { type: 'error'; message: string; stack?: string };
