@@ -222,6 +222,8 @@ TGT uint64_t k_avx2_readsum(const uint8_t *p, size_t n) {
   __m256i a = _mm256_setzero_si256(), b = a, c = a, d = a;
   size_t i = 0;
   for (; i + 128 <= n; i += 128) {
+    _mm_prefetch((const char *)(p + i + K_PREFETCH_BYTES), _MM_HINT_T0);
+    _mm_prefetch((const char *)(p + i + K_PREFETCH_BYTES + 64), _MM_HINT_T0);
     a = _mm256_add_epi64(a, _mm256_loadu_si256((const __m256i *)(p + i)));
     b = _mm256_add_epi64(b, _mm256_loadu_si256((const __m256i *)(p + i + 32)));
     c = _mm256_add_epi64(c, _mm256_loadu_si256((const __m256i *)(p + i + 64)));
@@ -306,6 +308,8 @@ INL void mm_rows(int type, int B, float *out, const float *x, const uint8_t *w, 
       for (int u = 0; u < 4; u++) acc[b][u] = _mm256_setzero_ps();
     for (int i = 0; i < nIn; i += 32) {
       int n = nIn - i < 32 ? nIn - i : 32;
+      for (size_t o = 0; o < k_row_bytes(type, 32); o += 64)
+        _mm_prefetch((const char *)(row + k_row_bytes(type, (size_t)i) + K_PREFETCH_BYTES + o), _MM_HINT_T0);
       __m256 wv[4];
       dec_chunk(type, row, i, n, wv);
       for (int b = 0; b < B; b++) {
@@ -502,6 +506,8 @@ INL void mmq_rows(int type, int B, float *out, const rows_prep *p, const uint8_t
       for (int u = 0; u < 4; u++) acc[b][u] = _mm256_setzero_ps();
     for (int kg = 0; kg < nb; kg += 8) {
       int m = nb - kg < 8 ? nb - kg : 8;
+      for (int o = 0; o < 8 * bb; o += 64)
+        _mm_prefetch((const char *)(row + (size_t)kg * bb + K_PREFETCH_BYTES + o), _MM_HINT_T0);
       __m256 dw = gather_d8(row + (size_t)kg * bb, bb, m);
       float sc[4][8] __attribute__((aligned(32)));
       for (int b = 0; b < B; b++)

@@ -98,6 +98,8 @@ INL void FN(mm_rows)(int type, int B, float *out, const float *x, const uint8_t 
       int nb = nIn / QK;
       for (int kg = 0; kg < nb; kg += 16) {
         int m = nb - kg < 16 ? nb - kg : 16;
+        for (int o = 0; o < 16 * Q40_BYTES; o += 64)
+          _mm_prefetch((const char *)(row + (size_t)kg * Q40_BYTES + K_PREFETCH_BYTES + o), _MM_HINT_T0);
         float ds[16] __attribute__((aligned(64)));
         _mm512_store_ps(ds, FN(gather_d16)(row + (size_t)kg * Q40_BYTES, Q40_BYTES, m));
 #pragma GCC unroll 16
@@ -116,6 +118,9 @@ INL void FN(mm_rows)(int type, int B, float *out, const float *x, const uint8_t 
     }
     if (B <= 2) {
       for (; i + 64 <= nIn; i += 64) {
+        /* 64 elements are 1..4 cache lines of weights depending on the dtype */
+        for (size_t o = 0; o < k_row_bytes(type, 64); o += 64)
+          _mm_prefetch((const char *)(row + k_row_bytes(type, (size_t)i) + K_PREFETCH_BYTES + o), _MM_HINT_T0);
         __m512 w0[2], w1[2];
         FN(dec32)(type, row, i, 32, w0);
         FN(dec32)(type, row, i + 32, 32, w1);
@@ -372,6 +377,8 @@ INL void FN(mmq_rows)(int type, int B, float *out, const FN(rows_prep) * p, cons
       for (int u = 0; u < 4; u++) acc[b][u] = _mm256_setzero_ps();
     for (int kg = 0; kg < nb; kg += 16) {
       int m = nb - kg < 16 ? nb - kg : 16;
+      for (int o = 0; o < 16 * bb; o += 64)
+        _mm_prefetch((const char *)(row + (size_t)kg * bb + K_PREFETCH_BYTES + o), _MM_HINT_T0);
       __m512 dw = FN(gather_d16)(row + (size_t)kg * bb, bb, m);
       float sc[4][16] __attribute__((aligned(64)));
       for (int b = 0; b < B; b++)
@@ -415,13 +422,22 @@ INL void FN(mmq_lanes_tile)(int type, int R, int BT, float *out, const int32_t *
   for (int rr = 0; rr < R; rr++)
     for (int bt = 0; bt < BT; bt++) acc[rr][bt] = _mm512_setzero_ps();
   const uint8_t *row0 = w + (size_t)r * nb * bb;
+  /* the f16 scales of 16 blocks per row come from one gather; per block they are broadcast from
+   * memory (a load, not a shuffle) */
+  float dws[4][16] __attribute__((aligned(64)));
   for (int k = 0; k < nb; k++) {
+    if (k % 16 == 0)
+      for (int rr = 0; rr < R; rr++)
+        _mm512_store_ps(dws[rr], FN(gather_d16)(row0 + (size_t)rr * nb * bb + (size_t)k * bb, bb, nb - k));
+    if (k % 4 == 0) /* 4 blocks are >= one cache line of each of the R weight streams */
+      for (int rr = 0; rr < R; rr++)
+        _mm_prefetch((const char *)(row0 + (size_t)rr * nb * bb + (size_t)k * bb + K_PREFETCH_BYTES), _MM_HINT_T0);
     int32_t wq[4][8] __attribute__((aligned(32)));
-    float dw[4];
+    const float *dw[4];
     for (int rr = 0; rr < R; rr++) {
       const uint8_t *blk = row0 + (size_t)rr * nb * bb + (size_t)k * bb;
       _mm256_store_si256((__m256i *)wq[rr], FN(wbytes)(type, blk));
-      dw[rr] = _cvtsh_ss(k_rd16(blk));
+      dw[rr] = &dws[rr][k % 16];
     }
     const int32_t *xk = xT + (size_t)k * 8 * NL + lane0;
     __m512i is[4][2];
@@ -458,7 +474,7 @@ INL void FN(mmq_lanes_tile)(int type, int R, int BT, float *out, const int32_t *
     for (int bt = 0; bt < BT; bt++) {
       __m512 dx = _mm512_load_ps(dxT + (size_t)k * NL + lane0 + 16 * bt);
       for (int rr = 0; rr < R; rr++)
-        acc[rr][bt] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[rr][bt]), _mm512_mul_ps(_mm512_set1_ps(dw[rr]), dx), acc[rr][bt]);
+        acc[rr][bt] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[rr][bt]), _mm512_mul_ps(_mm512_set1_ps(*dw[rr]), dx), acc[rr][bt]);
     }
   }
   for (int rr = 0; rr < R; rr++)

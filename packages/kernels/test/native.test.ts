@@ -15,6 +15,7 @@ import { nativeBackend, nativePaths, type NativeBackend } from '../src/native.js
 import { ropeFrequencies } from '../src/rope.js';
 import { splitRange } from '../src/split.js';
 import { matrixBytes, placeAt, randomFloats, randomWeights } from '../src/testing/builders.js';
+import { recipeQ80 } from './recipe.js';
 import { EXP_REL, F32_SUM_REL, RMSNORM_REL, ROPE_REL, SOFTMAX_REL, SWIGLU_REL, U } from './tolerances.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -190,10 +191,12 @@ describe('Q80 quantization and dequantization', () => {
       }
       const want = new Uint8Array(rows * (n / 32) * 34);
       ref.quantizeQ80(want, x, n, 0, rows);
+      const recipe = recipeQ80(x.map((v) => (Number.isFinite(v) ? v : 0)));
       for (const be of BACKENDS) {
         const got = new Uint8Array(want.length).fill(0xa5);
         be.quantizeQ80(got, x, n, 0, rows);
         expect(Buffer.from(got).equals(Buffer.from(want)), `${be.path} n=${n}`).toBe(true);
+        if (n <= 64) expect(Buffer.from(got).equals(Buffer.from(recipe)), `${be.path} n=${n} vs FORMAT.md recipe`).toBe(true);
         const part = new Uint8Array(want.length).fill(0xa5);
         be.quantizeQ80(part, x, n, 1, 2);
         const rb = (n / 32) * 34;
