@@ -25,6 +25,8 @@ export const USAGE = `airllm benchmark: airllm against the hardware limits and l
   --out DIR            results folder (default <repo>/results); the run writes DIR/bench-<time>/
   --dir DIR            scratch folder for the model files (default the OS temp dir)
   --seed N             weights and prompts seed (default 1)
+  --quiet-wait S       before timed work, wait up to S seconds for other work on the machine to
+                       stop (CPUs ≤ 15% busy; default 90, quick 2; 0: do not wait)
   --verbose            pass the scenario processes' own output through
   -h, --help           this text`;
 
@@ -115,6 +117,9 @@ export function parseArgs(argv: readonly string[]): ParsedArgs {
         break;
       case '--seed':
         o.seed = int(0);
+        break;
+      case '--quiet-wait':
+        o.quietMaxWaitSeconds = int(0);
         break;
       default:
         throw new UsageError(`unknown argument '${a}' (see --help)`);

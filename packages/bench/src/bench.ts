@@ -14,6 +14,7 @@ import { ensurePeer, PEER_VERSION } from './peer.js';
 import { probeDisk, probeDram, type DramProbe } from './probes.js';
 import type { AirllmJob, AirllmResult, BatchResult, EngineSpec, GenerateResult, KernelProbeResult, PeerResult, PeerVariant, SessionRun, StepsResult } from './protocol.js';
 import { fmt, markdownReport, markdownTable, type BatchPoint, type BenchReport, type PeerSummary, type ResidentSummary, type ShapeReport, type StepsSummary, type SweepPoint, type TableRow } from './report.js';
+import { waitForQuiet } from './machine.js';
 import { ChildSession, runChild } from './spawn.js';
 import { bytesPerStep, kvBytes, segmentSizes, shapeLayout, SHAPES, type ShapeName } from './shapes.js';
 import { median, round } from './stats.js';
@@ -48,6 +49,10 @@ export interface BenchOptions {
   readonly seed: number;
   /** Time one resident scenario may take before its token counts shrink (seconds). */
   readonly budgetSeconds: number;
+  /** Before timed work, wait until the CPUs are at most this busy with other work (0..1)… */
+  readonly quietThreshold: number;
+  /** …for at most this long (seconds; 0: never wait). */
+  readonly quietMaxWaitSeconds: number;
   readonly verbose: boolean;
   readonly log: (line: string) => void;
 }
@@ -70,6 +75,8 @@ export function defaultOptions(quick: boolean): Omit<BenchOptions, 'resultsDir' 
     tmpDir: undefined,
     seed: 1,
     budgetSeconds: quick ? 20 : 150,
+    quietThreshold: 0.15,
+    quietMaxWaitSeconds: quick ? 2 : 90,
     verbose: false,
   };
 }
@@ -136,6 +143,8 @@ export async function runBench(o: BenchOptions): Promise<BenchOutcome> {
       batchSizes: o.batchSizes,
       budgets: o.budgets,
       seed: o.seed,
+      quietThreshold: o.quietThreshold,
+      quietMaxWaitSeconds: o.quietMaxWaitSeconds,
     },
     shapes,
   };
@@ -156,11 +165,17 @@ async function benchShape(name: ShapeName, o: BenchOptions, outDir: string): Pro
   const t0 = performance.now();
   const log = (line: string): void => o.log(`[${name} ${((performance.now() - t0) / 1000).toFixed(0).padStart(4)} s] ${line}`);
   const rows: TableRow[] = [];
-  // Other work on the machine skews every figure (llama.cpp's spinning threads most): the
-  // 1-minute load average before each scenario goes into the report.
+  // Other work on the machine skews every figure (llama.cpp's spinning threads most). Before
+  // each scenario (and each pair of resident runs) the harness waits for the CPUs to be quiet,
+  // and records how busy they were (our own processes idle meanwhile) and the load average.
   const loadAverages: Record<string, number> = {};
-  const mark = (scenario: string): void => {
+  const otherBusy: Record<string, number> = {};
+  const settle = async (scenario: string): Promise<number | undefined> => {
+    const q = await waitForQuiet({ threshold: o.quietThreshold, sampleMs: 500, maxWaitMs: o.quietMaxWaitSeconds * 1000 });
+    if (q.waitedMs > 1000) log(`waited ${(q.waitedMs / 1000).toFixed(0)} s for the machine to be quiet before ${scenario} (${q.quiet ? 'quiet' : 'gave up'}: CPUs ${Math.round((q.busy ?? 0) * 100)}% busy)`);
     loadAverages[scenario] = round(loadavg()[0]!, 2);
+    if (q.busy !== undefined) otherBusy[scenario] = round(q.busy, 2);
+    return q.busy;
   };
   const timelines: { scenario: string; svg: string; trace: string }[] = [];
 
@@ -223,7 +238,7 @@ async function benchShape(name: ShapeName, o: BenchOptions, outDir: string): Pro
     const batch: BatchPoint[] = [];
     const peers: PeerSummary[] = [];
     if (fitsInRam) {
-      mark('resident');
+      await settle('resident');
       dram = await probeDram({ threads: o.threads, bufferBytes: o.quick ? 256 << 20 : 1 << 30, rounds: 5 });
       log(`memory read bandwidth ${fmt.gbps(dram.bytesPerSecond)} (${Object.entries(dram.byMethod).map(([m, v]) => `${m} ${fmt.gbps(v)}`).join(', ')}; ${dram.threads} threads)`);
       const maxSeq = Math.max(...o.batchSizes);
@@ -246,7 +261,7 @@ async function benchShape(name: ShapeName, o: BenchOptions, outDir: string): Pro
         // Whatever the calibration chose, llama.cpp runs the same lengths.
         const runs = o.runs;
         for (const variant of peerReady && ggufPath ? o.peerVariants : []) {
-          mark(`llama.cpp ${variant}`);
+          await settle(`llama.cpp ${variant}`);
           const p = new ChildSession<PeerResult>(
             {
               kind: 'llamacpp',
@@ -268,7 +283,9 @@ async function benchShape(name: ShapeName, o: BenchOptions, outDir: string): Pro
             await p.ready();
             const decode: number[] = [];
             const prefill: number[] = [];
+            const busy: number[] = [];
             for (let i = 0; i < runs; i++) {
+              busy.push((await settle(`llama.cpp ${variant} pair ${i + 1}`)) ?? Number.NaN);
               // Alternate who goes first, so neither side always follows the other's run.
               let x: SessionRun;
               let y: SessionRun;
@@ -297,6 +314,7 @@ async function benchShape(name: ShapeName, o: BenchOptions, outDir: string): Pro
               repackLogLines: pr.repackLines,
               pairedDecodeRatios: decode.map((x) => round(x, 3)),
               pairedPrefillRatios: prefill.map((x) => round(x, 3)),
+              pairedOtherBusy: busy.map((x) => round(x, 2)),
             });
           } catch (e) {
             p.kill();
@@ -305,7 +323,12 @@ async function benchShape(name: ShapeName, o: BenchOptions, outDir: string): Pro
           }
         }
         // Without a peer (or if it failed), airllm's runs alone.
-        if (peers.length === 0) for (let i = 0; i < runs; i++) await a.run();
+        if (peers.length === 0) {
+          for (let i = 0; i < runs; i++) {
+            await settle(`resident run ${i + 1}`);
+            await a.run();
+          }
+        }
         const r = await a.result();
         const g = r.tasks[0] as GenerateResult;
         resident = {
@@ -329,7 +352,7 @@ async function benchShape(name: ShapeName, o: BenchOptions, outDir: string): Pro
       }
 
       // Kernels alone, then batch decoding, in one more resident process.
-      mark('batch');
+      await settle('batch');
       const kb = await runChild<AirllmResult>(
         {
           kind: 'airllm',
@@ -356,7 +379,7 @@ async function benchShape(name: ShapeName, o: BenchOptions, outDir: string): Pro
     }
 
     // --- 3: streaming from a cold cache against the disk floor; pipelined vs sequential ----
-    mark('stream');
+    await settle('stream');
     const disk = probeDisk(modelPath, layout.fileSize, o.quick ? 2 : 3);
     log(`cold sequential read ${fmt.gbps(disk.bytesPerSecond)}`);
     // Prompt length for the streamed prompt step: enough tokens that computing them takes about
@@ -403,7 +426,7 @@ async function benchShape(name: ShapeName, o: BenchOptions, outDir: string): Pro
     const streamRes = await runChild<AirllmResult>(steps('stream', 'stream', minBudget, streamPrompt, o.streamSteps, 2, o.seed + 2), childOpts);
     const stream = summarize(streamRes, 'stream', minBudget);
     timelines.push(writeTimeline(outDir, name, 'stream', streamRes.trace, h.nLayers, 2, () => true, `${name}: pipelined streaming decode (cold page cache), 2 tokens`, `budget ${fmt.mb(minBudget)}: 2 slots, nothing pinned`));
-    mark('sequential');
+    await settle('sequential');
     const seqRes = await runChild<AirllmResult>(steps('sequential', 'sequential', undefined, streamPrompt, o.streamSteps, 2, o.seed + 2), childOpts);
     const sequential = summarize(seqRes, 'sequential', undefined);
     timelines.push(writeTimeline(outDir, name, 'sequential', seqRes.trace, h.nLayers, 2, () => true, `${name}: sequential (load, then compute) decode (cold page cache), 2 tokens`, 'one slot, nothing pinned'));
@@ -421,7 +444,7 @@ async function benchShape(name: ShapeName, o: BenchOptions, outDir: string): Pro
         continue;
       }
       const sweepSteps = o.quick ? 2 : 4;
-      mark(`budget ${Math.round(f * 100)}%`);
+      await settle(`budget ${Math.round(f * 100)}%`);
       const r = await runChild<AirllmResult>(steps(`budget ${Math.round(f * 100)}%`, 'stream', budget, 1, sweepSteps, 0, o.seed + 3), childOpts);
       const s = r.tasks[0] as StepsResult;
       const kv = kvBytes(layout, 1 + s.decode.length);
@@ -550,6 +573,7 @@ async function benchShape(name: ShapeName, o: BenchOptions, outDir: string): Pro
       notes,
       timelines,
       loadAverages,
+      otherBusy,
     };
   } finally {
     work.close();

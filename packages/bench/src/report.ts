@@ -52,6 +52,8 @@ export interface PeerSummary {
   /** airllm ÷ llama.cpp per round (the two measured back to back). */
   readonly pairedDecodeRatios: readonly number[];
   readonly pairedPrefillRatios: readonly number[];
+  /** Other work's CPU share measured right before each pair. */
+  readonly pairedOtherBusy: readonly number[];
 }
 
 export interface StepsSummary {
@@ -132,6 +134,8 @@ export interface ShapeReport {
   readonly timelines: readonly { readonly scenario: string; readonly svg: string; readonly trace: string }[];
   /** 1-minute load average of the machine when each scenario started (2 cores: above 2 means contention). */
   readonly loadAverages: Readonly<Record<string, number>>;
+  /** Share of the CPUs busy with other work right before each scenario (0..1). */
+  readonly otherBusy: Readonly<Record<string, number>>;
 }
 
 export interface BenchReport {
@@ -218,11 +222,18 @@ export function markdownReport(r: BenchReport): string {
       );
     }
     for (const p of s.peers) {
+      const best = (xs: readonly number[]): number => Math.max(...xs);
+      const bestLine = res
+        ? ` Best run of each: decode ${fmt.tps(best(res.decodeRuns))} vs ${fmt.tps(best(p.decodeRuns))} (${fmt.ratio(best(res.decodeRuns) / best(p.decodeRuns))}), ` +
+          `prefill ${fmt.tps(best(res.prefillRuns))} vs ${fmt.tps(best(p.prefillRuns))} (${fmt.ratio(best(res.prefillRuns) / best(p.prefillRuns))}).`
+        : '';
       out.push(
         `- llama.cpp (node-llama-cpp ${p.version}, ${p.variant}): decode ${fmt.tps(p.decodeTokensPerSecond)}, prefill ${fmt.tps(p.prefillTokensPerSecond)}; ` +
           `peak RSS ${fmt.gb(p.peakRssBytes)}, after load RssAnon ${p.rssAnonAfterLoadBytes !== undefined ? fmt.gb(p.rssAnonAfterLoadBytes) : '?'} / RssFile ${p.rssFileAfterLoadBytes !== undefined ? fmt.gb(p.rssFileAfterLoadBytes) : '?'}; ` +
           `load ${round(p.loadMs / 1000, 1)} s; ${p.repackLogLines} repack log lines; decode runs ${p.decodeRuns.map((x) => round(x, 2)).join(', ')} tok/s; ` +
-          `per-round airllm ÷ llama.cpp: decode ${p.pairedDecodeRatios.map((x) => round(x, 2)).join(', ')}, prefill ${p.pairedPrefillRatios.map((x) => round(x, 2)).join(', ')}.`,
+          `per pair of runs airllm ÷ llama.cpp: decode ${p.pairedDecodeRatios.map((x) => round(x, 2)).join(', ')}, prefill ${p.pairedPrefillRatios.map((x) => round(x, 2)).join(', ')} ` +
+          `(other work's CPU share before each pair: ${p.pairedOtherBusy.map((x) => `${Math.round(x * 100)}%`).join(', ')}).` +
+          bestLine,
       );
     }
     for (const st of [s.stream, s.sequential]) {
@@ -247,7 +258,13 @@ export function markdownReport(r: BenchReport): string {
     if (s.batch.length > 0) {
       out.push(`- Batch decoding, aggregate: ` + s.batch.map((b) => `${b.sequences} seq ${fmt.tps(b.decodeTokensPerSecond)} (${fmt.ratio(b.speedup)})`).join(', ') + '.');
     }
-    out.push(`- Machine load (1-min average) when each scenario started: ${Object.entries(s.loadAverages).map(([k, v]) => `${k} ${v}`).join(', ')}.`);
+    out.push(
+      `- Other work on the machine before each scenario (CPU share over 0.5 s while the benchmark's processes were idle; 1-min load average): ` +
+        Object.keys(s.loadAverages)
+          .map((k) => `${k} ${s.otherBusy[k] !== undefined ? `${Math.round(s.otherBusy[k]! * 100)}%` : '?'} / ${s.loadAverages[k]}`)
+          .join(', ') +
+        '.',
+    );
     for (const n of s.notes) out.push(`- ${n}`);
     for (const t of s.timelines) out.push(`- Timeline (${t.scenario}): ${t.svg} (Chrome trace: ${t.trace})`);
     out.push('');

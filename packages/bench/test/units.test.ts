@@ -1,3 +1,4 @@
+import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 import { findBytePieces, parseTokenizer } from '@airllm/format';
 import type { TraceEvent } from '@airllm/engine';
@@ -5,6 +6,7 @@ import { decodeBreakdown, ioBreakdown, traceSteps } from '../src/analysis.js';
 import { parseArgs } from '../src/args.js';
 import { UsageError } from '../src/errors.js';
 import { bytesPerStep, kvBytes, segmentSizes, shapeLayout, SHAPES } from '../src/shapes.js';
+import { cpuBusy, waitForQuiet } from '../src/machine.js';
 import { median, Prng } from '../src/stats.js';
 import { renderTimeline } from '../src/timeline.js';
 import { FIRST_WORD_TOKEN, syntheticTokenizer } from '../src/tokenizer.js';
@@ -169,5 +171,27 @@ describe('stats', () => {
     const xs = Array.from({ length: 1000 }, () => a.below(10));
     expect(xs).toEqual(Array.from({ length: 1000 }, () => b.below(10)));
     expect(new Set(xs).size).toBe(10);
+  });
+});
+
+describe('machine quietness', () => {
+  it('samples the CPUs’ busy share and waits no longer than allowed', async () => {
+    const b = await cpuBusy(100);
+    expect(b).toBeGreaterThanOrEqual(0);
+    expect(b).toBeLessThanOrEqual(1);
+    const easy = await waitForQuiet({ threshold: 1, sampleMs: 50, maxWaitMs: 10_000 });
+    expect(easy.quiet).toBe(true);
+    expect(easy.waitedMs).toBeLessThan(2000);
+    // A threshold nothing can meet while this test itself spins on the other core.
+    const spin = new Worker(new URL('data:text/javascript,for(;;){}'));
+    try {
+      const t0 = performance.now();
+      const hard = await waitForQuiet({ threshold: 0.3, sampleMs: 100, maxWaitMs: 300 });
+      expect(hard.quiet).toBe(false);
+      expect(hard.busy!).toBeGreaterThan(0.3);
+      expect(performance.now() - t0).toBeLessThan(3000);
+    } finally {
+      await spin.terminate();
+    }
   });
 });
