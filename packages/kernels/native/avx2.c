@@ -326,16 +326,16 @@ INL void mm_rows(int type, int B, float *out, const float *x, const uint8_t *w, 
 
 /* ---- F32-input matmul, batch > 4: lanes along the batch (8 rows per register) ---- */
 
-/* A tile of R (1..2) weight rows x BT registers of 8 batch rows, starting at lane lane0. */
+/* A tile of R (1..4) weight rows x BT (1..2) registers of 8 batch rows, starting at lane lane0. */
 INL void mm_lanes_tile(int type, int R, int BT, float *out, const float *xT, int NL, int lane0, const uint8_t *w,
                        int nIn, int nOut, int b0, int nrows, int r) {
   size_t rowBytes = k_row_bytes(type, (size_t)nIn);
-  __m256 acc[2][4];
+  __m256 acc[4][2];
   for (int rr = 0; rr < R; rr++)
     for (int bt = 0; bt < BT; bt++) acc[rr][bt] = _mm256_setzero_ps();
   for (int i = 0; i < nIn; i += 32) {
     int n = nIn - i < 32 ? nIn - i : 32;
-    float wbuf[2][32] __attribute__((aligned(32)));
+    float wbuf[4][32] __attribute__((aligned(32)));
     for (int rr = 0; rr < R; rr++) {
       __m256 wv[4];
       dec_chunk(type, w + (size_t)(r + rr) * rowBytes, i, n, wv);
@@ -343,7 +343,7 @@ INL void mm_lanes_tile(int type, int R, int BT, float *out, const float *xT, int
     }
     for (int e = 0; e < n; e++) {
       const float *xe = xT + (size_t)(i + e) * NL + lane0;
-      __m256 xv[4];
+      __m256 xv[2];
       for (int bt = 0; bt < BT; bt++) xv[bt] = _mm256_load_ps(xe + 8 * bt);
       for (int rr = 0; rr < R; rr++) {
         __m256 wb = _mm256_broadcast_ss(&wbuf[rr][e]);
@@ -360,31 +360,23 @@ INL void mm_lanes_tile(int type, int R, int BT, float *out, const float *xT, int
     }
 }
 
-/* Rows outer, batch tiles of up to 32 inner, so a weight row pair stays in L1 while every batch
- * tile runs against it. */
+/* Rows outer, batch tiles of 16 inner, so a tile of 4 weight rows stays in L1 while every batch
+ * tile runs against it (4 rows x 2 registers: 8 FMAs per 2 activation loads and 4 broadcasts). */
 INL void mm_lanes(int type, float *out, const float *xT, int NL, const uint8_t *w, int nIn, int nOut, int b0,
                   int nrows, int r0, int r1) {
-  for (int r = r0; r < r1; r += 2) {
-    int R = r1 - r < 2 ? 1 : 2;
-    for (int lane0 = 0; lane0 < NL; lane0 += 32) {
-      int BT = (NL - lane0) / 8 < 4 ? (NL - lane0) / 8 : 4;
-#define MM_TILE(RR, BB) mm_lanes_tile(type, RR, BB, out, xT, NL, lane0, w, nIn, nOut, b0, nrows, r)
-      if (R == 2) {
-        switch (BT) {
-          case 1: MM_TILE(2, 1); break;
-          case 2: MM_TILE(2, 2); break;
-          case 3: MM_TILE(2, 3); break;
-          default: MM_TILE(2, 4); break;
-        }
+  for (int r = r0; r < r1; r += 4) {
+    int R = r1 - r < 4 ? r1 - r : 4;
+    for (int lane0 = 0; lane0 < NL; lane0 += 16) {
+      int two = NL - lane0 >= 16;
+      if (R == 4) {
+        if (two) mm_lanes_tile(type, 4, 2, out, xT, NL, lane0, w, nIn, nOut, b0, nrows, r);
+        else mm_lanes_tile(type, 4, 1, out, xT, NL, lane0, w, nIn, nOut, b0, nrows, r);
       } else {
-        switch (BT) {
-          case 1: MM_TILE(1, 1); break;
-          case 2: MM_TILE(1, 2); break;
-          case 3: MM_TILE(1, 3); break;
-          default: MM_TILE(1, 4); break;
+        for (int rr = 0; rr < R; rr++) {
+          if (two) mm_lanes_tile(type, 1, 2, out, xT, NL, lane0, w, nIn, nOut, b0, nrows, r + rr);
+          else mm_lanes_tile(type, 1, 1, out, xT, NL, lane0, w, nIn, nOut, b0, nrows, r + rr);
         }
       }
-#undef MM_TILE
     }
   }
 }
