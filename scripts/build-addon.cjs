@@ -1,16 +1,23 @@
 #!/usr/bin/env node
-// Build the native mmap addon from source at install time, without downloading anything.
+// Builds the native addon of the package in the current directory (an npm `install` script),
+// from source, without downloading anything.
+//
+//   node ../../scripts/build-addon.cjs "<what the addon is>" "<what happens without it>"
 //
 // node-gyp would fetch Node's headers from the network unless told where they are. npm passes
 // its `nodedir` setting as npm_config_nodedir; when that is unset we look for the headers that
 // ship with this Node (<prefix>/include/node/node.h) and pass them explicitly.
 //
-// A failed build does not fail the install: the loader then uses its pread fallback and says
-// so once on stderr. Set AIRLLM_REQUIRE_NATIVE=1 to make a failed build fail the install.
+// A failed build does not fail the install: the package falls back to its JavaScript path and
+// says so once on stderr at run time. Set AIRLLM_REQUIRE_NATIVE=1 to make a failed build fail
+// the install (CI on supported machines).
 'use strict';
 const { spawnSync } = require('node:child_process');
-const { existsSync } = require('node:fs');
+const { existsSync, readFileSync } = require('node:fs');
 const path = require('node:path');
+
+const [what = 'native addon', fallback = 'a JavaScript fallback will be used'] = process.argv.slice(2);
+const pkg = JSON.parse(readFileSync(path.join(process.cwd(), 'package.json'), 'utf8')).name;
 
 function findNodeGyp() {
   const candidates = [
@@ -39,14 +46,11 @@ let why = '';
 if (!gyp) why = 'node-gyp not found';
 else if (!nodedir) why = "Node's headers not found (set npm's nodedir)";
 else {
-  const r = spawnSync(process.execPath, [gyp, 'rebuild', `--nodedir=${nodedir}`], {
-    cwd: path.resolve(__dirname, '..'),
-    stdio: 'inherit',
-  });
+  const r = spawnSync(process.execPath, [gyp, 'rebuild', `--nodedir=${nodedir}`], { cwd: process.cwd(), stdio: 'inherit' });
   ok = r.status === 0;
   if (!ok) why = `node-gyp exited with ${r.status ?? r.signal}`;
 }
 if (!ok) {
-  console.error(`@airllm/loader: native mmap addon not built (${why}); the loader will fall back to pread`);
+  console.error(`${pkg}: ${what} not built (${why}); ${fallback}`);
   if (process.env.AIRLLM_REQUIRE_NATIVE === '1') process.exit(1);
 }
