@@ -363,7 +363,7 @@ async function benchShape(name: ShapeName, o: BenchOptions, outDir: string): Pro
           coldStart: false,
           seed: o.seed + 4,
           tasks: [
-            { kind: 'kernel-probe', rows: [1, resident.promptTokens] },
+            { kind: 'kernel-probe', rows: [...new Set([1, 4, 16, resident.promptTokens])].sort((x, y) => x - y) },
             { kind: 'batch', sequences: o.batchSizes, promptTokens: o.quick ? 4 : 8, decodeTokens: o.quick ? 3 : 8, runs: Math.min(o.runs, 3), budgetSeconds: o.budgetSeconds },
           ],
         },

@@ -32,7 +32,7 @@ interface NlcModel {
 interface NlcLlama {
   loadModel(o: Record<string, unknown>): Promise<NlcModel>;
   dispose(): Promise<void>;
-  readonly cpuMathCores?: number;
+  logLevel: string;
 }
 interface NlcModule {
   getLlama(o: Record<string, unknown>): Promise<NlcLlama>;
@@ -82,6 +82,10 @@ export async function runPeerJob(job: PeerJob, log: Log, control?: SessionContro
         threads: { ideal: job.threads, min: job.threads },
       });
       const loadMs = now() - t0;
+      // Debug logging only while loading (to count repack messages): during evaluation every
+      // log line wakes the Node main thread, which then competes with llama.cpp's spinning
+      // threads for the 2 cores.
+      llama.logLevel = 'warn';
       const afterLoad = memoryStatus();
       log(
         `${job.label}: llama.cpp ${version} loaded in ${(loadMs / 1000).toFixed(1)} s; RssAnon ${((afterLoad?.rssAnon ?? 0) / 1e9).toFixed(2)} GB, ` +

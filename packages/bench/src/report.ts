@@ -267,7 +267,88 @@ export function markdownReport(r: BenchReport): string {
     );
     for (const n of s.notes) out.push(`- ${n}`);
     for (const t of s.timelines) out.push(`- Timeline (${t.scenario}): ${t.svg} (Chrome trace: ${t.trace})`);
+    const why = diagnosis(s);
+    if (why.length > 0) out.push('', `### ${s.shape}: where the time goes`, '', ...why.map((w) => `- ${w}`));
     out.push('');
   }
   return out.join('\n');
+}
+
+const pct = (x: number): string => `${Math.round(x * 100)}%`;
+
+/**
+ * Where each shortfall comes from, in the run's own figures (trace, kernel probe, I/O thread).
+ * Lines state measurements and the arithmetic between them; they do not guess.
+ */
+export function diagnosis(s: ShapeReport): string[] {
+  const out: string[] = [];
+  const failed = (prefix: string): boolean => s.rows.some((r) => r.scenario.startsWith(prefix) && r.status === 'fail');
+  const res = s.resident;
+  const b = res?.decodeBreakdown;
+  const threads = 2;
+  if (res && b && s.dram && (failed('resident decode') || failed('prefill'))) {
+    const probe = s.kernels?.layerMatmulMs.find((k) => k.rows === 1 && k.backend === s.kernels?.preferred);
+    const ref = s.kernels?.layerMatmulMs.find((k) => k.rows === 1 && k.backend === 'reference');
+    const layerRate = s.layerBytes / (b.perLayerComputeMs / 1000);
+    out.push(
+      `Resident decode: ${fmt.ms(b.stepMs)} per token = ${s.nLayers} layers × ${fmt.ms(b.perLayerComputeMs)} + head ${fmt.ms(b.headComputeMs)} + load waits ${fmt.ms(b.loadWaitMs)} + ${fmt.ms(b.outsideMs)} between steps. ` +
+        `A layer's ${fmt.mb(s.layerBytes)} of weights go through in ${fmt.ms(b.perLayerComputeMs)}: ${fmt.gbps(layerRate)}, ${pct(layerRate / s.dram.bytesPerSecond)} of the measured memory bandwidth.`,
+    );
+    if (probe) {
+      const ideal = probe.ms / threads;
+      const share = ideal / b.perLayerComputeMs;
+      out.push(
+        `The layer's 7 matmuls alone take ${fmt.ms(probe.ms)} on 1 thread with ${probe.backend} (${fmt.gbps(s.layerBytes / (probe.ms / 1000))} per thread), ${fmt.ms(ideal)} if split perfectly over ${threads}: ` +
+          (share >= 0.85
+            ? `${pct(share)} of the layer's compute time, so the matmul kernel's own speed is the limit; barriers, attention and norms cost the other ${pct(Math.max(0, 1 - share))}.`
+            : `only ${pct(share)} of the layer's compute time; the remaining ${pct(1 - share)} goes to barriers, attention, norms and uneven splits.`) +
+          (ref && Math.abs(ref.ms / threads - b.perLayerComputeMs) / b.perLayerComputeMs < 0.3 ? ` That is the reference (TypeScript) kernels' speed (${fmt.ms(ref.ms)} on 1 thread): the compute workers are not using the native backend.` : ''),
+      );
+    }
+    for (const p of s.peers) {
+      out.push(
+        `llama.cpp (${p.variant}) decodes at ${fmt.gbps(p.decodeTokensPerSecond * s.stepBytes)} of weights (${pct((p.decodeTokensPerSecond * s.stepBytes) / s.dram.bytesPerSecond)} of memory bandwidth) ` +
+          `against airllm's ${fmt.gbps(res.decodeTokensPerSecond * s.stepBytes)}; it holds the weights twice (peak RSS ${fmt.gb(p.peakRssBytes)} against airllm's ${fmt.gb(res.peakRssBytes)}).`,
+      );
+    }
+  }
+  const k = s.kernels;
+  if (k) {
+    const one = k.layerMatmulMs.find((x) => x.rows === 1 && x.backend === k.preferred);
+    const many = k.layerMatmulMs.filter((x) => x.rows > 1 && x.backend === k.preferred);
+    if (one && many.length > 0) {
+      out.push(
+        `Batched matmuls (${k.preferred}, one layer, 1 thread): ` +
+          many.map((m) => `${m.rows} rows ${fmt.ms(m.ms)} = ${round((one.ms * m.rows) / m.ms, 1)}× faster than ${m.rows} single rows`).join('; ') +
+          '. This bounds prefill and batch decoding.',
+      );
+    }
+  }
+  const st = s.stream;
+  if (st && s.disk && failed('streaming decode')) {
+    out.push(
+      `Streaming decode: the I/O thread was loading ${st.io ? pct(st.io.busyMs / st.io.windowMs) : '?'} of the time at ${st.io ? fmt.gbps(st.io.bytesPerSecond) : '?'} while loading, against ${fmt.gbps(s.disk.bytesPerSecond)} for a plain read; ` +
+        `compute threads waited ${fmt.ms(st.decodeLoadWaitMsMedian)} and computed ${fmt.ms(st.decodeComputeMsMedian)} per step.`,
+    );
+  }
+  const seq = s.sequential;
+  if (st && seq && failed('pipelined vs sequential')) {
+    out.push(
+      `Pipelined prompt step: ${fmt.ms(st.promptMs)} against ${fmt.ms(seq.promptMs)} sequential; computing took ${fmt.ms(st.promptComputeMs)} while loads ran alongside against ${fmt.ms(seq.promptComputeMs)} alone ` +
+        `(${st.promptComputeMs > 1.1 * seq.promptComputeMs ? 'the prefetch thread takes CPU from the 2 compute threads on 2 cores' : 'compute was not slowed by the overlap'}).`,
+    );
+  }
+  for (const p of s.sweep) {
+    const pctB = Math.round(p.fraction * 100);
+    if (p.diskBytesPerToken > 1.05 * p.modelMinusBudget) {
+      out.push(
+        `Budget ${pctB}%: the ${p.slots} streaming slots (${fmt.mb(p.slots * p.slotBytes)}) come out of the budget, so ${fmt.gb(p.pinnedBytes)} is pinned and a step streams model − pinned = ${fmt.gb(s.stepBytes - p.pinnedBytes)} ` +
+          `(model − budget + slots); ${fmt.gb(p.diskBytesPerToken)} came from disk, less than that because the layers held in the slots between steps were still in the page cache.`,
+      );
+    }
+    if (p.peakRssBytes > p.rssLimitBytes) {
+      out.push(`Budget ${pctB}%: peak RSS ${fmt.gb(p.peakRssBytes)} is Node itself (${fmt.mb(p.baselineRssBytes)}) plus ${fmt.gb(p.peakRssBytes - p.baselineRssBytes)} for the engine, against a budget of ${fmt.gb(p.budgetBytes)}.`);
+    }
+  }
+  return out;
 }

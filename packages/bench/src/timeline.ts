@@ -94,7 +94,7 @@ export function renderTimeline(events: readonly TraceEvent[], o: TimelineOptions
     parts.push(`<line x1="${round(xx, 1)}" y1="${top}" x2="${round(xx, 1)}" y2="${axisY}" stroke="#000" stroke-opacity="0.08"/>`);
     parts.push(`<text x="${round(xx, 1)}" y="${axisY + 18}" text-anchor="middle">${round(t, step < 1 ? 2 : 0)}</text>`);
   }
-  parts.push(`<text x="${left + plotW}" y="${axisY + 34}" text-anchor="end" fill="#444">ms</text>`);
+  parts.push(`<text x="${left - 8}" y="${axisY + 18}" text-anchor="end" fill="#444">time (ms)</text>`);
   // Spans: waits drawn over the lane's background, compute and loads as blocks with layer numbers.
   for (const e of inWindow) {
     const y = laneY.get(e.tid);
