@@ -460,6 +460,7 @@ async function benchShape(name: ShapeName, o: BenchOptions, outDir: string): Pro
         peakRssBytes: r.memory.peakRss,
         baselineRssBytes: r.memory.baselineRss,
         kvBytes: kv,
+        pinnedCachedMinBytes: s.decode.every((d) => d.pinnedCachedBytes !== undefined) && s.decode.length > 0 ? Math.min(...s.decode.map((d) => d.pinnedCachedBytes!)) : undefined,
         rssLimitBytes: budget * 1.1 + kv,
         msPerToken: median(s.decode.map((d) => d.ms)),
       });

@@ -5,7 +5,7 @@
 import { FloatType, layerTensor, readModelFile, type ModelLayout } from '@airllm/format';
 import { LayerWiseInferenceEngine, type GenerationResult, type TraceEvent } from '@airllm/engine';
 import * as kernels from '@airllm/kernels';
-import { diskReadBytes, dropFileCache, memoryStatus, MemoryMappedWeights, resetPeakRss } from '@airllm/loader';
+import { diskReadBytes, dropFileCache, memoryStatus, MemoryMappedWeights, nativeAddon, resetPeakRss } from '@airllm/loader';
 import type {
   AirllmJob,
   AirllmResult,
@@ -202,6 +202,20 @@ async function stepsTask(
   if (!job.engine.trace) throw new Error('steps tasks need the engine trace (per-step compute and load waits)');
   const events = engine.trace.events;
   engine.trace.clear();
+  // Pinned layers are mapped, not locked: under page-cache pressure the kernel may still reclaim
+  // their pages. A second mapping of the file lets mincore say how much of them is cached.
+  const layout = engine.layout;
+  const pinnedRanges = engine
+    .residencyStats()
+    .perSegment.filter((p) => p.pinned)
+    .map((p) => (p.layer >= 0 ? { offset: layout.layers[p.layer]!.offset, size: layout.layers[p.layer]!.size } : { offset: layout.finalNorm.offset, size: layout.fileSize - layout.finalNorm.offset }));
+  const addon = nativeAddon();
+  const probe = pinnedRanges.length > 0 && addon ? await new MemoryMappedWeights(job.modelPath, { backend: 'mmap' }).open() : undefined;
+  const pinnedCached = (): number | undefined => {
+    const map = probe?.mapping;
+    if (!map || !addon) return undefined;
+    return pinnedRanges.reduce((a, r) => a + addon.residentBytes(map, r.offset, r.size), 0);
+  };
   // Disk bytes and time are counted from the end of the previous step, so what the prefetcher
   // reads between steps (the next pass's first layer, read-ahead) is charged to the step that
   // uses it; the cache drop's own time is taken out.
@@ -218,6 +232,7 @@ async function stepsTask(
       const us = (t: number): number => (performance.timeOrigin + t) * 1000;
       drop = { name: 'evict the model file from the page cache (harness, not timed)', cat: 'harness', ph: 'X', ts: us(d), dur: us(e) - us(d), pid: 1, tid: 'harness' };
     }
+    const cachedPinned = pinnedCached();
     const mark = events.length;
     const startDrop = dropMs;
     const logits = await engine.forward(tokens, pos);
@@ -231,7 +246,7 @@ async function stepsTask(
     const split = threadZero(events, mark);
     if (keep) trace.push(...(drop ? [drop] : []), ...events.slice(mark));
     events.length = mark;
-    return { rec: { tokens: tokens.length, ms, diskBytes, ...split }, next };
+    return { rec: { tokens: tokens.length, ms, diskBytes, pinnedCachedBytes: cachedPinned, ...split }, next };
   };
   const p = prompt(task.promptTokens);
   const first = await step(p, 0, false);
@@ -247,6 +262,7 @@ async function stepsTask(
     token = s.next;
     log(`${job.label}: step ${i + 1}: ${s.rec.ms.toFixed(0)} ms, ${(s.rec.diskBytes / 1e6).toFixed(0)} MB from disk, waited ${s.rec.loadWaitMs.toFixed(0)} ms, computed ${s.rec.computeMs.toFixed(0)} ms`);
   }
+  probe?.close();
   const st = engine.residencyStats();
   log(`${job.label}: median step ${median(decode.map((d) => d.ms)).toFixed(0)} ms; pinned ${(st.pinnedBytes / 1e6).toFixed(0)} MB of plan ${(st.plannedBytes / 1e6).toFixed(0)} MB`);
   return { kind: 'steps', prompt: first.rec, decode, pinnedBytes: st.pinnedBytes, plannedBytes: st.plannedBytes, slotBytes: st.slotBytes, slots: st.slots, warmupDiskBytes, dropCacheMs: dropMs };

@@ -104,6 +104,8 @@ async function probeDramWith(o: { threads: number; bufferBytes: number; rounds: 
 
 export interface DiskProbe {
   readonly bytesPerSecond: number;
+  /** Bytes read per timed run (the file's first bytes: at most PROBE_BYTES). */
+  readonly probeBytes: number;
   readonly runs: readonly number[];
   /** Bytes /proc/self/io says came from the device per timed read (≈ file size when truly cold). */
   readonly diskBytes: readonly number[];
@@ -111,13 +113,16 @@ export interface DiskProbe {
 }
 
 const READ_CHUNK = 16 << 20;
+/** A sequential read this long gives the device's rate; reading a 38 GB file four times would not add to it. */
+export const DISK_PROBE_BYTES = 4 * 2 ** 30;
 
 /**
- * Cold sequential read of `path` with read(2) in 16 MiB chunks, the file dropped from the page
+ * Cold sequential read of `path` (its first 4 GiB at most) with read(2) in 16 MiB chunks, the file dropped from the page
  * cache before each read. One untimed read first: on these VMs memory that sat free is slow to
  * touch the first time (DESIGN.md), which would flatter neither side.
  */
-export function probeDisk(path: string, fileBytes: number, rounds: number): DiskProbe {
+export function probeDisk(path: string, fileSize: number, rounds: number): DiskProbe {
+  const fileBytes = Math.min(fileSize, DISK_PROBE_BYTES);
   const buf = new Uint8Array(READ_CHUNK);
   buf.fill(1);
   const once = (): { bps: number; disk: number } => {
@@ -144,5 +149,5 @@ export function probeDisk(path: string, fileBytes: number, rounds: number): Disk
     runs.push(x.bps);
     diskBytes.push(x.disk);
   }
-  return { bytesPerSecond: median(runs), runs, diskBytes, fileBytes };
+  return { bytesPerSecond: median(runs), probeBytes: fileBytes, runs, diskBytes, fileBytes: fileSize };
 }

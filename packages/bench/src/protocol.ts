@@ -170,6 +170,8 @@ export interface StepRecord {
   /** Thread 0's load waits and compute during the step (engine counters, ms). */
   readonly loadWaitMs: number;
   readonly computeMs: number;
+  /** Bytes of the pinned layers in the page cache when the step started (after the harness's eviction). */
+  readonly pinnedCachedBytes: number | undefined;
 }
 
 export interface StepsResult {

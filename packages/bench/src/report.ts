@@ -95,6 +95,8 @@ export interface SweepPoint {
   readonly peakRssBytes: number;
   readonly baselineRssBytes: number;
   readonly kvBytes: number;
+  /** Least of the pinned layers found in the page cache at the start of a decode step (mincore). */
+  readonly pinnedCachedMinBytes: number | undefined;
   /** budget + 10% + KV cache. */
   readonly rssLimitBytes: number;
   readonly msPerToken: number;
@@ -252,7 +254,8 @@ export function markdownReport(r: BenchReport): string {
       out.push(
         `- Budget ${Math.round(p.fraction * 100)}% (${fmt.gb(p.budgetBytes)}: ${fmt.gb(p.pinnedBytes)} pinned + ${p.slots} slots of ${fmt.mb(p.slotBytes)}): ${fmt.bytes(p.diskBytesPerToken)} from disk per token ` +
           `(model − budget = ${fmt.bytes(p.modelMinusBudget)}), ${fmt.ms(p.msPerToken)} per token, peak RSS ${fmt.gb(p.peakRssBytes)} ` +
-          `(Node alone ${fmt.mb(p.baselineRssBytes)}; limit budget + 10% + KV ${fmt.gb(p.rssLimitBytes)}).`,
+          `(Node alone ${fmt.mb(p.baselineRssBytes)}; limit budget + 10% + KV ${fmt.gb(p.rssLimitBytes)})` +
+          (p.pinnedCachedMinBytes !== undefined ? `; pinned layers in the page cache at a step's start: at least ${fmt.gb(p.pinnedCachedMinBytes)} of ${fmt.gb(p.pinnedBytes)}.` : '.'),
       );
     }
     if (s.batch.length > 0) {
@@ -341,9 +344,17 @@ export function diagnosis(s: ShapeReport): string[] {
   for (const p of s.sweep) {
     const pctB = Math.round(p.fraction * 100);
     if (p.diskBytesPerToken > 1.05 * p.modelMinusBudget) {
+      const streamed = s.stepBytes - p.pinnedBytes;
+      const lost = p.pinnedCachedMinBytes !== undefined ? p.pinnedBytes - p.pinnedCachedMinBytes : undefined;
       out.push(
-        `Budget ${pctB}%: the ${p.slots} streaming slots (${fmt.mb(p.slots * p.slotBytes)}) come out of the budget, so ${fmt.gb(p.pinnedBytes)} is pinned and a step streams model − pinned = ${fmt.gb(s.stepBytes - p.pinnedBytes)} ` +
-          `(model − budget + slots); ${fmt.gb(p.diskBytesPerToken)} came from disk, less than that because the layers held in the slots between steps were still in the page cache.`,
+        `Budget ${pctB}%: the ${p.slots} streaming slots (${fmt.mb(p.slots * p.slotBytes)}) come out of the budget, so ${fmt.gb(p.pinnedBytes)} is pinned and a step streams model − pinned = ${fmt.gb(streamed)} ` +
+          `(model − budget + slots); ${fmt.gb(p.diskBytesPerToken)} came from disk` +
+          (p.diskBytesPerToken <= streamed
+            ? ', less than that because the layers held in the slots between steps were still in the page cache.'
+            : `, more than that: pinned layers were read again` +
+              (lost !== undefined && lost > 0
+                ? ` (at the start of a step up to ${fmt.gb(lost)} of them was missing from the page cache: they are mapped, not locked, and the kernel reclaims their pages when streaming fills memory).`
+                : '.')),
       );
     }
     if (p.peakRssBytes > p.rssLimitBytes) {

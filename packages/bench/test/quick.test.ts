@@ -119,6 +119,10 @@ describe('npm run bench -- --quick --no-peer', () => {
       expect(p.diskBytesPerToken).toBeGreaterThan(plo);
       expect(p.diskBytesPerToken).toBeLessThan(phi);
       expect(p.peakRssBytes).toBeGreaterThan(p.baselineRssBytes);
+      // A 50 MB model leaves the kernel no reason to reclaim the pinned layers' pages (mincore
+      // counts whole pages, so a little more than the pinned bytes is possible).
+      expect(p.pinnedCachedMinBytes!).toBeGreaterThanOrEqual(0.99 * p.pinnedBytes);
+      expect(p.pinnedCachedMinBytes!).toBeLessThanOrEqual(p.pinnedBytes + (s.nLayers + 1) * 2 * 4096);
     }
     const pinned = s.sweep.map((p) => p.pinnedBytes);
     expect(pinned).toEqual([...pinned].sort((a, b) => a - b));
