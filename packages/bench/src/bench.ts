@@ -11,7 +11,7 @@ import * as kernels from '@airllm/kernels';
 import { decodeBreakdown, ioBreakdown, lastStepsWindow, traceSteps } from './analysis.js';
 import { BenchError } from './errors.js';
 import { ensurePeer, PEER_VERSION } from './peer.js';
-import { probeDisk, probeDram, type DramProbe } from './probes.js';
+import { mergeDiskProbes, probeDisk, probeDram, type DramProbe } from './probes.js';
 import type { AirllmJob, AirllmResult, BatchResult, EngineSpec, GenerateResult, KernelProbeResult, PeerResult, PeerVariant, SessionRun, StepsResult } from './protocol.js';
 import { fmt, markdownReport, markdownTable, type BatchPoint, type BenchReport, type PeerSummary, type ResidentSummary, type ShapeReport, type StepsSummary, type SweepPoint, type TableRow } from './report.js';
 import { waitForQuiet } from './machine.js';
@@ -239,7 +239,7 @@ async function benchShape(name: ShapeName, o: BenchOptions, outDir: string): Pro
     const peers: PeerSummary[] = [];
     if (fitsInRam) {
       await settle('resident');
-      dram = await probeDram({ threads: o.threads, bufferBytes: o.quick ? 256 << 20 : 1 << 30, rounds: 5 });
+      dram = await probeDram({ threads: o.threads, bufferBytes: o.quick ? 256 << 20 : 1 << 30, rounds: o.quick ? 3 : 7 });
       log(`memory read bandwidth ${fmt.gbps(dram.bytesPerSecond)} (${Object.entries(dram.byMethod).map(([m, v]) => `${m} ${fmt.gbps(v)}`).join(', ')}; ${dram.threads} threads)`);
       const maxSeq = Math.max(...o.batchSizes);
       const residentEngine = engine({ mode: 'resident', maxSequences: maxSeq, batchSize: Math.max(128, maxSeq) });
@@ -380,11 +380,11 @@ async function benchShape(name: ShapeName, o: BenchOptions, outDir: string): Pro
 
     // --- 3: streaming from a cold cache against the disk floor; pipelined vs sequential ----
     await settle('stream');
-    const disk = probeDisk(modelPath, layout.fileSize, o.quick ? 2 : 3);
-    log(`cold sequential read ${fmt.gbps(disk.bytesPerSecond)}`);
+    const diskBefore = probeDisk(modelPath, layout.fileSize, o.quick ? 2 : 3);
+    log(`cold sequential read ${fmt.gbps(diskBefore.bytesPerSecond)} (best of ${diskBefore.runs.length})`);
     // Prompt length for the streamed prompt step: enough tokens that computing them takes about
     // as long as reading the weights (the case where overlapping the two pays most).
-    const ioMs = (stepBytes / disk.bytesPerSecond) * 1000;
+    const ioMs = (stepBytes / diskBefore.bytesPerSecond) * 1000;
     const prefillMsPerToken = resident ? 1000 / resident.prefillTokensPerSecond : 0;
     const streamPrompt = prefillMsPerToken > 0 ? Math.max(1, Math.min(o.quick ? 16 : 64, Math.round(ioMs / prefillMsPerToken))) : 8;
     const minBudget = 2 * Math.max(...segs);
@@ -430,6 +430,10 @@ async function benchShape(name: ShapeName, o: BenchOptions, outDir: string): Pro
     const seqRes = await runChild<AirllmResult>(steps('sequential', 'sequential', undefined, streamPrompt, o.streamSteps, 2, o.seed + 2), childOpts);
     const sequential = summarize(seqRes, 'sequential', undefined);
     timelines.push(writeTimeline(outDir, name, 'sequential', seqRes.trace, h.nLayers, 2, () => true, `${name}: sequential (load, then compute) decode (cold page cache), 2 tokens`, 'one slot, nothing pinned'));
+
+    // The disk's speed drifts: probe again after the two streaming scenarios and keep every run.
+    const disk = mergeDiskProbes(diskBefore, probeDisk(modelPath, layout.fileSize, 2, { warm: false }));
+    log(`cold sequential read after streaming: ${disk.runs.slice(diskBefore.runs.length).map((x) => fmt.gbps(x)).join(', ')}`);
 
     // --- 4: budget sweep -------------------------------------------------------------------
     const sweep: SweepPoint[] = [];
@@ -484,7 +488,7 @@ async function benchShape(name: ShapeName, o: BenchOptions, outDir: string): Pro
           shape: name,
           scenario: 'resident decode vs DRAM floor',
           airllm: fmt.tps(resident.decodeTokensPerSecond),
-          reference: `${fmt.tps(floorTps)} (${fmt.gb(stepBytes)} ÷ ${fmt.gbps(dram.bytesPerSecond)}, ${dram.method})`,
+          reference: `${fmt.tps(floorTps)} (${fmt.gb(stepBytes)} ÷ ${fmt.gbps(dram.bytesPerSecond)}, best ${dram.method} round)`,
           ratio: r,
           target: '≥ 0.8',
           status: status(r >= 0.8),
@@ -498,7 +502,7 @@ async function benchShape(name: ShapeName, o: BenchOptions, outDir: string): Pro
         shape: name,
         scenario: 'streaming decode (cold cache) vs disk floor',
         airllm: `${fmt.ms(stream.decodeMsMedian)}/token`,
-        reference: `${fmt.ms(floorMs)}/token (${fmt.gb(stream.streamedBytesPerStep)} ÷ ${fmt.gbps(disk.bytesPerSecond)})`,
+        reference: `${fmt.ms(floorMs)}/token (${fmt.gb(stream.streamedBytesPerStep)} ÷ ${fmt.gbps(disk.bytesPerSecond)}, best plain read)`,
         ratio: r,
         target: '≥ 0.9',
         status: status(r >= 0.9),

@@ -199,9 +199,14 @@ export function markdownReport(r: BenchReport): string {
     );
     if (s.dram) {
       const each = Object.entries(s.dram.byMethod).map(([m, v]) => `${m} ${fmt.gbps(v)}`).join(', ');
-      out.push(`- Memory read bandwidth: ${fmt.gbps(s.dram.bytesPerSecond)} (${s.dram.threads} threads over ${fmt.gb(s.dram.bufferBytes)}, medians: ${each}; the floor uses the faster, ${s.dram.method}; its runs ${s.dram.runs.map((x) => round(x / GB, 1)).join(', ')} GB/s).`);
+      out.push(`- Memory read bandwidth: ${fmt.gbps(s.dram.bytesPerSecond)}, the best round (${s.dram.threads} threads over ${fmt.gb(s.dram.bufferBytes)}; medians: ${each}; ${s.dram.method} rounds ${s.dram.runs.map((x) => round(x / GB, 1)).join(', ')} GB/s).`);
     }
-    if (s.disk) out.push(`- Cold sequential read of the model file: ${fmt.gbps(s.disk.bytesPerSecond)} (runs ${s.disk.runs.map((x) => round(x / GB, 2)).join(', ')} GB/s).`);
+    if (s.disk) {
+      out.push(
+        `- Cold sequential read of the model file (read(2), 16 MiB chunks, first ${fmt.gb(s.disk.probeBytes)}): best ${fmt.gbps(s.disk.bytesPerSecond)}, median ${fmt.gbps(s.disk.medianBytesPerSecond)} ` +
+          `(runs before and after the streaming scenarios: ${s.disk.runs.map((x) => round(x / GB, 2)).join(', ')} GB/s).`,
+      );
+    }
     const res = s.resident;
     if (res) {
       out.push(
