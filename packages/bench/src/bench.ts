@@ -7,7 +7,7 @@ import { cpus, loadavg, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { exportGguf, generateSyntheticModel } from '@airllm/format';
 import type { TraceEvent } from '@airllm/engine';
-import * as kernels from '@airllm/kernels';
+import { loadBackend, type NativeBackend } from '@airllm/kernels';
 import { decodeBreakdown, ioBreakdown, lastStepsWindow, traceSteps } from './analysis.js';
 import { BenchError } from './errors.js';
 import { ensurePeer, PEER_VERSION } from './peer.js';
@@ -98,11 +98,10 @@ function memAvailable(): number {
   return totalmem() / 2;
 }
 
+/** What the engine's workers compute with: loadBackend('native'), or the reference backend without the addon. */
 function preferredKernels(): string {
-  const load = (kernels as Record<string, unknown>)['loadBackend'];
-  if (typeof load !== 'function') return 'reference (the kernels package has no native backend)';
-  const b = (load as (p: string) => { name: string; path?: string })('native');
-  return b.name === 'native' ? `native-${b.path ?? '?'}` : b.name;
+  const b = loadBackend('native');
+  return b.name === 'native' ? `native-${(b as NativeBackend).path}` : b.name;
 }
 
 function timestamp(d: Date): string {

@@ -4,7 +4,7 @@
  */
 import { FloatType, layerTensor, readModelFile, type ModelLayout } from '@airllm/format';
 import { LayerWiseInferenceEngine, type GenerationResult, type TraceEvent } from '@airllm/engine';
-import * as kernels from '@airllm/kernels';
+import { loadBackend, referenceBackend, type KernelBackend, type NativeBackend } from '@airllm/kernels';
 import { diskReadBytes, dropFileCache, memoryStatus, MemoryMappedWeights, nativeAddon, resetPeakRss } from '@airllm/loader';
 import type {
   AirllmJob,
@@ -268,24 +268,9 @@ async function stepsTask(
   return { kind: 'steps', prompt: first.rec, decode, pinnedBytes: st.pinnedBytes, plannedBytes: st.plannedBytes, slotBytes: st.slotBytes, slots: st.slots, warmupDiskBytes, dropCacheMs: dropMs };
 }
 
-interface ProbeBackend {
-  readonly name: string;
-  readonly features?: readonly string[];
-  readonly path?: string;
-  matmul(wType: FloatType, out: Float32Array, x: Float32Array, w: Uint8Array, nIn: number, nOut: number, batch: number, r0: number, r1: number): void;
-  matmulQ80(wType: FloatType, out: Float32Array, xq: Uint8Array, w: Uint8Array, nIn: number, nOut: number, batch: number, r0: number, r1: number): void;
-  quantizeQ80(out: Uint8Array, x: Float32Array, n: number, r0: number, r1: number): void;
-}
-
-/** The backend the engine asks for with kernels: 'native' (loadBackend, when the package exports it). */
-function preferredBackend(): ProbeBackend {
-  const load = (kernels as Record<string, unknown>)['loadBackend'];
-  if (typeof load === 'function') return (load as (p?: string) => ProbeBackend)('native');
-  return kernels.referenceBackend as ProbeBackend;
-}
-
-function backendLabel(b: ProbeBackend): string {
-  return b.name === 'native' ? `native-${b.path ?? '?'}` : b.name;
+/** The backend the engine's workers load for kernels: 'native' (the reference one if the addon is missing). */
+function backendLabel(b: KernelBackend): string {
+  return b.name === 'native' ? `native-${(b as NativeBackend).path}` : b.name;
 }
 
 /**
@@ -294,11 +279,11 @@ function backendLabel(b: ProbeBackend): string {
  */
 async function kernelProbe(job: AirllmJob, task: KernelProbeTask, log: Log): Promise<KernelProbeResult> {
   const { layout } = readModelFile(job.modelPath);
-  const preferred = preferredBackend();
-  const backends: { b: ProbeBackend; rows: readonly number[] }[] = [{ b: preferred, rows: task.rows }];
+  const preferred = loadBackend('native');
+  const backends: { b: KernelBackend; rows: readonly number[] }[] = [{ b: preferred, rows: task.rows }];
   // The reference backend only at one row: it is 20–60× slower, and one figure is enough to
   // recognise it in the engine's per-layer compute times.
-  if (preferred.name !== 'reference') backends.push({ b: kernels.referenceBackend as ProbeBackend, rows: [1] });
+  if (preferred.name !== 'reference') backends.push({ b: referenceBackend, rows: [1] });
   const weights = await new MemoryMappedWeights(job.modelPath).open();
   try {
     const view = (name: string): Uint8Array => weights.tensorView(layout.tensor(name)) as Uint8Array;
@@ -320,7 +305,7 @@ async function kernelProbe(job: AirllmJob, task: KernelProbeTask, log: Log): Pro
   }
 }
 
-function timeMatmuls(layout: ModelLayout, view: (name: string) => Uint8Array, b: ProbeBackend, q80: boolean, rows: number, names: readonly string[], repeats: number): number {
+function timeMatmuls(layout: ModelLayout, view: (name: string) => Uint8Array, b: KernelBackend, q80: boolean, rows: number, names: readonly string[], repeats: number): number {
   const h = layout.header;
   const maxIn = Math.max(h.dim, h.qDim, h.ffDim);
   const maxOut = Math.max(h.dim, h.qDim, h.ffDim, h.vocabSize);

@@ -4,7 +4,7 @@
  * `memcmp`: Buffer.equals of the slice's two identical halves (libc memcmp reads both to the end).
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import * as kernels from '@airllm/kernels';
+import { readSum } from '@airllm/kernels';
 
 interface ProbeWorkerData {
   readonly buffer: SharedArrayBuffer;
@@ -16,7 +16,6 @@ interface ProbeWorkerData {
 
 const d = workerData as ProbeWorkerData;
 const ctrl = new Int32Array(d.control);
-const readSum = (kernels as Record<string, unknown>)['readSum'] as ((b: Uint8Array) => number) | undefined;
 const half = d.length / 2;
 const a = Buffer.from(d.buffer, d.start, half);
 const b = Buffer.from(d.buffer, d.start + half, half);
@@ -28,7 +27,7 @@ for (let round = 1; ; round++) {
   Atomics.wait(ctrl, 0, round - 1);
   if (Atomics.load(ctrl, 0) < 0) break;
   const t0 = performance.timeOrigin + performance.now();
-  if (d.method === 'native' && readSum) sink += readSum(all);
+  if (d.method === 'native') sink += readSum(all);
   else sink += a.equals(b) ? 1 : 0;
   const t1 = performance.timeOrigin + performance.now();
   parentPort!.postMessage({ round, t0, t1, sink });

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { existsSync } from 'node:fs';
 import { sep } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import * as kernels from '@airllm/kernels';
+import { readSum } from '@airllm/kernels';
 import { diskReadBytes, dropFileCache } from '@airllm/loader';
 import { median } from './stats.js';
 
@@ -34,12 +34,10 @@ function workerScript(): string {
   return p.replace(`${sep}src${sep}probe-worker.js`, `${sep}dist${sep}probe-worker.js`);
 }
 
-/** Whether @airllm/kernels exports its native read probe (and the addon loads). */
+/** Whether the kernels' native read probe works here (its addon loads). */
 export function nativeReadProbeAvailable(): boolean {
-  const f = (kernels as Record<string, unknown>)['readSum'];
-  if (typeof f !== 'function') return false;
   try {
-    (f as (b: Uint8Array) => number)(new Uint8Array(4096));
+    readSum(new Uint8Array(4096));
     return true;
   } catch {
     return false;
