@@ -307,9 +307,11 @@ export function diagnosis(s: ShapeReport): string[] {
       const share = ideal / b.perLayerComputeMs;
       out.push(
         `The layer's 7 matmuls alone take ${fmt.ms(probe.ms)} on 1 thread with ${probe.backend} (${fmt.gbps(s.layerBytes / (probe.ms / 1000))} per thread), ${fmt.ms(ideal)} if split perfectly over ${threads}: ` +
-          (share >= 0.85
-            ? `${pct(share)} of the layer's compute time, so the matmul kernel's own speed is the limit; barriers, attention and norms cost the other ${pct(Math.max(0, 1 - share))}.`
-            : `only ${pct(share)} of the layer's compute time; the remaining ${pct(1 - share)} goes to barriers, attention, norms and uneven splits.`) +
+          (share >= 1
+            ? `no less than the layer's whole compute time (${fmt.ms(b.perLayerComputeMs)}; the probe ran in another process, so ±10%): the matmul kernel's own speed is the limit, not barriers, attention or norms.`
+            : share >= 0.85
+              ? `${pct(share)} of the layer's compute time, so the matmul kernel's own speed is the limit; barriers, attention and norms cost the other ${pct(1 - share)}.`
+              : `only ${pct(share)} of the layer's compute time; the remaining ${pct(1 - share)} goes to barriers, attention, norms and uneven splits.`) +
           (ref && Math.abs(ref.ms / threads - b.perLayerComputeMs) / b.perLayerComputeMs < 0.3 ? ` That is the reference (TypeScript) kernels' speed (${fmt.ms(ref.ms)} on 1 thread): the compute workers are not using the native backend.` : ''),
       );
     }
