@@ -22,7 +22,7 @@ import { Trace } from './trace.js';
 import { CTRL, CTRL_INTS, readReport, reportDoubles, taskInts, writeTask } from './channel.js';
 import type { ServeTask } from './worker.js';
 import { WeightSource } from './weights.js';
-import type { ResidencyStats } from '@airllm/loader';
+import { diskReadBytes, type ResidencyStats } from '@airllm/loader';
 import { loadBackend, type BackendPreference, type NativeBackend } from '@airllm/kernels';
 
 export type MemoryMode = 'resident' | 'stream' | 'sequential';
@@ -752,7 +752,7 @@ export class LayerWiseInferenceEngine {
   }
 
   #counters(): { waitMs: number; computeMs: number; diskBytes: number } {
-    return { waitMs: this.#stepWaitMs, computeMs: this.#stepComputeMs, diskBytes: readDiskBytes() };
+    return { waitMs: this.#stepWaitMs, computeMs: this.#stepComputeMs, diskBytes: diskReadBytes() ?? 0 };
   }
 
   /** Stop the compute threads and release the weights. Safe to call twice. */
@@ -811,14 +811,3 @@ function readHeaderBytes(path: string, n: number): Uint8Array {
     closeSync(fd);
   }
 }
-
-/** Bytes this process caused to be read from storage (0 where /proc is unavailable). */
-export function readDiskBytes(): number {
-  try {
-    const m = /read_bytes:\s*(\d+)/.exec(readFileSync('/proc/self/io', 'utf8'));
-    return m ? Number(m[1]) : 0;
-  } catch {
-    return 0;
-  }
-}
-
