@@ -399,53 +399,56 @@ INL void FN(mmq_rows)(int type, int B, float *out, const FN(rows_prep) * p, cons
 
 #if VNNI
 /*
- * Q40 x Q80 rows kernel with VNNI (batch <= 4), written for weights that stream from DRAM.
+ * Q40 x Q80 rows kernel with VNNI (batch <= 7), written for weights that stream from DRAM.
  *
  * Two blocks per 512-bit register. 128-bit lanes 0..3 hold [qs_k & 0x0F | qs_k & 0xF0 |
- * qs_k+1 & 0x0F | qs_k+1 & 0xF0]: two zero-masked broadcast loads (load ports only) and one
- * vpternlogd ((a | b) & mask). That is exactly two of the ymm layout above side by side, so the
- * prepared activations (qs, corr of consecutive blocks are contiguous) are read unchanged and
- * the upper quarter of each block is again 16x its value, undone by 1/16 in the final sum. Per
- * pair of blocks: ternlog, vpdpbusd, cvt, vpermps (scales of the two blocks, 8 lanes each), FMA.
- * This halves the vector work per block compared with one ymm per block; on the 2-port
- * AVX-512 cores measured it is what lets the kernel keep up with memory.
+ * qs_k+1 & 0x0F | qs_k+1 & 0xF0]: two broadcast loads and one AND. That is two of the ymm
+ * layout above side by side, so the prepared activations (qs and corr of consecutive blocks are
+ * contiguous) are read unchanged, and the upper quarter of each block is again 16x its value,
+ * undone by 1/16 in the final sum. Per pair of blocks: AND, vpdpbusd, cvt, vpermps (the two
+ * blocks' scales, 8 lanes each), FMA: half the vector instructions per block of the ymm form,
+ * on cores where 512-bit and 256-bit integer multiplies and FMAs both issue 2 per cycle.
  *
- * The scales of 16 blocks come from two vpermt2w over four plain loads of the group (each f16
- * scale is a 16-bit word at word offset 9j, since blocks are 18 bytes): cheaper than a 16-lane
- * gather, which costs about as much as 16 scalar loads. Partial groups (row ends) use the
- * masked gather, which never reads past the row.
+ * The scales of 16 blocks come from four loads and one word permute (q40_scales16). Partial
+ * groups (row ends) use the masked gather, which never reads past the row.
  *
- * S rows far apart (one from each of S equal parts of [r0, r1)) are computed together. That
- * makes S independent sequential streams: the hardware prefetchers follow each one, and a
- * single core gets considerably more bytes in flight from DRAM than from one stream (a read
- * probe measured 16 GB/s with one stream and 21 GB/s with four on the 2-core VM). Adjacent rows
- * would not do: they are one stream to the prefetcher. The software prefetch runs
- * K_PREFETCH_Q40 bytes ahead on each stream; with S streams that is S x as many lines ahead.
+ * S rows far apart (one from each of S equal parts of [r0, r1)) are computed together: S
+ * independent sequential streams. The hardware prefetchers follow each stream, so one core keeps
+ * more lines in flight from DRAM than with one stream (the read probe measured 16 GB/s with one
+ * stream, 21 GB/s with four, on the 2-core VM). Adjacent rows would not do: they are one stream.
+ * This, more than the instruction count, is what took batch 1 from ~12 to ~18 GB/s per thread;
+ * with one stream the two-block kernel is no faster than the ymm one from DRAM. Each stream is
+ * also prefetched K_PREFETCH_Q40 bytes ahead (2 KiB measured best with 4 streams; 4 KiB, the
+ * single-stream distance, is slightly worse).
  */
 
 #define K_PREFETCH_Q40 2048
 
-/* The 16 f16 scales of a full group of 16 Q40 blocks (288 bytes from g), as floats. Reads only
- * bytes [0, 272) of the group. */
+/* The 16 f16 scales of a full group of 16 Q40 blocks (288 bytes from g), as floats. Scale j is
+ * the 16-bit word at byte 18j. Four loads at bytes 0, 70, 140, 210 (all inside the group) see
+ * scales 4q..4q+3 of load q at words q, 9 + q, 18 + q, 27 + q, so they merge into one register
+ * by word masks and a single vpermw puts them in order: far cheaper than a 16-lane gather. */
 INL __m512 FN(q40_scales16)(const uint8_t *g) {
-  static const uint16_t lo[32] __attribute__((aligned(64))) = {0, 9, 18, 27, 36, 45, 54, 63};
-  static const uint16_t hi[32] __attribute__((aligned(64))) = {0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 18, 27, 36, 45, 54, 63};
-  /* blocks 0..7: words 0..63 of bytes [0, 128); blocks 8..15: words 9j - 72 of bytes [144, 272) */
-  __m512i a = _mm512_permutex2var_epi16(_mm512_loadu_si512(g), _mm512_load_si512(lo), _mm512_loadu_si512(g + 64));
-  __m512i b = _mm512_permutex2var_epi16(_mm512_loadu_si512(g + 144), _mm512_load_si512(hi), _mm512_loadu_si512(g + 208));
-  return _mm512_cvtph_ps(_mm256_mask_blend_epi16(0xff00, _mm512_castsi512_si256(a), _mm512_castsi512_si256(b)));
+  static const uint16_t order[32] __attribute__((aligned(64))) = {0, 9, 18, 27, 1, 10, 19, 28, 2, 11, 20, 29, 3, 12, 21, 30};
+  const __mmask32 m = (1u << 1) | (1u << 10) | (1u << 19) | (1u << 28);
+  __m512i v = _mm512_loadu_si512(g);
+  v = _mm512_mask_loadu_epi16(v, m, g + 70);
+  v = _mm512_mask_loadu_epi16(v, m << 1, g + 140);
+  v = _mm512_mask_loadu_epi16(v, m << 2, g + 210);
+  return _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(_mm512_load_si512(order), v)));
 }
 
-/* Blocks k and k+1 of a row (blk points at block k) in the two-block layout; with two == 0 only
- * block k (lanes 8..15 zero). */
+/* Blocks k and k+1 of a row (blk points at block k) in the two-block layout: a broadcast of
+ * block k's 16 bytes to all four lanes, block k+1's merged into lanes 2-3, one AND. With two == 0
+ * only block k (lanes 8..15 zero). */
 INL __m512i FN(q40_pair)(const uint8_t *blk, int two) {
   const __m512i m = _mm512_setr_epi64(0x0f0f0f0f0f0f0f0fLL, 0x0f0f0f0f0f0f0f0fLL, (long long)0xf0f0f0f0f0f0f0f0ULL,
                                       (long long)0xf0f0f0f0f0f0f0f0ULL, 0x0f0f0f0f0f0f0f0fLL, 0x0f0f0f0f0f0f0f0fLL,
                                       (long long)0xf0f0f0f0f0f0f0f0ULL, (long long)0xf0f0f0f0f0f0f0f0ULL);
-  __m512i a = _mm512_maskz_broadcast_i32x4(0x00ff, _mm_loadu_si128((const __m128i *)(blk + 2)));
-  if (!two) return _mm512_and_si512(a, m);
-  __m512i b = _mm512_maskz_broadcast_i32x4(0xff00, _mm_loadu_si128((const __m128i *)(blk + 2 + Q40_BYTES)));
-  return _mm512_ternarylogic_epi32(a, b, m, 0xA8); /* (a | b) & m */
+  if (!two) return _mm512_maskz_and_epi32(0x00ff, _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(blk + 2))), m);
+  __m512i a = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(blk + 2)));
+  a = _mm512_mask_broadcast_i32x4(a, 0xff00, _mm_loadu_si128((const __m128i *)(blk + 2 + Q40_BYTES)));
+  return _mm512_and_si512(a, m);
 }
 
 /* One pair (or a last single block) of S rows x B batch rows. scv[s][b] holds the 16 products
@@ -504,6 +507,21 @@ INL void FN(mmq40_rows)(int B, int S, float *out, const FN(rows_prep) * p, const
   int part = (r1 - r0) / S;
   for (int i = 0; i < part; i++) FN(mmq40_tile)(B, S, out, p, w, nb, nOut, b0, r0 + i, part);
   for (int r = r0 + S * part; r < r1; r++) FN(mmq40_tile)(B, 1, out, p, w, nb, nOut, b0, r, 0);
+}
+
+/* batch 5..7: per tile of S rows, batch rows 0-3 then the rest; the second pass finds the
+ * rows in L1. */
+INL void FN(mmq40_rows8)(int B2, int S, float *out, const FN(rows_prep) * p, const uint8_t *w, int nb, int nOut,
+                         int r0, int r1) {
+  int part = (r1 - r0) / S;
+  for (int i = 0; i < part; i++) {
+    FN(mmq40_tile)(4, S, out, p, w, nb, nOut, 0, r0 + i, part);
+    FN(mmq40_tile)(B2, S, out, p, w, nb, nOut, 4, r0 + i, part);
+  }
+  for (int r = r0 + S * part; r < r1; r++) {
+    FN(mmq40_tile)(4, 1, out, p, w, nb, nOut, 0, r, 0);
+    FN(mmq40_tile)(B2, 1, out, p, w, nb, nOut, 4, r, 0);
+  }
 }
 #endif
 
@@ -618,7 +636,10 @@ INL void FN(mmq)(int type, float *out, const void *xv, const uint8_t *w, int nIn
   const uint8_t *xq = (const uint8_t *)xv;
   int nb = nIn / QK;
   int off = type == FT_Q40 ? 8 : VNNI ? 128 : 0;
-  if (batch > 4 && (VNNI || type == FT_Q40)) {
+  /* With VNNI, Q40 batches up to 7 take the rows kernel (two passes per tile above 4): it costs
+   * about 0.8 ms per batch row on 11008x4096 where the lanes kernel costs ~6 ms flat for 5..16. */
+  int rowsMax = VNNI && type == FT_Q40 ? 7 : 4;
+  if (batch > rowsMax && (VNNI || type == FT_Q40)) {
     int maxNL = (batch < SUPER_ROWS ? batch : SUPER_ROWS) + 15;
     maxNL -= maxNL % 16;
     size_t xB = k_align64((size_t)nb * 8 * maxNL * 4), cB = k_align64((size_t)nb * maxNL * 4);
@@ -638,6 +659,14 @@ INL void FN(mmq)(int type, float *out, const void *xv, const uint8_t *w, int nIn
   FN(rows_prep) p;
   if (!FN(prep_rows)(s, xq, nb, batch, off, &p)) return;
 #if VNNI
+  if (type == FT_Q40 && batch > 4) { /* 5..7, see rowsMax */
+    switch (batch) {
+      case 5: FN(mmq40_rows8)(1, 2, out, &p, w, nb, nOut, r0, r1); break;
+      case 6: FN(mmq40_rows8)(2, 2, out, &p, w, nb, nOut, r0, r1); break;
+      default: FN(mmq40_rows8)(3, 2, out, &p, w, nb, nOut, r0, r1); break;
+    }
+    return;
+  }
   if (type == FT_Q40 && batch <= 4) {
     switch (batch) {
       case 1: FN(mmq40_rows)(1, 4, out, &p, w, nb, nOut, 0, r0, r1); break;

@@ -77,9 +77,9 @@ const F_SHAPES: [number, number, number][] = [
 const Q_SHAPES: [number, number, number][] = [
   [1, 32, 1], [31, 96, 1], [33, 64, 2], [17, 96, 3], [9, 128, 4], [7, 96, 5], [5, 64, 17], [6, 160, 32], [3, 32, 33],
   [11, 96, 70], [2, 64, 300], [4097, 4096, 1], [64, 4096, 32],
-  // rows kernels over full 16-block groups plus partial (odd) groups, nOut not a multiple of the
-  // row streams: [45, 1088] has 34 blocks per row, [9, 2080] 65, [37, 672] 21, [19, 1056] 33
-  [45, 1088, 1], [9, 2080, 1], [37, 672, 2], [19, 1056, 3], [23, 544, 4],
+  // rows kernels (batch <= 7 with VNNI) over full 16-block groups plus partial (odd) groups, nOut
+  // not a multiple of the row streams: [45, 1088] has 34 blocks per row, [9, 2080] 65, [37, 672] 21
+  [45, 1088, 1], [9, 2080, 1], [37, 672, 2], [19, 1056, 3], [23, 544, 4], [11, 544, 6], [13, 1088, 7],
 ];
 
 const DTYPE_TABLE = [
