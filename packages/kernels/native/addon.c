@@ -544,7 +544,7 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
 
 /* Memory read-bandwidth probe: sums a buffer with the widest loads available. */
 #if defined(AIRLLM_X86)
-uint64_t k_avx2_readsum(const uint8_t *p, size_t n);
+uint64_t k_avx2_readsum(const uint8_t *p, size_t n, int streams);
 #endif
 static uint64_t readsum_scalar(const uint8_t *p, size_t n) {
   uint64_t a = 0, b = 0, c = 0, d = 0;
@@ -561,19 +561,23 @@ static uint64_t readsum_scalar(const uint8_t *p, size_t n) {
   return a + b + c + d;
 }
 
+/* readSum(buffer, streams = 1): see k_avx2_readsum; the scalar fallback ignores streams. */
 static napi_value js_readsum(napi_env env, napi_callback_info info) {
   const char *op = "readSum";
-  size_t argc = 1;
-  napi_value argv[1];
+  size_t argc = 2;
+  napi_value argv[2];
   napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
   ctx_t c = {env, 1};
   size_t len = 0;
   uint8_t *buf = argc >= 1 ? typed(&c, op, argv[0], napi_uint8_array, "buffer", &len) : NULL;
   if (argc < 1) fail_type(&c, op, "expected a Uint8Array");
+  napi_valuetype t2 = napi_undefined;
+  if (argc >= 2) napi_typeof(env, argv[1], &t2);
+  int streams = t2 == napi_undefined ? 1 : (int)integer(&c, op, argv[1], "streams", 1, 16);
   if (!c.ok) return NULL;
   uint64_t s;
 #if defined(AIRLLM_X86)
-  if (__builtin_cpu_supports("avx2")) s = k_avx2_readsum(buf, len);
+  if (__builtin_cpu_supports("avx2")) s = k_avx2_readsum(buf, len, streams);
   else
 #endif
     s = readsum_scalar(buf, len);

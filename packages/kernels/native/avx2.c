@@ -218,23 +218,32 @@ TGT void k_avx2_dequantize_q80(float *out, const uint8_t *xq, size_t nBlocks) {
   }
 }
 
-TGT uint64_t k_avx2_readsum(const uint8_t *p, size_t n) {
+/*
+ * Read probe over `streams` equal parts of the buffer read in lockstep (128 bytes of each part in
+ * turn), like the matmul kernels that walk several distant weight rows at once: the hardware
+ * prefetchers follow each sequential stream, so one core keeps more lines in flight with a few
+ * streams than with one. streams == 1 is the plain sequential read.
+ */
+TGT uint64_t k_avx2_readsum(const uint8_t *p, size_t n, int streams) {
   __m256i a = _mm256_setzero_si256(), b = a, c = a, d = a;
-  size_t i = 0;
-  for (; i + 128 <= n; i += 128) {
-    _mm_prefetch((const char *)(p + i + K_PREFETCH_BYTES), _MM_HINT_T0);
-    _mm_prefetch((const char *)(p + i + K_PREFETCH_BYTES + 64), _MM_HINT_T0);
-    a = _mm256_add_epi64(a, _mm256_loadu_si256((const __m256i *)(p + i)));
-    b = _mm256_add_epi64(b, _mm256_loadu_si256((const __m256i *)(p + i + 32)));
-    c = _mm256_add_epi64(c, _mm256_loadu_si256((const __m256i *)(p + i + 64)));
-    d = _mm256_add_epi64(d, _mm256_loadu_si256((const __m256i *)(p + i + 96)));
+  size_t part = n / (size_t)streams / 128 * 128;
+  for (size_t i = 0; i < part; i += 128) {
+    for (int s = 0; s < streams; s++) {
+      const uint8_t *q = p + (size_t)s * part + i;
+      _mm_prefetch((const char *)(q + K_PREFETCH_BYTES), _MM_HINT_T0);
+      _mm_prefetch((const char *)(q + K_PREFETCH_BYTES + 64), _MM_HINT_T0);
+      a = _mm256_add_epi64(a, _mm256_loadu_si256((const __m256i *)q));
+      b = _mm256_add_epi64(b, _mm256_loadu_si256((const __m256i *)(q + 32)));
+      c = _mm256_add_epi64(c, _mm256_loadu_si256((const __m256i *)(q + 64)));
+      d = _mm256_add_epi64(d, _mm256_loadu_si256((const __m256i *)(q + 96)));
+    }
   }
   a = _mm256_add_epi64(_mm256_add_epi64(a, b), _mm256_add_epi64(c, d));
   uint64_t t[4];
   _mm256_storeu_si256((__m256i *)t, a);
-  uint64_t s = t[0] + t[1] + t[2] + t[3];
-  for (; i < n; i++) s += p[i];
-  return s;
+  uint64_t sum = t[0] + t[1] + t[2] + t[3];
+  for (size_t i = (size_t)streams * part; i < n; i++) sum += p[i];
+  return sum;
 }
 
 /* ---- weight decoding ---- */

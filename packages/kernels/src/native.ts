@@ -44,7 +44,7 @@ interface Addon {
   readonly available: readonly NativePath[];
   create(path: NativePath): AddonOps;
   /** Sum of a buffer read with the widest loads available (memory-bandwidth probe). */
-  readSum(buffer: Uint8Array): number;
+  readSum(buffer: Uint8Array, streams?: number): number;
 }
 
 /** A native backend and what it is made of. */
@@ -178,7 +178,12 @@ export function loadBackend(preference?: BackendPreference): KernelBackend {
   return nativeBackend(pref);
 }
 
-/** Native memory read probe: sums `buffer` (single thread). Used by the benchmark. */
-export function readSum(buffer: Uint8Array): number {
-  return loadAddon().readSum(buffer);
+/**
+ * Native memory read probe: sums `buffer` (single thread). Used by the benchmarks. With
+ * `streams` > 1 (at most 16) the buffer is read as that many equal parts in lockstep, the way
+ * the matvec kernels walk several distant weight rows: one core gets more bandwidth from DRAM
+ * with a few sequential streams than with one. The checksum depends on `streams`.
+ */
+export function readSum(buffer: Uint8Array, streams?: number): number {
+  return loadAddon().readSum(buffer, streams);
 }

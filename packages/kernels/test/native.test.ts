@@ -11,7 +11,7 @@ import { describe, expect, it } from 'vitest';
 import { DTYPES, FloatType, Q80_BLOCK_BYTES, Q_BLOCK } from '@airllm/format';
 import type { KernelBackend } from '../src/backend.js';
 import { referenceBackend as ref } from '../src/reference.js';
-import { nativeBackend, nativePaths, type NativeBackend } from '../src/native.js';
+import { nativeBackend, nativePaths, readSum, type NativeBackend } from '../src/native.js';
 import { ropeFrequencies } from '../src/rope.js';
 import { splitRange } from '../src/split.js';
 import { matrixBytes, placeAt, randomFloats, randomWeights } from '../src/testing/builders.js';
@@ -414,6 +414,21 @@ describe('vectorised exp', () => {
       expect(eo[2]).toBe(1);
       expect(Number.isNaN(eo[3])).toBe(true);
     }
+  });
+});
+
+describe('readSum (memory read probe)', () => {
+  it('sums every 64-bit word once, with one stream or several', () => {
+    // 4 KiB: with 1, 2 and 4 streams every part is a whole number of 128-byte steps, so each
+    // variant adds the same little-endian words; the expected value is computed independently
+    const buf = new Uint8Array(4096);
+    for (let i = 0; i < buf.length; i++) buf[i] = (i * 131 + 7) & 255;
+    let want = 0n;
+    for (const w of new BigUint64Array(buf.buffer)) want = (want + w) & 0xffffffffffffffffn;
+    const expected = Number(want & ((1n << 53n) - 1n));
+    for (const streams of [undefined, 1, 2, 4]) expect(readSum(buf, streams), `streams ${streams}`).toBe(expected);
+    expect(() => readSum(buf, 0)).toThrow(RangeError);
+    expect(() => readSum(buf, 17)).toThrow(RangeError);
   });
 });
 

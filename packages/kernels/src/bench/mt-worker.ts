@@ -23,8 +23,9 @@ for (;;) {
   const gen = Atomics.load(ctrl, CTRL.GENERATION);
   if (gen < 0) break;
   seen = gen;
-  if (Atomics.load(ctrl, CTRL.KIND) === 1) {
-    sink += readSum(probeSlice);
+  const kind = Atomics.load(ctrl, CTRL.KIND);
+  if (kind === 1 || kind === 2) {
+    sink += readSum(probeSlice, kind === 2 ? 4 : 1);
   } else {
     const copy = Atomics.load(ctrl, CTRL.COPY);
     const w = pool.subarray(copy * d.copyBytes, (copy + 1) * d.copyBytes);
