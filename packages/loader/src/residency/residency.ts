@@ -53,7 +53,8 @@ export interface ResidencyOptions {
   includeHead?: boolean;
   /** Prefetch granularity in bytes (default 8 MiB). */
   chunkBytes?: number;
-  /** Chunks MADV_WILLNEED runs ahead of the touch (default 2). */
+  /** Chunks MADV_WILLNEED runs ahead of the touch (default 6: 48 MiB queued; 2 left the disk
+   *  short of work, 0.99 against 1.06 of a plain read in the loader bench). */
   readaheadChunks?: number;
   /** Fault pages in with MADV_POPULATE_READ instead of touching each page (default false). */
   populate?: boolean;
@@ -186,7 +187,7 @@ export class LayerResidency {
       throw new OutOfRangeError('slots must be 1..64', { field: 'slots', expected: '1..64', actual: slots });
     }
     const chunkBytes = options.chunkBytes ?? DEFAULT_CHUNK;
-    const readaheadChunks = options.readaheadChunks ?? 2;
+    const readaheadChunks = options.readaheadChunks ?? 6;
     if (!Number.isSafeInteger(chunkBytes) || chunkBytes < 4096 || !Number.isInteger(readaheadChunks) || readaheadChunks < 0) {
       throw new OutOfRangeError('chunkBytes must be ≥ 4096 and readaheadChunks ≥ 0', { field: 'chunkBytes', actual: chunkBytes });
     }
