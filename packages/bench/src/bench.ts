@@ -405,6 +405,7 @@ async function benchShape(name: ShapeName, o: BenchOptions, outDir: string): Pro
         pinnedBytes: s.pinnedBytes,
         slots: s.slots,
         slotBytes: s.slotBytes,
+        streamBytes: s.streamBytes,
         streamedBytesPerStep: stepBytes - s.pinnedBytes,
         promptTokens: s.prompt.tokens,
         promptMs: s.prompt.ms,
@@ -443,7 +444,7 @@ async function benchShape(name: ShapeName, o: BenchOptions, outDir: string): Pro
         continue;
       }
       if (budget < minBudget) {
-        notes.push(`budget ${Math.round(f * 100)}% skipped: ${fmt.gb(budget)} cannot hold the two streaming slots (${fmt.gb(minBudget)})`);
+        notes.push(`budget ${Math.round(f * 100)}% skipped: ${fmt.gb(budget)} is below the pipelined scenario's two layers (${fmt.gb(minBudget)})`);
         continue;
       }
       const sweepSteps = o.quick ? 2 : 4;
@@ -458,6 +459,7 @@ async function benchShape(name: ShapeName, o: BenchOptions, outDir: string): Pro
         plannedBytes: s.plannedBytes,
         slots: s.slots,
         slotBytes: s.slotBytes,
+        streamBytes: s.streamBytes,
         diskBytesPerToken: median(s.decode.map((d) => d.diskBytes)),
         modelMinusBudget: stepBytes - budget,
         peakRssBytes: r.memory.peakRss,

@@ -265,7 +265,7 @@ async function stepsTask(
   probe?.close();
   const st = engine.residencyStats();
   log(`${job.label}: median step ${median(decode.map((d) => d.ms)).toFixed(0)} ms; pinned ${(st.pinnedBytes / 1e6).toFixed(0)} MB of plan ${(st.plannedBytes / 1e6).toFixed(0)} MB`);
-  return { kind: 'steps', prompt: first.rec, decode, pinnedBytes: st.pinnedBytes, plannedBytes: st.plannedBytes, slotBytes: st.slotBytes, slots: st.slots, warmupDiskBytes, dropCacheMs: dropMs };
+  return { kind: 'steps', prompt: first.rec, decode, pinnedBytes: st.pinnedBytes, plannedBytes: st.plannedBytes, slotBytes: st.slotBytes, slots: st.slots, streamBytes: st.streamBytes, warmupDiskBytes, dropCacheMs: dropMs };
 }
 
 /** The backend the engine's workers load for kernels: 'native' (the reference one if the addon is missing). */

@@ -183,6 +183,8 @@ export interface StepsResult {
   readonly plannedBytes: number;
   readonly slotBytes: number;
   readonly slots: number;
+  /** Bytes streamed segments may hold at once (the rest of the budget after the pins). */
+  readonly streamBytes: number;
   /** Disk bytes read by initialize + warmup (before the first step). */
   readonly warmupDiskBytes: number;
   /** Total time spent evicting the file from the page cache between steps (not in any step's ms). */

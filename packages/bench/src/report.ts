@@ -62,6 +62,7 @@ export interface StepsSummary {
   readonly pinnedBytes: number;
   readonly slots: number;
   readonly slotBytes: number;
+  readonly streamBytes: number;
   /** Weight bytes a step has to bring in (step bytes − pinned). */
   readonly streamedBytesPerStep: number;
   readonly promptTokens: number;
@@ -89,6 +90,7 @@ export interface SweepPoint {
   readonly plannedBytes: number;
   readonly slots: number;
   readonly slotBytes: number;
+  readonly streamBytes: number;
   readonly diskBytesPerToken: number;
   /** model − budget: the target's reference. */
   readonly modelMinusBudget: number;
@@ -247,7 +249,7 @@ export function markdownReport(r: BenchReport): string {
       if (!st) continue;
       out.push(
         `- ${st.mode === 'stream' ? 'Pipelined (stream)' : 'Sequential'}, cold cache each step, budget ${st.budgetBytes !== undefined ? fmt.mb(st.budgetBytes) : 'one segment'} ` +
-          `(${st.slots} slot(s) of ${fmt.mb(st.slotBytes)}, ${fmt.mb(st.pinnedBytes)} pinned): decode ${fmt.ms(st.decodeMsMedian)} per step ` +
+          `(${fmt.mb(st.pinnedBytes)} pinned, streaming ${fmt.mb(st.streamBytes)} = ${round(st.streamBytes / st.slotBytes, 2)} × the largest streamed segment of ${fmt.mb(st.slotBytes)}): decode ${fmt.ms(st.decodeMsMedian)} per step ` +
           `(thread 0 computing ${fmt.ms(st.decodeComputeMsMedian)}, waiting for loads ${fmt.ms(st.decodeLoadWaitMsMedian)}), ${fmt.bytes(st.diskBytesPerStepMedian)} from disk per step; ` +
           `prompt step of ${st.promptTokens} tokens ${fmt.ms(st.promptMs)} (computing ${fmt.ms(st.promptComputeMs)}); peak RSS ${fmt.gb(st.peakRssBytes)}.` +
           (st.io
@@ -257,7 +259,7 @@ export function markdownReport(r: BenchReport): string {
     }
     for (const p of s.sweep) {
       out.push(
-        `- Budget ${Math.round(p.fraction * 100)}% (${fmt.gb(p.budgetBytes)}: ${fmt.gb(p.pinnedBytes)} pinned + ${p.slots} slots of ${fmt.mb(p.slotBytes)}): ${fmt.bytes(p.diskBytesPerToken)} from disk per token ` +
+        `- Budget ${Math.round(p.fraction * 100)}% (${fmt.gb(p.budgetBytes)}: ${fmt.gb(p.pinnedBytes)} pinned + ${fmt.mb(p.streamBytes)} for streaming, ${round(p.streamBytes / p.slotBytes, 2)} × a ${fmt.mb(p.slotBytes)} segment): ${fmt.bytes(p.diskBytesPerToken)} from disk per token ` +
           `(model − budget = ${fmt.bytes(p.modelMinusBudget)}), ${fmt.ms(p.msPerToken)} per token, peak RSS ${fmt.gb(p.peakRssBytes)} ` +
           `(Node alone ${fmt.mb(p.baselineRssBytes)}; limit budget + 10% + KV ${fmt.gb(p.rssLimitBytes)})` +
           (p.pinnedCachedMinBytes !== undefined ? `; pinned layers in the page cache at a step's start: at least ${fmt.gb(p.pinnedCachedMinBytes)} of ${fmt.gb(p.pinnedBytes)}.` : '.'),
@@ -354,10 +356,10 @@ export function diagnosis(s: ShapeReport): string[] {
       const streamed = s.stepBytes - p.pinnedBytes;
       const lost = p.pinnedCachedMinBytes !== undefined ? p.pinnedBytes - p.pinnedCachedMinBytes : undefined;
       out.push(
-        `Budget ${pctB}%: the ${p.slots} streaming slots (${fmt.mb(p.slots * p.slotBytes)}) come out of the budget, so ${fmt.gb(p.pinnedBytes)} is pinned and a step streams model − pinned = ${fmt.gb(streamed)} ` +
-          `(model − budget + slots); ${fmt.gb(p.diskBytesPerToken)} came from disk` +
+        `Budget ${pctB}%: streaming (${fmt.mb(p.streamBytes)}: one ${fmt.mb(p.slotBytes)} segment + the prefetch window + what whole layers leave) comes out of the budget, so ${fmt.gb(p.pinnedBytes)} is pinned and a step streams model − pinned = ${fmt.gb(streamed)} ` +
+          `(model − budget + streaming); ${fmt.gb(p.diskBytesPerToken)} came from disk` +
           (p.diskBytesPerToken <= streamed
-            ? ', less than that because the layers held in the slots between steps were still in the page cache.'
+            ? ', less than that because the streamed pages held between steps were still in the page cache.'
             : `, more than that: pinned layers were read again` +
               (lost !== undefined && lost > 0
                 ? ` (at the start of a step up to ${fmt.gb(lost)} of them was missing from the page cache: they are mapped, not locked, and the kernel reclaims their pages when streaming fills memory).`

@@ -45,6 +45,23 @@ describe('planResidency', () => {
     expect(p).toMatchObject({ slots: 1, slotBytes: L, pinnedBytes: 0 });
   });
 
+  it('with a window, streaming needs one layer + the window, and the rest of the budget pins', () => {
+    // 10 layers, budget 6.5 layers: 2 slots pin 4 (6.5 − 2 = 4.5); one layer + a window of 0.2 pins 5.
+    const slots = planResidency(layers(10), 'stream', 6.5 * L, 2);
+    const win = planResidency(layers(10), 'stream', 6.5 * L, 2, 0.2 * L);
+    expect(slots.pinnedBytes).toBe(4 * L);
+    expect(win.pinnedBytes).toBe(5 * L);
+    // Streaming gets what the pins leave (1.5 layers), never more than the slots would hold.
+    expect(win.streamBytes).toBe(1.5 * L);
+    expect(win.plannedBytes).toBe(6.5 * L);
+    expect(planResidency(layers(10), 'stream', 9 * L, 2, 0.2 * L).streamBytes).toBe(2 * L);
+    // The minimum budget drops from two layers to one layer + the window.
+    expect(planResidency(layers(10, 300), 'stream', 1.2 * L, 2, 0.2 * L)).toMatchObject({ pinnedBytes: 0, streamBytes: 1.2 * L });
+    expect(() => planResidency(layers(10, 300), 'stream', 1.2 * L - 1, 2, 0.2 * L)).toThrow(BudgetTooSmallError);
+    // A window larger than a layer is the two-slot plan.
+    expect(planResidency(layers(10), 'stream', 6.5 * L, 2, 5 * L)).toMatchObject({ pinnedBytes: 4 * L, streamBytes: 2 * L });
+  });
+
   it('refuses a budget below what the slots need, naming the minimum', () => {
     const err = (() => {
       try {

@@ -96,6 +96,62 @@ describe('two compute workers scan a residency (bytes checked against the file p
   }
 });
 
+describe('mmap streaming with a prefetch window (one streamed segment + a window)', () => {
+  const KiB = 1024;
+  const windowed = { chunkBytes: 64 * KiB, windowBytes: 256 * KiB } as const;
+  // The head (final norm + a 64-row classifier, ~66 KiB) fits in what the layers leave: pinned.
+  const cases: [string, number, number][] = [
+    ['budget 1.2 layers: every layer streams', Math.floor(1.2 * L), 0],
+    ['budget 2.5 layers: 1 layer pinned (2 slots would pin none)', Math.floor(2.5 * L), 1],
+    ['budget 4 layers: 2 layers pinned (2 slots would pin 2 too, with less room to stream)', 4 * L, 2],
+  ];
+  for (const [name, budgetBytes, pinned] of cases) {
+    it(name, async () => {
+      const w = await new MemoryMappedWeights(smallPath, { backend: 'mmap' }).open();
+      const r = await LayerResidency.create(w, { mode: 'stream', budgetBytes, ...windowed });
+      try {
+        expect(r.segments.filter((s) => s.pinned && s.kind === 'layer').length).toBe(pinned);
+        expect(r.segments[r.headSegment]!.pinned).toBe(true);
+        expect(r.plan.plannedBytes).toBeLessThanOrEqual(budgetBytes);
+        expect(r.plan.streamBytes).toBeGreaterThanOrEqual(L + 256 * KiB);
+        const passes = 3;
+        const results = await scanWithWorkers(r.shared, 2, passes, 5);
+        for (const res of results) {
+          expect(res.error).toBeUndefined();
+          expect(res.mismatches).toBe(0);
+          expect(res.checked).toBeGreaterThan(7 * passes * 100);
+        }
+        const st = r.stats();
+        for (const s of st.perSegment) {
+          expect(s.acquires).toBe(2 * passes);
+          if (s.pinned) expect(s.loads).toBe(1);
+          else expect(s.loads).toBeGreaterThanOrEqual(passes);
+        }
+        expect(st.streamedBytes).toBeLessThanOrEqual(r.plan.streamBytes);
+        expect(st.residentBytes).toBeLessThanOrEqual(r.plan.plannedBytes);
+      } finally {
+        await r.close();
+        w.close();
+      }
+    });
+  }
+
+  it('two streamed segments held under a one-segment allowance is an error, not a hang', async () => {
+    const w = await new MemoryMappedWeights(smallPath, { backend: 'mmap' }).open();
+    const r = await LayerResidency.create(w, { mode: 'stream', budgetBytes: Math.floor(1.2 * L), stallMs: 300, ...windowed });
+    try {
+      await r.acquireAsync(0);
+      await expect(r.acquireAsync(2)).rejects.toBeInstanceOf(SlotsExhaustedError);
+      r.release(0);
+      await r.acquireAsync(2);
+      r.release(2);
+    } finally {
+      await r.close();
+      w.close();
+    }
+  });
+});
+
 describe('residency API', () => {
   it('serves a layer range (distributed node) with tensor views from the client', async () => {
     const w = await new MemoryMappedWeights(smallPath).open();
@@ -314,4 +370,15 @@ describe('memory: measured from /proc/self/status', () => {
       }
     });
   }
+
+  it(`mmap, one layer + a 4 MiB window on a 20-layer model: peak RSS ≤ budget + ${OVERHEAD / MiB} MiB over a full scan`, async () => {
+    const w = await new MemoryMappedWeights(bigPath, { backend: 'mmap' }).open();
+    try {
+      const budget = big.layerBytes + 4 * MiB;
+      const growth = await scanPeak(w, { mode: 'stream', budgetBytes: budget, chunkBytes: MiB, windowBytes: 4 * MiB });
+      expect(growth).toBeLessThan(budget + OVERHEAD);
+    } finally {
+      w.close();
+    }
+  });
 });

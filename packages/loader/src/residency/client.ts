@@ -153,18 +153,28 @@ export class ResidencyCore {
     const s = this.shared;
     if (waitedMs < s.stallMs || s.segments[seg]!.pinned) return;
     if (Atomics.load(this.ctrl, segWord(seg, S.STATE)) !== State.EMPTY) return;
+    // Stuck only if every slot owner is acquired and either no slot is free or the streaming
+    // allowance cannot take this segment next to the ones held.
     const holders: number[] = [];
+    let held = 0;
+    let free = false;
     for (let k = 0; k < s.slots; k++) {
       const owner = Atomics.load(this.ctrl, slotWord(s.segments.length, k));
-      if (owner < 0 || Atomics.load(this.ctrl, segWord(owner, S.STATE)) !== State.IN_USE) return;
+      if (owner < 0) {
+        free = true;
+        continue;
+      }
+      if (Atomics.load(this.ctrl, segWord(owner, S.STATE)) !== State.IN_USE) return;
       holders.push(owner);
+      held += s.segments[owner]!.size;
     }
+    if (free && held + s.segments[seg]!.size <= s.streamBytes) return;
     Atomics.compareExchange(this.ctrl, segWord(seg, S.WANT), 1, 0);
-    throw new SlotsExhaustedError('every streaming slot holds an acquired segment; release one before acquiring another', {
+    throw new SlotsExhaustedError('the streamed segments held leave no room for this one; release one before acquiring another', {
       path: s.path,
       field: 'segment',
-      expected: `≤ ${s.slots} streamed segments acquired at once`,
-      actual: `segment ${seg} wanted while ${holders.join(', ')} are held`,
+      expected: `streamed segments acquired at once: ≤ ${s.slots} and ≤ ${s.streamBytes} bytes`,
+      actual: `segment ${seg} (${s.segments[seg]!.size} bytes) wanted while ${holders.join(', ')} (${held} bytes) are held`,
     });
   }
 

@@ -7,7 +7,12 @@ export interface ResidencyPlan {
   /** Size of one streaming slot: the largest streamed segment (0 when nothing streams). */
   readonly slotBytes: number;
   readonly pinnedBytes: number;
-  /** pinnedBytes + slots · slotBytes: what the plan holds at most. */
+  /**
+   * Bytes streamed segments may hold at once (pages touched by the prefetcher and not yet
+   * released): slots · slotBytes, or with a window (mmap) what the budget leaves after the pins.
+   */
+  readonly streamBytes: number;
+  /** pinnedBytes + streamBytes: what the plan holds at most. */
   readonly plannedBytes: number;
 }
 
@@ -26,11 +31,25 @@ export interface ResidencyPlan {
  * Pinned segments are spread evenly over the scan rather than packed at the front: while a
  * pinned segment computes, the prefetcher fetches the next streamed one, so spreading them
  * gives every streamed load some compute to hide behind.
+ *
+ * With `windowBytes` (mmap streaming, where a "slot" is only an allowance of mapped pages) the
+ * streamed segments need one segment plus a window instead of `slots` whole segments: the
+ * prefetcher fetches the next segment chunk by chunk as the previous one's pages are released,
+ * with at most `windowBytes` of it ahead while a whole segment is held. Decode from disk is
+ * I/O bound, so a window of a few chunks keeps the disk busy, and the budget this frees (up to
+ * a segment less a window) pins more layers, which is what cuts disk bytes per token. Whatever
+ * the pins leave of the budget goes to streaming (up to `slots` segments).
  */
-export function planResidency(sizes: readonly number[], mode: ResidencyMode, budgetBytes: number | undefined, slots: number): ResidencyPlan {
+export function planResidency(
+  sizes: readonly number[],
+  mode: ResidencyMode,
+  budgetBytes: number | undefined,
+  slots: number,
+  windowBytes?: number,
+): ResidencyPlan {
   const n = sizes.length;
   const total = sizes.reduce((a, b) => a + b, 0);
-  const all = (): ResidencyPlan => ({ pinned: sizes.map(() => true), slots: 0, slotBytes: 0, pinnedBytes: total, plannedBytes: total });
+  const all = (): ResidencyPlan => ({ pinned: sizes.map(() => true), slots: 0, slotBytes: 0, pinnedBytes: total, streamBytes: 0, plannedBytes: total });
   if (mode === 'resident') return all();
   if (budgetBytes === undefined || !Number.isFinite(budgetBytes) || budgetBytes < 0) {
     throw new BudgetTooSmallError(`mode '${mode}' needs budgetBytes`, { field: 'budgetBytes', expected: 'a byte count ≥ 0', actual: String(budgetBytes) });
@@ -43,7 +62,8 @@ export function planResidency(sizes: readonly number[], mode: ResidencyMode, bud
   for (const slotBytes of candidates) {
     const forced = sizes.map((s) => s > slotBytes);
     const forcedBytes = sizes.reduce((a, s, i) => a + (forced[i] ? s : 0), 0);
-    const need = slots * slotBytes + forcedBytes;
+    const streamNeed = windowBytes === undefined || slots < 2 ? slots * slotBytes : slotBytes + Math.min(windowBytes, slotBytes);
+    const need = streamNeed + forcedBytes;
     minNeed = Math.min(minNeed, need);
     if (need > budgetBytes) continue;
     const free = sizes.map((_, i) => i).filter((i) => !forced[i]);
@@ -54,17 +74,20 @@ export function planResidency(sizes: readonly number[], mode: ResidencyMode, bud
     const pinnedBytes = sizes.reduce((a, s, i) => a + (pinned[i] ? s : 0), 0);
     // Every segment pinned: no slot needed at all.
     const streaming = pinned.some((p) => !p);
+    const streamBytes = !streaming ? 0 : windowBytes === undefined ? streamNeed : Math.min(slots * slotBytes, budgetBytes - pinnedBytes);
     const plan: ResidencyPlan = {
       pinned,
       slots: streaming ? slots : 0,
       slotBytes: streaming ? slotBytes : 0,
       pinnedBytes,
-      plannedBytes: pinnedBytes + (streaming ? slots * slotBytes : 0),
+      streamBytes,
+      plannedBytes: pinnedBytes + streamBytes,
     };
     if (best === undefined || plan.pinnedBytes > best.pinnedBytes) best = plan;
   }
   if (best === undefined) {
-    throw new BudgetTooSmallError(`budget cannot hold ${slots} streaming slot(s) of ${n > 0 ? Math.min(...candidates) : 0}+ bytes`, {
+    const what = windowBytes === undefined || slots < 2 ? `${slots} streaming slot(s) of` : 'one streamed segment and its prefetch window:';
+    throw new BudgetTooSmallError(`budget cannot hold ${what} ${n > 0 ? Math.min(...candidates) : 0}+ bytes`, {
       field: 'budgetBytes',
       expected: `≥ ${minNeed}`,
       actual: budgetBytes,

@@ -7,6 +7,7 @@ import {
   ErrorCode,
   G,
   GC_BYTES_LOADED,
+  GC_STREAMED,
   GT,
   S,
   SEG_COUNTERS,
@@ -27,6 +28,11 @@ import {
  * evicting. Priorities per turn: releases, then demands (a client is waiting), then the next
  * segment after the cursor (prefetch), then warmup. It does one load per turn so a demand never
  * waits behind more than the load in progress. With nothing to do it sleeps on the doorbell.
+ *
+ * Streamed segments also share a byte allowance (`streamBytes`): the prefetcher charges a
+ * streamed segment's bytes chunk by chunk as it makes them resident and uncharges them when it
+ * evicts the segment. A prefetch that runs out of allowance waits for a release (evicting
+ * released segments itself meanwhile), and gives way to a demand for another segment.
  */
 export class Prefetcher {
   readonly #s: ResidencyShared;
@@ -36,6 +42,9 @@ export class Prefetcher {
   readonly #addon: NativeAddon | undefined;
   readonly #post: (m: PrefetchMessage) => void;
   readonly #n: number;
+  /** Bytes charged per streamed segment, and their sum (only this thread changes them). */
+  readonly #charged: Float64Array;
+  #streamed = 0;
 
   constructor(shared: ResidencyShared, post: (m: PrefetchMessage) => void) {
     this.#s = shared;
@@ -46,6 +55,7 @@ export class Prefetcher {
     if (shared.backend === 'mmap' && this.#addon === undefined) throw new Error('prefetch worker cannot load the native addon');
     this.#post = post;
     this.#n = shared.segments.length;
+    this.#charged = new Float64Array(this.#n);
   }
 
   run(): void {
@@ -90,10 +100,25 @@ export class Prefetcher {
       if (s.segments[seg]!.pinned) return this.#load(seg, -1, 'demand');
       const slot = this.#freeSlot() ?? this.#evictForDemand();
       if (slot === undefined) continue; // every slot is in use: served after the next release
+      // A demand is loaded whole without waiting: make room by dropping prefetched segments
+      // nobody waits for, else serve it after the next release.
+      while (!this.#fits(s.segments[seg]!.size) && this.#evictForDemand() !== undefined);
+      if (!this.#fits(s.segments[seg]!.size)) continue;
       return this.#load(seg, slot, 'demand');
     }
 
-    if (s.prefetch) {
+    // Warmup before prefetch: a prefetch may wait for a release, which comes only once the
+    // engine runs, after warmup.
+    if (Atomics.load(ctrl, G.WARMUP) !== 0) {
+      for (let seg = 0; seg < n; seg++) {
+        if (s.segments[seg]!.pinned && this.#state(seg) === State.EMPTY) return this.#load(seg, -1, 'warmup');
+      }
+      Atomics.store(ctrl, G.WARMUP, 0);
+    }
+
+    // A demand still pending here waits for a release; prefetching meanwhile would only be
+    // abandoned again (#reserve gives way to demands), so sleep until the release rings.
+    if (s.prefetch && !this.#demandPending()) {
       const cursor = Atomics.load(ctrl, G.CURSOR);
       for (let i = 1; i < n; i++) {
         const seg = (cursor + i) % n;
@@ -102,18 +127,69 @@ export class Prefetcher {
         if (st !== State.EMPTY) break;
         if (s.segments[seg]!.pinned) return this.#load(seg, -1, 'prefetch');
         const slot = this.#freeSlot();
-        if (slot === undefined) break;
+        if (slot === undefined || !this.#fits(Math.min(s.chunkBytes, s.segments[seg]!.size))) break;
         return this.#load(seg, slot, 'prefetch');
       }
     }
 
-    if (Atomics.load(ctrl, G.WARMUP) !== 0) {
-      for (let seg = 0; seg < n; seg++) {
-        if (s.segments[seg]!.pinned && this.#state(seg) === State.EMPTY) return this.#load(seg, -1, 'warmup');
-      }
-      Atomics.store(ctrl, G.WARMUP, 0);
+    return false;
+  }
+
+  #demandPending(except = -1): boolean {
+    for (let i = 0; i < this.#n; i++) {
+      if (i !== except && Atomics.load(this.#ctrl, segWord(i, S.WANT)) !== 0 && this.#state(i) === State.EMPTY) return true;
     }
     return false;
+  }
+
+  #warmupPending(): boolean {
+    if (Atomics.load(this.#ctrl, G.WARMUP) === 0) return false;
+    for (let i = 0; i < this.#n; i++) if (this.#s.segments[i]!.pinned && this.#state(i) === State.EMPTY) return true;
+    return false;
+  }
+
+  #fits(bytes: number): boolean {
+    return this.#streamed + bytes <= this.#s.streamBytes;
+  }
+
+  #charge(seg: number, bytes: number): void {
+    this.#charged[seg]! += bytes;
+    this.#streamed += bytes;
+    Atomics.store(this.#counters, this.#n * SEG_COUNTERS + GC_STREAMED, BigInt(this.#streamed));
+  }
+
+  #uncharge(seg: number): void {
+    this.#streamed -= this.#charged[seg]!;
+    this.#charged[seg] = 0;
+    Atomics.store(this.#counters, this.#n * SEG_COUNTERS + GC_STREAMED, BigInt(this.#streamed));
+  }
+
+  /**
+   * Charge `bytes` more of streamed segment `seg` (being loaded), waiting for releases while the
+   * allowance is full and evicting them here (this thread is the one that evicts). False when
+   * the load should stop instead: closing, broken, or a client waits for another segment (a
+   * prefetch never holds up a demand).
+   */
+  #reserve(seg: number, bytes: number): boolean {
+    const ctrl = this.#ctrl;
+    for (;;) {
+      const bell = Atomics.load(ctrl, G.DOORBELL);
+      if (this.#fits(bytes)) {
+        this.#charge(seg, bytes);
+        return true;
+      }
+      if (Atomics.load(ctrl, G.CLOSED) !== 0 || Atomics.load(ctrl, G.BROKEN) !== 0) return false;
+      let evicted = false;
+      for (let i = 0; i < this.#n; i++) {
+        if (i !== seg && this.#state(i) === State.RELEASING && this.#setState(i, State.RELEASING, State.EVICTING)) {
+          this.#evict(i);
+          evicted = true;
+        }
+      }
+      if (evicted) continue;
+      if (this.#demandPending(seg) || this.#warmupPending()) return false;
+      Atomics.wait(ctrl, G.DOORBELL, bell, WAIT_SLICE_MS);
+    }
   }
 
   #freeSlot(): number | undefined {
@@ -152,6 +228,7 @@ export class Prefetcher {
         // The mapping was closed under us (weights closed): nothing left to drop.
       }
     }
+    this.#uncharge(seg);
     const slot = Atomics.load(this.#ctrl, segWord(seg, S.SLOT));
     if (slot >= 0) Atomics.store(this.#ctrl, slotWord(this.#n, slot), -1);
     Atomics.store(this.#ctrl, segWord(seg, S.SLOT), -1);
@@ -173,8 +250,13 @@ export class Prefetcher {
     try {
       // Refuse to touch pages past a new end of file: that is what would raise SIGBUS.
       checkUnchanged(s.fd, s.fileSize, s.path);
-      if (s.map !== null) this.#makeResident(s.map, info.offset, info.size, this.#upNext(seg));
-      else {
+      if (s.map !== null) {
+        if (!this.#makeResident(seg, s.map, info.offset, info.size, this.#upNext(seg), slot >= 0)) {
+          this.#abandon(seg);
+          return true;
+        }
+      } else {
+        if (slot >= 0) this.#charge(seg, info.size);
         const buf = slot >= 0 ? s.slotBuffers[slot]! : s.pinnedBuffers[seg]!;
         preadFully(s.fd, new Uint8Array(buf, info.offset % ALIGN_MIRROR, info.size), info.offset, s.path, s.fileSize);
       }
@@ -215,7 +297,7 @@ export class Prefetcher {
    * page tables, so it costs no budget: the next segment's pages are mapped (RSS) only when
    * its own load touches them, after a slot is free.
    */
-  #makeResident(map: SharedArrayBuffer, offset: number, size: number, next: { offset: number; size: number } | undefined): void {
+  #makeResident(seg: number, map: SharedArrayBuffer, offset: number, size: number, next: { offset: number; size: number } | undefined, streamed: boolean): boolean {
     const addon = this.#addon!;
     const chunk = this.#s.chunkBytes;
     const ahead = this.#s.readaheadChunks;
@@ -232,10 +314,35 @@ export class Prefetcher {
     for (let k = 0; k < chunks; k++) {
       advise(k + ahead);
       const o = k * chunk;
-      if (this.#s.populate) addon.advise(map, offset + o, Math.min(chunk, size - o), 'populate');
-      else addon.touch(map, offset + o, Math.min(chunk, size - o));
-      if (Atomics.load(this.#ctrl, G.CLOSED) !== 0) return;
+      const len = Math.min(chunk, size - o);
+      if (streamed && !this.#reserve(seg, len)) return Atomics.load(this.#ctrl, G.CLOSED) !== 0;
+      if (this.#s.populate) addon.advise(map, offset + o, len, 'populate');
+      else addon.touch(map, offset + o, len);
+      if (Atomics.load(this.#ctrl, G.CLOSED) !== 0) return true;
     }
+    return true;
+  }
+
+  /** Stop loading a streamed segment part way: drop what was touched and make it EMPTY again. */
+  #abandon(seg: number): void {
+    const info = this.#s.segments[seg]!;
+    try {
+      this.#addon!.advise(this.#s.map!, info.offset, info.size, 'dontneed');
+    } catch {
+      // The mapping was closed under us: nothing left to drop.
+    }
+    this.#uncharge(seg);
+    const slot = Atomics.load(this.#ctrl, segWord(seg, S.SLOT));
+    if (slot >= 0) Atomics.store(this.#ctrl, slotWord(this.#n, slot), -1);
+    Atomics.store(this.#ctrl, segWord(seg, S.SLOT), -1);
+    this.#setState(seg, State.LOADING, State.EMPTY);
+    // A client may have started waiting for it meanwhile: let it ask again.
+    this.#ring();
+  }
+
+  #ring(): void {
+    Atomics.add(this.#ctrl, G.DOORBELL, 1);
+    Atomics.notify(this.#ctrl, G.DOORBELL);
   }
 
   #fail(seg: number, e: unknown): void {
@@ -247,6 +354,7 @@ export class Prefetcher {
       this.#times[g + GT.ERR_EXPECTED] = Number(e.expected ?? this.#s.fileSize);
       this.#times[g + GT.ERR_ACTUAL] = Number(e.actual ?? NaN);
     }
+    this.#uncharge(seg);
     const slot = Atomics.load(ctrl, segWord(seg, S.SLOT));
     if (slot >= 0) Atomics.store(ctrl, slotWord(this.#n, slot), -1);
     Atomics.store(ctrl, segWord(seg, S.SLOT), -1);

@@ -87,6 +87,8 @@ export const ErrorCode = {
 export const C = { ACQUIRES: 0, WAITS: 1, WAIT_NS: 2, LOADS: 3, LOAD_NS: 4 } as const;
 export const SEG_COUNTERS = 5;
 export const GC_BYTES_LOADED = 0;
+/** Bytes of streamed segments' pages the prefetcher has made resident and not yet dropped. */
+export const GC_STREAMED = 1;
 export const GLOBAL_COUNTERS = 2;
 
 /** Float64 values per segment (epoch milliseconds: performance.timeOrigin + performance.now()). */
@@ -133,6 +135,11 @@ export interface ResidencyShared {
   readonly headSegment: number;
   readonly slots: number;
   readonly slotBytes: number;
+  /**
+   * Bytes streamed segments may hold at once: the prefetcher makes a streamed segment resident
+   * chunk by chunk only while this allowance has room (see plan.ts, windowBytes).
+   */
+  readonly streamBytes: number;
   /** read backend: one buffer per slot (segment bytes at offset `offset % 4096`). */
   readonly slotBuffers: readonly SharedArrayBuffer[];
   /** read backend: per segment, its own buffer if pinned, else null. */

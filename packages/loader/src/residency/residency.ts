@@ -16,6 +16,7 @@ import {
   ErrorCode,
   G,
   GC_BYTES_LOADED,
+  GC_STREAMED,
   GLOBAL_COUNTERS,
   GLOBAL_TIMES,
   S,
@@ -56,6 +57,12 @@ export interface ResidencyOptions {
   /** Chunks MADV_WILLNEED runs ahead of the touch (default 6: 48 MiB queued; 2 left the disk
    *  short of work, 0.99 against 1.06 of a plain read in the loader bench). */
   readaheadChunks?: number;
+  /**
+   * mmap stream mode: how far the prefetcher may run into the next streamed segment while a
+   * whole one is held (default 2 chunks, 16 MiB). The budget then needs one streamed segment
+   * plus this window rather than two segments, and pins what that saves.
+   */
+  windowBytes?: number;
   /** Fault pages in with MADV_POPULATE_READ instead of touching each page (default false). */
   populate?: boolean;
   /** acquire gives up after waiting this long while every slot is held (default 10 s). */
@@ -88,14 +95,19 @@ export interface ResidencyStats {
   readonly pinnedBytes: number;
   readonly slots: number;
   readonly slotBytes: number;
+  /** Bytes streamed segments may hold at once (see ResidencyOptions.windowBytes). */
+  readonly streamBytes: number;
   readonly budgetBytes: number | undefined;
-  /** Most bytes the plan holds at once: pinned + slots · slotBytes. */
+  /** Most bytes the plan holds at once: pinned + streamBytes. */
   readonly plannedBytes: number;
-  /** Bytes of segments resident (or loading) right now, by the residency's own accounting. */
+  /** Bytes resident right now by the residency's own accounting: loaded pinned segments plus the
+   *  pages of streamed segments the prefetcher made resident and has not dropped yet. */
   readonly residentBytes: number;
   readonly loads: number;
   readonly bytesLoaded: number;
   readonly waitNs: number;
+  /** Bytes of streamed segments resident right now (part of residentBytes). */
+  readonly streamedBytes: number;
   /** Bytes this process read from storage since create (/proc/self/io read_bytes), if known. */
   readonly diskReadBytes: number | undefined;
   /** Process RSS figures now (/proc/self/status), if known. */
@@ -202,11 +214,17 @@ export class LayerResidency {
       const start = layout.finalNorm.offset;
       ranges.push({ kind: 'head', layer: -1, offset: start, size: layout.wcls.offset + layout.wcls.byteLength - start });
     }
+    const windowBytes = options.windowBytes ?? 2 * chunkBytes;
+    if (!Number.isSafeInteger(windowBytes) || windowBytes < 0) {
+      throw new OutOfRangeError('windowBytes must be a byte count ≥ 0', { field: 'windowBytes', actual: windowBytes });
+    }
+    // Only mapped pages can be taken chunk by chunk; the read backend's slots are whole buffers.
     const plan = planResidency(
       ranges.map((r) => r.size),
       mode,
       options.budgetBytes,
       slots,
+      w.kind === 'mmap' && mode === 'stream' ? windowBytes : undefined,
     );
     const segments: SegmentInfo[] = ranges.map((r, index) => Object.freeze({ ...r, index, pinned: plan.pinned[index]! }));
     const n = segments.length;
@@ -234,6 +252,7 @@ export class LayerResidency {
       headSegment: includeHead ? n - 1 : -1,
       slots: plan.slots,
       slotBytes: plan.slotBytes,
+      streamBytes: plan.streamBytes,
       slotBuffers: read ? Array.from({ length: plan.slots }, () => new SharedArrayBuffer(plan.slotBytes + ALIGN_MIRROR)) : [],
       pinnedBuffers: segments.map((s) => (read && s.pinned ? new SharedArrayBuffer((s.offset % ALIGN_MIRROR) + s.size) : null)),
       ctrl,
@@ -322,7 +341,7 @@ export class LayerResidency {
     let loads = 0;
     const perSegment = this.segments.map((s): SegmentStats => {
       const st = Atomics.load(core.ctrl, segWord(s.index, S.STATE));
-      if (st !== State.EMPTY && st !== State.FAILED && st !== State.CLOSED) residentBytes += s.size;
+      if (s.pinned && st !== State.EMPTY && st !== State.FAILED && st !== State.CLOSED) residentBytes += s.size;
       const b = s.index * SEG_COUNTERS;
       waitNs += num(b + C.WAIT_NS);
       loads += num(b + C.LOADS);
@@ -349,12 +368,14 @@ export class LayerResidency {
       pinnedBytes: this.plan.pinnedBytes,
       slots: this.plan.slots,
       slotBytes: this.plan.slotBytes,
+      streamBytes: this.plan.streamBytes,
       budgetBytes: this.#budget,
       plannedBytes: this.plan.plannedBytes,
-      residentBytes,
+      residentBytes: residentBytes + num(n * SEG_COUNTERS + GC_STREAMED),
       loads,
       bytesLoaded: num(n * SEG_COUNTERS + GC_BYTES_LOADED),
       waitNs,
+      streamedBytes: num(n * SEG_COUNTERS + GC_STREAMED),
       diskReadBytes: disk !== undefined && this.#diskBase !== undefined ? disk - this.#diskBase : undefined,
       memory: memoryStatus(),
       perSegment,
