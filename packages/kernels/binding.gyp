@@ -8,6 +8,7 @@
         "native/scalar.c",
         "native/avx2.c",
         "native/avx512.c",
+        "native/amx.c",
         "native/neon.c"
       ],
       "cflags!": ["-O2", "-O3", "-fno-exceptions"],

@@ -460,6 +460,10 @@ static const kpath *available_paths(const kpath **list) {
   int avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
   int vnni = avx512 && __builtin_cpu_supports("avx512vnni");
+  /* AIRLLM_KERNELS_NO_AMX=1 hides the AMX path (A/B comparisons; AIRLLM_KERNELS=avx512vnni too) */
+  const char *noAmx = getenv("AIRLLM_KERNELS_NO_AMX");
+  int amx = vnni && !(noAmx != NULL && noAmx[0] != '\0' && strcmp(noAmx, "0") != 0) && k_amx_available();
+  if (amx) list[n++] = kpath_avx512amx();
   if (vnni) list[n++] = kpath_avx512vnni();
   if (avx512) list[n++] = kpath_avx512();
   if (avx2) list[n++] = kpath_avx2();

@@ -58,7 +58,38 @@ static const kpath AVX512VNNI = {
     .vexp = k_avx2_vexp,
 };
 
+/* avx512amx: avx512vnni with the batched Q80-input matmuls on AMX tiles (amx.c) from
+ * K_AMX_MIN_BATCH_* rows; which kernel runs depends on the batch only, never on [r0, r1). */
+static void mmq_q40_amx(float *o, const void *x, const uint8_t *w, int nIn, int nOut, int B, int r0, int r1,
+                        kscratch *s) {
+  if (B >= K_AMX_MIN_BATCH_Q40) k_amx_mmq(FT_Q40, o, x, w, nIn, nOut, B, r0, r1, s);
+  else mmq_q40_vnni(o, x, w, nIn, nOut, B, r0, r1, s);
+}
+static void mmq_q80_amx(float *o, const void *x, const uint8_t *w, int nIn, int nOut, int B, int r0, int r1,
+                        kscratch *s) {
+  if (B >= K_AMX_MIN_BATCH_Q80) k_amx_mmq(FT_Q80, o, x, w, nIn, nOut, B, r0, r1, s);
+  else mmq_q80_vnni(o, x, w, nIn, nOut, B, r0, r1, s);
+}
+
+static const kpath AVX512AMX = {
+    .name = "avx512amx",
+    .features = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,amx-tile,amx-int8",
+    .matmul = {mm_f32_vnni, mm_f16_vnni, mm_q40_vnni, mm_q80_vnni},
+    .matmulq = {NULL, NULL, mmq_q40_amx, mmq_q80_amx},
+    .quantize_q80 = k_avx2_quantize_q80,
+    .dequantize_q80 = k_avx2_dequantize_q80,
+    .dot = k_avx2_dot,
+    .axpy = k_avx2_axpy,
+    .add = k_avx2_add,
+    .sumsq = k_avx2_sumsq,
+    .rmsscale = k_avx2_rmsscale,
+    .softmax = k_avx2_softmax,
+    .swiglu = k_avx2_swiglu,
+    .vexp = k_avx2_vexp,
+};
+
 const kpath *kpath_avx512(void) { return &AVX512; }
+const kpath *kpath_avx512amx(void) { return &AVX512AMX; }
 const kpath *kpath_avx512vnni(void) { return &AVX512VNNI; }
 
 #endif

@@ -62,6 +62,18 @@ const kpath *kpath_scalar(void);
 const kpath *kpath_avx2(void);
 const kpath *kpath_avx512(void);
 const kpath *kpath_avx512vnni(void);
+/* avx512vnni plus Intel AMX (tile + int8) for batched Q80-input matmuls (amx.c). */
+const kpath *kpath_avx512amx(void);
+/* 1 when the CPU has AMX-TILE, AMX-INT8 and AVX512-VBMI, the OS enables the tile state and (on
+ * Linux) grants this process the tile data permission, which this call requests. */
+int k_amx_available(void);
+/* The AMX Q40/Q80-weight x Q80-input matmul (matmulq signature); only when k_amx_available(). */
+void k_amx_mmq(int type, float *out, const void *x, const uint8_t *w, int nIn, int nOut, int batch, int r0, int r1,
+               kscratch *s);
+/* Smallest batches the avx512amx path sends to k_amx_mmq (smaller ones run the avx512vnni
+ * kernels): where AMX measured faster on 11008x4096 (Q40: the VNNI rows kernel wins up to 5). */
+#define K_AMX_MIN_BATCH_Q40 6
+#define K_AMX_MIN_BATCH_Q80 5
 /* AVX2 functions the AVX-512 tables reuse for ops where 512-bit brings nothing. */
 float k_avx2_dot(const float *a, const float *b, int n);
 void k_avx2_axpy(float *y, const float *x, float a, size_t n);

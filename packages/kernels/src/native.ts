@@ -7,12 +7,12 @@ import { NativeUnavailableError } from './errors.js';
 
 /**
  * The native backend: the N-API addon built by node-gyp at install (`build/Release`). One binary
- * holds every CPU path (scalar, avx2, avx512, avx512vnni on x86-64; neon on aarch64); the best
+ * holds every CPU path (scalar, avx2, avx512, avx512vnni, avx512amx on x86-64; neon on aarch64); the best
  * one the CPU supports is chosen at load, or the one named by `AIRLLM_KERNELS`.
  */
 
 /** CPU paths the addon may offer, best first within each architecture. */
-export type NativePath = 'avx512vnni' | 'avx512' | 'avx2' | 'neon' | 'scalar';
+export type NativePath = 'avx512amx' | 'avx512vnni' | 'avx512' | 'avx2' | 'neon' | 'scalar';
 export type BackendPreference = 'auto' | 'native' | 'reference' | NativePath;
 
 const OPS = [

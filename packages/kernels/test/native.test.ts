@@ -179,6 +179,81 @@ describe('matmul (F32 input) and matmulQ80 (Q80 input) vs the reference', () => 
   });
 });
 
+/*
+ * The AMX path (avx512amx): batched Q40xQ80 and Q80xQ80 on tiles of 16 weight rows x 16 batch
+ * rows. On a CPU whose /proc/cpuinfo lists AMX-INT8 the path must be offered and chosen first
+ * (unless AIRLLM_KERNELS_NO_AMX hides it), so a silent fallback to VNNI fails here. Shapes cover
+ * partial row tiles (1, 15, 17, 31, 33, 4097 rows), partial batch tiles (6, 17, 33), several
+ * batch tiles (32, 64), block counts that are not multiples of the 4-block steps or 16-block
+ * chunks (nIn 96, 544, 1088), and sub-ranges that must be bit-identical to the whole call.
+ */
+function cpuHasAmx(): boolean {
+  try {
+    const flags = readFileSync('/proc/cpuinfo', 'utf8');
+    return /\bamx_int8\b/.test(flags) && /\bamx_tile\b/.test(flags) && /\bavx512_vbmi\b/.test(flags);
+  } catch {
+    return false;
+  }
+}
+const AMX_HIDDEN = ['1', 'true', 'yes'].includes(process.env.AIRLLM_KERNELS_NO_AMX ?? '');
+
+describe('AMX path (avx512amx)', () => {
+  it('is offered first when the CPU has AMX-INT8, and names its features', () => {
+    if (!cpuHasAmx() || AMX_HIDDEN) {
+      expect(PATHS).not.toContain(AMX_HIDDEN ? 'avx512amx' : 'no such path');
+      return;
+    }
+    expect(PATHS[0]).toBe('avx512amx');
+    const amx = BACKENDS[0]!;
+    expect(amx.features).toContain('amx-int8');
+    expect(amx.features).toContain('amx-tile');
+  });
+
+  const AMX_SHAPES: [number, number, number][] = [
+    [1, 32, 6], [16, 96, 16], [15, 544, 17], [17, 1088, 32], [31, 128, 33], [33, 544, 64], [4097, 128, 17],
+    [40, 4096, 32], [2, 96, 300],
+  ];
+  const amx = BACKENDS.find((b) => b.path === 'avx512amx');
+  const vnni = BACKENDS.find((b) => b.path === 'avx512vnni');
+  for (const type of [FloatType.Q40, FloatType.Q80]) {
+    for (const [nOut, nIn, batch] of AMX_SHAPES) {
+      it.runIf(amx !== undefined)(`${FloatType[type]} ${nOut}x${nIn} batch ${batch}: reference, sub-ranges, VNNI lanes kernel`, () => {
+        const be = amx!;
+        const w = randomWeights(type, nOut, nIn, nOut * 13 + nIn + batch + type);
+        const xq = quantize(randomFloats(batch * nIn, nIn + 5 * batch));
+        const want = new Float32Array(batch * nOut);
+        ref.matmulQ80(type, want, xq, w, nIn, nOut, batch, 0, nOut);
+        const xd = new Float32Array(batch * nIn);
+        DTYPES[FloatType.Q80].dequantize(xq, xd);
+        const tol = absScale(type, w, xd, nIn, nOut, batch).map((s) => F32_SUM_REL(nIn) * s);
+        const got = new Float32Array(batch * nOut).fill(SENTINEL);
+        be.matmulQ80(type, got, xq, w, nIn, nOut, batch, 0, nOut);
+        expectWithin(`${be.path} matmulQ80`, got, want, tol);
+        // rows split as threads split them, and odd ranges: every row bit-identical to the whole
+        const ranges: [number, number][] = [[0, 1], [1, nOut], [Math.min(5, nOut), Math.min(nOut, 22)], [nOut >> 1, nOut]];
+        for (const parts of [2, 3]) for (let t = 0; t < parts; t++) ranges.push(splitRange(nOut, parts, t, 4));
+        for (const [r0, r1] of ranges) {
+          const part = new Float32Array(batch * nOut).fill(SENTINEL);
+          be.matmulQ80(type, part, xq, w, nIn, nOut, batch, r0, r1);
+          for (let b = 0; b < batch; b++)
+            for (let r = 0; r < nOut; r++) {
+              const v = part[b * nOut + r]!;
+              const e = r >= r0 && r < r1 ? got[b * nOut + r]! : SENTINEL;
+              if (!Object.is(v, e)) expect.fail(`[${r0}, ${r1}) batch row ${b}, row ${r}: ${v}, whole call ${e}`);
+            }
+        }
+        // where the VNNI path runs its lanes kernel the operations are the same, so the results are too
+        const lanes = type === FloatType.Q80 ? batch > 4 : batch > 7;
+        if (vnni && lanes) {
+          const v = new Float32Array(batch * nOut);
+          vnni.matmulQ80(type, v, xq, w, nIn, nOut, batch, 0, nOut);
+          expectExact(`${be.path} vs avx512vnni lanes`, got, v);
+        }
+      });
+    }
+  }
+});
+
 describe('Q80 quantization and dequantization', () => {
   it('quantizeQ80 is bit-identical to the reference (and so to FORMAT.md), incl. .5 ties, NaN and infinities', () => {
     for (const n of [32, 96, 4096]) {

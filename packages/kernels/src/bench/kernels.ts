@@ -73,10 +73,11 @@ const pool = new Uint8Array(poolSab);
 log(`kernels bench: path ${be.path} [${be.features.join(', ')}], LLC ${(LLC / 2 ** 20).toFixed(0)} MiB, weight pool ${(pool.length / 2 ** 20).toFixed(0)} MiB`);
 fillRandomQ40(pool, 1);
 
-const x = randomFloats(32 * NIN, 2);
-const xq = new Uint8Array((32 * NIN * Q80_BLOCK_BYTES) / Q_BLOCK);
+const MAX_BATCH = 64;
+const x = randomFloats(MAX_BATCH * NIN, 2);
+const xq = new Uint8Array((MAX_BATCH * NIN * Q80_BLOCK_BYTES) / Q_BLOCK);
 quantizeQ80(x, xq);
-const out = new Float32Array(new SharedArrayBuffer(32 * NOUT * 4));
+const out = new Float32Array(new SharedArrayBuffer(MAX_BATCH * NOUT * 4));
 let copy = 0;
 const nextQ40 = (): Uint8Array => {
   copy = (copy + 1) % Q40_COPIES;
@@ -134,13 +135,14 @@ const q40f32 = matvecFigure('Q40xF32 matvec 11008x4096, 1 thread', Q40_BYTES, ()
   be.matmul(FloatType.Q40, out, x, nextQ40(), NIN, NOUT, 1, 0, NOUT),
 );
 
-// ---- Q40xQ80 cost by batch size (weights from DRAM): where the rows kernels hand over to the lanes kernels ----
-const SWEEP = [1, 2, 3, 4, 5, 6, 7, 8, 16];
-function batchSweep(): { batch: number; ms: number; relativeToBatch1: number; tokensPerMatvecTime: number }[] {
+// ---- Q40xQ80 cost by batch size (weights from DRAM): where the rows kernels hand over to the lanes (or AMX) kernels ----
+const SWEEP = [1, 2, 3, 4, 5, 6, 7, 8, 16, 32, 64];
+type SweepFigure = { batch: number; ms: number; relativeToBatch1: number; tokensPerMatvecTime: number };
+function batchSweep(k: typeof be): SweepFigure[] {
   const times = new Map<number, number[]>(SWEEP.map((b) => [b, []]));
-  for (const b of SWEEP) be.matmulQ80(FloatType.Q40, out, xq, nextQ40(), NIN, NOUT, b, 0, NOUT);
+  for (const b of SWEEP) k.matmulQ80(FloatType.Q40, out, xq, nextQ40(), NIN, NOUT, b, 0, NOUT);
   for (let r = 0; r < Math.max(3, REPS - 2); r++)
-    for (const b of SWEEP) for (let i = 0; i < 3; i++) times.get(b)!.push(time(() => be.matmulQ80(FloatType.Q40, out, xq, nextQ40(), NIN, NOUT, b, 0, NOUT)));
+    for (const b of SWEEP) for (let i = 0; i < 3; i++) times.get(b)!.push(time(() => k.matmulQ80(FloatType.Q40, out, xq, nextQ40(), NIN, NOUT, b, 0, NOUT)));
   const t1 = median(times.get(1)!);
   return SWEEP.map((b) => {
     const ms = median(times.get(b)!);
@@ -148,8 +150,13 @@ function batchSweep(): { batch: number; ms: number; relativeToBatch1: number; to
     return { batch: b, ms: round(ms), relativeToBatch1: round(ms / t1, 2), tokensPerMatvecTime: round((b * t1) / ms, 2) };
   });
 }
-const sweep = batchSweep();
-log(`Q40xQ80 11008x4096 by batch (ms, x batch 1): ${sweep.map((f) => `${f.batch}: ${f.ms.toFixed(2)} (${f.relativeToBatch1}x)`).join(', ')}`);
+const sweepLine = (f: SweepFigure[]): string => f.map((g) => `${g.batch}: ${g.ms.toFixed(2)} (${g.relativeToBatch1}x)`).join(', ');
+const sweep = batchSweep(be);
+log(`Q40xQ80 11008x4096 by batch (ms, x batch 1): ${sweepLine(sweep)}`);
+// On the AMX path, the same sweep on the avx512vnni kernels it replaces (A/B in one process).
+const vnniBe = be.path === 'avx512amx' && nativePaths().includes('avx512vnni') ? nativeBackend('avx512vnni') : undefined;
+const sweepVnni = vnniBe ? batchSweep(vnniBe) : undefined;
+if (sweepVnni) log(`  same on avx512vnni (ms, x batch 1): ${sweepLine(sweepVnni)}`);
 
 // ---- batched 32 tokens vs 32 matvecs (each matvec on the next copy: weights re-read) ----
 function batchFigure(label: string, batched: () => void, single: (b: number) => void): { batchedMs: number; matvecsMs: number; speedup: number } {
@@ -173,6 +180,13 @@ const batchQ80 = batchFigure(
   () => be.matmulQ80(FloatType.Q40, out, xq, nextQ40(), NIN, NOUT, 32, 0, NOUT),
   (b) => be.matmulQ80(FloatType.Q40, out.subarray(b * NOUT), xq.subarray(b * rowQ), nextQ40(), NIN, NOUT, 1, 0, NOUT),
 );
+const batchQ80Vnni = vnniBe
+  ? batchFigure(
+      '  same on avx512vnni',
+      () => vnniBe.matmulQ80(FloatType.Q40, out, xq, nextQ40(), NIN, NOUT, 32, 0, NOUT),
+      (b) => vnniBe.matmulQ80(FloatType.Q40, out.subarray(b * NOUT), xq.subarray(b * rowQ), nextQ40(), NIN, NOUT, 1, 0, NOUT),
+    )
+  : undefined;
 const batchF32 = batchFigure(
   'Q40xF32 11008x4096',
   () => be.matmul(FloatType.Q40, out, x, nextQ40(), NIN, NOUT, 32, 0, NOUT),
@@ -188,6 +202,7 @@ async function twoThreads(): Promise<{
   ratioToProbe: number;
   ratioToProbe4: number;
   speedupVs1: number;
+  batch32Ms: number;
 }> {
   const control = new SharedArrayBuffer(CTRL.SIZE * 4);
   const ctrl = new Int32Array(control);
@@ -222,11 +237,16 @@ async function twoThreads(): Promise<{
     const probeGBs = median(probes);
     const probe4GBs = median(probes4);
     const ms = median(times);
+    const times32: number[] = [];
+    job(3);
+    for (let r = 0; r < Math.max(3, REPS - 2); r++) times32.push(job(3));
+    const batch32Ms = median(times32);
     const GBs = Q40_BYTES / ms / 1e6;
     log(
       `Q40xQ80 matvec 11008x4096, 2 threads: ${ms.toFixed(3)} ms, ${GBs.toFixed(1)} GB/s = ${(GBs / probeGBs).toFixed(2)} x 2-thread read probe ` +
         `(${probeGBs.toFixed(1)} GB/s), ${(GBs / probe4GBs).toFixed(2)} x 2-thread ${PROBE_STREAMS}-stream probe (${probe4GBs.toFixed(1)} GB/s), ${(q40q80.ms / ms).toFixed(2)}x one thread`,
     );
+    log(`Q40xQ80 11008x4096 batch of 32, 2 threads: ${batch32Ms.toFixed(2)} ms, ${(batchQ80.batchedMs / batch32Ms).toFixed(2)}x one thread`);
     return {
       probeGBs: round(probeGBs, 2),
       probe4GBs: round(probe4GBs, 2),
@@ -235,6 +255,7 @@ async function twoThreads(): Promise<{
       ratioToProbe: round(GBs / probeGBs),
       ratioToProbe4: round(GBs / probe4GBs),
       speedupVs1: round(q40q80.ms / ms, 2),
+      batch32Ms: round(batch32Ms, 2),
     };
   } finally {
     Atomics.store(ctrl, CTRL.GENERATION, -1);
@@ -291,7 +312,9 @@ const result = {
   f32Matvec: f32,
   twoThreadsQ40q80: two,
   q40q80ByBatch: sweep,
+  q40q80ByBatchVnni: sweepVnni,
   batch32Q40q80: batchQ80,
+  batch32Q40q80Vnni: batchQ80Vnni,
   batch32Q40f32: batchF32,
   nativeOverReference: { q40q80: refQ80, q40f32: refF32in, f32: refF32 },
   targets: {

@@ -29,7 +29,7 @@ for (;;) {
   } else {
     const copy = Atomics.load(ctrl, CTRL.COPY);
     const w = pool.subarray(copy * d.copyBytes, (copy + 1) * d.copyBytes);
-    be.matmulQ80(FloatType.Q40, d.out, d.xq, w, d.nIn, d.nOut, 1, r0, r1);
+    be.matmulQ80(FloatType.Q40, d.out, d.xq, w, d.nIn, d.nOut, kind === 3 ? 32 : 1, r0, r1);
   }
   Atomics.add(ctrl, CTRL.DONE, 1);
   Atomics.notify(ctrl, CTRL.DONE);

@@ -8,7 +8,7 @@ export const CTRL = {
   GENERATION: 0,
   /** Workers that finished the current job. */
   DONE: 1,
-  /** Job kind: 0 = matvec Q40xQ80, 1 = memory read probe, 2 = the same with 4 streams per thread. */
+  /** Job kind: 0 = matvec Q40xQ80, 1 = memory read probe, 2 = the same with 4 streams per thread, 3 = Q40xQ80 batch of 32. */
   KIND: 2,
   /** Index of the weight copy (matvec) to use. */
   COPY: 3,
