@@ -120,12 +120,13 @@ export async function engineOptions(o: ModelCliOptions): Promise<{ model: string
 }
 
 /**
- * The engine the shared flags describe, not yet initialized. Every command that runs a model
+ * The engine the shared flags describe (plus a command's own `extra` options), not yet initialized. Every command that runs a model
  * gets its engine here, so features that change how a model runs (e.g. distributed workers)
  * are added in one place.
  */
-export async function createEngine(o: ModelCliOptions): Promise<LayerWiseInferenceEngine> {
-  const { model, options } = await engineOptions(o);
+export async function createEngine(o: ModelCliOptions, extra: Partial<EngineOptions> = {}): Promise<LayerWiseInferenceEngine> {
+  const { model, options: base } = await engineOptions(o);
+  const options = { ...base, ...extra };
   if (o.workers !== undefined) {
     const workers = o.workers.split(',').map((w) => w.trim()).filter((w) => w !== '');
     if (workers.length === 0) throw new CliError('--workers: expected host:port,host:port', 2);

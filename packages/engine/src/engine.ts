@@ -15,7 +15,8 @@ import {
 } from '@airllm/format';
 import { Barrier } from './barrier.js';
 import { ContextOverflowError, EngineStateError, OptionError, UnsupportedModelError } from './errors.js';
-import { Sampler, type SamplingOptions } from './sampler.js';
+import { Sampler } from './sampler.js';
+import { Sequence, type FinishReason, type ForwardItem, type GeneratedToken, type SequenceOptions } from './sequence.js';
 import type { ActivationMode, ComputeWorkerData, SequenceRows, SharedBuffers, StepTask, ThreadReport } from './shared.js';
 import { Tokenizer } from './tokenizer.js';
 import { Trace } from './trace.js';
@@ -63,26 +64,18 @@ export interface InitializeOptions {
   onProgress?: (loadedBytes: number, totalBytes: number) => void;
 }
 
-export interface GenerateOptions extends SamplingOptions {
-  /** Tokens to generate at most (default 256). */
-  maxTokens?: number;
-  /** Stop when the text contains one of these (the stop string is not returned). */
-  stop?: readonly string[];
+export interface GenerateOptions extends SequenceOptions {
   /** Cancel between tokens. */
   signal?: AbortSignal;
-  /** Prepend BOS (default: the tokenizer's add_bos). */
-  bos?: boolean;
-  /** Stop at an end-of-sequence token (default true). */
-  stopAtEos?: boolean;
 }
 
-export interface GeneratedToken {
-  token: number;
-  /** Text this token completes (may be empty while UTF-8 or a possible stop string is held back). */
-  text: string;
-}
+export type { FinishReason, GeneratedToken } from './sequence.js';
 
-export type FinishReason = 'length' | 'eos' | 'stop' | 'context' | 'cancelled';
+/** Options of beginSequence: a sequence's own sampling, length and stop rules, and its slot. */
+export interface BeginSequenceOptions extends SequenceOptions {
+  /** KV cache slot, 0..maxSequences-1 (default 0). */
+  slot?: number;
+}
 
 export interface GenerationStats {
   promptTokens: number;
@@ -412,12 +405,7 @@ export class LayerWiseInferenceEngine {
    * last token (a copy). Prompt tokens go through each layer together, `batchSize` at a time.
    */
   async forward(tokens: readonly number[], pos: number, slot = 0): Promise<Float32Array> {
-    const release = await this.#lock();
-    try {
-      return (await this.#forwardTokens([{ slot, pos, tokens }]))[0]!;
-    } finally {
-      release();
-    }
+    return (await this.forwardBatch([{ slot, pos, tokens }]))[0]!;
   }
 
   /**
@@ -625,125 +613,160 @@ export class LayerWiseInferenceEngine {
 
   async *#generateBatch(prompts: readonly (string | readonly number[])[], options: GenerateOptions): AsyncGenerator<GeneratedToken & { index: number }, GenerationResult[]> {
     const opts = this.#need(this.#opts);
-    const h = this.header;
     if (prompts.length < 1 || prompts.length > opts.maxSequences) {
       throw new OptionError('prompts', `need 1..${opts.maxSequences} prompts (maxSequences), got ${prompts.length}`);
     }
-    const maxTokens = options.maxTokens ?? 256;
-    if (!Number.isInteger(maxTokens) || maxTokens < 0) throw new OptionError('maxTokens', `must be a whole number ≥ 0, got ${options.maxTokens}`);
-    const stops = (options.stop ?? []).filter((s) => s.length > 0);
-    const stopAtEos = options.stopAtEos ?? true;
-
-    const seqs = prompts.map((prompt, index) => {
-      const promptTokens = this.encode(prompt, options.bos);
-      if (promptTokens.length === 0) throw new OptionError('prompt', `prompt ${index} encodes to no tokens (empty prompt without BOS)`);
-      if (promptTokens.length >= opts.seqLen) {
-        throw new ContextOverflowError(
-          `prompt ${index} has ${promptTokens.length} tokens but the context holds ${opts.seqLen} (one more is needed to generate)`,
-          promptTokens.length + 1,
-          opts.seqLen,
-        );
-      }
-      // Reuse the slot's cached prefix; the last prompt token is always recomputed for its logits.
-      const hist = this.#history[index]!;
-      let cached = 0;
-      while (cached < hist.length && cached < promptTokens.length - 1 && hist[cached] === promptTokens[cached]) cached++;
-      const decoder = this.#tokenizer?.decoder();
-      if (decoder) for (const t of promptTokens) decoder.push(t);
-      return {
-        index,
-        promptTokens,
-        cached,
-        decoder,
-        sampler: new Sampler(this.#tokenizer?.vocabSize ?? h.vocabSize, options),
-        tokens: [] as number[],
-        text: '',
-        held: '',
-        finish: undefined as FinishReason | undefined,
-        logits: undefined as Float32Array | undefined,
-      };
-    });
+    const seqs = prompts.map((prompt, index) => this.#begin(prompt, { ...options, slot: index }, `prompt ${index}`));
 
     const before = this.#counters();
     const t0 = performance.now();
-    const first = await this.#forwardTokens(seqs.map((s) => ({ slot: s.index, pos: s.cached, tokens: s.promptTokens.slice(s.cached) })));
-    seqs.forEach((s, i) => (s.logits = first[i]));
+    await this.#forwardSequences(seqs, Number.POSITIVE_INFINITY);
     const t1 = performance.now();
 
     for (;;) {
-      const pending: { s: (typeof seqs)[number]; token: number }[] = [];
       for (const s of seqs) {
-        if (s.finish) continue;
-        if (options.signal?.aborted) {
-          s.finish = 'cancelled';
-          continue;
-        }
-        if (s.tokens.length >= maxTokens) {
-          s.finish = 'length';
-          continue;
-        }
-        const next = s.sampler.sample(s.logits!);
-        if (stopAtEos && this.#tokenizer?.isEos(next)) {
-          s.finish = 'eos';
-          continue;
-        }
-        s.tokens.push(next);
-        s.held += s.decoder ? s.decoder.push(next) : '';
-        const stopAt = firstStop(s.held, stops);
-        let piece: string;
-        if (stopAt >= 0) {
-          piece = s.held.slice(0, stopAt);
-          s.held = '';
-          s.finish = 'stop';
-        } else {
-          // Hold back a tail that might be the start of a stop string.
-          const safe = s.held.length - longestStopPrefix(s.held, stops);
-          piece = s.held.slice(0, safe);
-          s.held = s.held.slice(safe);
-        }
-        s.text += piece;
-        yield { index: s.index, token: next, text: piece };
-        if (s.finish) continue;
-        if (s.tokens.length >= maxTokens) s.finish = 'length';
-        // The new token would sit at position P + n − 1, which must be inside the context.
-        else if (s.promptTokens.length + s.tokens.length > opts.seqLen) s.finish = 'context';
-        else pending.push({ s, token: next });
+        const t = s.advance(options.signal?.aborted ?? false);
+        if (t) yield { index: s.slot, token: t.token, text: t.text };
       }
-      if (pending.length === 0) break;
-      const out = await this.#forwardTokens(pending.map(({ s, token }) => ({ slot: s.index, pos: s.promptTokens.length + s.tokens.length - 1, tokens: [token] })));
-      pending.forEach(({ s }, i) => (s.logits = out[i]));
+      if (seqs.every((s) => s.finished)) break;
+      await this.#forwardSequences(seqs, Number.POSITIVE_INFINITY);
     }
     const t2 = performance.now();
     const after = this.#counters();
     const generated = seqs.reduce((n, s) => n + s.tokens.length, 0);
-    const results = seqs.map((s): GenerationResult => {
-      if (s.finish !== 'stop' && s.decoder) {
-        const rest = s.held + s.decoder.flush();
-        if (rest.length > 0) s.text += rest;
-      }
-      return {
-        promptTokens: s.promptTokens,
-        tokens: s.tokens,
-        text: s.text,
-        finishReason: s.finish ?? 'length',
-        stats: {
-          promptTokens: s.promptTokens.length,
-          cachedPromptTokens: s.cached,
-          generatedTokens: s.tokens.length,
-          prefillMs: t1 - t0,
-          decodeMs: t2 - t1,
-          prefillTokensPerSecond: seqs.reduce((n, q) => n + q.promptTokens.length - q.cached, 0) / ((t1 - t0) / 1000),
-          // Every step after the first sample produces one token per running sequence.
-          decodeTokensPerSecond: generated > seqs.length ? (generated - seqs.length) / ((t2 - t1) / 1000) : 0,
-          loadWaitMs: after.waitMs - before.waitMs,
-          computeMs: after.computeMs - before.computeMs,
-          diskBytesRead: after.diskBytes - before.diskBytes,
-          peakRssBytes: process.resourceUsage().maxRSS * 1024,
-        },
-      };
-    });
+    const results = seqs.map((s): GenerationResult =>
+      s.result({
+        promptTokens: s.promptTokens.length,
+        cachedPromptTokens: s.cached,
+        generatedTokens: s.tokens.length,
+        prefillMs: t1 - t0,
+        decodeMs: t2 - t1,
+        prefillTokensPerSecond: seqs.reduce((n, q) => n + q.promptTokens.length - q.cached, 0) / ((t1 - t0) / 1000),
+        // Every step after the first sample produces one token per running sequence.
+        decodeTokensPerSecond: generated > seqs.length ? (generated - seqs.length) / ((t2 - t1) / 1000) : 0,
+        loadWaitMs: after.waitMs - before.waitMs,
+        computeMs: after.computeMs - before.computeMs,
+        diskBytesRead: after.diskBytes - before.diskBytes,
+        peakRssBytes: process.resourceUsage().maxRSS * 1024,
+      }),
+    );
     this.lastGeneration = results[0];
     return results;
+  }
+
+  /**
+   * Start a sequence in a KV cache slot, for a caller that schedules its own steps (a server
+   * whose requests join and leave a running batch): encodes the prompt, checks it fits the
+   * context, and reuses the slot's cached KV rows for the longest common prefix (the last
+   * prompt token is always recomputed for its logits). Drive it with forwardSequences() and
+   * Sequence.advance(). The caller owns the slots: while it drives sequences, nothing else
+   * (generate(), forward()) may use their slots.
+   */
+  beginSequence(prompt: string | readonly number[], options: BeginSequenceOptions = {}): Sequence {
+    return this.#begin(prompt, options, 'prompt');
+  }
+
+  #begin(prompt: string | readonly number[], options: BeginSequenceOptions, what: string): Sequence {
+    const opts = this.#need(this.#opts);
+    const slot = options.slot ?? 0;
+    if (!Number.isInteger(slot) || slot < 0 || slot >= opts.maxSequences) throw new OptionError('slot', `must be 0..${opts.maxSequences - 1}, got ${options.slot}`);
+    const maxTokens = options.maxTokens ?? 256;
+    if (!Number.isInteger(maxTokens) || maxTokens < 0) throw new OptionError('maxTokens', `must be a whole number ≥ 0, got ${options.maxTokens}`);
+    const promptTokens = this.encode(prompt, options.bos);
+    if (promptTokens.length === 0) throw new OptionError('prompt', `${what} encodes to no tokens (empty prompt without BOS)`);
+    if (promptTokens.length >= opts.seqLen) {
+      throw new ContextOverflowError(
+        `${what} has ${promptTokens.length} tokens but the context holds ${opts.seqLen} (one more is needed to generate)`,
+        promptTokens.length + 1,
+        opts.seqLen,
+      );
+    }
+    this.#checkTokens(promptTokens);
+    const vocabSize = this.#tokenizer?.vocabSize ?? this.header.vocabSize;
+    return new Sequence(
+      {
+        slot,
+        promptTokens,
+        cached: Math.min(this.cachedPrefix(slot, promptTokens), promptTokens.length - 1),
+        seqLen: opts.seqLen,
+        vocabSize,
+        decoder: this.#tokenizer?.decoder(),
+        isEos: (t) => this.#tokenizer?.isEos(t) ?? false,
+        options,
+      },
+      new Sampler(vocabSize, options),
+    );
+  }
+
+  /**
+   * How many leading tokens of `tokens` the KV cache of `slot` already holds (what a new
+   * sequence there would not recompute). A scheduler picks the free slot where this is largest.
+   */
+  cachedPrefix(slot: number, tokens: readonly number[]): number {
+    const hist = this.#history[slot] ?? [];
+    let n = 0;
+    while (n < hist.length && n < tokens.length && hist[n] === tokens[n]) n++;
+    return n;
+  }
+
+  /**
+   * One forward step for several sequences: each unfinished one runs its next rows (one
+   * sampled token, or a chunk of its prompt) and keeps the logits for advance(). Every layer is
+   * read once for all of them. `maxRows` (default batchSize) caps the step: tokens to decode
+   * come first, prompt chunks share what is left (a prompt that gets no room waits a step).
+   * Returns the number of sequences that ran.
+   */
+  async forwardSequences(seqs: readonly Sequence[], options: { maxRows?: number } = {}): Promise<number> {
+    const maxRows = options.maxRows ?? this.batchSize;
+    if (!Number.isInteger(maxRows) || maxRows < 1) throw new OptionError('maxRows', `must be a whole number ≥ 1, got ${options.maxRows}`);
+    const slots = new Set<number>();
+    for (const s of seqs) {
+      if (slots.has(s.slot)) throw new OptionError('slot', `two sequences use slot ${s.slot}`);
+      slots.add(s.slot);
+    }
+    const release = await this.#lock();
+    try {
+      return await this.#forwardSequences(seqs, maxRows);
+    } finally {
+      release();
+    }
+  }
+
+  async #forwardSequences(seqs: readonly Sequence[], maxRows: number): Promise<number> {
+    const run: { s: Sequence; item: ForwardItem }[] = [];
+    let rows = 0;
+    for (const s of seqs) {
+      const item = s.prefilled ? s.nextItem() : undefined;
+      if (item) {
+        run.push({ s, item });
+        rows += item.tokens.length;
+      }
+    }
+    for (const s of seqs) {
+      const item = s.prefilled ? undefined : s.nextItem(maxRows - rows);
+      if (item) {
+        run.push({ s, item });
+        rows += item.tokens.length;
+      }
+    }
+    if (run.length === 0) return 0;
+    const logits = await this.#forwardTokens(run.map((r) => r.item));
+    run.forEach((r, i) => r.s.accept(r.item, logits[i]!));
+    return run.length;
+  }
+
+  /**
+   * The model from tokens to logits for several sequences: the logits of each item's last
+   * token (copies), with each slot's KV cache updated, all in as few layer passes as batchSize
+   * allows. The low-level step under forwardSequences.
+   */
+  async forwardBatch(items: readonly ForwardItem[]): Promise<Float32Array[]> {
+    const release = await this.#lock();
+    try {
+      return await this.#forwardTokens(items);
+    } finally {
+      release();
+    }
   }
 
   /** The weight cache's figures: mode, pinned bytes, loads, waits, disk bytes, RSS. */
@@ -776,30 +799,6 @@ export class LayerWiseInferenceEngine {
 function resolveKernels(pref: 'native' | 'reference'): BackendPreference {
   const k = loadBackend(pref);
   return k.name === 'native' ? (k as NativeBackend).path : 'reference';
-}
-
-/** Index of the first complete stop string in s, or -1. */
-function firstStop(s: string, stops: readonly string[]): number {
-  let best = -1;
-  for (const st of stops) {
-    const i = s.indexOf(st);
-    if (i >= 0 && (best < 0 || i < best)) best = i;
-  }
-  return best;
-}
-
-/** Length of the longest suffix of s that is a proper prefix of a stop string. */
-function longestStopPrefix(s: string, stops: readonly string[]): number {
-  let best = 0;
-  for (const st of stops) {
-    for (let n = Math.min(st.length - 1, s.length); n > best; n--) {
-      if (s.endsWith(st.slice(0, n))) {
-        best = n;
-        break;
-      }
-    }
-  }
-  return best;
 }
 
 /** The first `n` bytes of a file, in a buffer of their own. */

@@ -3,12 +3,14 @@ export {
   type EngineOptions,
   type InitializeOptions,
   type GenerateOptions,
+  type BeginSequenceOptions,
   type GeneratedToken,
   type GenerationResult,
   type GenerationStats,
   type FinishReason,
   type MemoryMode,
 } from './engine.js';
+export { Sequence, type SequenceOptions, type ForwardItem } from './sequence.js';
 export { Tokenizer, TokenDecoder, type TokenizerKind } from './tokenizer.js';
 export { Sampler, type SamplingOptions } from './sampler.js';
 export { Trace, type TraceEvent } from './trace.js';

@@ -11,6 +11,7 @@ interface ServeCliOptions extends ModelCliOptions {
   chatTemplate?: string;
   modelName?: string;
   maxQueue: string;
+  parallel: string;
   maxBody: string;
   web: boolean;
   grace: string;
@@ -26,7 +27,8 @@ export function register(program: Command): void {
     .option('--api-key <key>', 'require "Authorization: Bearer <key>" on /v1 (default: $AIRLLM_API_KEY, else no auth)')
     .option('--chat-template <name>', "chat format: llama2, llama3 or chatml (default: from the tokenizer's template)")
     .option('--model-name <id>', 'model id clients see (default: the model file name)')
-    .option('--max-queue <n>', 'requests that may wait for the engine; more get 429', '32')
+    .option('--parallel <n>', 'requests decoded together (continuous batching: one read of each layer serves all of them); 1 = one at a time', '4')
+    .option('--max-queue <n>', 'requests that may wait for a turn; more get 429', '32')
     .option('--max-body <size>', 'largest request body', '1MiB')
     .option('--no-web', 'do not serve the chat page at /')
     .option('--grace <seconds>', 'on Ctrl-C/SIGTERM, let running requests finish this long before cancelling them', '10')
@@ -35,17 +37,21 @@ export function register(program: Command): void {
     .action(async (o: ServeCliOptions) => {
       const port = parseInteger(o.port, '--port', 0, 65535)!;
       const maxQueue = parseInteger(o.maxQueue, '--max-queue', 0, 1_000_000)!;
+      const parallel = parseInteger(o.parallel, '--parallel', 1, 256)!;
+      const batchSize = parseInteger(o.batchSize, '--batch-size', 1, 4096);
+      if (batchSize !== undefined && batchSize < parallel) throw new CliError(`--batch-size (${batchSize}) must be at least --parallel (${parallel}): every sequence needs a row in a step`, 2);
       const maxBodyBytes = parseBytes(o.maxBody, '--max-body');
       const graceMs = parseNumber(o.grace, '--grace', 0, 86400)! * 1000;
       const apiKey = o.apiKey ?? (process.env.AIRLLM_API_KEY || undefined);
       if (apiKey !== undefined && apiKey.trim() === '') throw new CliError('--api-key must not be empty', 2);
       const { createServer } = await import('../server/server.js');
-      const engine = await createEngine(o);
+      // One KV cache slot per sequence decoded together; a step holds at least one row each.
+      const engine = await createEngine(o, { maxSequences: parallel, ...(batchSize === undefined && parallel > 128 ? { batchSize: parallel } : {}) });
       let server: Awaited<ReturnType<typeof createServer>> | undefined;
       try {
         await initializeWithProgress(engine, { json: o.json });
         const log = o.json || o.quiet ? undefined : (line: string): void => void process.stderr.write(`${new Date().toISOString()} ${line}\n`);
-        server = createServer(engine, { apiKey, chatTemplate: o.chatTemplate, modelName: o.modelName, maxQueue, maxBodyBytes, webPage: o.web, log });
+        server = createServer(engine, { apiKey, chatTemplate: o.chatTemplate, modelName: o.modelName, maxQueue, parallel, maxBodyBytes, webPage: o.web, log });
         const addr = await server.listen(port, o.host);
         const model = o.modelName ?? basename(engine.modelPath).replace(/\.m$/, '');
         if (o.json) process.stdout.write(`${JSON.stringify({ url: addr.url, host: addr.host, port: addr.port, model, auth: apiKey !== undefined })}\n`);
@@ -54,6 +60,7 @@ export function register(program: Command): void {
             `airllm: serving ${model} at ${addr.url}\n` +
               `  chat page  ${o.web ? `${addr.url}/` : '(off)'}\n` +
               `  API        ${addr.url}/v1  (OpenAI-compatible${apiKey !== undefined ? ', bearer key required' : ''})\n` +
+              `  parallel   ${parallel} sequence${parallel === 1 ? '' : 's'} decoded together, ${maxQueue} may wait\n` +
               `  Ctrl-C to stop\n`,
           );
         }

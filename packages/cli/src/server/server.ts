@@ -5,8 +5,10 @@
  *   GET  /v1/models, /v1/models/{id}, /health, and the web chat page at /
  *
  * Requests are checked before they queue (helpful 400s), then wait their turn in a bounded FIFO
- * queue (429 with Retry-After when it is full). A client that goes away cancels its request,
- * queued or running, through an AbortSignal, so its place and the engine are freed at once.
+ * queue (429 with Retry-After when it is full). Up to `parallel` requests run at once: their
+ * sequences share the engine's forward steps (continuous batching, scheduler.ts). A client that
+ * goes away cancels its request, queued or running, through an AbortSignal, so its place and its
+ * KV cache slot are freed at once.
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -18,13 +20,12 @@ import {
   ChatTemplateError,
   ContextOverflowError,
   TokenizerError,
-  type GenerateOptions,
-  type GenerationResult,
   type LayerWiseInferenceEngine,
+  type SequenceOptions,
 } from '@airllm/engine';
-import { runGeneration } from '../generation.js';
 import { ApiError, finishReason, parseChatRequest, parseCompletionRequest, type SamplingRequest } from './openai.js';
 import { FairQueue, QueueClosedError, QueueFullError, WaitCancelledError } from './queue.js';
+import { BatchScheduler, type SequenceResult } from './scheduler.js';
 
 export interface ServerOptions {
   /** The id clients see in /v1/models and responses (default: the model file's name). */
@@ -33,8 +34,13 @@ export interface ServerOptions {
   apiKey?: string;
   /** Chat format override (llama2, llama3, chatml); default: from the tokenizer's template. */
   chatTemplate?: string;
-  /** Requests that may wait behind the running one (default 32); more get 429. */
+  /** Requests that may wait behind the running ones (default 32); more get 429. */
   maxQueue?: number;
+  /**
+   * Sequences decoded together (KV cache slots used, and requests running at once); at most the
+   * engine's maxSequences, which is also the default. 1 runs one request at a time.
+   */
+  parallel?: number;
   /** Largest request body in bytes (default 1 MiB); larger gets 413. */
   maxBodyBytes?: number;
   /** Serve the web chat page at / (default true). */
@@ -53,8 +59,18 @@ export interface ServerStats {
   rejected: number;
   failed: number;
   generatedTokens: number;
+  /** Requests running (holding a turn); at most `parallel`. */
   running: number;
+  /** Requests waiting for a turn in the queue. */
   waiting: number;
+  /** Sequences decoded together at most (--parallel). */
+  parallel: number;
+  /** Sequences in a KV cache slot now. */
+  activeSequences: number;
+  /** Forward steps run. */
+  steps: number;
+  /** Most sequences that ran in one forward step (> 1: requests were batched). */
+  maxBatch: number;
 }
 
 export interface AirllmServer {
@@ -85,7 +101,12 @@ export function createServer(engine: LayerWiseInferenceEngine, options: ServerOp
   const vocabSize = engine.header.vocabSize;
   const modelName = options.modelName ?? basename(engine.modelPath).replace(/\.m$/, '');
   const created = Math.floor(Date.now() / 1000);
-  const queue = new FairQueue(1, options.maxQueue ?? DEFAULT_MAX_QUEUE);
+  const parallel = options.parallel ?? engine.maxSequences;
+  if (!Number.isInteger(parallel) || parallel < 1 || parallel > engine.maxSequences) {
+    throw new RangeError(`parallel must be 1..${engine.maxSequences} (the engine's maxSequences), got ${options.parallel}`);
+  }
+  const queue = new FairQueue(parallel, options.maxQueue ?? DEFAULT_MAX_QUEUE);
+  const scheduler = new BatchScheduler(engine, parallel);
   const maxBody = options.maxBodyBytes ?? DEFAULT_MAX_BODY;
   const keyHash = options.apiKey !== undefined ? sha256(options.apiKey) : undefined;
   const page = options.webPage === false ? undefined : readFileSync(WEB_PAGE);
@@ -183,7 +204,7 @@ export function createServer(engine: LayerWiseInferenceEngine, options: ServerOp
   /** One validated request: the prompts' token ids and the engine options of each choice. */
   interface Plan {
     jobs: { prompt: number[]; index: number; echo: string }[];
-    options: GenerateOptions;
+    options: SequenceOptions;
     req: SamplingRequest;
   }
 
@@ -287,27 +308,41 @@ export function createServer(engine: LayerWiseInferenceEngine, options: ServerOp
     }
   }
 
-  /** Run every choice of a plan in turn; `onText` gets streamed pieces. */
+  /**
+   * Run every choice of a plan (each a sequence of its own, decoded beside the other requests');
+   * `onText` gets streamed pieces. Undefined when the client went away.
+   */
   async function runChoices(
     p: Plan,
     abort: AbortController,
     onText: (index: number, text: string) => void,
-    onDone: (index: number, r: GenerationResult) => void,
-  ): Promise<GenerationResult[] | undefined> {
-    const results: GenerationResult[] = [];
-    for (const job of p.jobs) {
-      // Different seeds per choice, so n > 1 samples differ (and reproduce with a seed).
-      const seed = p.req.seed !== undefined ? p.req.seed + job.index : Number(randomBytes(4).readUInt32LE(0));
-      const r = await runGeneration(engine, job.prompt, { ...p.options, seed, signal: abort.signal }, (text) => onText(job.index, text));
-      counts.generatedTokens += r.tokens.length;
-      if (r.finishReason === 'cancelled') return undefined;
-      results.push(r);
-      onDone(job.index, r);
-    }
-    return results;
+    onDone: (index: number, r: SequenceResult) => void,
+  ): Promise<SequenceResult[] | undefined> {
+    // One failed choice ends the others too (the request fails as a whole).
+    const own = new AbortController();
+    const signal = AbortSignal.any([abort.signal, own.signal]);
+    const settled = await Promise.allSettled(
+      p.jobs.map(async (job) => {
+        // Different seeds per choice, so n > 1 samples differ (and reproduce with a seed).
+        const seed = p.req.seed !== undefined ? p.req.seed + job.index : Number(randomBytes(4).readUInt32LE(0));
+        try {
+          const r = await scheduler.run({ prompt: job.prompt, options: { ...p.options, seed }, signal, onText: (text) => onText(job.index, text) });
+          counts.generatedTokens += r.tokens.length;
+          if (r.finishReason !== 'cancelled') onDone(job.index, r);
+          return r;
+        } catch (e) {
+          own.abort();
+          throw e;
+        }
+      }),
+    );
+    const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    const results = settled.map((r) => (r as PromiseFulfilledResult<SequenceResult>).value);
+    return results.some((r) => r.finishReason === 'cancelled') ? undefined : results;
   }
 
-  function usage(p: Plan, results: readonly GenerationResult[]): { prompt_tokens: number; completion_tokens: number; total_tokens: number } {
+  function usage(p: Plan, results: readonly SequenceResult[]): { prompt_tokens: number; completion_tokens: number; total_tokens: number } {
     // A prompt is counted once however many choices were sampled from it.
     const promptTokens = results.filter((_, i) => p.jobs[i]!.index % p.req.n === 0).reduce((n, r) => n + r.promptTokens.length, 0);
     const completion = results.reduce((n, r) => n + r.tokens.length, 0);
@@ -315,7 +350,7 @@ export function createServer(engine: LayerWiseInferenceEngine, options: ServerOp
   }
 
   async function respond(res: ServerResponse, p: Plan, isChat: boolean, abort: AbortController): Promise<void> {
-    let results: GenerationResult[] | undefined;
+    let results: SequenceResult[] | undefined;
     try {
       results = await runChoices(p, abort, () => {}, () => {});
     } catch (e) {
@@ -367,7 +402,7 @@ export function createServer(engine: LayerWiseInferenceEngine, options: ServerOp
       if (isChat) send(chunk({ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null }));
       else if (echo) send(chunk({ index, text: echo, logprobs: null, finish_reason: null }));
     };
-    let results: GenerationResult[] | undefined;
+    let results: SequenceResult[] | undefined;
     try {
       results = await runChoices(
         p,
@@ -401,7 +436,8 @@ export function createServer(engine: LayerWiseInferenceEngine, options: ServerOp
   }
 
   function stats(): ServerStats {
-    return { ...counts, running: queue.running, waiting: queue.waiting };
+    const b = scheduler.stats;
+    return { ...counts, running: queue.running, waiting: queue.waiting, parallel, activeSequences: b.active, steps: b.steps, maxBatch: b.maxBatch };
   }
 
   return {

@@ -1,0 +1,230 @@
+import { Sampler, type SamplingOptions } from './sampler.js';
+import type { TokenDecoder } from './tokenizer.js';
+
+export type FinishReason = 'length' | 'eos' | 'stop' | 'context' | 'cancelled';
+
+export interface GeneratedToken {
+  token: number;
+  /** Text this token completes (may be empty while UTF-8 or a possible stop string is held back). */
+  text: string;
+}
+
+/** What one sequence needs besides its prompt: sampling, length and stop rules. */
+export interface SequenceOptions extends SamplingOptions {
+  /** Tokens to generate at most (default 256). */
+  maxTokens?: number;
+  /** Stop when the text contains one of these (the stop string is not returned). */
+  stop?: readonly string[];
+  /** Prepend BOS (default: the tokenizer's add_bos). */
+  bos?: boolean;
+  /** Stop at an end-of-sequence token (default true). */
+  stopAtEos?: boolean;
+}
+
+/** The rows one sequence contributes to a forward step. */
+export interface ForwardItem {
+  slot: number;
+  pos: number;
+  tokens: readonly number[];
+}
+
+/** What the engine hands a new Sequence (see LayerWiseInferenceEngine.beginSequence). */
+export interface SequenceInit {
+  slot: number;
+  promptTokens: number[];
+  /** Prompt tokens whose KV rows the slot already holds. */
+  cached: number;
+  seqLen: number;
+  vocabSize: number;
+  decoder: TokenDecoder | undefined;
+  isEos: (token: number) => boolean;
+  options: SequenceOptions;
+}
+
+/**
+ * One sequence being generated in a KV cache slot: its prompt (processed in one or more chunks),
+ * its sampler, the streaming decoder (complete UTF-8 only), stop strings held back until they
+ * can no longer start, and why it finished. The engine's generateBatch and a scheduler that
+ * lets sequences join and leave (the server) both drive it the same way:
+ *
+ *   loop: engine.forwardSequences(running) → for each: seq.advance(cancelled) → piece or nothing
+ *
+ * until `finishReason` is set; `result(stats)` then gives the GenerationResult.
+ */
+export class Sequence {
+  readonly slot: number;
+  readonly promptTokens: number[];
+  readonly cached: number;
+  readonly tokens: number[] = [];
+  text = '';
+  finishReason: FinishReason | undefined;
+  /** Prompt tokens whose KV rows are in the cache (cached ones included). */
+  #prefilled: number;
+  #logits: Float32Array | undefined;
+  #held = '';
+  readonly #sampler: Sampler;
+  readonly #decoder: TokenDecoder | undefined;
+  readonly #isEos: (token: number) => boolean;
+  readonly #maxTokens: number;
+  readonly #stops: readonly string[];
+  readonly #stopAtEos: boolean;
+  readonly #seqLen: number;
+
+  constructor(init: SequenceInit, sampler: Sampler) {
+    this.slot = init.slot;
+    this.promptTokens = init.promptTokens;
+    this.cached = init.cached;
+    this.#prefilled = init.cached;
+    this.#sampler = sampler;
+    this.#decoder = init.decoder;
+    if (this.#decoder) for (const t of init.promptTokens) this.#decoder.push(t);
+    this.#isEos = init.isEos;
+    this.#maxTokens = init.options.maxTokens ?? 256;
+    this.#stops = (init.options.stop ?? []).filter((s) => s.length > 0);
+    this.#stopAtEos = init.options.stopAtEos ?? true;
+    this.#seqLen = init.seqLen;
+  }
+
+  /** The whole prompt is in the KV cache and the logits of its last token are known. */
+  get prefilled(): boolean {
+    return this.#prefilled === this.promptTokens.length;
+  }
+
+  /** Prompt tokens still to run through the model. */
+  get prefillRemaining(): number {
+    return this.promptTokens.length - this.#prefilled;
+  }
+
+  get finished(): boolean {
+    return this.finishReason !== undefined;
+  }
+
+  /**
+   * The rows this sequence runs in the next forward step: (at most `maxRows` of) the rest of
+   * its prompt, then the last sampled token; undefined when it has nothing to run (finished,
+   * or waiting for advance() to sample from the logits it has).
+   */
+  nextItem(maxRows = Number.POSITIVE_INFINITY): ForwardItem | undefined {
+    if (this.finishReason !== undefined || maxRows < 1) return undefined;
+    if (!this.prefilled) {
+      const n = Math.min(this.prefillRemaining, maxRows);
+      return { slot: this.slot, pos: this.#prefilled, tokens: this.promptTokens.slice(this.#prefilled, this.#prefilled + n) };
+    }
+    if (this.#logits !== undefined || this.tokens.length === 0) return undefined;
+    return { slot: this.slot, pos: this.promptTokens.length + this.tokens.length - 1, tokens: [this.tokens[this.tokens.length - 1]!] };
+  }
+
+  /** The forward step ran `item` (from nextItem()); `logits` are those of its last row. */
+  accept(item: ForwardItem, logits: Float32Array): void {
+    if (!this.prefilled) {
+      this.#prefilled += item.tokens.length;
+      if (this.prefilled) this.#logits = logits;
+    } else this.#logits = logits;
+  }
+
+  /** Finish now with reason "cancelled" (the caller went away). */
+  cancel(): void {
+    this.finishReason ??= 'cancelled';
+    this.#logits = undefined;
+  }
+
+  /**
+   * Sample the next token from the last step's logits. Returns the token with the text it
+   * completes, or undefined when there was nothing to sample (still prefilling) or the sequence
+   * finished without a new token (cancelled, EOS, max tokens). After a token, the sequence may
+   * also have finished (stop string, max tokens, context full).
+   */
+  advance(cancelled = false): GeneratedToken | undefined {
+    if (this.finishReason !== undefined) return undefined;
+    if (cancelled) {
+      this.cancel();
+      return undefined;
+    }
+    const logits = this.#logits;
+    if (logits === undefined) return undefined;
+    this.#logits = undefined;
+    if (this.tokens.length >= this.#maxTokens) {
+      this.finishReason = 'length';
+      return undefined;
+    }
+    const next = this.#sampler.sample(logits);
+    if (this.#stopAtEos && this.#isEos(next)) {
+      this.finishReason = 'eos';
+      return undefined;
+    }
+    this.tokens.push(next);
+    this.#held += this.#decoder ? this.#decoder.push(next) : '';
+    const stopAt = firstStop(this.#held, this.#stops);
+    let piece: string;
+    if (stopAt >= 0) {
+      piece = this.#held.slice(0, stopAt);
+      this.#held = '';
+      this.finishReason = 'stop';
+    } else {
+      // Hold back a tail that might be the start of a stop string.
+      const safe = this.#held.length - longestStopPrefix(this.#held, this.#stops);
+      piece = this.#held.slice(0, safe);
+      this.#held = this.#held.slice(safe);
+    }
+    this.text += piece;
+    if (this.finishReason === undefined) {
+      if (this.tokens.length >= this.#maxTokens) this.finishReason = 'length';
+      // The new token would sit at position P + n − 1, which must be inside the context.
+      else if (this.promptTokens.length + this.tokens.length > this.#seqLen) this.finishReason = 'context';
+    }
+    return { token: next, text: piece };
+  }
+
+  /**
+   * The text held back at the end (an incomplete stop-string prefix, incomplete UTF-8 as
+   * replacement characters), appended to `text`. Called once, by result().
+   */
+  #flush(): void {
+    if (this.finishReason === 'stop' || !this.#decoder) return;
+    const rest = this.#held + this.#decoder.flush();
+    this.#held = '';
+    this.text += rest;
+  }
+
+  #result: GenerationResultBase | undefined;
+
+  /** The finished sequence's tokens and text (the held-back tail flushed), with `stats`. */
+  result<S>(stats: S): GenerationResultBase & { stats: S } {
+    if (!this.#result) {
+      this.#flush();
+      this.#result = { promptTokens: this.promptTokens, tokens: this.tokens, text: this.text, finishReason: this.finishReason ?? 'length' };
+    }
+    return { ...this.#result, stats };
+  }
+}
+
+interface GenerationResultBase {
+  promptTokens: number[];
+  tokens: number[];
+  text: string;
+  finishReason: FinishReason;
+}
+
+/** Index of the first complete stop string in s, or -1. */
+function firstStop(s: string, stops: readonly string[]): number {
+  let best = -1;
+  for (const st of stops) {
+    const i = s.indexOf(st);
+    if (i >= 0 && (best < 0 || i < best)) best = i;
+  }
+  return best;
+}
+
+/** Length of the longest suffix of s that is a proper prefix of a stop string. */
+function longestStopPrefix(s: string, stops: readonly string[]): number {
+  let best = 0;
+  for (const st of stops) {
+    for (let n = Math.min(st.length - 1, s.length); n > best; n--) {
+      if (s.endsWith(st.slice(0, n))) {
+        best = n;
+        break;
+      }
+    }
+  }
+  return best;
+}
