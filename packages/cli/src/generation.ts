@@ -19,18 +19,25 @@ export async function runGeneration(
   const signal = options.signal ? AbortSignal.any([options.signal, own.signal]) : own.signal;
   const gen = engine.generate(prompt, { ...options, signal });
   let failure: { error: unknown } | undefined;
+  let streamed = 0;
+  const emit = (text: string): void => {
+    if (!text || !onText || failure) return;
+    try {
+      onText(text);
+      streamed += text.length;
+    } catch (error) {
+      failure = { error };
+      own.abort();
+    }
+  };
   let r = await gen.next();
   while (!r.done) {
-    if (r.value.text && onText && !failure) {
-      try {
-        onText(r.value.text);
-      } catch (error) {
-        failure = { error };
-        own.abort();
-      }
-    }
+    emit(r.value.text);
     r = await gen.next();
   }
+  // The tail held back while it could still start a stop string (or complete a character) is
+  // part of the answer when the generation ends otherwise (max tokens, EOS): emit it too.
+  if (!signal.aborted) emit(r.value.text.slice(streamed));
   if (failure) throw failure.error;
   return r.value;
 }

@@ -69,6 +69,16 @@ describe('generate', () => {
     expect(nb.promptTokens).toEqual(llama2c.encodings['Once upon a time']!.slice(1));
   });
 
+  it('--stop: the streamed text ends before the stop string, and a tail held back as its possible start is printed when the steps run out', async () => {
+    const want = await ref.completion('Once upon a time', 30);
+    const word = want.text.trim().split(/\s+/)[4]!;
+    const stopped = airllmRef(['generate', 'Once upon a time', '-n', '30', '--no-echo', '--stop', word]);
+    expect(stopped.stdout).toBe(`${want.text.slice(0, want.text.indexOf(word))}\n`);
+    // Starts with the answer's last characters: held back until the 30 steps end, then printed.
+    const held = airllmRef(['generate', 'Once upon a time', '-n', '30', '--no-echo', '--stop', `${want.text.slice(-3)}\u0007never`]);
+    expect(held.stdout).toBe(`${want.text}\n`);
+  });
+
   it('the same seed reproduces a sampled story; --stats prints figures on stderr', () => {
     const a = airllm(['generate', 'Tom', '-n', '20', '--temperature', '1', '--seed', '7', '--stats']);
     const b = airllm(['generate', 'Tom', '-n', '20', '--temperature', '1', '--seed', '7']);

@@ -94,6 +94,21 @@ describe('chat completions', () => {
     expect(usage).toEqual({ prompt_tokens: want.promptTokens, completion_tokens: want.tokens, total_tokens: want.promptTokens + want.tokens });
   });
 
+  it('text held back as a possible stop string is still streamed when max_tokens ends the answer', async () => {
+    const full = await ref.completion('Once upon a time', 30);
+    // A stop string starting with the answer's last characters: the tail is held back while it
+    // could still become the stop string, and must reach the stream when the answer ends.
+    const stop = `${full.text.slice(-3)}\u0007never`;
+    const want = await ref.completion('Once upon a time', 30, [stop]);
+    expect(want.text).toBe(full.text);
+    const r = await client.completions.create({ model: 'x', prompt: 'Once upon a time', max_tokens: 30, temperature: 0, stop: [stop] });
+    expect(r.choices[0]!.text).toBe(want.text);
+    const stream = await client.completions.create({ model: 'x', prompt: 'Once upon a time', max_tokens: 30, temperature: 0, stop: [stop], stream: true });
+    let text = '';
+    for await (const c of stream) text += c.choices[0]?.text ?? '';
+    expect(text).toBe(want.text);
+  });
+
   it('a stop sequence ends the answer before it, with finish_reason stop', async () => {
     const full = await ref.chat(messages, 40);
     const word = full.text.trim().split(/\s+/)[3]!;

@@ -139,7 +139,19 @@ export class BatchScheduler {
     }
     const end = performance.now();
     const prefilled = e.prefilled || end;
-    e.resolve(seq.result({ waitMs: e.admitted - e.submitted, prefillMs: prefilled - e.admitted, decodeMs: end - prefilled }));
+    const streamed = seq.text.length;
+    const r = seq.result({ waitMs: e.admitted - e.submitted, prefillMs: prefilled - e.admitted, decodeMs: end - prefilled });
+    // The tail held back while it could still start a stop string (or complete a character) is
+    // part of the answer once the sequence ends otherwise: stream it too.
+    if (r.text.length > streamed && !e.job.signal.aborted) {
+      try {
+        e.job.onText(r.text.slice(streamed));
+      } catch (error) {
+        e.reject(error);
+        return;
+      }
+    }
+    e.resolve(r);
   }
 
   async #drive(): Promise<void> {
