@@ -43,7 +43,8 @@
 #define AMX_TGT                                                                                                       \
   __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,avx2,fma,f16c,amx-tile,amx-int8")))
 
-#define KC 16       /* blocks per chunk */
+#define KC 16       /* blocks per compute chunk (a multiple of 4) */
+#define UB 16       /* blocks per unpack unit */
 #define TOK 256     /* batch rows per pass (16 tiles) */
 #define A_TILE 512  /* bytes of one A tile: 16 rows x 32 */
 #define B_TILE 128  /* int32 words of one B tile: 8 rows x 16 */
@@ -128,7 +129,7 @@ static inline AMX_TGT __m512 amx_q40_scales16(const uint8_t *g) {
 
 /*
  * The unpacked weights of a group of 16 rows: abuf[row][k][32] (row stride KP * 32 bytes, KP =
- * blocks rounded up to KC), so the A tile of block k is at abuf + 32k with stride 32 KP; dws[row][k]
+ * blocks rounded up to UB), so the A tile of block k is at abuf + 32k with stride 32 KP; dws[row][k]
  * the scales as floats. Rows past the range are zero.
  *
  * Unit u is chunk c = u % nch of row u / nch: units in order walk the group's memory linearly,
@@ -140,12 +141,12 @@ static inline AMX_TGT __m512 amx_q40_scales16(const uint8_t *g) {
 static inline AMX_TGT void amx_unpack(int type, const uint8_t *w, size_t rowBytes, int nb, int nch, int g, int R,
                                       int u0, int u1, int8_t *abuf, float *dws) {
   const int bb = type == FT_Q40 ? Q40_BYTES : Q80_BYTES;
-  const size_t KP = (size_t)nch * KC;
+  const size_t KP = (size_t)nch * UB;
   const __m512i tab = _mm512_broadcast_i32x4(_mm_setr_epi8(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7));
   const __m512i sh = _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4);
   for (int u = u0; u < u1; u++) {
     int r = u / nch, c = u % nch;
-    int kc = c * KC, m = nb - kc < KC ? nb - kc : KC;
+    int kc = c * UB, m = nb - kc < UB ? nb - kc : UB;
     int8_t *a = abuf + ((size_t)r * KP + kc) * 32;
     float *d = dws + (size_t)r * KP + kc;
     if (r >= R) {
@@ -154,8 +155,8 @@ static inline AMX_TGT void amx_unpack(int type, const uint8_t *w, size_t rowByte
       continue;
     }
     const uint8_t *blk = w + (size_t)(g + r) * rowBytes + (size_t)kc * bb;
-    for (int o = 0; o < KC * bb; o += 64) _mm_prefetch((const char *)(blk + K_PREFETCH_BYTES + o), _MM_HINT_T0);
-    _mm512_store_ps(d, type == FT_Q40 && m == KC ? amx_q40_scales16(blk) : amx_scales(blk, bb, m));
+    for (int o = 0; o < UB * bb; o += 64) _mm_prefetch((const char *)(blk + K_PREFETCH_BYTES + o), _MM_HINT_T0);
+    _mm512_store_ps(d, type == FT_Q40 && m == UB ? amx_q40_scales16(blk) : amx_scales(blk, bb, m));
     int kk = 0;
     if (type == FT_Q40) {
       for (; kk + 2 <= m; kk += 2, blk += 2 * Q40_BYTES) {
@@ -218,19 +219,24 @@ static inline __attribute__((always_inline)) AMX_TGT void amx_dp4(const int8_t *
 /* Per-group state of amx_rows: where the next group's unpacking stands. */
 typedef struct {
   int type, nb, nch, gn, Rn, units, done;
-  long steps, step;
+  long steps, acc;
   size_t rowBytes;
   const uint8_t *w;
   int8_t *abuf;
   float *dws;
 } amx_next;
 
-/* After tile step number nx->step of the group: unpack the next group's units up to the same
- * fraction of the work. */
+/* After each tile step of the group: unpack the next group's units up to the same fraction of
+ * the group's steps. */
 static inline AMX_TGT void amx_advance(amx_next *nx) {
-  nx->step++;
   if (nx->Rn <= 0) return;
-  int upto = (int)(nx->units * nx->step / nx->steps);
+  /* Bresenham: units done after step s = floor(units * s / steps) without a division */
+  nx->acc += nx->units;
+  int upto = nx->done;
+  while (nx->acc >= nx->steps) {
+    nx->acc -= nx->steps;
+    upto++;
+  }
   if (upto > nx->done) {
     amx_unpack(nx->type, nx->w, nx->rowBytes, nx->nb, nx->nch, nx->gn, nx->Rn, nx->done, upto, nx->abuf, nx->dws);
     nx->done = upto;
@@ -273,7 +279,7 @@ static inline AMX_TGT void amx_tile_chunk(__m512 *acc, const int8_t *A, const fl
 
 /* Bytes of the per-call work area of amx_rows. */
 static size_t amx_work_bytes(int nb, int NJ) {
-  size_t KP = (size_t)(nb + KC - 1) / KC * KC;
+  size_t KP = (size_t)(nb + UB - 1) / UB * UB;
   return 2 * (16 * KP * 32 + 16 * KP * 4) + 8 * 1024 + (size_t)NJ * 1024;
 }
 
@@ -285,8 +291,8 @@ static size_t amx_work_bytes(int nb, int NJ) {
 static AMX_TGT void amx_rows(int type, float *out, const int32_t *xB, const float *dxB, int NJ, int nrows,
                              const uint8_t *w, int nb, int nOut, int r0, int r1, uint8_t *work) {
   const size_t rowBytes = k_row_bytes(type, (size_t)nb * QK);
-  const int nch = (nb + KC - 1) / KC;
-  const size_t KP = (size_t)nch * KC;
+  const int nch = (nb + UB - 1) / UB, ncc = (nb + KC - 1) / KC; /* unpack units, compute chunks per row */
+  const size_t KP = (size_t)nch * UB;
   const size_t aB = 16 * KP * 32, dB = 16 * KP * 4;
   int8_t *abuf[2] = {(int8_t *)work, (int8_t *)(work + aB)};
   float *dws[2] = {(float *)(void *)(work + 2 * aB), (float *)(void *)(work + 2 * aB + dB)};
@@ -301,12 +307,12 @@ static AMX_TGT void amx_rows(int type, float *out, const int32_t *xB, const floa
     nx.gn = g + 16;
     nx.Rn = r1 - nx.gn < 16 ? r1 - nx.gn : 16; /* <= 0: no next group */
     nx.done = 0;
-    nx.step = 0;
+    nx.acc = 0;
     nx.abuf = abuf[cur ^ 1];
     nx.dws = dws[cur ^ 1];
     const int8_t *A = abuf[cur];
     const float *D = dws[cur];
-    for (int c = 0; c < nch; c++) {
+    for (int c = 0; c < ncc; c++) {
       int kc = c * KC;
       int m = nb - kc < KC ? nb - kc : KC;
       for (int j = 0; j < NJ; j++) {
@@ -315,7 +321,7 @@ static AMX_TGT void amx_rows(int type, float *out, const int32_t *xB, const floa
         for (int r = 0; r < 16; r++) acc[r] = c == 0 ? _mm512_setzero_ps() : _mm512_load_ps(ab + r * 16);
         amx_tile_chunk(acc, A, D, KP, kc, m, xB + ((size_t)j * nb + kc) * B_TILE, dxB + ((size_t)j * nb + kc) * 16, cbuf,
                        &nx);
-        if (c + 1 < nch) {
+        if (c + 1 < ncc) {
           for (int r = 0; r < 16; r++) _mm512_store_ps(ab + r * 16, acc[r]);
         } else {
           float t[16][16] __attribute__((aligned(64)));

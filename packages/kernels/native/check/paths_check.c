@@ -7,7 +7,7 @@
  *   aarch64-linux-gnu-gcc -O3 -ffp-contract=off -march=armv8-a -Inative native/check/paths_check.c \
  *     native/ops.c native/scalar.c native/neon.c -lm -static -o /tmp/check && qemu-aarch64 /tmp/check
  *   gcc -O3 -ffp-contract=off -Inative native/check/paths_check.c native/ops.c native/scalar.c \
- *     native/avx2.c native/avx512.c -lm -o /tmp/check && /tmp/check
+ *     native/avx2.c native/avx512.c native/amx.c -lm -o /tmp/check && /tmp/check
  *
  * Exit status 0 when every comparison is within its tolerance.
  */
@@ -205,6 +205,7 @@ int main(void) {
       __builtin_cpu_supports("avx512dq")) {
     check_path(kpath_avx512());
     if (__builtin_cpu_supports("avx512vnni")) check_path(kpath_avx512vnni());
+    if (__builtin_cpu_supports("avx512vnni") && k_amx_available()) check_path(kpath_avx512amx());
   }
 #endif
 #if defined(AIRLLM_NEON)
