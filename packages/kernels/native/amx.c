@@ -46,7 +46,6 @@
 #define KC 16       /* blocks per compute chunk (a multiple of 4) */
 #define UB 16       /* blocks per unpack unit */
 #define TOK 256     /* batch rows per pass (16 tiles) */
-#define A_TILE 512  /* bytes of one A tile: 16 rows x 32 */
 #define B_TILE 128  /* int32 words of one B tile: 8 rows x 16 */
 
 typedef struct {
