@@ -113,18 +113,10 @@ static inline AMX_TGT __m512 amx_scales(const uint8_t *blk0, int stride, int m) 
   return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g));
 }
 
-/* The 16 f16 scales of 16 whole Q40 blocks (288 bytes from g): scale j is the word at byte 18j;
- * four loads at bytes 0, 70, 140, 210 hold scales 4q..4q+3 at words q, 9 + q, 18 + q, 27 + q,
- * merged by word masks and put in order by one vpermw (as q40_scales16 in avx512_tmpl.h). */
-static inline AMX_TGT __m512 amx_q40_scales16(const uint8_t *g) {
-  static const uint16_t order[32] __attribute__((aligned(64))) = {0, 9, 18, 27, 1, 10, 19, 28, 2, 11, 20, 29, 3, 12, 21, 30};
-  const __mmask32 m = (1u << 1) | (1u << 10) | (1u << 19) | (1u << 28);
-  __m512i v = _mm512_loadu_si512(g);
-  v = _mm512_mask_loadu_epi16(v, m, g + 70);
-  v = _mm512_mask_loadu_epi16(v, m << 1, g + 140);
-  v = _mm512_mask_loadu_epi16(v, m << 2, g + 210);
-  return _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(_mm512_load_si512(order), v)));
-}
+/* as q40_scales16 in avx512_tmpl.h (see kernels.h) */
+#define K_AMX_SCALES16_DECL static inline AMX_TGT __m512 amx_q40_scales16
+K_DEFINE_Q40_SCALES16(K_AMX_SCALES16_DECL)
+#undef K_AMX_SCALES16_DECL
 
 /*
  * The unpacked weights of a group of 16 rows: abuf[row][k][32] (row stride KP * 32 bytes, KP =

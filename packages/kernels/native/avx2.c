@@ -665,16 +665,7 @@ static const kpath AVX2 = {
     .features = "avx2,fma,f16c",
     .matmul = {mm_f32, mm_f16, mm_q40, mm_q80},
     .matmulq = {NULL, NULL, mmq_q40, mmq_q80},
-    .quantize_q80 = k_avx2_quantize_q80,
-    .dequantize_q80 = k_avx2_dequantize_q80,
-    .dot = k_avx2_dot,
-    .axpy = k_avx2_axpy,
-    .add = k_avx2_add,
-    .sumsq = k_avx2_sumsq,
-    .rmsscale = k_avx2_rmsscale,
-    .softmax = k_avx2_softmax,
-    .swiglu = k_avx2_swiglu,
-    .vexp = k_avx2_vexp,
+    K_AVX2_VECTOR_OPS,
 };
 
 const kpath *kpath_avx2(void) { return &AVX2; }

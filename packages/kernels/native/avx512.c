@@ -29,16 +29,7 @@ static const kpath AVX512 = {
     .features = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq",
     .matmul = {mm_f32_avx512, mm_f16_avx512, mm_q40_avx512, mm_q80_avx512},
     .matmulq = {NULL, NULL, mmq_q40_avx512, mmq_q80_avx512},
-    .quantize_q80 = k_avx2_quantize_q80,
-    .dequantize_q80 = k_avx2_dequantize_q80,
-    .dot = k_avx2_dot,
-    .axpy = k_avx2_axpy,
-    .add = k_avx2_add,
-    .sumsq = k_avx2_sumsq,
-    .rmsscale = k_avx2_rmsscale,
-    .softmax = k_avx2_softmax,
-    .swiglu = k_avx2_swiglu,
-    .vexp = k_avx2_vexp,
+    K_AVX2_VECTOR_OPS,
 };
 
 static const kpath AVX512VNNI = {
@@ -46,16 +37,7 @@ static const kpath AVX512VNNI = {
     .features = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni",
     .matmul = {mm_f32_vnni, mm_f16_vnni, mm_q40_vnni, mm_q80_vnni},
     .matmulq = {NULL, NULL, mmq_q40_vnni, mmq_q80_vnni},
-    .quantize_q80 = k_avx2_quantize_q80,
-    .dequantize_q80 = k_avx2_dequantize_q80,
-    .dot = k_avx2_dot,
-    .axpy = k_avx2_axpy,
-    .add = k_avx2_add,
-    .sumsq = k_avx2_sumsq,
-    .rmsscale = k_avx2_rmsscale,
-    .softmax = k_avx2_softmax,
-    .swiglu = k_avx2_swiglu,
-    .vexp = k_avx2_vexp,
+    K_AVX2_VECTOR_OPS,
 };
 
 /* avx512amx: avx512vnni with the batched Q80-input matmuls on AMX tiles (amx.c) from
@@ -76,16 +58,7 @@ static const kpath AVX512AMX = {
     .features = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,amx-tile,amx-int8",
     .matmul = {mm_f32_vnni, mm_f16_vnni, mm_q40_vnni, mm_q80_vnni},
     .matmulq = {NULL, NULL, mmq_q40_amx, mmq_q80_amx},
-    .quantize_q80 = k_avx2_quantize_q80,
-    .dequantize_q80 = k_avx2_dequantize_q80,
-    .dot = k_avx2_dot,
-    .axpy = k_avx2_axpy,
-    .add = k_avx2_add,
-    .sumsq = k_avx2_sumsq,
-    .rmsscale = k_avx2_rmsscale,
-    .softmax = k_avx2_softmax,
-    .swiglu = k_avx2_swiglu,
-    .vexp = k_avx2_vexp,
+    K_AVX2_VECTOR_OPS,
 };
 
 const kpath *kpath_avx512(void) { return &AVX512; }

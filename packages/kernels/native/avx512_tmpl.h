@@ -82,19 +82,9 @@ INL void FN(dec_q40_tab)(const uint8_t *blk, const float *dp, __m512 *w) {
   w[1] = _mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), tab);
 }
 
-/* The 16 f16 scales of a full group of 16 Q40 blocks (288 bytes from g), as floats. Scale j is
- * the 16-bit word at byte 18j. Four loads at bytes 0, 70, 140, 210 (all inside the group) see
- * scales 4q..4q+3 of load q at words q, 9 + q, 18 + q, 27 + q, so they merge into one register
- * by word masks and a single vpermw puts them in order: far cheaper than a 16-lane gather. */
-INL __m512 FN(q40_scales16)(const uint8_t *g) {
-  static const uint16_t order[32] __attribute__((aligned(64))) = {0, 9, 18, 27, 1, 10, 19, 28, 2, 11, 20, 29, 3, 12, 21, 30};
-  const __mmask32 m = (1u << 1) | (1u << 10) | (1u << 19) | (1u << 28);
-  __m512i v = _mm512_loadu_si512(g);
-  v = _mm512_mask_loadu_epi16(v, m, g + 70);
-  v = _mm512_mask_loadu_epi16(v, m << 1, g + 140);
-  v = _mm512_mask_loadu_epi16(v, m << 2, g + 210);
-  return _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(_mm512_load_si512(order), v)));
-}
+#define K_Q40_SCALES16_DECL INL __m512 FN(q40_scales16)
+K_DEFINE_Q40_SCALES16(K_Q40_SCALES16_DECL)
+#undef K_Q40_SCALES16_DECL
 
 /* batch <= 4, F32/F16/Q80 weights (Q40: mm40_rows below): 32 weights decoded per step, every
  * batch row multiplied against them. Two chunks per iteration give 4 independent accumulators

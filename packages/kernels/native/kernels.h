@@ -85,6 +85,28 @@ void k_avx2_swiglu(float *out, const float *g, const float *u, size_t n);
 void k_avx2_vexp(float *out, const float *x, size_t n);
 void k_avx2_quantize_q80(uint8_t *out, const float *x, size_t nBlocks);
 void k_avx2_dequantize_q80(float *out, const uint8_t *xq, size_t nBlocks);
+/* The vector ops every x86 path takes from AVX2 (a kpath initializer fragment). */
+#define K_AVX2_VECTOR_OPS                                                                                             \
+  .quantize_q80 = k_avx2_quantize_q80, .dequantize_q80 = k_avx2_dequantize_q80, .dot = k_avx2_dot,                 \
+  .axpy = k_avx2_axpy, .add = k_avx2_add, .sumsq = k_avx2_sumsq, .rmsscale = k_avx2_rmsscale,                      \
+  .softmax = k_avx2_softmax, .swiglu = k_avx2_swiglu, .vexp = k_avx2_vexp
+
+/* The 16 f16 scales of a full group of 16 Q40 blocks (288 bytes from g), as floats, defined per
+ * target (the AVX-512 template and amx.c). Scale j is the 16-bit word at byte 18j. Four loads at
+ * bytes 0, 70, 140, 210 (all inside the group) see scales 4q..4q+3 of load q at words q, 9 + q,
+ * 18 + q, 27 + q, so they merge into one register by word masks and a single vpermw puts them in
+ * order: far cheaper than a 16-lane gather. */
+#define K_DEFINE_Q40_SCALES16(decl)                                                                                   \
+  decl(const uint8_t *g) {                                                                                            \
+    static const uint16_t order[32] __attribute__((aligned(64))) = {0, 9,  18, 27, 1, 10, 19, 28,                      \
+                                                                    2, 11, 20, 29, 3, 12, 21, 30};                    \
+    const __mmask32 m = (1u << 1) | (1u << 10) | (1u << 19) | (1u << 28);                                            \
+    __m512i v = _mm512_loadu_si512(g);                                                                                \
+    v = _mm512_mask_loadu_epi16(v, m, g + 70);                                                                        \
+    v = _mm512_mask_loadu_epi16(v, m << 1, g + 140);                                                                  \
+    v = _mm512_mask_loadu_epi16(v, m << 2, g + 210);                                                                  \
+    return _mm512_cvtph_ps(_mm512_castsi512_si256(_mm512_permutexvar_epi16(_mm512_load_si512(order), v)));           \
+  }
 #endif
 #if defined(__aarch64__)
 #define AIRLLM_NEON 1
