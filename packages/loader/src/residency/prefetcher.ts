@@ -220,6 +220,11 @@ export class Prefetcher {
   }
 
   #evict(seg: number): void {
+    this.#drop(seg, State.EVICTING);
+  }
+
+  /** Drop a streamed segment's pages and bookkeeping (slot, charge) and move it from `from` to EMPTY. */
+  #drop(seg: number, from: number): void {
     const info = this.#s.segments[seg]!;
     if (this.#addon !== undefined && this.#s.map !== null) {
       try {
@@ -232,7 +237,7 @@ export class Prefetcher {
     const slot = Atomics.load(this.#ctrl, segWord(seg, S.SLOT));
     if (slot >= 0) Atomics.store(this.#ctrl, slotWord(this.#n, slot), -1);
     Atomics.store(this.#ctrl, segWord(seg, S.SLOT), -1);
-    this.#setState(seg, State.EVICTING, State.EMPTY);
+    this.#setState(seg, from, State.EMPTY);
   }
 
   #load(seg: number, slot: number, reason: SegmentLoadEvent['reason']): boolean {
@@ -325,17 +330,7 @@ export class Prefetcher {
 
   /** Stop loading a streamed segment part way: drop what was touched and make it EMPTY again. */
   #abandon(seg: number): void {
-    const info = this.#s.segments[seg]!;
-    try {
-      this.#addon!.advise(this.#s.map!, info.offset, info.size, 'dontneed');
-    } catch {
-      // The mapping was closed under us: nothing left to drop.
-    }
-    this.#uncharge(seg);
-    const slot = Atomics.load(this.#ctrl, segWord(seg, S.SLOT));
-    if (slot >= 0) Atomics.store(this.#ctrl, slotWord(this.#n, slot), -1);
-    Atomics.store(this.#ctrl, segWord(seg, S.SLOT), -1);
-    this.#setState(seg, State.LOADING, State.EMPTY);
+    this.#drop(seg, State.LOADING);
     // A client may have started waiting for it meanwhile: let it ask again.
     this.#ring();
   }
