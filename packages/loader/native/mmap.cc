@@ -335,6 +335,25 @@ void Advise(const FunctionCallbackInfo<Value>& args) {
   }
 }
 
+// lock(sab, offset, length, on): mlock (faulting the pages in and keeping them from reclaim) or
+// munlock the range, rounded outward to pages. Locks do not nest: one munlock undoes any number
+// of mlocks. Fails with EPERM / ENOMEM / EAGAIN beyond RLIMIT_MEMLOCK without CAP_IPC_LOCK.
+void Lock(const FunctionCallbackInfo<Value>& args) {
+  Isolate* isolate = args.GetIsolate();
+  Target t;
+  uint64_t offset, length;
+  if (!ResolveRange(args, &t, &offset, &length)) return;
+  if (length == 0) return;
+  const bool on = args.Length() < 4 || args[3]->BooleanValue(isolate);
+  const uint64_t page = PageSize();
+  const uint64_t from = offset / page * page;
+  const uint64_t to = (offset + length + page - 1) / page * page;
+  if ((on ? mlock(t.base + from, to - from) : munlock(t.base + from, to - from)) != 0) {
+    const int err = errno;
+    ThrowCode(isolate, ErrnoCode(err), std::string(on ? "mlock" : "munlock") + " failed", err);
+  }
+}
+
 // touch(sab, offset, length) -> sum of one byte per page: faults the pages in (reading the file
 // where needed). The sum keeps the loads from being optimized away.
 void Touch(const FunctionCallbackInfo<Value>& args) {
@@ -397,6 +416,8 @@ void Close(const FunctionCallbackInfo<Value>& args) {
   int expected = kLive;
   if (!t.region->state.compare_exchange_strong(expected, kClosed)) return;  // already closed
   const size_t page = PageSize();
+  // Locked pages refuse MADV_DONTNEED: unlock first (a no-op where nothing is locked).
+  munlock(t.base, (t.length + page - 1) / page * page);
   madvise(t.base, (t.length + page - 1) / page * page, MADV_DONTNEED);
 }
 
@@ -455,6 +476,7 @@ NODE_MODULE_INIT(/* exports, module, context */) {
   NODE_SET_METHOD(exports, "map", Map);
   NODE_SET_METHOD(exports, "advise", Advise);
   NODE_SET_METHOD(exports, "touch", Touch);
+  NODE_SET_METHOD(exports, "lock", Lock);
   NODE_SET_METHOD(exports, "residentBytes", ResidentBytes);
   NODE_SET_METHOD(exports, "close", Close);
   NODE_SET_METHOD(exports, "busFaults", BusFaults);

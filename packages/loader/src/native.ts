@@ -12,6 +12,8 @@ export interface NativeAddon {
   /** Map the whole regular file open on `fd` read-only; throws code ENOTREG / EEMPTY / errno. */
   map(fd: number): SharedArrayBuffer;
   advise(map: SharedArrayBuffer, offset: number, length: number, advice: Advice): void;
+  /** mlock (`on`, default) or munlock the range; throws with the errno code (EPERM, ENOMEM…). */
+  lock(map: SharedArrayBuffer, offset: number, length: number, on?: boolean): void;
   /** Read one byte per page of the range (faulting it in); returns their sum. */
   touch(map: SharedArrayBuffer, offset: number, length: number): number;
   /** Bytes of the range present in the page cache (mincore). */

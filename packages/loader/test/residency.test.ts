@@ -1,4 +1,4 @@
-import { truncateSync } from 'node:fs';
+import { readFileSync, truncateSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
@@ -147,6 +147,57 @@ describe('mmap streaming with a prefetch window (one streamed segment + a window
       r.release(2);
     } finally {
       await r.close();
+      w.close();
+    }
+  });
+});
+
+describe('pinned segments are locked in memory (mmap stream mode)', () => {
+  const vmLck = (): number => Number(/^VmLck:\s+(\d+) kB/m.exec(readFileSync('/proc/self/status', 'utf8'))![1]) * 1024;
+  /** Whether this process may lock `bytes` more: root (CAP_IPC_LOCK) or a large enough RLIMIT_MEMLOCK. */
+  const mayLock = (bytes: number): boolean => {
+    if (process.getuid?.() === 0) return true;
+    const soft = /^Max locked memory\s+(\S+)/m.exec(readFileSync('/proc/self/limits', 'utf8'))?.[1];
+    return soft === 'unlimited' || (soft !== undefined && Number(soft) >= bytes + vmLck());
+  };
+
+  it('warmup mlocks every pinned segment (VmLck grows by them), close unlocks; resident mode locks nothing', async () => {
+    const w = await new MemoryMappedWeights(smallPath, { backend: 'mmap' }).open();
+    try {
+      const before = vmLck();
+      const r = await LayerResidency.create(w, { mode: 'stream', budgetBytes: 4 * L });
+      const pinnedBytes = r.segments.filter((s) => s.pinned).reduce((a, s) => a + s.size, 0);
+      expect(pinnedBytes).toBeGreaterThanOrEqual(2 * L);
+      try {
+        await r.warmup();
+        await new Promise((res) => setTimeout(res, 50)); // the lock-failed message, if any
+        const st = r.stats();
+        if (mayLock(pinnedBytes)) {
+          expect(st.lockError).toBeUndefined();
+          expect(st.lockedBytes).toBe(pinnedBytes);
+          // Page rounding: each segment's lock may take a page more at both ends.
+          expect(vmLck() - before).toBeGreaterThanOrEqual(pinnedBytes - 2 * 4096 * r.segments.length);
+        } else {
+          expect(st.lockError).toMatch(/mlock/);
+        }
+        // Streaming around the locked segments still serves every segment.
+        for (let seg = 0; seg < r.segments.length; seg++) {
+          await r.acquireAsync(seg);
+          r.release(seg);
+        }
+      } finally {
+        await r.close();
+      }
+      expect(vmLck()).toBe(before);
+      const res = await LayerResidency.create(w, { mode: 'resident' });
+      try {
+        await res.warmup();
+        expect(res.stats().lockedBytes).toBe(0);
+        expect(vmLck()).toBe(before);
+      } finally {
+        await res.close();
+      }
+    } finally {
       w.close();
     }
   });

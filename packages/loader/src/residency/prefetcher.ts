@@ -7,6 +7,7 @@ import {
   ErrorCode,
   G,
   GC_BYTES_LOADED,
+  GC_LOCKED,
   GC_STREAMED,
   GT,
   S,
@@ -45,6 +46,8 @@ export class Prefetcher {
   /** Bytes charged per streamed segment, and their sum (only this thread changes them). */
   readonly #charged: Float64Array;
   #streamed = 0;
+  /** Set once an mlock failed: nothing more is tried. */
+  #lockFailed = false;
 
   constructor(shared: ResidencyShared, post: (m: PrefetchMessage) => void) {
     this.#s = shared;
@@ -133,6 +136,19 @@ export class Prefetcher {
     }
 
     return false;
+  }
+
+  /** mlock a pinned segment's (resident) pages; on the first failure, say why and stop trying. */
+  #lock(offset: number, size: number): void {
+    if (this.#lockFailed) return;
+    try {
+      this.#addon!.lock(this.#s.map!, offset, size);
+      Atomics.add(this.#counters, this.#n * SEG_COUNTERS + GC_LOCKED, BigInt(size));
+    } catch (e) {
+      this.#lockFailed = true;
+      const code = (e as { code?: string }).code ?? '';
+      this.#post({ type: 'lock-failed', message: `mlock of pinned weights failed (${code}: ${(e as Error).message}); they stay mapped but unlocked, so the kernel may reclaim them` });
+    }
   }
 
   #demandPending(except = -1): boolean {
@@ -260,6 +276,7 @@ export class Prefetcher {
           this.#abandon(seg);
           return true;
         }
+        if (slot < 0 && s.lockPinned) this.#lock(info.offset, info.size);
       } else {
         if (slot >= 0) this.#charge(seg, info.size);
         const buf = slot >= 0 ? s.slotBuffers[slot]! : s.pinnedBuffers[seg]!;

@@ -89,7 +89,9 @@ export const SEG_COUNTERS = 5;
 export const GC_BYTES_LOADED = 0;
 /** Bytes of streamed segments' pages the prefetcher has made resident and not yet dropped. */
 export const GC_STREAMED = 1;
-export const GLOBAL_COUNTERS = 2;
+/** Bytes of pinned segments locked in memory (mlock). */
+export const GC_LOCKED = 2;
+export const GLOBAL_COUNTERS = 3;
 
 /** Float64 values per segment (epoch milliseconds: performance.timeOrigin + performance.now()). */
 export const T = { LOAD_START: 0, LOAD_END: 1 } as const;
@@ -151,6 +153,9 @@ export interface ResidencyShared {
   readonly chunkBytes: number;
   /** How many chunks ahead of the touch MADV_WILLNEED runs. */
   readonly readaheadChunks: number;
+  /** mlock pinned segments once loaded, so the kernel cannot reclaim them under streaming's
+   *  page-cache pressure (mmap backend). */
+  readonly lockPinned: boolean;
   /** Make pages present with MADV_POPULATE_READ (one call per chunk) instead of touching each page. */
   readonly populate: boolean;
   /** acquire() gives up with SlotsExhaustedError after waiting this long with all slots in use. */
@@ -180,7 +185,8 @@ export interface SegmentLoadEvent {
 /** Messages from the prefetch worker to the owner. */
 export type PrefetchMessage =
   | { readonly type: 'load'; readonly event: SegmentLoadEvent }
-  | { readonly type: 'error'; readonly segment: number; readonly message: string };
+  | { readonly type: 'error'; readonly segment: number; readonly message: string }
+  | { readonly type: 'lock-failed'; readonly message: string };
 
 /** Timeouts of every Atomics.wait: a lost wake-up costs at most this, never a hang. */
 export const WAIT_SLICE_MS = 250;

@@ -16,6 +16,7 @@ import {
   ErrorCode,
   G,
   GC_BYTES_LOADED,
+  GC_LOCKED,
   GC_STREAMED,
   GLOBAL_COUNTERS,
   GLOBAL_TIMES,
@@ -63,6 +64,14 @@ export interface ResidencyOptions {
    * plus this window rather than two segments, and pins what that saves.
    */
   windowBytes?: number;
+  /**
+   * mlock pinned segments (mmap backend), so that streaming's page-cache pressure cannot make the
+   * kernel reclaim them and read them again. Default: in stream and sequential modes (where the
+   * budget says what fits), not in resident mode (a model larger than RAM must still page).
+   * Without CAP_IPC_LOCK a lock beyond RLIMIT_MEMLOCK fails: then nothing more is locked,
+   * `lockError` says why, and pinned segments are kept as plain mapped pages.
+   */
+  lockPinned?: boolean;
   /** Fault pages in with MADV_POPULATE_READ instead of touching each page (default false). */
   populate?: boolean;
   /** acquire gives up after waiting this long while every slot is held (default 10 s). */
@@ -106,6 +115,10 @@ export interface ResidencyStats {
   readonly loads: number;
   readonly bytesLoaded: number;
   readonly waitNs: number;
+  /** Bytes of pinned segments locked in memory (see ResidencyOptions.lockPinned). */
+  readonly lockedBytes: number;
+  /** Why locking stopped, if it failed. */
+  readonly lockError: string | undefined;
   /** Bytes of streamed segments resident right now (part of residentBytes). */
   readonly streamedBytes: number;
   /** Bytes this process read from storage since create (/proc/self/io read_bytes), if known. */
@@ -152,6 +165,8 @@ export class LayerResidency {
   #closing: Promise<void> | undefined;
   /** The last failure message from the prefetch worker, if any. */
   lastError: string | undefined;
+  /** Why mlock of a pinned segment failed (then no more are locked), if it did. */
+  lockError: string | undefined;
 
   private constructor(shared: ResidencyShared, plan: ResidencyPlan, weights: WeightsInternals, budget: number | undefined, onLoad: ResidencyOptions['onLoad']) {
     this.shared = shared;
@@ -169,6 +184,7 @@ export class LayerResidency {
     this.#exited = new Promise<void>((resolve) => this.#worker.once('exit', () => resolve()));
     this.#worker.on('message', (m: PrefetchMessage) => {
       if (m.type === 'load') onLoad?.(m.event);
+      else if (m.type === 'lock-failed') this.lockError = m.message;
       else this.lastError = `segment ${m.segment}: ${m.message}`;
     });
     this.#worker.on('error', (e) => {
@@ -261,6 +277,7 @@ export class LayerResidency {
       chunkBytes,
       readaheadChunks,
       populate: options.populate ?? false,
+      lockPinned: w.kind === 'mmap' && (options.lockPinned ?? mode !== 'resident'),
       stallMs: options.stallMs ?? 10_000,
       trace: options.onLoad !== undefined,
     };
@@ -376,6 +393,8 @@ export class LayerResidency {
       bytesLoaded: num(n * SEG_COUNTERS + GC_BYTES_LOADED),
       waitNs,
       streamedBytes: num(n * SEG_COUNTERS + GC_STREAMED),
+      lockedBytes: num(n * SEG_COUNTERS + GC_LOCKED),
+      lockError: this.lockError,
       diskReadBytes: disk !== undefined && this.#diskBase !== undefined ? disk - this.#diskBase : undefined,
       memory: memoryStatus(),
       perSegment,
@@ -408,6 +427,14 @@ export class LayerResidency {
       const st = Atomics.exchange(ctrl, at, State.CLOSED);
       Atomics.notify(ctrl, at);
       if (map !== undefined && addon !== undefined && st !== State.EMPTY && st !== State.CLOSED && addon.isMapping(map)) {
+        // Locked pages refuse MADV_DONTNEED.
+        if (s.pinned && this.shared.lockPinned) {
+          try {
+            addon.lock(map, s.offset, s.size, false);
+          } catch {
+            // Not locked (the lock had failed): nothing to undo.
+          }
+        }
         addon.advise(map, s.offset, s.size, 'dontneed');
       }
     }
