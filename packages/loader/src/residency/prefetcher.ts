@@ -26,8 +26,8 @@ import {
 /**
  * The prefetch loop, run on its own worker thread (dist/prefetch-worker.js). It is the only
  * thread that moves segments out of EMPTY (so the only one assigning slots) and the only one
- * evicting. Priorities per turn: releases, then demands (a client is waiting), then the next
- * segment after the cursor (prefetch), then warmup. It does one load per turn so a demand never
+ * evicting. Priorities per turn: releases, then demands (a client is waiting), then warmup,
+ * then the next segment after the cursor (prefetch). It does one load per turn so a demand never
  * waits behind more than the load in progress. With nothing to do it sleeps on the doorbell.
  *
  * Streamed segments also share a byte allowance (`streamBytes`): the prefetcher charges a
@@ -89,14 +89,7 @@ export class Prefetcher {
     const ctrl = this.#ctrl;
     if (Atomics.load(ctrl, G.BROKEN) !== 0) return false;
 
-    let evicted = false;
-    for (let seg = 0; seg < n; seg++) {
-      if (this.#state(seg) === State.RELEASING && this.#setState(seg, State.RELEASING, State.EVICTING)) {
-        this.#evict(seg);
-        evicted = true;
-      }
-    }
-    if (evicted) return true;
+    if (this.#evictReleased()) return true;
 
     for (let seg = 0; seg < n; seg++) {
       if (Atomics.load(ctrl, segWord(seg, S.WANT)) === 0 || this.#state(seg) !== State.EMPTY) continue;
@@ -151,6 +144,18 @@ export class Prefetcher {
     }
   }
 
+  /** Evict every segment a client released; whether there was one. */
+  #evictReleased(): boolean {
+    let evicted = false;
+    for (let seg = 0; seg < this.#n; seg++) {
+      if (this.#state(seg) === State.RELEASING && this.#setState(seg, State.RELEASING, State.EVICTING)) {
+        this.#evict(seg);
+        evicted = true;
+      }
+    }
+    return evicted;
+  }
+
   #demandPending(except = -1): boolean {
     for (let i = 0; i < this.#n; i++) {
       if (i !== except && Atomics.load(this.#ctrl, segWord(i, S.WANT)) !== 0 && this.#state(i) === State.EMPTY) return true;
@@ -195,14 +200,7 @@ export class Prefetcher {
         return true;
       }
       if (Atomics.load(ctrl, G.CLOSED) !== 0 || Atomics.load(ctrl, G.BROKEN) !== 0) return false;
-      let evicted = false;
-      for (let i = 0; i < this.#n; i++) {
-        if (i !== seg && this.#state(i) === State.RELEASING && this.#setState(i, State.RELEASING, State.EVICTING)) {
-          this.#evict(i);
-          evicted = true;
-        }
-      }
-      if (evicted) continue;
+      if (this.#evictReleased()) continue;
       if (this.#demandPending(seg) || this.#warmupPending()) return false;
       Atomics.wait(ctrl, G.DOORBELL, bell, WAIT_SLICE_MS);
     }
