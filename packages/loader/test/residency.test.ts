@@ -136,6 +136,46 @@ describe('mmap streaming with a prefetch window (one streamed segment + a window
     });
   }
 
+  it('skipping a prefetched segment (acquire 0, then 2 while 1 sits prefetched) does not deadlock', async () => {
+    const w = await new MemoryMappedWeights(smallPath, { backend: 'mmap' }).open();
+    // stallMs far away: only the plan itself may get this through, not the stall safety net.
+    const r = await LayerResidency.create(w, { mode: 'stream', budgetBytes: Math.floor(1.2 * L), stallMs: 60_000, ...windowed });
+    try {
+      for (let round = 0; round < 5; round++) {
+        await r.acquireAsync(0);
+        r.release(0);
+        // Let the prefetcher run ahead: segment 1 becomes resident and nobody acquires it.
+        const t0 = performance.now();
+        while (r.stats().perSegment[1]!.state !== 'READY' && performance.now() - t0 < 2000) await new Promise((res) => setTimeout(res, 5));
+        expect(r.stats().perSegment[1]!.state).toBe('READY');
+        await new Promise((res) => setTimeout(res, 20));
+        const got = await Promise.race([r.acquireAsync(2).then(() => 'acquired'), new Promise((res) => setTimeout(() => res('hung'), 5000))]);
+        expect(got).toBe('acquired');
+        r.release(2);
+        await new Promise((res) => setTimeout(res, 20));
+      }
+    } finally {
+      await r.close();
+      w.close();
+    }
+  });
+
+  it('holding a segment while acquiring the next one, which the held one keeps from loading, is an error, not a hang', async () => {
+    const w = await new MemoryMappedWeights(smallPath, { backend: 'mmap' }).open();
+    const r = await LayerResidency.create(w, { mode: 'stream', budgetBytes: Math.floor(1.2 * L), stallMs: 300, ...windowed });
+    try {
+      await r.acquireAsync(0);
+      // Segment 1 is being prefetched and waits for room that only releasing 0 would make.
+      await expect(r.acquireAsync(1)).rejects.toBeInstanceOf(SlotsExhaustedError);
+      r.release(0);
+      await r.acquireAsync(1);
+      r.release(1);
+    } finally {
+      await r.close();
+      w.close();
+    }
+  });
+
   it('two streamed segments held under a one-segment allowance is an error, not a hang', async () => {
     const w = await new MemoryMappedWeights(smallPath, { backend: 'mmap' }).open();
     const r = await LayerResidency.create(w, { mode: 'stream', budgetBytes: Math.floor(1.2 * L), stallMs: 300, ...windowed });

@@ -46,6 +46,8 @@ export class Prefetcher {
   /** Bytes charged per streamed segment, and their sum (only this thread changes them). */
   readonly #charged: Float64Array;
   #streamed = 0;
+  /** Set when a prefetch gave up waiting for room; cleared by the next eviction. */
+  #stalled = false;
   /** Set once an mlock failed: nothing more is tried. */
   #lockFailed = false;
 
@@ -114,7 +116,7 @@ export class Prefetcher {
 
     // A demand still pending here waits for a release; prefetching meanwhile would only be
     // abandoned again (#reserve gives way to demands), so sleep until the release rings.
-    if (s.prefetch && !this.#demandPending()) {
+    if (s.prefetch && !this.#stalled && !this.#demandPending()) {
       const cursor = Atomics.load(ctrl, G.CURSOR);
       for (let i = 1; i < n; i++) {
         const seg = (cursor + i) % n;
@@ -122,8 +124,11 @@ export class Prefetcher {
         if (st === State.READY || st === State.IN_USE || st === State.LOADING) continue;
         if (st !== State.EMPTY) break;
         if (s.segments[seg]!.pinned) return this.#load(seg, -1, 'prefetch');
+        // Start only what can finish once the acquired segments are released: segments
+        // prefetched ahead and not yet acquired release nothing, so they count as held.
+        const size = s.segments[seg]!.size;
         const slot = this.#freeSlot();
-        if (slot === undefined || !this.#fits(Math.min(s.chunkBytes, s.segments[seg]!.size))) break;
+        if (slot === undefined || !this.#fits(Math.min(s.chunkBytes, size)) || this.#unusedBytes() + size > s.streamBytes) break;
         return this.#load(seg, slot, 'prefetch');
       }
     }
@@ -193,6 +198,7 @@ export class Prefetcher {
    */
   #reserve(seg: number, bytes: number): boolean {
     const ctrl = this.#ctrl;
+    let since: number | undefined;
     for (;;) {
       const bell = Atomics.load(ctrl, G.DOORBELL);
       if (this.#fits(bytes)) {
@@ -202,8 +208,23 @@ export class Prefetcher {
       if (Atomics.load(ctrl, G.CLOSED) !== 0 || Atomics.load(ctrl, G.BROKEN) !== 0) return false;
       if (this.#evictReleased()) continue;
       if (this.#demandPending(seg) || this.#warmupPending()) return false;
+      // Waited stallMs and nothing was released: a client may hold the segments in the way while
+      // it waits for this one. Give the load up (and prefetch nothing until a release), so that
+      // its acquire sees EMPTY and fails with SlotsExhaustedError instead of hanging.
+      since ??= performance.now();
+      if (performance.now() - since >= this.#s.stallMs) {
+        this.#stalled = true;
+        return false;
+      }
       Atomics.wait(ctrl, G.DOORBELL, bell, WAIT_SLICE_MS);
     }
+  }
+
+  /** Bytes charged by streamed segments that are resident but not acquired (prefetched ahead). */
+  #unusedBytes(): number {
+    let bytes = 0;
+    for (let i = 0; i < this.#n; i++) if (this.#charged[i]! > 0 && this.#state(i) === State.READY) bytes += this.#charged[i]!;
+    return bytes;
   }
 
   #freeSlot(): number | undefined {
@@ -239,6 +260,7 @@ export class Prefetcher {
 
   /** Drop a streamed segment's pages and bookkeeping (slot, charge) and move it from `from` to EMPTY. */
   #drop(seg: number, from: number): void {
+    if (from === State.EVICTING) this.#stalled = false;
     const info = this.#s.segments[seg]!;
     if (this.#addon !== undefined && this.#s.map !== null) {
       try {
