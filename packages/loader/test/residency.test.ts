@@ -99,6 +99,17 @@ describe('two compute workers scan a residency (bytes checked against the file p
 describe('mmap streaming with a prefetch window (one streamed segment + a window)', () => {
   const KiB = 1024;
   const windowed = { chunkBytes: 64 * KiB, windowBytes: 256 * KiB } as const;
+  /** Run `body` on a windowed mmap residency of the small model with a budget of 1.2 layers. */
+  async function onSmallWindow(stallMs: number, body: (r: LayerResidency) => Promise<void>): Promise<void> {
+    const w = await new MemoryMappedWeights(smallPath, { backend: 'mmap' }).open();
+    const r = await LayerResidency.create(w, { mode: 'stream', budgetBytes: Math.floor(1.2 * L), stallMs, ...windowed });
+    try {
+      await body(r);
+    } finally {
+      await r.close();
+      w.close();
+    }
+  }
   // The head (final norm + a 64-row classifier, ~66 KiB) fits in what the layers leave: pinned.
   const cases: [string, number, number][] = [
     ['budget 1.2 layers: every layer streams', Math.floor(1.2 * L), 0],
@@ -137,10 +148,8 @@ describe('mmap streaming with a prefetch window (one streamed segment + a window
   }
 
   it('skipping a prefetched segment (acquire 0, then 2 while 1 sits prefetched) does not deadlock', async () => {
-    const w = await new MemoryMappedWeights(smallPath, { backend: 'mmap' }).open();
     // stallMs far away: only the plan itself may get this through, not the stall safety net.
-    const r = await LayerResidency.create(w, { mode: 'stream', budgetBytes: Math.floor(1.2 * L), stallMs: 60_000, ...windowed });
-    try {
+    await onSmallWindow(60_000, async (r) => {
       for (let round = 0; round < 5; round++) {
         await r.acquireAsync(0);
         r.release(0);
@@ -154,42 +163,22 @@ describe('mmap streaming with a prefetch window (one streamed segment + a window
         r.release(2);
         await new Promise((res) => setTimeout(res, 20));
       }
-    } finally {
-      await r.close();
-      w.close();
-    }
+    });
   });
 
-  it('holding a segment while acquiring the next one, which the held one keeps from loading, is an error, not a hang', async () => {
-    const w = await new MemoryMappedWeights(smallPath, { backend: 'mmap' }).open();
-    const r = await LayerResidency.create(w, { mode: 'stream', budgetBytes: Math.floor(1.2 * L), stallMs: 300, ...windowed });
-    try {
-      await r.acquireAsync(0);
-      // Segment 1 is being prefetched and waits for room that only releasing 0 would make.
-      await expect(r.acquireAsync(1)).rejects.toBeInstanceOf(SlotsExhaustedError);
-      r.release(0);
-      await r.acquireAsync(1);
-      r.release(1);
-    } finally {
-      await r.close();
-      w.close();
-    }
-  });
-
-  it('two streamed segments held under a one-segment allowance is an error, not a hang', async () => {
-    const w = await new MemoryMappedWeights(smallPath, { backend: 'mmap' }).open();
-    const r = await LayerResidency.create(w, { mode: 'stream', budgetBytes: Math.floor(1.2 * L), stallMs: 300, ...windowed });
-    try {
-      await r.acquireAsync(0);
-      await expect(r.acquireAsync(2)).rejects.toBeInstanceOf(SlotsExhaustedError);
-      r.release(0);
-      await r.acquireAsync(2);
-      r.release(2);
-    } finally {
-      await r.close();
-      w.close();
-    }
-  });
+  // Segment 1 is being prefetched and waits for room that only releasing 0 would make; segment 2
+  // needs that room too.
+  for (const wanted of [1, 2]) {
+    it(`holding segment 0 while acquiring ${wanted} under a one-segment allowance is an error, not a hang`, async () => {
+      await onSmallWindow(300, async (r) => {
+        await r.acquireAsync(0);
+        await expect(r.acquireAsync(wanted)).rejects.toBeInstanceOf(SlotsExhaustedError);
+        r.release(0);
+        await r.acquireAsync(wanted);
+        r.release(wanted);
+      });
+    });
+  }
 });
 
 describe('pinned segments are locked in memory (mmap stream mode)', () => {
