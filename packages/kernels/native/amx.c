@@ -104,14 +104,10 @@ static void amx_prep_x(const uint8_t *xq, int nb, int b0, int nrows, int NJ, int
     }
 }
 
-/* f16 scales of m <= 16 consecutive blocks (stride bytes apart) as floats, lanes >= m zero. */
-static inline AMX_TGT __m512 amx_scales(const uint8_t *blk0, int stride, int m) {
-  __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                   _mm512_set1_epi32(stride));
-  __mmask16 mk = m >= 16 ? 0xffff : (__mmask16)((1u << m) - 1);
-  __m512i g = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), mk, idx, blk0, 1);
-  return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g));
-}
+/* as gather_d16 in avx512_tmpl.h (see kernels.h) */
+#define K_AMX_SCALES_DECL static inline AMX_TGT __m512 amx_scales
+K_DEFINE_GATHER_D16(K_AMX_SCALES_DECL)
+#undef K_AMX_SCALES_DECL
 
 /* as q40_scales16 in avx512_tmpl.h (see kernels.h) */
 #define K_AMX_SCALES16_DECL static inline AMX_TGT __m512 amx_q40_scales16

@@ -66,13 +66,9 @@ INL void FN(load_x32)(const float *x, int n, __m512 *v) {
 
 /* f16 scales of up to 16 consecutive blocks (stride bytes apart) as floats; lanes >= n are 0.
  * Each gathered dword holds d and the first two data bytes; the truncation keeps d. */
-INL __m512 FN(gather_d16)(const uint8_t *blk0, int stride, int n) {
-  __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                                   _mm512_set1_epi32(stride));
-  __mmask16 m = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);
-  __m512i g = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, blk0, 1);
-  return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g));
-}
+#define K_GATHER_D16_DECL INL __m512 FN(gather_d16)
+K_DEFINE_GATHER_D16(K_GATHER_D16_DECL)
+#undef K_GATHER_D16_DECL
 
 /* Q40 block j of a group whose scales were gathered into ds: (q - 8) * d via the table. */
 INL void FN(dec_q40_tab)(const uint8_t *blk, const float *dp, __m512 *w) {

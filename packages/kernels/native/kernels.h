@@ -91,6 +91,17 @@ void k_avx2_dequantize_q80(float *out, const uint8_t *xq, size_t nBlocks);
   .axpy = k_avx2_axpy, .add = k_avx2_add, .sumsq = k_avx2_sumsq, .rmsscale = k_avx2_rmsscale,                      \
   .softmax = k_avx2_softmax, .swiglu = k_avx2_swiglu, .vexp = k_avx2_vexp
 
+/* The f16 scales of n <= 16 consecutive blocks (stride bytes apart) as floats, lanes >= n zero,
+ * defined per target (the AVX-512 template and amx.c). */
+#define K_DEFINE_GATHER_D16(decl)                                                                                     \
+  decl(const uint8_t *blk0, int stride, int n) {                                                                      \
+    __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),         \
+                                     _mm512_set1_epi32(stride));                                                      \
+    __mmask16 m = n >= 16 ? 0xffff : (__mmask16)((1u << n) - 1);                                                      \
+    __m512i g = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), m, idx, blk0, 1);                                 \
+    return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(g));                                                                 \
+  }
+
 /* The 16 f16 scales of a full group of 16 Q40 blocks (288 bytes from g), as floats, defined per
  * target (the AVX-512 template and amx.c). Scale j is the 16-bit word at byte 18j. Four loads at
  * bytes 0, 70, 140, 210 (all inside the group) see scales 4q..4q+3 of load q at words q, 9 + q,
