@@ -15,15 +15,21 @@
  * bit-identical results. An output's accumulation depends on nothing but its own weight row and
  * batch row, never on which tile or sub-range [r0, r1) it falls in.
  *
- * Work order: groups of 16 weight rows; per group, chunks of KC blocks; per chunk every 16-row
- * activation tile runs against the group's unpacked A tiles with its 16 accumulator registers,
- * in steps of 4 blocks (C tiles 0-3). Measured on the Emerald Rapids VM: tile work and 512-bit
- * vector work do not overlap on one core (their times add), a tile store placed between two
- * tdpbssd overlaps with them (6.9 against 10.6 ns per C tile with the stores grouped), and the
- * float epilogue (3 vector instructions per C row) costs more than the tile work. So each step
- * stores the previous step's C tiles between its own products and then runs that step's
- * epilogue (two halves of cbuf). The next group is unpacked into a second buffer a little after
- * each step, as one linear walk over its rows (one stream for the hardware prefetcher, plus
+ * Work order: groups of 32 weight rows (two A tiles per block) against pairs of 16-row activation
+ * tiles (two B tiles), block after block: each step loads the four tiles of one block once and
+ * runs four tdpbssd (C0 = A0.B0, C1 = A0.B1, C2 = A1.B0, C3 = A1.B1), so a C tile costs one tile
+ * load instead of two. The accumulators of the 32 x 32 outputs live in memory (accb, 4 KiB, in
+ * L1), so a whole row of blocks runs without chunking. Each step stores the previous step's C tiles
+ * (into cbuf, 4 KiB, the same place every step) between its own products, a tile store between two
+ * tdpbssd overlapping with them, and then runs the epilogue of that previous step. Measured on the
+ * Emerald Rapids VM: tile work and 512-bit vector work hardly overlap on one core (a tile store
+ * and the float epilogue add up exactly), and this order took a batch of 32 of 11008x4096 from
+ * 7.0-7.4 to 6.0-6.5 ms against the 16-row order with the accumulators in registers (0.84-0.89
+ * of its time side by side; 0.67 when the host's other tenant shares the core). Measured slower:
+ * epilogue pieces between the products, the epilogue two blocks at a time or a step behind
+ * (four cbuf slots; the L1 footprint counts: even two slots cost 4-6 %), one position's
+ * accumulators in registers (spills), and a GFNI nibble unpack (no faster than vpermb here). The next group is unpacked into a second buffer a little
+ * after each step, as one linear walk over its rows (one stream for the hardware prefetcher, plus
  * software prefetch), so the weights stream in while the tiles and the epilogue work.
  *
  * Tile state: the configuration is loaded at the start of every call and released at its end
@@ -43,10 +49,10 @@
 #define AMX_TGT                                                                                                       \
   __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,avx2,fma,f16c,amx-tile,amx-int8")))
 
-#define KC 16       /* blocks per compute chunk (a multiple of 4) */
 #define UB 16       /* blocks per unpack unit */
 #define TOK 256     /* batch rows per pass (16 tiles) */
 #define B_TILE 128  /* int32 words of one B tile: 8 rows x 16 */
+#define AROW(KP) ((KP) * 32 + 64) /* abuf row stride: padded so the 16 rows of an A tile do not share one L1 set */
 
 typedef struct {
   uint8_t palette;
@@ -115,9 +121,10 @@ K_DEFINE_Q40_SCALES16(K_AMX_SCALES16_DECL)
 #undef K_AMX_SCALES16_DECL
 
 /*
- * The unpacked weights of a group of 16 rows: abuf[row][k][32] (row stride KP * 32 bytes, KP =
- * blocks rounded up to UB), so the A tile of block k is at abuf + 32k with stride 32 KP; dws[row][k]
- * the scales as floats. Rows past the range are zero.
+ * The unpacked weights of a group of 32 rows: abuf[row][k][32] (row stride AROW(KP) bytes, KP =
+ * blocks rounded up to UB), so the A tile of block k for rows 16h..16h+15 is at
+ * abuf + 16h AROW(KP) + 32k with stride AROW(KP); dws[row][k] the scales as floats. Rows past the
+ * range are zero.
  *
  * Unit u is chunk c = u % nch of row u / nch: units in order walk the group's memory linearly,
  * one sequential stream, unpacked a few at a time between tile steps so the weights stream in
@@ -134,7 +141,7 @@ static inline AMX_TGT void amx_unpack(int type, const uint8_t *w, size_t rowByte
   for (int u = u0; u < u1; u++) {
     int r = u / nch, c = u % nch;
     int kc = c * UB, m = nb - kc < UB ? nb - kc : UB;
-    int8_t *a = abuf + ((size_t)r * KP + kc) * 32;
+    int8_t *a = abuf + (size_t)r * AROW(KP) + (size_t)kc * 32;
     float *d = dws + (size_t)r * KP + kc;
     if (r >= R) {
       for (int kk = 0; kk < m; kk += 2) _mm512_store_si512((void *)(a + kk * 32), _mm512_setzero_si512());
@@ -163,44 +170,45 @@ static inline AMX_TGT void amx_unpack(int type, const uint8_t *w, size_t rowByte
   }
 }
 
-/* acc[r] = fma(float(C row r), dw[r][k] * dx, acc[r]) for the 16 rows of one stored C tile;
- * dw points at the scale of row 0 and block k, rows KP apart. */
-static inline __attribute__((always_inline)) AMX_TGT void amx_epi(__m512 *acc, const int32_t *c, const float *dw,
+/* acc[r] = fma(float(C row r), dw[r][k] * dx, acc[r]) for the 16 rows of one stored C tile, the
+ * accumulators in memory; dw points at the scale of row 0 and block k, rows KP apart. */
+static inline __attribute__((always_inline)) AMX_TGT void amx_epi(float *acc, const int32_t *c, const float *dw,
                                                                    size_t KP, const float *dx) {
   __m512 dxv = _mm512_load_ps(dx);
   for (int r = 0; r < 16; r++)
-    acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512((const void *)(c + r * 16))),
-                             _mm512_mul_ps(_mm512_set1_ps(dw[r * KP]), dxv), acc[r]);
+    _mm512_store_ps(acc + r * 16, _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512((const void *)(c + r * 16))),
+                                                  _mm512_mul_ps(_mm512_set1_ps(dw[r * KP]), dxv),
+                                                  _mm512_load_ps(acc + r * 16)));
 }
 
 /*
- * Tile products of 4 consecutive blocks (A at a, B at xb) into C tiles 0..3, interleaved with
- * storing the previous step's C tiles (to prev; NULL for none): a tile store between two
- * tdpbssd overlaps with them (measured 6.9 ns per C tile against 10.6 ns with the four stores
- * after the four products).
+ * One block k of 32 weight rows (A tiles a0, a1) against 32 batch rows (B tiles b0, b1; b1 unused
+ * when !two): C0 = a0.b0, C1 = a0.b1, C2 = a1.b0, C3 = a1.b1, each tile loaded once for two
+ * products. The previous step's C tiles are stored to prev (NULL for none) between the products.
  */
-static inline __attribute__((always_inline)) AMX_TGT void amx_dp4(const int8_t *a, size_t as, const int32_t *xb,
-                                                                   int32_t *prev) {
+static inline __attribute__((always_inline)) AMX_TGT void amx_step(const int8_t *a0, const int8_t *a1, size_t as,
+                                                                    const int32_t *b0, const int32_t *b1, int32_t *prev,
+                                                                    int two) {
+  _tile_loadd(4, a0, as);
+  _tile_loadd(6, b0, 64);
   if (prev) _tile_stored(0, prev, 64);
-  _tile_loadd(4, a, as);
-  _tile_loadd(6, xb, 64);
   _tile_zero(0);
   _tile_dpbssd(0, 4, 6);
-  if (prev) _tile_stored(1, prev + 256, 64);
-  _tile_loadd(5, a + 32, as);
-  _tile_loadd(7, xb + B_TILE, 64);
-  _tile_zero(1);
-  _tile_dpbssd(1, 5, 7);
+  if (two) {
+    _tile_loadd(7, b1, 64);
+    if (prev) _tile_stored(1, prev + 256, 64);
+    _tile_zero(1);
+    _tile_dpbssd(1, 4, 7);
+  }
+  _tile_loadd(5, a1, as);
   if (prev) _tile_stored(2, prev + 512, 64);
-  _tile_loadd(4, a + 64, as);
-  _tile_loadd(6, xb + 2 * B_TILE, 64);
   _tile_zero(2);
-  _tile_dpbssd(2, 4, 6);
-  if (prev) _tile_stored(3, prev + 768, 64);
-  _tile_loadd(5, a + 96, as);
-  _tile_loadd(7, xb + 3 * B_TILE, 64);
-  _tile_zero(3);
-  _tile_dpbssd(3, 5, 7);
+  _tile_dpbssd(2, 5, 6);
+  if (two) {
+    if (prev) _tile_stored(3, prev + 768, 64);
+    _tile_zero(3);
+    _tile_dpbssd(3, 5, 7);
+  }
 }
 
 /* Per-group state of amx_rows: where the next group's unpacking stands. */
@@ -230,94 +238,82 @@ static inline AMX_TGT void amx_advance(amx_next *nx) {
   }
 }
 
-/* One activation tile (16 batch rows) against blocks kc..kc+m-1 of the group, in steps of 4
- * blocks, software-pipelined: step s computes its tile products while storing those of step
- * s - 1 into one half of cbuf, then the epilogue of step s - 1 reads that half. */
-static inline AMX_TGT void amx_tile_chunk(__m512 *acc, const int8_t *A, const float *D, size_t KP, int kc, int m,
-                                          const int32_t *xb, const float *dx, int32_t *cbuf, amx_next *nx) {
-  const size_t as = KP * 32;
-  int n4 = m / 4;
-  for (int s = 0; s < n4; s++) {
-    int k = kc + 4 * s;
-    int32_t *cb = cbuf + ((s - 1) & 1) * 1024;
-    amx_dp4(A + (size_t)k * 32, as, xb + (size_t)4 * s * B_TILE, s > 0 ? cb : NULL);
-    if (s > 0)
-      for (int i = 0; i < 4; i++) amx_epi(acc, cb + i * 256, D + k - 4 + i, KP, dx + (4 * s - 4 + i) * 16);
-    amx_advance(nx);
-  }
-  if (n4 > 0) {
-    int32_t *cb = cbuf + ((n4 - 1) & 1) * 1024;
-    _tile_stored(0, cb, 64);
-    _tile_stored(1, cb + 256, 64);
-    _tile_stored(2, cb + 512, 64);
-    _tile_stored(3, cb + 768, 64);
-    for (int i = 0; i < 4; i++) amx_epi(acc, cb + i * 256, D + kc + 4 * n4 - 4 + i, KP, dx + (4 * n4 - 4 + i) * 16);
-  }
-  for (int kk = 4 * n4; kk < m; kk++) {
-    _tile_loadd(4, A + (size_t)(kc + kk) * 32, as);
-    _tile_loadd(6, xb + (size_t)kk * B_TILE, 64);
-    _tile_zero(0);
-    _tile_dpbssd(0, 4, 6);
-    _tile_stored(0, cbuf, 64);
-    amx_epi(acc, cbuf, D + kc + kk, KP, dx + kk * 16);
-    amx_advance(nx);
-  }
+/* Epilogue of the step of block k: C tiles at cb, accumulators acc (4 x 256 floats, same order). */
+static inline __attribute__((always_inline)) AMX_TGT void amx_epi_step(float *acc, const int32_t *cb, const float *D,
+                                                                        size_t KP, int k, const float *dx0,
+                                                                        const float *dx1, int two) {
+  amx_epi(acc, cb, D + k, KP, dx0 + k * 16);
+  if (two) amx_epi(acc + 256, cb + 256, D + k, KP, dx1 + k * 16);
+  amx_epi(acc + 512, cb + 512, D + 16 * KP + k, KP, dx0 + k * 16);
+  if (two) amx_epi(acc + 768, cb + 768, D + 16 * KP + k, KP, dx1 + k * 16);
 }
 
 /* Bytes of the per-call work area of amx_rows. */
 static size_t amx_work_bytes(int nb, int NJ) {
   size_t KP = (size_t)(nb + UB - 1) / UB * UB;
-  return 2 * (16 * KP * 32 + 16 * KP * 4) + 8 * 1024 + (size_t)NJ * 1024;
+  return 2 * (32 * AROW(KP) + 32 * KP * 4) + 4 * 1024 + 4 * 1024;
 }
 
 /*
  * Rows [r0, r1) against NJ activation tiles (nrows batch rows); out points at batch row 0 of the
- * pass. Groups of 16 rows in two buffers: while group g runs (chunk by chunk, every activation
- * tile per chunk), group g + 16 is unpacked into the other buffer a little after each tile step.
+ * pass. Groups of 32 rows in two buffers: while group g runs (per pair of activation tiles, block
+ * after block), group g + 32 is unpacked into the other buffer a little after each step.
  */
 static AMX_TGT void amx_rows(int type, float *out, const int32_t *xB, const float *dxB, int NJ, int nrows,
                              const uint8_t *w, int nb, int nOut, int r0, int r1, uint8_t *work) {
   const size_t rowBytes = k_row_bytes(type, (size_t)nb * QK);
-  const int nch = (nb + UB - 1) / UB, ncc = (nb + KC - 1) / KC; /* unpack units, compute chunks per row */
-  const size_t KP = (size_t)nch * UB;
-  const size_t aB = 16 * KP * 32, dB = 16 * KP * 4;
+  const int nch = (nb + UB - 1) / UB; /* unpack units per row */
+  const size_t KP = (size_t)nch * UB, AS = AROW(KP);
+  const size_t aB = 32 * AS, dB = 32 * KP * 4;
   int8_t *abuf[2] = {(int8_t *)work, (int8_t *)(work + aB)};
   float *dws[2] = {(float *)(void *)(work + 2 * aB), (float *)(void *)(work + 2 * aB + dB)};
-  int32_t *cbuf = (int32_t *)(void *)(work + 2 * aB + 2 * dB); /* 2 x 4 C tiles */
-  float *accb = (float *)(void *)((uint8_t *)cbuf + 8 * 1024);  /* NJ x 16 x 16 */
-  const long steps = (long)NJ * (nb / 4 + nb % 4);
-  amx_next nx = {type, nb, nch, 0, 0, 16 * nch, 0, steps, 0, rowBytes, w, NULL, NULL};
-  if (r0 < r1) amx_unpack(type, w, rowBytes, nb, nch, r0, r1 - r0 < 16 ? r1 - r0 : 16, 0, 16 * nch, abuf[0], dws[0]);
+  int32_t *cbuf = (int32_t *)(void *)(work + 2 * aB + 2 * dB); /* the 4 C tiles of one step */
+  float *accb = (float *)(void *)((uint8_t *)cbuf + 4 * 1024);  /* 4 x 16 x 16 */
+  const int NP = (NJ + 1) / 2;
+  const long steps = (long)NP * nb;
+  amx_next nx = {type, nb, nch, 0, 0, 32 * nch, 0, steps, 0, rowBytes, w, NULL, NULL};
+  if (r0 < r1) amx_unpack(type, w, rowBytes, nb, nch, r0, r1 - r0 < 32 ? r1 - r0 : 32, 0, 32 * nch, abuf[0], dws[0]);
   int cur = 0;
-  for (int g = r0; g < r1; g += 16, cur ^= 1) {
-    int R = r1 - g < 16 ? r1 - g : 16;
-    nx.gn = g + 16;
-    nx.Rn = r1 - nx.gn < 16 ? r1 - nx.gn : 16; /* <= 0: no next group */
+  for (int g = r0; g < r1; g += 32, cur ^= 1) {
+    int R = r1 - g < 32 ? r1 - g : 32;
+    nx.gn = g + 32;
+    nx.Rn = r1 - nx.gn < 32 ? r1 - nx.gn : 32; /* <= 0: no next group */
     nx.done = 0;
     nx.acc = 0;
     nx.abuf = abuf[cur ^ 1];
     nx.dws = dws[cur ^ 1];
-    const int8_t *A = abuf[cur];
+    const int8_t *A0 = abuf[cur], *A1 = abuf[cur] + 16 * AS;
     const float *D = dws[cur];
-    for (int c = 0; c < ncc; c++) {
-      int kc = c * KC;
-      int m = nb - kc < KC ? nb - kc : KC;
-      for (int j = 0; j < NJ; j++) {
-        __m512 acc[16];
-        float *ab = accb + (size_t)j * 256;
-        for (int r = 0; r < 16; r++) acc[r] = c == 0 ? _mm512_setzero_ps() : _mm512_load_ps(ab + r * 16);
-        amx_tile_chunk(acc, A, D, KP, kc, m, xB + ((size_t)j * nb + kc) * B_TILE, dxB + ((size_t)j * nb + kc) * 16, cbuf,
-                       &nx);
-        if (c + 1 < ncc) {
-          for (int r = 0; r < 16; r++) _mm512_store_ps(ab + r * 16, acc[r]);
-        } else {
-          float t[16][16] __attribute__((aligned(64)));
-          for (int r = 0; r < 16; r++) _mm512_store_ps(t[r], acc[r]);
-          int nn = nrows - j * 16 < 16 ? nrows - j * 16 : 16;
-          for (int n = 0; n < nn; n++) {
-            float *o = out + (size_t)(j * 16 + n) * nOut + g;
-            for (int r = 0; r < R; r++) o[r] = t[r][n];
-          }
+    for (int p = 0; p < NP; p++) {
+      int j0 = 2 * p, two = j0 + 1 < NJ;
+      const int32_t *xb0 = xB + (size_t)j0 * nb * B_TILE, *xb1 = xb0 + (size_t)nb * B_TILE;
+      const float *dx0 = dxB + (size_t)j0 * nb * 16, *dx1 = dx0 + (size_t)nb * 16;
+      for (int i = 0; i < 1024; i += 16) _mm512_store_ps(accb + i, _mm512_setzero_ps());
+      for (int k = 0; k < nb; k++) {
+        int32_t *prev = cbuf;
+        amx_step(A0 + (size_t)k * 32, A1 + (size_t)k * 32, AS, xb0 + (size_t)k * B_TILE, xb1 + (size_t)k * B_TILE,
+                 k > 0 ? prev : NULL, two);
+        if (k > 0) amx_epi_step(accb, prev, D, KP, k - 1, dx0, dx1, two);
+        amx_advance(&nx);
+      }
+      int32_t *last = cbuf;
+      _tile_stored(0, last, 64);
+      _tile_stored(2, last + 512, 64);
+      if (two) {
+        _tile_stored(1, last + 256, 64);
+        _tile_stored(3, last + 768, 64);
+      }
+      amx_epi_step(accb, last, D, KP, nb - 1, dx0, dx1, two);
+      /* accb[q][r][n] (q = 2 * row half + tile) to out[batch row][weight row] */
+      for (int q = 0; q < 4; q++) {
+        int jj = j0 + (q & 1), rb = (q >> 1) * 16;
+        if (jj >= NJ) continue;
+        int nn = nrows - jj * 16 < 16 ? nrows - jj * 16 : 16;
+        int rr = R - rb < 16 ? R - rb : 16;
+        const float *t = accb + q * 256;
+        for (int n = 0; n < nn; n++) {
+          float *o = out + (size_t)(jj * 16 + n) * nOut + g + rb;
+          for (int r = 0; r < rr; r++) o[r] = t[r * 16 + n];
         }
       }
     }
