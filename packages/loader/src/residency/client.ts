@@ -92,6 +92,12 @@ export class ResidencyCore {
           this.ring();
           return { ready: false, index: at, value: st };
         case State.LOADING:
+          // Say so: a prefetch waiting for room gets it from segments nobody waits for.
+          if (Atomics.load(ctrl, segWord(seg, S.WANT)) === 0) {
+            Atomics.store(ctrl, segWord(seg, S.WANT), 1);
+            this.ring();
+          }
+          return { ready: false, index: at, value: st };
         case State.EVICTING:
           return { ready: false, index: at, value: st };
         case State.FAILED:

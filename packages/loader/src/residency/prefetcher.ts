@@ -124,11 +124,11 @@ export class Prefetcher {
         if (st === State.READY || st === State.IN_USE || st === State.LOADING) continue;
         if (st !== State.EMPTY) break;
         if (s.segments[seg]!.pinned) return this.#load(seg, -1, 'prefetch');
-        // Start only what can finish once the acquired segments are released: segments
-        // prefetched ahead and not yet acquired release nothing, so they count as held.
-        const size = s.segments[seg]!.size;
+        // A prefetch may start behind segments prefetched ahead and not acquired yet, and wait
+        // in #reserve for room; if a client then waits for it instead (it skipped them), or they
+        // come after it, #reserve drops them.
         const slot = this.#freeSlot();
-        if (slot === undefined || !this.#fits(Math.min(s.chunkBytes, size)) || this.#unusedBytes() + size > s.streamBytes) break;
+        if (slot === undefined || !this.#fits(Math.min(s.chunkBytes, s.segments[seg]!.size))) break;
         return this.#load(seg, slot, 'prefetch');
       }
     }
@@ -208,6 +208,11 @@ export class Prefetcher {
       if (Atomics.load(ctrl, G.CLOSED) !== 0 || Atomics.load(ctrl, G.BROKEN) !== 0) return false;
       if (this.#evictReleased()) continue;
       if (this.#demandPending(seg) || this.#warmupPending()) return false;
+      // Prefetched segments nobody waits for make way: those needed after this one always, and
+      // all of them once a client waits for this one (it skipped them; it would otherwise wait
+      // for room only their release could make, and it never acquires them).
+      const wanted = Atomics.load(ctrl, segWord(seg, S.WANT)) !== 0;
+      if (this.#evictForDemand(wanted ? undefined : seg) !== undefined) continue;
       // Waited stallMs and nothing was released: a client may hold the segments in the way while
       // it waits for this one. Give the load up (and prefetch nothing until a release), so that
       // its acquire sees EMPTY and fails with SlotsExhaustedError instead of hanging.
@@ -220,13 +225,6 @@ export class Prefetcher {
     }
   }
 
-  /** Bytes charged by streamed segments that are resident but not acquired (prefetched ahead). */
-  #unusedBytes(): number {
-    let bytes = 0;
-    for (let i = 0; i < this.#n; i++) if (this.#charged[i]! > 0 && this.#state(i) === State.READY) bytes += this.#charged[i]!;
-    return bytes;
-  }
-
   #freeSlot(): number | undefined {
     for (let k = 0; k < this.#s.slots; k++) {
       if (Atomics.load(this.#ctrl, slotWord(this.#n, k)) < 0) return k;
@@ -234,11 +232,14 @@ export class Prefetcher {
     return undefined;
   }
 
-  /** Free a slot held by a prefetched segment nobody uses yet, the one needed last. */
-  #evictForDemand(): number | undefined {
+  /**
+   * Free a slot held by a prefetched segment nobody uses yet, the one needed last; with `after`,
+   * only one needed after that segment (further from the cursor).
+   */
+  #evictForDemand(after?: number): number | undefined {
     const cursor = Atomics.load(this.#ctrl, G.CURSOR);
     let victim = -1;
-    let distance = -1;
+    let distance = after === undefined ? -1 : (after - cursor + this.#n) % this.#n;
     for (let k = 0; k < this.#s.slots; k++) {
       const owner = Atomics.load(this.#ctrl, slotWord(this.#n, k));
       if (owner < 0 || this.#state(owner) !== State.READY || Atomics.load(this.#ctrl, segWord(owner, S.WANT)) !== 0) continue;
@@ -280,8 +281,10 @@ export class Prefetcher {
     const s = this.#s;
     const info = s.segments[seg]!;
     const ctrl = this.#ctrl;
-    if (!this.#setState(seg, State.EMPTY, State.LOADING)) return true;
+    // Clear the demand first: a client that sees LOADING sets WANT again to say it waits for
+    // this load (see #reserve), and that must not be lost.
     Atomics.store(ctrl, segWord(seg, S.WANT), 0);
+    if (!this.#setState(seg, State.EMPTY, State.LOADING)) return true;
     if (slot >= 0) {
       Atomics.store(ctrl, slotWord(this.#n, slot), seg);
       Atomics.store(ctrl, segWord(seg, S.SLOT), slot);

@@ -18,7 +18,8 @@
  *                                                 IN_USE
  *
  * Only the prefetcher leaves EMPTY, so only it assigns slots; clients ask for a segment by
- * setting its WANT word and ringing the doorbell. Every wait is an `Atomics.wait` on the word
+ * setting its WANT word and ringing the doorbell (also while it is LOADING: a prefetch waiting
+ * for room then knows a client waits for it). Every wait is an `Atomics.wait` on the word
  * that will change (a segment's STATE, or the DOORBELL for the prefetcher), with a time slice so
  * that a missed wake-up costs a slice, never a hang. Nobody spins.
  */
