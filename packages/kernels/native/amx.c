@@ -249,7 +249,7 @@ static inline __attribute__((always_inline)) AMX_TGT void amx_epi_step(float *ac
 }
 
 /* Bytes of the per-call work area of amx_rows. */
-static size_t amx_work_bytes(int nb, int NJ) {
+static size_t amx_work_bytes(int nb) {
   size_t KP = (size_t)(nb + UB - 1) / UB * UB;
   return 2 * (32 * AROW(KP) + 32 * KP * 4) + 4 * 1024 + 4 * 1024;
 }
@@ -290,20 +290,18 @@ static AMX_TGT void amx_rows(int type, float *out, const int32_t *xB, const floa
       const float *dx0 = dxB + (size_t)j0 * nb * 16, *dx1 = dx0 + (size_t)nb * 16;
       for (int i = 0; i < 1024; i += 16) _mm512_store_ps(accb + i, _mm512_setzero_ps());
       for (int k = 0; k < nb; k++) {
-        int32_t *prev = cbuf;
         amx_step(A0 + (size_t)k * 32, A1 + (size_t)k * 32, AS, xb0 + (size_t)k * B_TILE, xb1 + (size_t)k * B_TILE,
-                 k > 0 ? prev : NULL, two);
-        if (k > 0) amx_epi_step(accb, prev, D, KP, k - 1, dx0, dx1, two);
+                 k > 0 ? cbuf : NULL, two);
+        if (k > 0) amx_epi_step(accb, cbuf, D, KP, k - 1, dx0, dx1, two);
         amx_advance(&nx);
       }
-      int32_t *last = cbuf;
-      _tile_stored(0, last, 64);
-      _tile_stored(2, last + 512, 64);
+      _tile_stored(0, cbuf, 64);
+      _tile_stored(2, cbuf + 512, 64);
       if (two) {
-        _tile_stored(1, last + 256, 64);
-        _tile_stored(3, last + 768, 64);
+        _tile_stored(1, cbuf + 256, 64);
+        _tile_stored(3, cbuf + 768, 64);
       }
-      amx_epi_step(accb, last, D, KP, nb - 1, dx0, dx1, two);
+      amx_epi_step(accb, cbuf, D, KP, nb - 1, dx0, dx1, two);
       /* accb[q][r][n] (q = 2 * row half + tile) to out[batch row][weight row] */
       for (int q = 0; q < 4; q++) {
         int jj = j0 + (q & 1), rb = (q >> 1) * 16;
@@ -328,7 +326,7 @@ AMX_TGT void k_amx_mmq(int type, float *out, const void *xv, const uint8_t *w, i
   int nb = nIn / QK;
   int maxJ = ((batch < TOK ? batch : TOK) + 15) / 16;
   size_t xB = k_align64((size_t)maxJ * nb * B_TILE * 4), dB = k_align64((size_t)maxJ * nb * 16 * 4);
-  size_t workB = amx_work_bytes(nb, maxJ);
+  size_t workB = amx_work_bytes(nb);
   uint8_t *mem = (uint8_t *)kscratch_get(s, xB + dB + workB);
   if (mem == NULL) return;
   int32_t *xT = (int32_t *)(void *)mem;

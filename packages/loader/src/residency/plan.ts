@@ -59,10 +59,12 @@ export function planResidency(
   let best: ResidencyPlan | undefined;
   let minNeed = Infinity;
   const candidates = [...new Set(sizes)].sort((a, b) => a - b);
+  // A window replaces the second and later slots (mmap); with one slot there is nothing to replace.
+  const windowed = windowBytes !== undefined && slots >= 2;
   for (const slotBytes of candidates) {
     const forced = sizes.map((s) => s > slotBytes);
     const forcedBytes = sizes.reduce((a, s, i) => a + (forced[i] ? s : 0), 0);
-    const streamNeed = windowBytes === undefined || slots < 2 ? slots * slotBytes : slotBytes + Math.min(windowBytes, slotBytes);
+    const streamNeed = windowed ? slotBytes + Math.min(windowBytes, slotBytes) : slots * slotBytes;
     const need = streamNeed + forcedBytes;
     minNeed = Math.min(minNeed, need);
     if (need > budgetBytes) continue;
@@ -86,7 +88,7 @@ export function planResidency(
     if (best === undefined || plan.pinnedBytes > best.pinnedBytes) best = plan;
   }
   if (best === undefined) {
-    const what = windowBytes === undefined || slots < 2 ? `${slots} streaming slot(s) of` : 'one streamed segment and its prefetch window:';
+    const what = windowed ? 'one streamed segment and its prefetch window:' : `${slots} streaming slot(s) of`;
     throw new BudgetTooSmallError(`budget cannot hold ${what} ${n > 0 ? Math.min(...candidates) : 0}+ bytes`, {
       field: 'budgetBytes',
       expected: `≥ ${minNeed}`,

@@ -270,11 +270,16 @@ export class Prefetcher {
         // The mapping was closed under us (weights closed): nothing left to drop.
       }
     }
+    this.#freeSlotOf(seg);
+    this.#setState(seg, from, State.EMPTY);
+  }
+
+  /** Give back what a streamed segment holds of the allowance, and its slot. */
+  #freeSlotOf(seg: number): void {
     this.#uncharge(seg);
     const slot = Atomics.load(this.#ctrl, segWord(seg, S.SLOT));
     if (slot >= 0) Atomics.store(this.#ctrl, slotWord(this.#n, slot), -1);
     Atomics.store(this.#ctrl, segWord(seg, S.SLOT), -1);
-    this.#setState(seg, from, State.EMPTY);
   }
 
   #load(seg: number, slot: number, reason: SegmentLoadEvent['reason']): boolean {
@@ -389,10 +394,7 @@ export class Prefetcher {
       this.#times[g + GT.ERR_EXPECTED] = Number(e.expected ?? this.#s.fileSize);
       this.#times[g + GT.ERR_ACTUAL] = Number(e.actual ?? NaN);
     }
-    this.#uncharge(seg);
-    const slot = Atomics.load(ctrl, segWord(seg, S.SLOT));
-    if (slot >= 0) Atomics.store(ctrl, slotWord(this.#n, slot), -1);
-    Atomics.store(ctrl, segWord(seg, S.SLOT), -1);
+    this.#freeSlotOf(seg);
     Atomics.store(ctrl, segWord(seg, S.ERROR), code);
     this.#setState(seg, State.LOADING, State.FAILED);
     this.#post({ type: 'error', segment: seg, message: e instanceof Error ? e.message : String(e) });
