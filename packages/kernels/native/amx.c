@@ -24,7 +24,7 @@
  * tdpbssd overlapping with them, and then runs the epilogue of that previous step. Measured on the
  * Emerald Rapids VM: tile work and 512-bit vector work hardly overlap on one core (a tile store
  * and the float epilogue add up exactly), and this order took a batch of 32 of 11008x4096 from
- * 7.0-7.4 to 6.0-6.5 ms against the 16-row order with the accumulators in registers (0.84-0.89
+ * 6.6-7.8 to 5.8-6.5 ms against the 16-row order with the accumulators in registers (0.82-0.97
  * of its time side by side; 0.67 when the host's other tenant shares the core). Measured slower:
  * epilogue pieces between the products, the epilogue two blocks at a time or a step behind
  * (four cbuf slots; the L1 footprint counts: even two slots cost 4-6 %), one position's
