@@ -35,8 +35,9 @@ export async function runGeneration(
     emit(r.value.text);
     r = await gen.next();
   }
-  // The tail held back while it could still start a stop string (or complete a character) is
-  // part of the answer when the generation ends otherwise (max tokens, EOS): emit it too.
+  // generate() yields the tail it held back as a possible stop string (or half a character)
+  // when the answer ends otherwise; result.text is the reference, so anything it has beyond what
+  // was streamed is emitted too.
   if (!signal.aborted) emit(r.value.text.slice(streamed));
   if (failure) throw failure.error;
   return r.value;

@@ -575,7 +575,9 @@ export class LayerWiseInferenceEngine {
   }
 
   /**
-   * Generate text for a prompt, yielding each token with the text it completes. The KV cache
+   * Generate text for a prompt, yielding each token with the text it completes; the texts add up
+   * to the result's text, including what was held back as a possible stop string when the answer
+   * ends otherwise. The KV cache
    * of the previous generation is reused for the longest common prefix of tokens (chat turns
    * only process the new message). The generator's return value is the GenerationResult.
    */
@@ -623,10 +625,21 @@ export class LayerWiseInferenceEngine {
     await this.#forwardSequences(seqs, Number.POSITIVE_INFINITY);
     const t1 = performance.now();
 
+    // A token after which text is held back (the possible start of a stop string, half a
+    // character) is yielded once the next token arrives, or with that text if the sequence ends
+    // without another token (EOS, cancelled): the yielded texts always add up to result.text.
+    const waiting = new Map<number, GeneratedToken>();
     for (;;) {
       for (const s of seqs) {
         const t = s.advance(options.signal?.aborted ?? false);
-        if (t) yield { index: s.slot, token: t.token, text: t.text };
+        const w = waiting.get(s.slot);
+        if (w && (t || s.finished)) {
+          waiting.delete(s.slot);
+          yield { index: s.slot, token: w.token, text: t ? w.text : w.text + s.takeTail() };
+        }
+        if (!t) continue;
+        if (!s.finished && s.holding) waiting.set(s.slot, t);
+        else yield { index: s.slot, token: t.token, text: t.text };
       }
       if (seqs.every((s) => s.finished)) break;
       await this.#forwardSequences(seqs, Number.POSITIVE_INFINITY);

@@ -100,6 +100,14 @@ export class Sequence {
   }
 
   /**
+   * Text is held back: the possible start of a stop string, or an unfinished UTF-8 character.
+   * It comes out with a later token, or with `takeTail()` once the sequence ends.
+   */
+  get holding(): boolean {
+    return this.#held.length > 0 || (this.#decoder?.pending ?? false);
+  }
+
+  /**
    * The rows this sequence runs in the next forward step: (at most `maxRows` of) the rest of
    * its prompt, then the last sampled token; undefined when it has nothing to run (finished,
    * or waiting for advance() to sample from the logits it has).
@@ -132,7 +140,8 @@ export class Sequence {
    * Sample the next token from the last step's logits. Returns the token with the text it
    * completes, or undefined when there was nothing to sample (still prefilling) or the sequence
    * finished without a new token (cancelled, EOS, max tokens). After a token, the sequence may
-   * also have finished (stop string, max tokens, context full).
+   * also have finished (stop string, max tokens, context full); when it ends by max tokens or a
+   * full context, the token's text includes whatever was still held back.
    */
   advance(cancelled = false): GeneratedToken | undefined {
     if (this.finishReason !== undefined) return undefined;
@@ -171,19 +180,27 @@ export class Sequence {
       if (this.tokens.length >= this.#maxTokens) this.finishReason = 'length';
       // The new token would sit at position P + n − 1, which must be inside the context.
       else if (this.promptTokens.length + this.tokens.length > this.#seqLen) this.finishReason = 'context';
+      if (this.finishReason !== undefined) piece += this.takeTail();
     }
     return { token: next, text: piece };
   }
 
   /**
-   * The text held back at the end (an incomplete stop-string prefix, incomplete UTF-8 as
-   * replacement characters), appended to `text`. Called once, by result().
+   * Once the sequence has finished: the text still held back (the start of a stop string that
+   * never completed, an unfinished character as U+FFFD), appended to `text` and returned; after
+   * a stop string, or a second time, ''. A caller streaming advance()'s pieces emits it after
+   * an end without a token (EOS, cancelled) so that the pieces add up to `text`.
    */
-  #flush(): void {
-    if (this.finishReason === 'stop' || !this.#decoder) return;
+  takeTail(): string {
+    return this.finishReason === undefined ? '' : this.#tail();
+  }
+
+  #tail(): string {
+    if (this.finishReason === 'stop' || !this.#decoder) return '';
     const rest = this.#held + this.#decoder.flush();
     this.#held = '';
     this.text += rest;
+    return rest;
   }
 
   #result: GenerationResultBase | undefined;
@@ -191,7 +208,7 @@ export class Sequence {
   /** The finished sequence's tokens and text (the held-back tail flushed), with `stats`. */
   result<S>(stats: S): GenerationResultBase & { stats: S } {
     if (!this.#result) {
-      this.#flush();
+      this.#tail();
       this.#result = { promptTokens: this.promptTokens, tokens: this.tokens, text: this.text, finishReason: this.finishReason ?? 'length' };
     }
     return { ...this.#result, stats };

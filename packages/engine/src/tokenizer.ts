@@ -255,6 +255,11 @@ export class TokenDecoder {
     return this.#drain(false);
   }
 
+  /** Bytes are held back (the start of a character not yet complete). */
+  get pending(): boolean {
+    return this.#pending.length > 0;
+  }
+
   /** Emit whatever is held back (incomplete sequences become U+FFFD). */
   flush(): string {
     return this.#drain(true);
