@@ -20,15 +20,18 @@
  * runs four tdpbssd (C0 = A0.B0, C1 = A0.B1, C2 = A1.B0, C3 = A1.B1), so a C tile costs one tile
  * load instead of two. The accumulators of the 32 x 32 outputs live in memory (accb, 4 KiB, in
  * L1), so a whole row of blocks runs without chunking. Each step stores the previous step's C tiles
- * (into cbuf, 4 KiB, the same place every step) between its own products, a tile store between two
- * tdpbssd overlapping with them, and then runs the epilogue of that previous step. Measured on the
- * Emerald Rapids VM: tile work and 512-bit vector work hardly overlap on one core (a tile store
- * and the float epilogue add up exactly), and this order took a batch of 32 of 11008x4096 from
- * 6.6-7.8 to 5.8-6.5 ms against the 16-row order with the accumulators in registers (0.82-0.97
- * of its time side by side; 0.67 when the host's other tenant shares the core). Measured slower:
- * epilogue pieces between the products, the epilogue two blocks at a time or a step behind
- * (four cbuf slots; the L1 footprint counts: even two slots cost 4-6 %), one position's
- * accumulators in registers (spills), and a GFNI nibble unpack (no faster than vpermb here). The next group is unpacked into a second buffer a little
+ * (block k - 1, into slot (k - 1) & 1 of cbuf, 2 x 4 KiB) between its own products, a tile store
+ * between two tdpbssd overlapping with them; after every second step the epilogue takes the two
+ * blocks in the slots at once (amx_epi2: one load and one store of each accumulator for two
+ * FMAs). Measured on the Emerald Rapids VM: tile work and 512-bit vector work hardly overlap on
+ * one core while the host's other tenant is busy (a tile store and the float epilogue add up
+ * exactly), and this order took a batch of 32 of 11008x4096 from 6.6-7.8 to 5.8-6.5 ms against
+ * the 16-row order with the accumulators in registers (0.82-0.97 of its time side by side; 0.67
+ * when the other tenant shares the core); the two-block epilogue took 0.88-1.03 of the time of
+ * one block per step (mostly 0.94-0.99). Measured slower: epilogue pieces between the products,
+ * the epilogue a step behind or over four blocks (four cbuf slots: the L1 footprint counts), its
+ * two halves on alternate steps (three slots), one position's accumulators in registers (spills),
+ * and a GFNI nibble unpack (no faster than vpermb here). The next group is unpacked into a second buffer a little
  * after each step, as one linear walk over its rows (one stream for the hardware prefetcher, plus
  * software prefetch), so the weights stream in while the tiles and the epilogue work.
  *
@@ -248,10 +251,35 @@ static inline __attribute__((always_inline)) AMX_TGT void amx_epi_step(float *ac
   if (two) amx_epi(acc + 768, cb + 768, D + 16 * KP + k, KP, dx1 + k * 16);
 }
 
+/* amx_epi for blocks k (C tile c0) and k + 1 (c1) with one load and one store of each accumulator:
+ * the same two FMAs in the same order, so the same bits. */
+static inline __attribute__((always_inline)) AMX_TGT void amx_epi2(float *acc, const int32_t *c0, const int32_t *c1,
+                                                                    const float *dw, size_t KP, const float *dx) {
+  __m512 da = _mm512_load_ps(dx), db = _mm512_load_ps(dx + 16);
+  for (int r = 0; r < 16; r++) {
+    __m512 a = _mm512_load_ps(acc + r * 16);
+    a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512((const void *)(c0 + r * 16))),
+                        _mm512_mul_ps(_mm512_set1_ps(dw[r * KP]), da), a);
+    a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512((const void *)(c1 + r * 16))),
+                        _mm512_mul_ps(_mm512_set1_ps(dw[r * KP + 1]), db), a);
+    _mm512_store_ps(acc + r * 16, a);
+  }
+}
+
+/* Epilogue of the steps of blocks k and k + 1 (C tiles at ca and cb). */
+static inline __attribute__((always_inline)) AMX_TGT void amx_epi_step2(float *acc, const int32_t *ca, const int32_t *cb,
+                                                                         const float *D, size_t KP, int k,
+                                                                         const float *dx0, const float *dx1, int two) {
+  amx_epi2(acc, ca, cb, D + k, KP, dx0 + k * 16);
+  if (two) amx_epi2(acc + 256, ca + 256, cb + 256, D + k, KP, dx1 + k * 16);
+  amx_epi2(acc + 512, ca + 512, cb + 512, D + 16 * KP + k, KP, dx0 + k * 16);
+  if (two) amx_epi2(acc + 768, ca + 768, cb + 768, D + 16 * KP + k, KP, dx1 + k * 16);
+}
+
 /* Bytes of the per-call work area of amx_rows. */
 static size_t amx_work_bytes(int nb) {
   size_t KP = (size_t)(nb + UB - 1) / UB * UB;
-  return 2 * (32 * AROW(KP) + 32 * KP * 4) + 4 * 1024 + 4 * 1024;
+  return 2 * (32 * AROW(KP) + 32 * KP * 4) + 8 * 1024 + 4 * 1024;
 }
 
 /*
@@ -267,8 +295,8 @@ static AMX_TGT void amx_rows(int type, float *out, const int32_t *xB, const floa
   const size_t aB = 32 * AS, dB = 32 * KP * 4;
   int8_t *abuf[2] = {(int8_t *)work, (int8_t *)(work + aB)};
   float *dws[2] = {(float *)(void *)(work + 2 * aB), (float *)(void *)(work + 2 * aB + dB)};
-  int32_t *cbuf = (int32_t *)(void *)(work + 2 * aB + 2 * dB); /* the 4 C tiles of one step */
-  float *accb = (float *)(void *)((uint8_t *)cbuf + 4 * 1024);  /* 4 x 16 x 16 */
+  int32_t *cbuf = (int32_t *)(void *)(work + 2 * aB + 2 * dB); /* 2 slots of the 4 C tiles of a step */
+  float *accb = (float *)(void *)((uint8_t *)cbuf + 8 * 1024);  /* 4 x 16 x 16 */
   const int NP = (NJ + 1) / 2;
   const long steps = (long)NP * nb;
   amx_next nx = {type, nb, nch, 0, 0, 32 * nch, 0, steps, 0, rowBytes, w, NULL, NULL};
@@ -291,17 +319,21 @@ static AMX_TGT void amx_rows(int type, float *out, const int32_t *xB, const floa
       for (int i = 0; i < 1024; i += 16) _mm512_store_ps(accb + i, _mm512_setzero_ps());
       for (int k = 0; k < nb; k++) {
         amx_step(A0 + (size_t)k * 32, A1 + (size_t)k * 32, AS, xb0 + (size_t)k * B_TILE, xb1 + (size_t)k * B_TILE,
-                 k > 0 ? cbuf : NULL, two);
-        if (k > 0) amx_epi_step(accb, cbuf, D, KP, k - 1, dx0, dx1, two);
+                 k > 0 ? cbuf + ((k - 1) & 1) * 1024 : NULL, two);
+        /* blocks k - 2 and k - 1, stored by the previous step and this one */
+        if (k >= 2 && (k & 1) == 0) amx_epi_step2(accb, cbuf, cbuf + 1024, D, KP, k - 2, dx0, dx1, two);
         amx_advance(&nx);
       }
-      _tile_stored(0, cbuf, 64);
-      _tile_stored(2, cbuf + 512, 64);
+      int32_t *last = cbuf + ((nb - 1) & 1) * 1024;
+      _tile_stored(0, last, 64);
+      _tile_stored(2, last + 512, 64);
       if (two) {
-        _tile_stored(1, cbuf + 256, 64);
-        _tile_stored(3, cbuf + 768, 64);
+        _tile_stored(1, last + 256, 64);
+        _tile_stored(3, last + 768, 64);
       }
-      amx_epi_step(accb, cbuf, D, KP, nb - 1, dx0, dx1, two);
+      /* what the loop left: block nb - 1 alone (nb odd) or blocks nb - 2 and nb - 1 */
+      if (nb & 1) amx_epi_step(accb, last, D, KP, nb - 1, dx0, dx1, two);
+      else amx_epi_step2(accb, cbuf, last, D, KP, nb - 2, dx0, dx1, two);
       /* accb[q][r][n] (q = 2 * row half + tile) to out[batch row][weight row] */
       for (int q = 0; q < 4; q++) {
         int jj = j0 + (q & 1), rb = (q >> 1) * 16;
