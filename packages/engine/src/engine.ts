@@ -577,9 +577,9 @@ export class LayerWiseInferenceEngine {
   /**
    * Generate text for a prompt, yielding each token with the text it completes; the texts add up
    * to the result's text, including what was held back as a possible stop string when the answer
-   * ends otherwise. The KV cache
-   * of the previous generation is reused for the longest common prefix of tokens (chat turns
-   * only process the new message). The generator's return value is the GenerationResult.
+   * ends otherwise. The KV cache of the previous generation is reused for the longest common
+   * prefix of tokens (chat turns only process the new message). The generator's return value is
+   * the GenerationResult.
    */
   async *generate(prompt: string | readonly number[], options: GenerateOptions = {}): AsyncGenerator<GeneratedToken, GenerationResult> {
     const gen = this.generateBatch([prompt], options);
