@@ -71,8 +71,8 @@ int k_amx_available(void);
 void k_amx_mmq(int type, float *out, const void *x, const uint8_t *w, int nIn, int nOut, int batch, int r0, int r1,
                kscratch *s);
 /* Smallest batches the avx512amx path sends to k_amx_mmq (smaller ones run the avx512vnni
- * kernels): where AMX measured faster on 11008x4096 (Q40: the VNNI rows kernel wins up to 5). */
-#define K_AMX_MIN_BATCH_Q40 6
+ * kernels): where AMX measured faster on 11008x4096 (the VNNI rows kernels win up to 4). */
+#define K_AMX_MIN_BATCH_Q40 5
 #define K_AMX_MIN_BATCH_Q80 5
 /* AVX2 functions the AVX-512 tables reuse for ops where 512-bit brings nothing. */
 float k_avx2_dot(const float *a, const float *b, int n);
