@@ -22,18 +22,20 @@
  * L1), so a whole row of blocks runs without chunking. Each step stores the previous step's C tiles
  * (block k - 1, into slot (k - 1) & 1 of cbuf, 2 x 4 KiB) between its own products, a tile store
  * between two tdpbssd overlapping with them; after every second step the epilogue takes the two
- * blocks in the slots at once (amx_epi2: one load and one store of each accumulator for two
+ * blocks in the slots at once (amx_epi: one load and one store of each accumulator for two
  * FMAs). Measured on the Emerald Rapids VM: tile work and 512-bit vector work hardly overlap on
  * one core while the host's other tenant is busy (a tile store and the float epilogue add up
  * exactly), and this order took a batch of 32 of 11008x4096 from 6.6-7.8 to 5.8-6.5 ms against
  * the 16-row order with the accumulators in registers (0.82-0.97 of its time side by side; 0.67
- * when the other tenant shares the core); the two-block epilogue took 0.88-1.03 of the time of
- * one block per step (mostly 0.94-0.99). Measured slower: epilogue pieces between the products,
+ * when the other tenant shares the core); the two-block epilogue took 0.87-1.03 of the time of
+ * one block per step (mostly 0.94-1.0). Measured slower: epilogue pieces between the products,
  * the epilogue a step behind or over four blocks (four cbuf slots: the L1 footprint counts), its
  * two halves on alternate steps (three slots), one position's accumulators in registers (spills),
- * and a GFNI nibble unpack (no faster than vpermb here). The next group is unpacked into a second buffer a little
- * after each step, as one linear walk over its rows (one stream for the hardware prefetcher, plus
- * software prefetch), so the weights stream in while the tiles and the epilogue work.
+ * and a GFNI nibble unpack (no faster than vpermb here).
+ *
+ * The next group is unpacked into a second buffer a little after each step, as one linear walk
+ * over its rows (one stream for the hardware prefetcher, plus software prefetch), so the weights
+ * stream in while the tiles and the epilogue work.
  *
  * Tile state: the configuration is loaded at the start of every call and released at its end
  * (per thread, so worker threads each have their own; no global state). The OS permission
@@ -173,17 +175,6 @@ static inline AMX_TGT void amx_unpack(int type, const uint8_t *w, size_t rowByte
   }
 }
 
-/* acc[r] = fma(float(C row r), dw[r][k] * dx, acc[r]) for the 16 rows of one stored C tile, the
- * accumulators in memory; dw points at the scale of row 0 and block k, rows KP apart. */
-static inline __attribute__((always_inline)) AMX_TGT void amx_epi(float *acc, const int32_t *c, const float *dw,
-                                                                   size_t KP, const float *dx) {
-  __m512 dxv = _mm512_load_ps(dx);
-  for (int r = 0; r < 16; r++)
-    _mm512_store_ps(acc + r * 16, _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512((const void *)(c + r * 16))),
-                                                  _mm512_mul_ps(_mm512_set1_ps(dw[r * KP]), dxv),
-                                                  _mm512_load_ps(acc + r * 16)));
-}
-
 /*
  * One block k of 32 weight rows (A tiles a0, a1) against 32 batch rows (B tiles b0, b1; b1 unused
  * when !two): C0 = a0.b0, C1 = a0.b1, C2 = a1.b0, C3 = a1.b1, each tile loaded once for two
@@ -241,39 +232,37 @@ static inline AMX_TGT void amx_advance(amx_next *nx) {
   }
 }
 
-/* Epilogue of the step of block k: C tiles at cb, accumulators acc (4 x 256 floats, same order). */
-static inline __attribute__((always_inline)) AMX_TGT void amx_epi_step(float *acc, const int32_t *cb, const float *D,
-                                                                        size_t KP, int k, const float *dx0,
-                                                                        const float *dx1, int two) {
-  amx_epi(acc, cb, D + k, KP, dx0 + k * 16);
-  if (two) amx_epi(acc + 256, cb + 256, D + k, KP, dx1 + k * 16);
-  amx_epi(acc + 512, cb + 512, D + 16 * KP + k, KP, dx0 + k * 16);
-  if (two) amx_epi(acc + 768, cb + 768, D + 16 * KP + k, KP, dx1 + k * 16);
-}
-
-/* amx_epi for blocks k (C tile c0) and k + 1 (c1) with one load and one store of each accumulator:
- * the same two FMAs in the same order, so the same bits. */
-static inline __attribute__((always_inline)) AMX_TGT void amx_epi2(float *acc, const int32_t *c0, const int32_t *c1,
-                                                                    const float *dw, size_t KP, const float *dx) {
-  __m512 da = _mm512_load_ps(dx), db = _mm512_load_ps(dx + 16);
+/*
+ * acc[r] = fma(float(C row r), dw[r][k] * dx, acc[r]) for the 16 rows of the C tile c0 of block k,
+ * then the same with c1 for block k + 1 when nblk is 2: one load and one store of each
+ * accumulator for both FMAs, which run in block order, so one or two blocks give the same bits.
+ * dw points at the scale of row 0 and block k (rows KP apart), dx at block k's 16 activation
+ * scales (block k + 1's follow).
+ */
+static inline __attribute__((always_inline)) AMX_TGT void amx_epi(float *acc, const int32_t *c0, const int32_t *c1,
+                                                                   const float *dw, size_t KP, const float *dx, int nblk) {
+  const __m512 da = _mm512_load_ps(dx);
+  const __m512 db = nblk == 2 ? _mm512_load_ps(dx + 16) : da;
   for (int r = 0; r < 16; r++) {
     __m512 a = _mm512_load_ps(acc + r * 16);
     a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512((const void *)(c0 + r * 16))),
                         _mm512_mul_ps(_mm512_set1_ps(dw[r * KP]), da), a);
-    a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512((const void *)(c1 + r * 16))),
-                        _mm512_mul_ps(_mm512_set1_ps(dw[r * KP + 1]), db), a);
+    if (nblk == 2)
+      a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512((const void *)(c1 + r * 16))),
+                          _mm512_mul_ps(_mm512_set1_ps(dw[r * KP + 1]), db), a);
     _mm512_store_ps(acc + r * 16, a);
   }
 }
 
-/* Epilogue of the steps of blocks k and k + 1 (C tiles at ca and cb). */
-static inline __attribute__((always_inline)) AMX_TGT void amx_epi_step2(float *acc, const int32_t *ca, const int32_t *cb,
-                                                                         const float *D, size_t KP, int k,
-                                                                         const float *dx0, const float *dx1, int two) {
-  amx_epi2(acc, ca, cb, D + k, KP, dx0 + k * 16);
-  if (two) amx_epi2(acc + 256, ca + 256, cb + 256, D + k, KP, dx1 + k * 16);
-  amx_epi2(acc + 512, ca + 512, cb + 512, D + 16 * KP + k, KP, dx0 + k * 16);
-  if (two) amx_epi2(acc + 768, ca + 768, cb + 768, D + 16 * KP + k, KP, dx1 + k * 16);
+/* Epilogue of the steps of block k (C tiles at ca) and, when nblk is 2, of block k + 1 (at cb);
+ * accumulators acc (4 x 256 floats, in the C tiles' order). */
+static inline __attribute__((always_inline)) AMX_TGT void amx_epi_step(float *acc, const int32_t *ca, const int32_t *cb,
+                                                                        const float *D, size_t KP, int k, const float *dx0,
+                                                                        const float *dx1, int two, int nblk) {
+  amx_epi(acc, ca, cb, D + k, KP, dx0 + k * 16, nblk);
+  if (two) amx_epi(acc + 256, ca + 256, cb + 256, D + k, KP, dx1 + k * 16, nblk);
+  amx_epi(acc + 512, ca + 512, cb + 512, D + 16 * KP + k, KP, dx0 + k * 16, nblk);
+  if (two) amx_epi(acc + 768, ca + 768, cb + 768, D + 16 * KP + k, KP, dx1 + k * 16, nblk);
 }
 
 /* Bytes of the per-call work area of amx_rows. */
@@ -321,7 +310,7 @@ static AMX_TGT void amx_rows(int type, float *out, const int32_t *xB, const floa
         amx_step(A0 + (size_t)k * 32, A1 + (size_t)k * 32, AS, xb0 + (size_t)k * B_TILE, xb1 + (size_t)k * B_TILE,
                  k > 0 ? cbuf + ((k - 1) & 1) * 1024 : NULL, two);
         /* blocks k - 2 and k - 1, stored by the previous step and this one */
-        if (k >= 2 && (k & 1) == 0) amx_epi_step2(accb, cbuf, cbuf + 1024, D, KP, k - 2, dx0, dx1, two);
+        if (k >= 2 && (k & 1) == 0) amx_epi_step(accb, cbuf, cbuf + 1024, D, KP, k - 2, dx0, dx1, two, 2);
         amx_advance(&nx);
       }
       int32_t *last = cbuf + ((nb - 1) & 1) * 1024;
@@ -332,8 +321,8 @@ static AMX_TGT void amx_rows(int type, float *out, const int32_t *xB, const floa
         _tile_stored(3, last + 768, 64);
       }
       /* what the loop left: block nb - 1 alone (nb odd) or blocks nb - 2 and nb - 1 */
-      if (nb & 1) amx_epi_step(accb, last, D, KP, nb - 1, dx0, dx1, two);
-      else amx_epi_step2(accb, cbuf, last, D, KP, nb - 2, dx0, dx1, two);
+      if (nb & 1) amx_epi_step(accb, last, last, D, KP, nb - 1, dx0, dx1, two, 1);
+      else amx_epi_step(accb, cbuf, last, D, KP, nb - 2, dx0, dx1, two, 2);
       /* accb[q][r][n] (q = 2 * row half + tile) to out[batch row][weight row] */
       for (int q = 0; q < 4; q++) {
         int jj = j0 + (q & 1), rb = (q >> 1) * 16;

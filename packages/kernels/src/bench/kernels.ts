@@ -160,22 +160,32 @@ const sweepVnni = vnniBe ? batchSweep(vnniBe) : undefined;
 if (sweepVnni) log(`  same on avx512vnni (ms, x batch 1): ${sweepLine(sweepVnni)}`);
 
 // ---- batched 32 tokens vs 32 matvecs (each matvec on the next copy: weights re-read) ----
-function batchFigure(label: string, batched: () => void, single: (b: number) => void): { batchedMs: number; matvecsMs: number; speedup: number } {
+type BatchFigure = { batchedMs: number; matvecsMs: number; speedup: number; rounds: number };
+/**
+ * A batch of 32 against 32 matvecs in alternating rounds (after one untimed batch), each timer
+ * returning milliseconds: their medians, and the speed-up as the median of the rounds' ratios
+ * (each round's two figures are measured moments apart).
+ */
+function batchVsMatvecs(batched: () => number, matvecs: () => number): BatchFigure {
   const tb: number[] = [];
   const t1: number[] = [];
   batched();
   for (let r = 0; r < Math.max(3, REPS - 2); r++) {
-    tb.push(time(batched));
-    t1.push(time(() => {
-      for (let b = 0; b < 32; b++) single(b);
-    }));
+    tb.push(batched());
+    t1.push(matvecs());
   }
-  const b = median(tb);
-  const s = median(t1);
-  // the median of the rounds' ratios: each round's two figures were measured moments apart
-  const speedup = median(t1.map((m, i) => m / tb[i]!));
-  log(`${label}: batch of 32 ${b.toFixed(2)} ms vs 32 matvecs ${s.toFixed(2)} ms = ${speedup.toFixed(2)}x (median of ${tb.length} rounds' ratios)`);
-  return { batchedMs: round(b, 2), matvecsMs: round(s, 2), speedup: round(speedup, 2) };
+  return { batchedMs: round(median(tb), 2), matvecsMs: round(median(t1), 2), speedup: round(median(t1.map((m, i) => m / tb[i]!)), 2), rounds: tb.length };
+}
+function batchFigure(label: string, batched: () => void, single: (b: number) => void): BatchFigure {
+  const f = batchVsMatvecs(
+    () => time(batched),
+    () =>
+      time(() => {
+        for (let b = 0; b < 32; b++) single(b);
+      }),
+  );
+  log(`${label}: batch of 32 ${f.batchedMs.toFixed(2)} ms vs 32 matvecs ${f.matvecsMs.toFixed(2)} ms = ${f.speedup.toFixed(2)}x (median of ${f.rounds} rounds' ratios)`);
+  return f;
 }
 const rowQ = (NIN / Q_BLOCK) * Q80_BLOCK_BYTES;
 const batchQ80 = batchFigure(
@@ -206,7 +216,7 @@ async function twoThreads(): Promise<{
   ratioToProbe4: number;
   speedupVs1: number;
   batch32Ms: number;
-  batch32: { batchedMs: number; matvecsMs: number; speedup: number };
+  batch32: BatchFigure;
 }> {
   const control = new SharedArrayBuffer(CTRL.SIZE * 4);
   const ctrl = new Int32Array(control);
@@ -244,26 +254,22 @@ async function twoThreads(): Promise<{
     // A batch of 32 against 32 matvecs (each on the next copy), both on the two workers, in
     // alternating rounds as batchFigure does on one thread: what batching gains where the engine
     // runs its matmuls.
-    const times32: number[] = [];
-    const matvecs32: number[] = [];
-    job(3);
-    for (let r = 0; r < Math.max(3, REPS - 2); r++) {
-      times32.push(job(3));
-      let t = 0;
-      for (let b = 0; b < 32; b++) t += job(0);
-      matvecs32.push(t);
-    }
-    const batch32Ms = median(times32);
-    const matvecs32Ms = median(matvecs32);
-    const speedup32 = median(matvecs32.map((m, i) => m / times32[i]!));
+    const batch32 = batchVsMatvecs(
+      () => job(3),
+      () => {
+        let t = 0;
+        for (let b = 0; b < 32; b++) t += job(0);
+        return t;
+      },
+    );
     const GBs = Q40_BYTES / ms / 1e6;
     log(
       `Q40xQ80 matvec 11008x4096, 2 threads: ${ms.toFixed(3)} ms, ${GBs.toFixed(1)} GB/s = ${(GBs / probeGBs).toFixed(2)} x 2-thread read probe ` +
         `(${probeGBs.toFixed(1)} GB/s), ${(GBs / probe4GBs).toFixed(2)} x 2-thread ${PROBE_STREAMS}-stream probe (${probe4GBs.toFixed(1)} GB/s), ${(q40q80.ms / ms).toFixed(2)}x one thread`,
     );
     log(
-      `Q40xQ80 11008x4096 batch of 32, 2 threads: ${batch32Ms.toFixed(2)} ms, ${(batchQ80.batchedMs / batch32Ms).toFixed(2)}x one thread; ` +
-        `vs 32 matvecs on 2 threads ${matvecs32Ms.toFixed(2)} ms = ${speedup32.toFixed(2)}x`,
+      `Q40xQ80 11008x4096 batch of 32, 2 threads: ${batch32.batchedMs.toFixed(2)} ms, ${(batchQ80.batchedMs / batch32.batchedMs).toFixed(2)}x one thread; ` +
+        `vs 32 matvecs on 2 threads ${batch32.matvecsMs.toFixed(2)} ms = ${batch32.speedup.toFixed(2)}x`,
     );
     return {
       probeGBs: round(probeGBs, 2),
@@ -273,8 +279,8 @@ async function twoThreads(): Promise<{
       ratioToProbe: round(GBs / probeGBs),
       ratioToProbe4: round(GBs / probe4GBs),
       speedupVs1: round(q40q80.ms / ms, 2),
-      batch32Ms: round(batch32Ms, 2),
-      batch32: { batchedMs: round(batch32Ms, 2), matvecsMs: round(matvecs32Ms, 2), speedup: round(speedup32, 2) },
+      batch32Ms: batch32.batchedMs,
+      batch32,
     };
   } finally {
     Atomics.store(ctrl, CTRL.GENERATION, -1);
