@@ -31,7 +31,8 @@
  * one block per step (mostly 0.94-1.0). Measured slower: epilogue pieces between the products,
  * the epilogue a step behind or over four blocks (four cbuf slots: the L1 footprint counts), its
  * two halves on alternate steps (three slots), one position's accumulators in registers (spills),
- * and a GFNI nibble unpack (no faster than vpermb here).
+ * a GFNI nibble unpack (no faster than vpermb here), bf16 tiles (exact, but twice the tile bytes:
+ * 1.26-1.53x) and unpacking each block just ahead into an L1 ring (see the package README).
  *
  * The next group is unpacked into a second buffer a little after each step, as one linear walk
  * over its rows (one stream for the hardware prefetcher, plus software prefetch), so the weights
@@ -128,8 +129,11 @@ K_DEFINE_Q40_SCALES16(K_AMX_SCALES16_DECL)
 /*
  * The unpacked weights of a group of 32 rows: abuf[row][k][32] (row stride AROW(KP) bytes, KP =
  * blocks rounded up to UB), so the A tile of block k for rows 16h..16h+15 is at
- * abuf + 16h AROW(KP) + 32k with stride AROW(KP); dws[row][k] the scales as floats. Rows past the
- * range are zero.
+ * abuf + 16h AROW(KP) + 32k with stride AROW(KP); the scales as floats in dws[k / UB][row][k % UB],
+ * so the scales of one block are 64 bytes apart, a constant offset from one pointer in the
+ * epilogue (with dws[row][k], a stride of KP floats, the compiler kept sixteen row addresses in
+ * vector registers and moved one out per row: 0.92-1.04 of the time, median 0.97, side by side
+ * over ten runs). Rows past the range are zero.
  *
  * Unit u is chunk c = u % nch of row u / nch: units in order walk the group's memory linearly,
  * one sequential stream, unpacked a few at a time between tile steps so the weights stream in
@@ -147,7 +151,7 @@ static inline AMX_TGT void amx_unpack(int type, const uint8_t *w, size_t rowByte
     int r = u / nch, c = u % nch;
     int kc = c * UB, m = nb - kc < UB ? nb - kc : UB;
     int8_t *a = abuf + (size_t)r * AROW(KP) + (size_t)kc * 32;
-    float *d = dws + (size_t)r * KP + kc;
+    float *d = dws + ((size_t)c * 32 + r) * UB;
     if (r >= R) {
       for (int kk = 0; kk < m; kk += 2) _mm512_store_si512((void *)(a + kk * 32), _mm512_setzero_si512());
       _mm512_store_ps(d, _mm512_setzero_ps());
@@ -236,33 +240,35 @@ static inline AMX_TGT void amx_advance(amx_next *nx) {
  * acc[r] = fma(float(C row r), dw[r][k] * dx, acc[r]) for the 16 rows of the C tile c0 of block k,
  * then the same with c1 for block k + 1 when nblk is 2: one load and one store of each
  * accumulator for both FMAs, which run in block order, so one or two blocks give the same bits.
- * dw points at the scale of row 0 and block k (rows KP apart), dx at block k's 16 activation
- * scales (block k + 1's follow).
+ * dw points at the scale of row 0 and block k (rows UB floats apart, block k + 1's next to it),
+ * dx at block k's 16 activation scales (block k + 1's follow).
  */
 static inline __attribute__((always_inline)) AMX_TGT void amx_epi(float *acc, const int32_t *c0, const int32_t *c1,
-                                                                   const float *dw, size_t KP, const float *dx, int nblk) {
+                                                                   const float *dw, const float *dx, int nblk) {
   const __m512 da = _mm512_load_ps(dx);
   const __m512 db = nblk == 2 ? _mm512_load_ps(dx + 16) : da;
   for (int r = 0; r < 16; r++) {
     __m512 a = _mm512_load_ps(acc + r * 16);
     a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512((const void *)(c0 + r * 16))),
-                        _mm512_mul_ps(_mm512_set1_ps(dw[r * KP]), da), a);
+                        _mm512_mul_ps(_mm512_set1_ps(dw[r * UB]), da), a);
     if (nblk == 2)
       a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512((const void *)(c1 + r * 16))),
-                          _mm512_mul_ps(_mm512_set1_ps(dw[r * KP + 1]), db), a);
+                          _mm512_mul_ps(_mm512_set1_ps(dw[r * UB + 1]), db), a);
     _mm512_store_ps(acc + r * 16, a);
   }
 }
 
-/* Epilogue of the steps of block k (C tiles at ca) and, when nblk is 2, of block k + 1 (at cb);
- * accumulators acc (4 x 256 floats, in the C tiles' order). */
+/* Epilogue of the steps of block k (C tiles at ca) and, when nblk is 2, of block k + 1 (at cb; k is
+ * even then, so both scales sit in the same UB chunk of dws); accumulators acc (4 x 256 floats, in
+ * the C tiles' order). */
 static inline __attribute__((always_inline)) AMX_TGT void amx_epi_step(float *acc, const int32_t *ca, const int32_t *cb,
-                                                                        const float *D, size_t KP, int k, const float *dx0,
+                                                                        const float *D, int k, const float *dx0,
                                                                         const float *dx1, int two, int nblk) {
-  amx_epi(acc, ca, cb, D + k, KP, dx0 + k * 16, nblk);
-  if (two) amx_epi(acc + 256, ca + 256, cb + 256, D + k, KP, dx1 + k * 16, nblk);
-  amx_epi(acc + 512, ca + 512, cb + 512, D + 16 * KP + k, KP, dx0 + k * 16, nblk);
-  if (two) amx_epi(acc + 768, ca + 768, cb + 768, D + 16 * KP + k, KP, dx1 + k * 16, nblk);
+  const float *dk = D + (size_t)(k / UB) * 32 * UB + k % UB; /* row 0; rows 16.. at 16 * UB */
+  amx_epi(acc, ca, cb, dk, dx0 + k * 16, nblk);
+  if (two) amx_epi(acc + 256, ca + 256, cb + 256, dk, dx1 + k * 16, nblk);
+  amx_epi(acc + 512, ca + 512, cb + 512, dk + 16 * UB, dx0 + k * 16, nblk);
+  if (two) amx_epi(acc + 768, ca + 768, cb + 768, dk + 16 * UB, dx1 + k * 16, nblk);
 }
 
 /* Bytes of the per-call work area of amx_rows. */
@@ -310,7 +316,7 @@ static AMX_TGT void amx_rows(int type, float *out, const int32_t *xB, const floa
         amx_step(A0 + (size_t)k * 32, A1 + (size_t)k * 32, AS, xb0 + (size_t)k * B_TILE, xb1 + (size_t)k * B_TILE,
                  k > 0 ? cbuf + ((k - 1) & 1) * 1024 : NULL, two);
         /* blocks k - 2 and k - 1, stored by the previous step and this one */
-        if (k >= 2 && (k & 1) == 0) amx_epi_step(accb, cbuf, cbuf + 1024, D, KP, k - 2, dx0, dx1, two, 2);
+        if (k >= 2 && (k & 1) == 0) amx_epi_step(accb, cbuf, cbuf + 1024, D, k - 2, dx0, dx1, two, 2);
         amx_advance(&nx);
       }
       int32_t *last = cbuf + ((nb - 1) & 1) * 1024;
@@ -321,8 +327,8 @@ static AMX_TGT void amx_rows(int type, float *out, const int32_t *xB, const floa
         _tile_stored(3, last + 768, 64);
       }
       /* what the loop left: block nb - 1 alone (nb odd) or blocks nb - 2 and nb - 1 */
-      if (nb & 1) amx_epi_step(accb, last, last, D, KP, nb - 1, dx0, dx1, two, 1);
-      else amx_epi_step(accb, cbuf, last, D, KP, nb - 2, dx0, dx1, two, 2);
+      if (nb & 1) amx_epi_step(accb, last, last, D, nb - 1, dx0, dx1, two, 1);
+      else amx_epi_step(accb, cbuf, last, D, nb - 2, dx0, dx1, two, 2);
       /* accb[q][r][n] (q = 2 * row half + tile) to out[batch row][weight row] */
       for (int q = 0; q < 4; q++) {
         int jj = j0 + (q & 1), rb = (q >> 1) * 16;
