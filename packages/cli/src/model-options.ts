@@ -82,6 +82,24 @@ export function parseInteger(text: string | undefined, option: string, min: numb
   return v;
 }
 
+/**
+ * `-n, --steps <n>` (dllama's and llama2.c's name for the token limit) and `--max-tokens <n>`
+ * (the OpenAI API's name for it) on a command.
+ */
+export function addTokenLimitOptions(command: Command, description: string, fallback: string): Command {
+  return command.option('-n, --steps <n>', description, fallback).option('--max-tokens <n>', 'the same as --steps');
+}
+
+/** The token limit given by --steps or --max-tokens; both on one command line must agree. */
+export function tokenLimit(command: Command, o: { steps: string; maxTokens?: string }, min: number): number {
+  if (o.maxTokens === undefined) return parseInteger(o.steps, '--steps', min)!;
+  const v = parseInteger(o.maxTokens, '--max-tokens', min)!;
+  if (command.getOptionValueSource('steps') === 'cli' && parseInteger(o.steps, '--steps', min) !== v) {
+    throw new CliError(`--steps ${o.steps} and --max-tokens ${o.maxTokens} disagree: give the token limit once`, 2);
+  }
+  return v;
+}
+
 export function parseNumber(text: string | undefined, option: string, min: number, max: number): number | undefined {
   if (text === undefined) return undefined;
   const v = Number(text);

@@ -69,6 +69,16 @@ describe('generate', () => {
     expect(nb.promptTokens).toEqual(llama2c.encodings['Once upon a time']!.slice(1));
   });
 
+  it('--max-tokens is --steps under the OpenAI API\'s name', async () => {
+    const want = await ref.completion('Once upon a time', 12);
+    const r = airllmRef(['generate', 'Once upon a time', '--max-tokens', '12', '--no-echo']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toBe(`${want.text}\n`);
+    expect(airllmRef(['generate', 'Once upon a time', '-n', '12', '--max-tokens', '12', '--no-echo']).stdout).toBe(`${want.text}\n`);
+    expectOneLineError(airllm(['generate', 'Once', '-n', '5', '--max-tokens', '6']), /--steps 5 and --max-tokens 6 disagree/, 2);
+    expectOneLineError(airllm(['generate', '--max-tokens', 'x']), /--max-tokens: expected a whole number/, 2);
+  });
+
   it('--stop: the streamed text ends before the stop string, and a tail held back as its possible start is printed when the steps run out', async () => {
     const want = await ref.completion('Once upon a time', 30);
     const word = want.text.trim().split(/\s+/)[4]!;
@@ -225,6 +235,8 @@ describe('chat', () => {
     expect(r.code, r.stderr).toBe(0);
     const a = await ref.chat([{ role: 'user', content: 'Hi' }], 10);
     expect(r.stdout.startsWith(`> ${a.text}\n`)).toBe(true);
+    const m = airllmRef(['chat', '--temperature', '0', '--max-tokens', '10'], 'Hi\n');
+    expect(m.stdout).toBe(r.stdout);
   });
 
   it('an unknown chat template is a one-line error', () => {

@@ -3,13 +3,14 @@ import type { Command } from 'commander';
 import type { ChatMessage } from '@airllm/engine';
 import { CliError } from '../errors.js';
 import { runGeneration } from '../generation.js';
-import { addModelOptions, createEngine, parseInteger, parseNumber, type ModelCliOptions } from '../model-options.js';
+import { addModelOptions, addTokenLimitOptions, createEngine, parseInteger, parseNumber, tokenLimit, type ModelCliOptions } from '../model-options.js';
 import { initializeWithProgress } from '../progress.js';
 
 interface ChatCliOptions extends ModelCliOptions {
   system?: string;
   chatTemplate?: string;
   steps: string;
+  maxTokens?: string;
   temperature: string;
   topK?: string;
   topP: string;
@@ -25,17 +26,20 @@ const MIN_ANSWER_ROOM = 32;
 
 /** `airllm chat`: an interactive conversation using the model's chat template. */
 export function register(program: Command): void {
-  addModelOptions(program.command('chat').description("talk with the model in a terminal, using the chat template in its tokenizer"))
-    .option('-s, --system <text>', 'system prompt')
-    .option('--chat-template <name>', "llama2, llama3 or chatml (default: from the tokenizer's template)")
-    .option('-n, --steps <n>', 'tokens per answer at most', '256')
+  addTokenLimitOptions(
+    addModelOptions(program.command('chat').description("talk with the model in a terminal, using the chat template in its tokenizer"))
+      .option('-s, --system <text>', 'system prompt')
+      .option('--chat-template <name>', "llama2, llama3 or chatml (default: from the tokenizer's template)"),
+    'tokens per answer at most',
+    '256',
+  )
     .option('--temperature <t>', 'sampling temperature; 0 = greedy', '0.8')
     .option('--top-k <k>', 'sample among the k most likely tokens')
     .option('--top-p <p>', 'nucleus sampling threshold (0 or 1 = off)', '0.9')
     .option('--seed <n>', 'random seed')
     .option('--no-thinking', 'chatml (Qwen3): answer without a thinking block')
-    .action(async (o: ChatCliOptions) => {
-      const maxAnswer = parseInteger(o.steps, '--steps', 1)!;
+    .action(async (o: ChatCliOptions, command: Command) => {
+      const maxAnswer = tokenLimit(command, o, 1);
       const sampling = {
         temperature: parseNumber(o.temperature, '--temperature', 0, 100),
         topK: parseInteger(o.topK, '--top-k', 0),

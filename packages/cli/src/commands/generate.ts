@@ -2,7 +2,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { CliError } from '../errors.js';
 import { runGeneration } from '../generation.js';
-import { addModelOptions, createEngine, parseInteger, parseNumber, type ModelCliOptions } from '../model-options.js';
+import { addModelOptions, addTokenLimitOptions, createEngine, parseInteger, parseNumber, tokenLimit, type ModelCliOptions } from '../model-options.js';
 import { formatBytes, writeJson } from '../output.js';
 import { initializeWithProgress } from '../progress.js';
 
@@ -10,6 +10,7 @@ interface GenerateCliOptions extends ModelCliOptions {
   prompt?: string;
   promptFile?: string;
   steps: string;
+  maxTokens?: string;
   temperature: string;
   topK?: string;
   topP?: string;
@@ -23,15 +24,18 @@ interface GenerateCliOptions extends ModelCliOptions {
 
 /** `airllm generate [prompt]`: stream a completion of the prompt to stdout. */
 export function register(program: Command): void {
-  addModelOptions(
-    program
-      .command('generate')
-      .description('complete a prompt, streaming the text as it is produced')
-      .argument('[prompt]', 'prompt text (or use --prompt; "-" reads it from stdin)'),
+  addTokenLimitOptions(
+    addModelOptions(
+      program
+        .command('generate')
+        .description('complete a prompt, streaming the text as it is produced')
+        .argument('[prompt]', 'prompt text (or use --prompt; "-" reads it from stdin)'),
+    )
+      .option('-p, --prompt <text>', 'prompt text')
+      .option('-f, --prompt-file <path>', 'read the prompt from a file ("-" = stdin)'),
+    'tokens to generate at most',
+    '256',
   )
-    .option('-p, --prompt <text>', 'prompt text')
-    .option('-f, --prompt-file <path>', 'read the prompt from a file ("-" = stdin)')
-    .option('-n, --steps <n>', 'tokens to generate at most', '256')
     .option('--temperature <t>', 'sampling temperature; 0 = greedy', '0')
     .option('--top-k <k>', 'sample among the k most likely tokens')
     .option('--top-p <p>', 'nucleus sampling threshold in (0, 1)')
@@ -49,7 +53,7 @@ Examples:
   airllm generate -m llama.m -t llama.t --temperature 0.7 --top-p 0.9 --steps 200 "The capital of France"
   echo "Once upon a time" | airllm generate - --json | jq .text`,
     )
-    .action(async (positional: string | undefined, o: GenerateCliOptions) => {
+    .action(async (positional: string | undefined, o: GenerateCliOptions, command: Command) => {
       const given = [positional, o.prompt, o.promptFile].filter((x) => x !== undefined).length;
       if (given > 1) throw new CliError('give the prompt one way: as an argument, with --prompt or with --prompt-file', 2);
       const file = o.promptFile ?? (positional === '-' ? '-' : undefined);
@@ -62,7 +66,7 @@ Examples:
         }
       }
       const sampling = {
-        maxTokens: parseInteger(o.steps, '--steps', 0),
+        maxTokens: tokenLimit(command, o, 0),
         temperature: parseNumber(o.temperature, '--temperature', 0, 100),
         topK: parseInteger(o.topK, '--top-k', 0),
         topP: parseNumber(o.topP, '--top-p', 0, 1),
