@@ -141,6 +141,9 @@ K_DEFINE_Q40_SCALES16(K_AMX_SCALES16_DECL)
  * [q_k, q_k, q_k+1, q_k+1], the upper copies shifted right by 4, and one vpermb through the table
  * of nibble - 8 (vpermb reads 6 index bits, the 2 above the nibble are noise, hence 4 copies).
  */
+/* Index in dws of the scale of row r (of the group's 32) and block k. */
+static inline size_t amx_dw_index(int r, int k) { return ((size_t)(k / UB) * 32 + r) * UB + k % UB; }
+
 static inline AMX_TGT void amx_unpack(int type, const uint8_t *w, size_t rowBytes, int nb, int nch, int g, int R,
                                       int u0, int u1, int8_t *abuf, float *dws) {
   const int bb = type == FT_Q40 ? Q40_BYTES : Q80_BYTES;
@@ -151,7 +154,7 @@ static inline AMX_TGT void amx_unpack(int type, const uint8_t *w, size_t rowByte
     int r = u / nch, c = u % nch;
     int kc = c * UB, m = nb - kc < UB ? nb - kc : UB;
     int8_t *a = abuf + (size_t)r * AROW(KP) + (size_t)kc * 32;
-    float *d = dws + ((size_t)c * 32 + r) * UB;
+    float *d = dws + amx_dw_index(r, kc);
     if (r >= R) {
       for (int kk = 0; kk < m; kk += 2) _mm512_store_si512((void *)(a + kk * 32), _mm512_setzero_si512());
       _mm512_store_ps(d, _mm512_setzero_ps());
@@ -264,11 +267,11 @@ static inline __attribute__((always_inline)) AMX_TGT void amx_epi(float *acc, co
 static inline __attribute__((always_inline)) AMX_TGT void amx_epi_step(float *acc, const int32_t *ca, const int32_t *cb,
                                                                         const float *D, int k, const float *dx0,
                                                                         const float *dx1, int two, int nblk) {
-  const float *dk = D + (size_t)(k / UB) * 32 * UB + k % UB; /* row 0; rows 16.. at 16 * UB */
-  amx_epi(acc, ca, cb, dk, dx0 + k * 16, nblk);
-  if (two) amx_epi(acc + 256, ca + 256, cb + 256, dk, dx1 + k * 16, nblk);
-  amx_epi(acc + 512, ca + 512, cb + 512, dk + 16 * UB, dx0 + k * 16, nblk);
-  if (two) amx_epi(acc + 768, ca + 768, cb + 768, dk + 16 * UB, dx1 + k * 16, nblk);
+  const float *d0 = D + amx_dw_index(0, k), *d16 = D + amx_dw_index(16, k);
+  amx_epi(acc, ca, cb, d0, dx0 + k * 16, nblk);
+  if (two) amx_epi(acc + 256, ca + 256, cb + 256, d0, dx1 + k * 16, nblk);
+  amx_epi(acc + 512, ca + 512, cb + 512, d16, dx0 + k * 16, nblk);
+  if (two) amx_epi(acc + 768, ca + 768, cb + 768, d16, dx1 + k * 16, nblk);
 }
 
 /* Bytes of the per-call work area of amx_rows. */
