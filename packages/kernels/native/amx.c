@@ -1,7 +1,9 @@
 /*
  * Intel AMX (AMX-TILE + AMX-INT8) kernel for the batched Q40xQ80 and Q80xQ80 matmul: the
  * "avx512amx" path (avx512.c) sends batches of K_AMX_MIN_BATCH_Q40 / _Q80 rows and more here and
- * everything else to the avx512vnni kernels.
+ * everything else to the avx512vnni kernels. The same row loop (amx_tmpl.h, compiled once per
+ * kernel) also serves the AMX-BF16 kernel for Q40 weights with F32 input (k_amx_mmf_q40,
+ * described further down).
  *
  * One tdpbssd multiplies a tile A of 16 weight rows x 32 int8 (one block of each row, signed:
  * Q40 nibble - 8, or the Q80 byte) by a tile B holding the same block of 16 activation rows in
@@ -54,11 +56,21 @@
 
 #define AMX_TGT                                                                                                       \
   __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,avx2,fma,f16c,amx-tile,amx-int8")))
+/* the bf16 kernel's: the same plus AVX512-BF16 and AMX-BF16 (only where k_amx_bf16_available()) */
+#define AMXF_TGT                                                                                                      \
+  __attribute__((target(                                                                                              \
+      "avx512f,avx512bw,avx512vl,avx512dq,avx512vbmi,avx512bf16,avx2,fma,f16c,amx-tile,amx-int8,amx-bf16")))
 
 #define UB 16       /* blocks per unpack unit */
-#define TOK 256     /* batch rows per pass (16 tiles) */
-#define B_TILE 128  /* int32 words of one B tile: 8 rows x 16 */
-#define AROW(KP) ((KP) * 32 + 64) /* abuf row stride: padded so the 16 rows of an A tile do not share one L1 set */
+#define TOK 256     /* batch rows per pass, Q80 input (16 tiles) */
+#define TOKF 64     /* batch rows per pass, F32 input (4 tiles): 3 KiB of B tiles per 16 rows and block */
+#define B_TILE 128  /* int32 words of one B tile: 8 rows x 16 (Q80 input) */
+#define PIECES 3    /* bf16 pieces of one float32: 8 + 8 + 8 significant bits */
+#define BF_TILE (PIECES * 256) /* int32 words of the B tiles of one block, F32 input: 3 x 16 rows x 16 */
+/* A bytes per block: 32 int8, or 32 bf16 (bf = 1) */
+#define ABLK(bf) ((bf) ? 64 : 32)
+/* abuf row stride: padded so the 16 rows of an A tile do not share one L1 set */
+#define AROW(KP, bf) ((KP) * ABLK(bf) + 64)
 
 typedef struct {
   uint8_t palette;
@@ -89,6 +101,16 @@ int k_amx_available(void) {
 #else
   return 0;
 #endif
+}
+
+int k_amx_bf16_available(void) {
+  unsigned a, b, c, d;
+  if (!k_amx_available()) return 0;
+  __cpuid_count(7, 0, a, b, c, d);
+  if (!(d & (1u << 22))) return 0; /* AMX-BF16 */
+  if (a < 1) return 0;             /* no sub-leaf 1 */
+  __cpuid_count(7, 1, a, b, c, d);
+  return (a & (1u << 5)) != 0; /* AVX512-BF16 (vcvtne2ps2bf16) */
 }
 
 /* Activations of batch rows b0..b0+nrows-1 as NJ B tiles per block, [j][k]: xB holds the VNNI
@@ -127,9 +149,9 @@ K_DEFINE_Q40_SCALES16(K_AMX_SCALES16_DECL)
 #undef K_AMX_SCALES16_DECL
 
 /*
- * The unpacked weights of a group of 32 rows: abuf[row][k][32] (row stride AROW(KP) bytes, KP =
+ * The unpacked weights of a group of 32 rows: abuf[row][k][32] (row stride AROW(KP, 0) bytes, KP =
  * blocks rounded up to UB), so the A tile of block k for rows 16h..16h+15 is at
- * abuf + 16h AROW(KP) + 32k with stride AROW(KP); the scales as floats in dws[k / UB][row][k % UB],
+ * abuf + 16h AROW(KP, 0) + 32k with stride AROW(KP, 0); the scales as floats in dws[k / UB][row][k % UB],
  * so the scales of one block are 64 bytes apart, a constant offset from one pointer in the
  * epilogue (with dws[row][k], a stride of KP floats, the compiler kept sixteen row addresses in
  * vector registers and moved one out per row: 0.92-1.04 of the time, median 0.97, side by side
@@ -153,7 +175,7 @@ static inline AMX_TGT void amx_unpack(int type, const uint8_t *w, size_t rowByte
   for (int u = u0; u < u1; u++) {
     int r = u / nch, c = u % nch;
     int kc = c * UB, m = nb - kc < UB ? nb - kc : UB;
-    int8_t *a = abuf + (size_t)r * AROW(KP) + (size_t)kc * 32;
+    int8_t *a = abuf + (size_t)r * AROW(KP, 0) + (size_t)kc * 32;
     float *d = dws + amx_dw_index(r, kc);
     if (r >= R) {
       for (int kk = 0; kk < m; kk += 2) _mm512_store_si512((void *)(a + kk * 32), _mm512_setzero_si512());
@@ -183,32 +205,130 @@ static inline AMX_TGT void amx_unpack(int type, const uint8_t *w, size_t rowByte
 }
 
 /*
- * One block k of 32 weight rows (A tiles a0, a1) against 32 batch rows (B tiles b0, b1; b1 unused
- * when !two): C0 = a0.b0, C1 = a0.b1, C2 = a1.b0, C3 = a1.b1, each tile loaded once for two
- * products. The previous step's C tiles are stored to prev (NULL for none) between the products.
+ * ---- Q40 weights x F32 input on AMX-BF16 tiles (k_amx_mmf_q40) ----
+ *
+ * The work order of the Q80-input kernel (amx_rows with bf = 1) on tdpbf16ps: A tiles hold bf16(q - 8) of one block of 16 weight
+ * rows (exact: small integers), and every float32 activation is split exactly into three bf16
+ * pieces (hi + mid + lo, 8 significant bits each), so one C tile per block gets three tdpbf16ps
+ * (one per piece) and holds the block's dot of the exact products (q - 8) * x, summed in float32
+ * by the tile unit. The epilogue is then one FMA per 16 outputs and block: acc = fma(C, dw, acc),
+ * the same products as the reference's dequantized weight times x (dw * (q - 8) is exact in
+ * float32), added in another order: within F32_SUM_REL of it like every other kernel.
+ *
+ * The tile unit flushes bf16 and float32 subnormals to zero, so inputs with a nonzero magnitude
+ * below 2^-96 (whose lo piece or partial sums could be subnormal) or non-finite ones are left to
+ * the caller's kernel (k_amx_mmf_q40 returns 0): the check costs one pass over x.
+ *
+ * Measured on the Emerald Rapids VM (11008x4096 from DRAM, 1 thread, side by side with the
+ * avx512vnni kernels): batch 32 11.6-12.2 ms against 23.4-24.9 ms for the lanes kernel (2.0-2.1x),
+ * batch 5-16 6.0-7.4 against 13.2-13.5 ms (batch 4: 6.5 against 8.4 ms for the rows kernel, but
+ * slower end to end, see K_AMX_MIN_BATCH_F32Q40). A tile load costs about as much as a tdp here and
+ * they do not overlap (a micro-benchmark: 4 independent tdpbf16ps 14.8 ns each, 21.9 ns each with
+ * one 16-row tile load per two), so the 8 tile loads and 12 tdpbf16ps per step (against 4 loads,
+ * two of them 8 rows, and 4 tdpbssd for Q80 input) bound it: tile loads and products alone took
+ * 9.5-10 ms of the 12. Three pieces are the fewest that carry float32's 24 bits exactly.
  */
-static inline __attribute__((always_inline)) AMX_TGT void amx_step(const int8_t *a0, const int8_t *a1, size_t as,
-                                                                    const int32_t *b0, const int32_t *b1, int32_t *prev,
-                                                                    int two) {
-  _tile_loadd(4, a0, as);
-  _tile_loadd(6, b0, 64);
-  if (prev) _tile_stored(0, prev, 64);
-  _tile_zero(0);
-  _tile_dpbssd(0, 4, 6);
-  if (two) {
-    _tile_loadd(7, b1, 64);
-    if (prev) _tile_stored(1, prev + 256, 64);
-    _tile_zero(1);
-    _tile_dpbssd(1, 4, 7);
+
+/*
+ * Activations of batch rows b0..b0+nrows-1 as B tiles [j][k][piece]: each float32 x is split
+ * exactly into three bf16 values hi + mid + lo (hi = x truncated to 8 significant bits, mid the
+ * next 8 of the remainder, lo what is left, at most 8 bits), so the tile products of the three
+ * pieces add up the exact products w * x. Tile row t holds the pairs (x[2t], x[2t + 1]) of the 16
+ * batch rows (the VNNI layout of tdpbf16ps). Rows past nrows are zero.
+ */
+static AMXF_TGT void amxf_prep_x(const float *x, int nIn, int b0, int nrows, int NJ, int32_t *xB) {
+  const int nb = nIn / QK;
+  const __m512i himask = _mm512_set1_epi32((int)0xffff0000u);
+  /* dword (row n, pair t) of a piece at n * 16 + t: gathered by t into the tile's row t */
+  const __m512i gidx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                          _mm512_set1_epi32(16));
+  uint32_t stage[PIECES][16][16] __attribute__((aligned(64)));
+  for (int j = 0; j < NJ; j++)
+    for (int k = 0; k < nb; k++) {
+      for (int n = 0; n < 16; n++) {
+        int b = j * 16 + n;
+        if (b >= nrows) {
+          for (int p = 0; p < PIECES; p++) _mm512_store_si512((void *)stage[p][n], _mm512_setzero_si512());
+          continue;
+        }
+        const float *xs = x + (size_t)(b0 + b) * nIn + (size_t)k * QK;
+        __m512 v0 = _mm512_loadu_ps(xs), v1 = _mm512_loadu_ps(xs + 16);
+        __m512 h0 = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v0), himask));
+        __m512 h1 = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v1), himask));
+        __m512 r0 = _mm512_sub_ps(v0, h0), r1 = _mm512_sub_ps(v1, h1);
+        __m512 m0 = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(r0), himask));
+        __m512 m1 = _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(r1), himask));
+        __m512 l0 = _mm512_sub_ps(r0, m0), l1 = _mm512_sub_ps(r1, m1);
+        /* every piece is a bf16 value, so the round-to-nearest conversion is exact */
+        _mm512_store_si512((void *)stage[0][n], (__m512i)_mm512_cvtne2ps_pbh(h1, h0));
+        _mm512_store_si512((void *)stage[1][n], (__m512i)_mm512_cvtne2ps_pbh(m1, m0));
+        _mm512_store_si512((void *)stage[2][n], (__m512i)_mm512_cvtne2ps_pbh(l1, l0));
+      }
+      int32_t *dst = xB + ((size_t)j * nb + k) * BF_TILE;
+      for (int p = 0; p < PIECES; p++)
+        for (int t = 0; t < 16; t++)
+          _mm512_store_si512((void *)(dst + p * 256 + t * 16), _mm512_i32gather_epi32(gidx, &stage[p][0][t], 4));
+    }
+}
+
+/* 1 when every x is zero or of magnitude in [2^-96, FLT_MAX]: then the pieces and all partial
+ * sums stay clear of the bf16/fp32 subnormals the tile unit flushes to zero. */
+static AMXF_TGT int amxf_x_ok(const float *x, size_t n) {
+  const __m512i absm = _mm512_set1_epi32(0x7fffffff);
+  const __m512i tiny = _mm512_set1_epi32(0x0f800000); /* 2^-96 */
+  const __m512i inf = _mm512_set1_epi32(0x7f800000);
+  __mmask16 bad = 0;
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    __m512i a = _mm512_and_si512(_mm512_loadu_si512(x + i), absm);
+    bad |= _mm512_mask_cmplt_epi32_mask(_mm512_test_epi32_mask(a, a), a, tiny) | _mm512_cmpge_epi32_mask(a, inf);
   }
-  _tile_loadd(5, a1, as);
-  if (prev) _tile_stored(2, prev + 512, 64);
-  _tile_zero(2);
-  _tile_dpbssd(2, 5, 6);
-  if (two) {
-    if (prev) _tile_stored(3, prev + 768, 64);
-    _tile_zero(3);
-    _tile_dpbssd(3, 5, 7);
+  for (; i < n; i++) {
+    uint32_t a;
+    memcpy(&a, x + i, 4);
+    a &= 0x7fffffff;
+    if ((a != 0 && a < 0x0f800000u) || a >= 0x7f800000u) bad = 1;
+  }
+  return bad == 0;
+}
+
+/*
+ * Units of the next group as amx_unpack, for Q40 into bf16: abuf[row][k][32 bf16 of q - 8] (row
+ * stride AROW(KP, 1) bytes), scales as in amx_unpack. One block: the 16 payload bytes spread to 32
+ * words (byte i of the payload in words i and 16 + i), the second half shifted right by 4, and
+ * one vpermw through the table of bf16(q - 8) (vpermw reads 5 index bits: bit 4 of a low nibble's
+ * word is noise, hence the table twice).
+ */
+static inline AMXF_TGT void amxf_unpack(const uint8_t *w, size_t rowBytes, int nb, int nch, int g, int R, int u0, int u1,
+                                       int8_t *abuf, float *dws) {
+  const size_t KP = (size_t)nch * UB;
+  static const uint8_t spread[64] __attribute__((aligned(64))) = {
+      0, 0, 1, 0, 2, 0, 3, 0, 4, 0, 5, 0, 6, 0, 7, 0, 8, 0, 9, 0, 10, 0, 11, 0, 12, 0, 13, 0, 14, 0, 15, 0,
+      0, 0, 1, 0, 2, 0, 3, 0, 4, 0, 5, 0, 6, 0, 7, 0, 8, 0, 9, 0, 10, 0, 11, 0, 12, 0, 13, 0, 14, 0, 15, 0};
+  static const uint16_t tabw[32] __attribute__((aligned(64))) = {
+      0xc100, 0xc0e0, 0xc0c0, 0xc0a0, 0xc080, 0xc040, 0xc000, 0xbf80, 0x0000, 0x3f80, 0x4000, 0x4040, 0x4080, 0x40a0, 0x40c0, 0x40e0,
+      0xc100, 0xc0e0, 0xc0c0, 0xc0a0, 0xc080, 0xc040, 0xc000, 0xbf80, 0x0000, 0x3f80, 0x4000, 0x4040, 0x4080, 0x40a0, 0x40c0, 0x40e0};
+  const __m512i sp = _mm512_load_si512(spread), tab = _mm512_load_si512(tabw);
+  const __m512i sh = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0x40004, 0x40004, 0x40004, 0x40004, 0x40004, 0x40004,
+                                       0x40004, 0x40004);
+  for (int u = u0; u < u1; u++) {
+    int r = u / nch, c = u % nch;
+    int kc = c * UB, m = nb - kc < UB ? nb - kc : UB;
+    uint16_t *a = (uint16_t *)(void *)(abuf + (size_t)r * AROW(KP, 1) + (size_t)kc * 64);
+    float *d = dws + amx_dw_index(r, kc);
+    if (r >= R) {
+      for (int kk = 0; kk < m; kk++) _mm512_store_si512((void *)(a + kk * 32), _mm512_setzero_si512());
+      _mm512_store_ps(d, _mm512_setzero_ps());
+      continue;
+    }
+    const uint8_t *blk = w + (size_t)(g + r) * rowBytes + (size_t)kc * Q40_BYTES;
+    for (int o = 0; o < UB * Q40_BYTES; o += 64) _mm_prefetch((const char *)(blk + K_PREFETCH_BYTES + o), _MM_HINT_T0);
+    _mm512_store_ps(d, m == UB ? amx_q40_scales16(blk) : amx_scales(blk, Q40_BYTES, m));
+    for (int kk = 0; kk < m; kk++, blk += Q40_BYTES) {
+      __m512i q = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(blk + 2)));
+      q = _mm512_maskz_permutexvar_epi8(0x5555555555555555ull, sp, q);
+      _mm512_store_si512((void *)(a + kk * 32), _mm512_permutexvar_epi16(_mm512_srlv_epi16(q, sh), tab));
+    }
   }
 }
 
@@ -222,132 +342,49 @@ typedef struct {
   float *dws;
 } amx_next;
 
-/* After each tile step of the group: unpack the next group's units up to the same fraction of
- * the group's steps. */
-static inline AMX_TGT void amx_advance(amx_next *nx) {
-  if (nx->Rn <= 0) return;
-  /* Bresenham: units done after step s = floor(units * s / steps) without a division */
-  nx->acc += nx->units;
-  int upto = nx->done;
-  while (nx->acc >= nx->steps) {
-    nx->acc -= nx->steps;
-    upto++;
-  }
-  if (upto > nx->done) {
-    amx_unpack(nx->type, nx->w, nx->rowBytes, nx->nb, nx->nch, nx->gn, nx->Rn, nx->done, upto, nx->abuf, nx->dws);
-    nx->done = upto;
-  }
-}
-
-/*
- * acc[r] = fma(float(C row r), dw[r][k] * dx, acc[r]) for the 16 rows of the C tile c0 of block k,
- * then the same with c1 for block k + 1 when nblk is 2: one load and one store of each
- * accumulator for both FMAs, which run in block order, so one or two blocks give the same bits.
- * dw points at the scale of row 0 and block k (rows UB floats apart, block k + 1's next to it),
- * dx at block k's 16 activation scales (block k + 1's follow).
- */
-static inline __attribute__((always_inline)) AMX_TGT void amx_epi(float *acc, const int32_t *c0, const int32_t *c1,
-                                                                   const float *dw, const float *dx, int nblk) {
-  const __m512 da = _mm512_load_ps(dx);
-  const __m512 db = nblk == 2 ? _mm512_load_ps(dx + 16) : da;
-  for (int r = 0; r < 16; r++) {
-    __m512 a = _mm512_load_ps(acc + r * 16);
-    a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512((const void *)(c0 + r * 16))),
-                        _mm512_mul_ps(_mm512_set1_ps(dw[r * UB]), da), a);
-    if (nblk == 2)
-      a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512((const void *)(c1 + r * 16))),
-                          _mm512_mul_ps(_mm512_set1_ps(dw[r * UB + 1]), db), a);
-    _mm512_store_ps(acc + r * 16, a);
-  }
-}
-
-/* Epilogue of the steps of block k (C tiles at ca) and, when nblk is 2, of block k + 1 (at cb; k is
- * even then, so both scales sit in the same UB chunk of dws); accumulators acc (4 x 256 floats, in
- * the C tiles' order). */
-static inline __attribute__((always_inline)) AMX_TGT void amx_epi_step(float *acc, const int32_t *ca, const int32_t *cb,
-                                                                        const float *D, int k, const float *dx0,
-                                                                        const float *dx1, int two, int nblk) {
-  const float *d0 = D + amx_dw_index(0, k), *d16 = D + amx_dw_index(16, k);
-  amx_epi(acc, ca, cb, d0, dx0 + k * 16, nblk);
-  if (two) amx_epi(acc + 256, ca + 256, cb + 256, d0, dx1 + k * 16, nblk);
-  amx_epi(acc + 512, ca + 512, cb + 512, d16, dx0 + k * 16, nblk);
-  if (two) amx_epi(acc + 768, ca + 768, cb + 768, d16, dx1 + k * 16, nblk);
-}
-
 /* Bytes of the per-call work area of amx_rows. */
-static size_t amx_work_bytes(int nb) {
+static size_t amx_work_bytes(int nb, int bf) {
   size_t KP = (size_t)(nb + UB - 1) / UB * UB;
-  return 2 * (32 * AROW(KP) + 32 * KP * 4) + 8 * 1024 + 4 * 1024;
+  return 2 * (32 * AROW(KP, bf) + 32 * KP * 4) + 8 * 1024 + 4 * 1024;
 }
 
+/* The row loop and its parts, once per kernel: amx_tmpl.h with BF = 0 (int8 tiles, Q80 input) and
+ * BF = 1 (bf16 tiles, F32 input), each under its own target so the int8 kernel is compiled as
+ * before the bf16 one existed (with the bf16 features in its target too it took 1.05-1.06 of the
+ * time side by side, where two copies of the same code differ by up to 1.03). */
+#define TGT AMX_TGT
+#define BF 0
+#define FN(name) name##_i8
+#include "amx_tmpl.h"
+#undef TGT
+#undef BF
+#undef FN
+#define TGT AMXF_TGT
+#define BF 1
+#define FN(name) name##_bf16
+#include "amx_tmpl.h"
+#undef TGT
+#undef BF
+#undef FN
+
 /*
- * Rows [r0, r1) against NJ activation tiles (nrows batch rows); out points at batch row 0 of the
- * pass. Groups of 32 rows in two buffers: while group g runs (per pair of activation tiles, block
- * after block), group g + 32 is unpacked into the other buffer a little after each step.
+ * The tile shapes of a call: C (tiles 0-3) 16 rows x 16 int32 or floats; A (4, 5) 16 weight rows x
+ * one block, 32 int8 or (bf) 32 bf16; B (6, 7) one block of 16 batch rows, 8 rows of 16 int8
+ * quads or (bf) 16 rows of 16 bf16 pairs.
  */
-static AMX_TGT void amx_rows(int type, float *out, const int32_t *xB, const float *dxB, int NJ, int nrows,
-                             const uint8_t *w, int nb, int nOut, int r0, int r1, uint8_t *work) {
-  const size_t rowBytes = k_row_bytes(type, (size_t)nb * QK);
-  const int nch = (nb + UB - 1) / UB; /* unpack units per row */
-  const size_t KP = (size_t)nch * UB, AS = AROW(KP);
-  const size_t aB = 32 * AS, dB = 32 * KP * 4;
-  int8_t *abuf[2] = {(int8_t *)work, (int8_t *)(work + aB)};
-  float *dws[2] = {(float *)(void *)(work + 2 * aB), (float *)(void *)(work + 2 * aB + dB)};
-  int32_t *cbuf = (int32_t *)(void *)(work + 2 * aB + 2 * dB); /* 2 slots of the 4 C tiles of a step */
-  float *accb = (float *)(void *)((uint8_t *)cbuf + 8 * 1024);  /* 4 x 16 x 16 */
-  const int NP = (NJ + 1) / 2;
-  const long steps = (long)NP * nb;
-  amx_next nx = {type, nb, nch, 0, 0, 32 * nch, 0, steps, 0, rowBytes, w, NULL, NULL};
-  if (r0 < r1) amx_unpack(type, w, rowBytes, nb, nch, r0, r1 - r0 < 32 ? r1 - r0 : 32, 0, 32 * nch, abuf[0], dws[0]);
-  int cur = 0;
-  for (int g = r0; g < r1; g += 32, cur ^= 1) {
-    int R = r1 - g < 32 ? r1 - g : 32;
-    nx.gn = g + 32;
-    nx.Rn = r1 - nx.gn < 32 ? r1 - nx.gn : 32; /* <= 0: no next group */
-    nx.done = 0;
-    nx.acc = 0;
-    nx.abuf = abuf[cur ^ 1];
-    nx.dws = dws[cur ^ 1];
-    const int8_t *A0 = abuf[cur], *A1 = abuf[cur] + 16 * AS;
-    const float *D = dws[cur];
-    for (int p = 0; p < NP; p++) {
-      int j0 = 2 * p, two = j0 + 1 < NJ;
-      const int32_t *xb0 = xB + (size_t)j0 * nb * B_TILE, *xb1 = xb0 + (size_t)nb * B_TILE;
-      const float *dx0 = dxB + (size_t)j0 * nb * 16, *dx1 = dx0 + (size_t)nb * 16;
-      for (int i = 0; i < 1024; i += 16) _mm512_store_ps(accb + i, _mm512_setzero_ps());
-      for (int k = 0; k < nb; k++) {
-        amx_step(A0 + (size_t)k * 32, A1 + (size_t)k * 32, AS, xb0 + (size_t)k * B_TILE, xb1 + (size_t)k * B_TILE,
-                 k > 0 ? cbuf + ((k - 1) & 1) * 1024 : NULL, two);
-        /* blocks k - 2 and k - 1, stored by the previous step and this one */
-        if (k >= 2 && (k & 1) == 0) amx_epi_step(accb, cbuf, cbuf + 1024, D, k - 2, dx0, dx1, two, 2);
-        amx_advance(&nx);
-      }
-      int32_t *last = cbuf + ((nb - 1) & 1) * 1024;
-      _tile_stored(0, last, 64);
-      _tile_stored(2, last + 512, 64);
-      if (two) {
-        _tile_stored(1, last + 256, 64);
-        _tile_stored(3, last + 768, 64);
-      }
-      /* what the loop left: block nb - 1 alone (nb odd) or blocks nb - 2 and nb - 1 */
-      if (nb & 1) amx_epi_step(accb, last, last, D, nb - 1, dx0, dx1, two, 1);
-      else amx_epi_step(accb, cbuf, last, D, nb - 2, dx0, dx1, two, 2);
-      /* accb[q][r][n] (q = 2 * row half + tile) to out[batch row][weight row] */
-      for (int q = 0; q < 4; q++) {
-        int jj = j0 + (q & 1), rb = (q >> 1) * 16;
-        if (jj >= NJ) continue;
-        int nn = nrows - jj * 16 < 16 ? nrows - jj * 16 : 16;
-        int rr = R - rb < 16 ? R - rb : 16;
-        const float *t = accb + q * 256;
-        for (int n = 0; n < nn; n++) {
-          float *o = out + (size_t)(jj * 16 + n) * nOut + g + rb;
-          for (int r = 0; r < rr; r++) o[r] = t[r * 16 + n];
-        }
-      }
-    }
-    if (nx.Rn > 0 && nx.done < nx.units)
-      amx_unpack(type, w, rowBytes, nb, nch, nx.gn, nx.Rn, nx.done, nx.units, nx.abuf, nx.dws);
+static AMX_TGT void amx_load_config(int bf) {
+  amx_cfg cfg;
+  memset(&cfg, 0, sizeof cfg);
+  cfg.palette = 1;
+  for (int t = 0; t < 8; t++) {
+    cfg.rows[t] = 16;
+    cfg.colsb[t] = 64;
   }
+  if (!bf) {
+    cfg.colsb[4] = cfg.colsb[5] = 32;
+    cfg.rows[6] = cfg.rows[7] = 8;
+  }
+  _tile_loadconfig(&cfg);
 }
 
 AMX_TGT void k_amx_mmq(int type, float *out, const void *xv, const uint8_t *w, int nIn, int nOut, int batch, int r0, int r1,
@@ -356,35 +393,41 @@ AMX_TGT void k_amx_mmq(int type, float *out, const void *xv, const uint8_t *w, i
   int nb = nIn / QK;
   int maxJ = ((batch < TOK ? batch : TOK) + 15) / 16;
   size_t xB = k_align64((size_t)maxJ * nb * B_TILE * 4), dB = k_align64((size_t)maxJ * nb * 16 * 4);
-  size_t workB = amx_work_bytes(nb);
+  size_t workB = amx_work_bytes(nb, 0);
   uint8_t *mem = (uint8_t *)kscratch_get(s, xB + dB + workB);
   if (mem == NULL) return;
   int32_t *xT = (int32_t *)(void *)mem;
   float *dxT = (float *)(void *)(mem + xB);
   uint8_t *work = mem + xB + dB;
-  amx_cfg cfg;
-  memset(&cfg, 0, sizeof cfg);
-  cfg.palette = 1;
-  for (int t = 0; t < 4; t++) { /* C: 16 rows x 16 int32 */
-    cfg.rows[t] = 16;
-    cfg.colsb[t] = 64;
-  }
-  for (int t = 4; t < 6; t++) { /* A: 16 rows x 32 int8 */
-    cfg.rows[t] = 16;
-    cfg.colsb[t] = 32;
-  }
-  for (int t = 6; t < 8; t++) { /* B: 8 rows x 16 dwords */
-    cfg.rows[t] = 8;
-    cfg.colsb[t] = 64;
-  }
-  _tile_loadconfig(&cfg);
+  amx_load_config(0);
   for (int b0 = 0; b0 < batch; b0 += TOK) {
     int nrows = batch - b0 < TOK ? batch - b0 : TOK;
     int NJ = (nrows + 15) / 16;
     amx_prep_x(xq, nb, b0, nrows, NJ, xT, dxT);
-    amx_rows(type, out + (size_t)b0 * nOut, xT, dxT, NJ, nrows, w, nb, nOut, r0, r1, work);
+    amx_rows_i8(type, out + (size_t)b0 * nOut, xT, dxT, NJ, nrows, w, nb, nOut, r0, r1, work);
   }
   _tile_release();
+}
+
+AMXF_TGT int k_amx_mmf_q40(float *out, const float *x, const uint8_t *w, int nIn, int nOut, int batch, int r0, int r1,
+                           kscratch *s) {
+  if (!amxf_x_ok(x, (size_t)batch * nIn)) return 0;
+  int nb = nIn / QK;
+  int maxJ = ((batch < TOKF ? batch : TOKF) + 15) / 16;
+  size_t xB = k_align64((size_t)maxJ * nb * BF_TILE * 4);
+  uint8_t *mem = (uint8_t *)kscratch_get(s, xB + amx_work_bytes(nb, 1));
+  if (mem == NULL) return 1;
+  int32_t *xT = (int32_t *)(void *)mem;
+  uint8_t *work = mem + xB;
+  amx_load_config(1);
+  for (int b0 = 0; b0 < batch; b0 += TOKF) {
+    int nrows = batch - b0 < TOKF ? batch - b0 : TOKF;
+    int NJ = (nrows + 15) / 16;
+    amxf_prep_x(x, nIn, b0, nrows, NJ, xT);
+    amx_rows_bf16(FT_Q40, out + (size_t)b0 * nOut, xT, NULL, NJ, nrows, w, nb, nOut, r0, r1, work);
+  }
+  _tile_release();
+  return 1;
 }
 
 #endif

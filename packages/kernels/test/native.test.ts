@@ -190,7 +190,7 @@ describe('matmul (F32 input) and matmulQ80 (Q80 input) vs the reference', () => 
 function cpuHasAmx(): boolean {
   try {
     const flags = readFileSync('/proc/cpuinfo', 'utf8');
-    return /\bamx_int8\b/.test(flags) && /\bamx_tile\b/.test(flags) && /\bavx512_vbmi\b/.test(flags);
+    return /\bamx_int8\b/.test(flags) && /\bamx_tile\b/.test(flags) && /\bavx512vbmi\b/.test(flags);
   } catch {
     return false;
   }
@@ -251,6 +251,93 @@ describe('AMX path (avx512amx)', () => {
         }
       });
     }
+  }
+});
+
+/*
+ * The AMX-BF16 kernel (avx512amx where the CPU has AMX-BF16): Q40 weights with F32 input from
+ * batch 5, every activation split exactly into three bf16 pieces. Against the reference within
+ * the F32 sum bound, sub-ranges bit-identical to the whole call; inputs the tile unit would flush
+ * (a magnitude below 2^-96) or non-finite ones must go to the VNNI kernel instead, so those
+ * results equal avx512vnni's bit for bit, while ordinary inputs must not (the tiles ran).
+ */
+function cpuHasAmxBf16(): boolean {
+  try {
+    const flags = readFileSync('/proc/cpuinfo', 'utf8');
+    return cpuHasAmx() && /\bamx_bf16\b/.test(flags) && /\bavx512_bf16\b/.test(flags);
+  } catch {
+    return false;
+  }
+}
+
+describe('AMX-BF16: Q40 weights x F32 input', () => {
+  const amx = BACKENDS.find((b) => b.path === 'avx512amx');
+  const vnni = BACKENDS.find((b) => b.path === 'avx512vnni');
+  const run = amx !== undefined && vnni !== undefined && cpuHasAmxBf16();
+
+  it('is part of the AMX path when the CPU has AMX-BF16', () => {
+    if (amx === undefined) return;
+    expect(amx.features.includes('amx-bf16')).toBe(cpuHasAmxBf16());
+  });
+
+  const SHAPES: [number, number, number][] = [
+    [23, 160, 5], [1, 32, 6], [16, 96, 16], [15, 544, 17], [17, 1088, 32], [31, 128, 33], [33, 544, 64],
+    [4097, 128, 17], [40, 4096, 32], [3, 96, 65], [2, 96, 300],
+  ];
+  for (const [nOut, nIn, batch] of SHAPES) {
+    it.runIf(run)(`${nOut}x${nIn} batch ${batch}: reference, sub-ranges, not the VNNI kernel`, () => {
+      const w = randomWeights(FloatType.Q40, nOut, nIn, nOut * 17 + nIn + batch);
+      const x = randomFloats(batch * nIn, nIn + 3 * batch);
+      const want = new Float32Array(batch * nOut);
+      ref.matmul(FloatType.Q40, want, x, w, nIn, nOut, batch, 0, nOut);
+      const tol = absScale(FloatType.Q40, w, x, nIn, nOut, batch).map((s) => F32_SUM_REL(nIn) * s);
+      const got = new Float32Array(batch * nOut).fill(SENTINEL);
+      amx!.matmul(FloatType.Q40, got, x, w, nIn, nOut, batch, 0, nOut);
+      expectWithin('avx512amx matmul Q40', got, want, tol);
+      const ranges: [number, number][] = [[0, 1], [1, nOut], [Math.min(5, nOut), Math.min(nOut, 22)]];
+      for (const parts of [2, 3]) for (let t = 0; t < parts; t++) ranges.push(splitRange(nOut, parts, t, 4));
+      for (const [r0, r1] of ranges) {
+        const part = new Float32Array(batch * nOut).fill(SENTINEL);
+        amx!.matmul(FloatType.Q40, part, x, w, nIn, nOut, batch, r0, r1);
+        for (let b = 0; b < batch; b++)
+          for (let r = 0; r < nOut; r++) {
+            const v = part[b * nOut + r]!;
+            const e = r >= r0 && r < r1 ? got[b * nOut + r]! : SENTINEL;
+            if (!Object.is(v, e)) expect.fail(`[${r0}, ${r1}) batch row ${b}, row ${r}: ${v}, whole call ${e}`);
+          }
+      }
+      if (nIn >= 128) {
+        const v = new Float32Array(batch * nOut);
+        vnni!.matmul(FloatType.Q40, v, x, w, nIn, nOut, batch, 0, nOut);
+        expect(got.some((g, i) => !Object.is(g, v[i])), 'identical to the VNNI kernel: the tiles did not run').toBe(true);
+      }
+    });
+  }
+
+  const edge: [string, (x: Float32Array) => void][] = [
+    ['one input of 1e-35', (x) => { x[77] = 1e-35; }],
+    ['all inputs scaled by 2^-110', (x) => { for (let i = 0; i < x.length; i++) x[i]! *= 2 ** -110; }],
+    ['one infinite input', (x) => { x[5] = Infinity; }],
+    ['one NaN input', (x) => { x[x.length - 1] = NaN; }],
+  ];
+  for (const [what, edit] of edge) {
+    it.runIf(run)(`${what}: the VNNI kernel's result, bit for bit`, () => {
+      const [nOut, nIn, batch] = [19, 256, 20];
+      const w = randomWeights(FloatType.Q40, nOut, nIn, 901);
+      const x = randomFloats(batch * nIn, 902);
+      edit(x);
+      const got = new Float32Array(batch * nOut);
+      amx!.matmul(FloatType.Q40, got, x, w, nIn, nOut, batch, 0, nOut);
+      const v = new Float32Array(batch * nOut);
+      vnni!.matmul(FloatType.Q40, v, x, w, nIn, nOut, batch, 0, nOut);
+      expectExact('avx512amx vs avx512vnni', got, v);
+      if (Number.isFinite(x[5]!) && !x.some(Number.isNaN)) {
+        const want = new Float32Array(batch * nOut);
+        ref.matmul(FloatType.Q40, want, x, w, nIn, nOut, batch, 0, nOut);
+        const tol = absScale(FloatType.Q40, w, x, nIn, nOut, batch).map((s) => F32_SUM_REL(nIn) * s);
+        expectWithin('avx512amx matmul Q40', got, want, tol);
+      }
+    });
   }
 });
 

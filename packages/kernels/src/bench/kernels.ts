@@ -205,6 +205,14 @@ const batchF32 = batchFigure(
   () => be.matmul(FloatType.Q40, out, x, nextQ40(), NIN, NOUT, 32, 0, NOUT),
   (b) => be.matmul(FloatType.Q40, out.subarray(b * NOUT), x.subarray(b * NIN), nextQ40(), NIN, NOUT, 1, 0, NOUT),
 );
+// On the AMX path with AMX-BF16 the batch runs on bf16 tiles: the avx512vnni lanes kernel beside it.
+const batchF32Vnni = vnniBe && be.features.includes('amx-bf16')
+  ? batchFigure(
+      '  same on avx512vnni',
+      () => vnniBe.matmul(FloatType.Q40, out, x, nextQ40(), NIN, NOUT, 32, 0, NOUT),
+      (b) => vnniBe.matmul(FloatType.Q40, out.subarray(b * NOUT), x.subarray(b * NIN), nextQ40(), NIN, NOUT, 1, 0, NOUT),
+    )
+  : undefined;
 
 // ---- two threads (worker_threads, Atomics start/stop) vs a two-thread read probe ----
 async function twoThreads(): Promise<{
@@ -341,6 +349,7 @@ const result = {
   batch32Q40q80: batchQ80,
   batch32Q40q80Vnni: batchQ80Vnni,
   batch32Q40f32: batchF32,
+  batch32Q40f32Vnni: batchF32Vnni,
   nativeOverReference: { q40q80: refQ80, q40f32: refF32in, f32: refF32 },
   targets: {
     q40q80RatioToProbeAtLeast: 0.6,
@@ -352,6 +361,7 @@ const result = {
     q40q80TwoThreadsGBsMet: two.GBs >= 30,
     batch32SpeedupAtLeast: 8,
     batch32Q40q80SpeedupMet: batchQ80.speedup >= 8,
+    batch32Q40f32SpeedupMet: batchF32.speedup >= 8,
     batch32Q40q80TwoThreadsSpeedupMet: two.batch32.speedup >= 8,
   },
   sink: sink % 7,
