@@ -2,7 +2,7 @@
  * Intel AMX (AMX-TILE + AMX-INT8) kernel for the batched Q40xQ80 and Q80xQ80 matmul: the
  * "avx512amx" path (avx512.c) sends batches of K_AMX_MIN_BATCH_Q40 / _Q80 rows and more here and
  * everything else to the avx512vnni kernels. The same row loop (amx_tmpl.h, compiled once per
- * kernel) also serves the AMX-BF16 kernel for Q40 weights with F32 input (k_amx_mmf_q40,
+ * kernel) also serves the AMX-BF16 kernel for Q40 and Q80 weights with F32 input (k_amx_mmf,
  * described further down).
  *
  * One tdpbssd multiplies a tile A of 16 weight rows x 32 int8 (one block of each row, signed:
@@ -205,24 +205,25 @@ static inline AMX_TGT void amx_unpack(int type, const uint8_t *w, size_t rowByte
 }
 
 /*
- * ---- Q40 weights x F32 input on AMX-BF16 tiles (k_amx_mmf_q40) ----
+ * ---- Q40 and Q80 weights x F32 input on AMX-BF16 tiles (k_amx_mmf) ----
  *
- * The work order of the Q80-input kernel (amx_rows with bf = 1) on tdpbf16ps: A tiles hold bf16(q - 8) of one block of 16 weight
- * rows (exact: small integers), and every float32 activation is split exactly into three bf16
- * pieces (hi + mid + lo, 8 significant bits each), so one C tile per block gets three tdpbf16ps
- * (one per piece) and holds the block's dot of the exact products (q - 8) * x, summed in float32
- * by the tile unit. The epilogue is then one FMA per 16 outputs and block: acc = fma(C, dw, acc),
- * the same products as the reference's dequantized weight times x (dw * (q - 8) is exact in
- * float32), added in another order: within F32_SUM_REL of it like every other kernel.
+ * The work order of the Q80-input kernel (amx_tmpl.h with BF = 1) on tdpbf16ps: A tiles hold the
+ * weight integers of one block of 16 weight rows as bf16 (q - 8 for Q40, q for Q80: exact, small
+ * integers), and every float32 activation is split exactly into three bf16 pieces (hi + mid + lo,
+ * 8 significant bits each), so one C tile per block gets three tdpbf16ps (one per piece) and
+ * holds the block's dot of the exact products q * x, summed in float32 by the tile unit. The
+ * epilogue is then one FMA per 16 outputs and block: acc = fma(C, dw, acc), the same products as
+ * the reference's dequantized weight times x (dw * q is exact in float32), added in another
+ * order: within F32_SUM_REL of it like every other kernel.
  *
  * The tile unit flushes bf16 and float32 subnormals to zero, so inputs with a nonzero magnitude
  * below 2^-96 (whose lo piece or partial sums could be subnormal) or non-finite ones are left to
- * the caller's kernel (k_amx_mmf_q40 returns 0): the check costs one pass over x.
+ * the caller's kernel (k_amx_mmf returns 0): the check costs one pass over x.
  *
  * Measured on the Emerald Rapids VM (11008x4096 from DRAM, 1 thread, side by side with the
  * avx512vnni kernels): batch 32 11.6-12.2 ms against 23.4-24.9 ms for the lanes kernel (2.0-2.1x),
  * batch 5-16 6.0-7.4 against 13.2-13.5 ms (batch 4: 6.5 against 8.4 ms for the rows kernel, but
- * slower end to end, see K_AMX_MIN_BATCH_F32Q40). A tile load costs about as much as a tdp here and
+ * slower end to end, see K_AMX_MIN_BATCH_F32). A tile load costs about as much as a tdp here and
  * they do not overlap (a micro-benchmark: 4 independent tdpbf16ps 14.8 ns each, 21.9 ns each with
  * one 16-row tile load per two), so the 8 tile loads and 12 tdpbf16ps per step (against 4 loads,
  * two of them 8 rows, and 4 tdpbssd for Q80 input) bound it: tile loads and products alone took
@@ -293,14 +294,16 @@ static AMXF_TGT int amxf_x_ok(const float *x, size_t n) {
 }
 
 /*
- * Units of the next group as amx_unpack, for Q40 into bf16: abuf[row][k][32 bf16 of q - 8] (row
- * stride AROW(KP, 1) bytes), scales as in amx_unpack. One block: the 16 payload bytes spread to 32
- * words (byte i of the payload in words i and 16 + i), the second half shifted right by 4, and
- * one vpermw through the table of bf16(q - 8) (vpermw reads 5 index bits: bit 4 of a low nibble's
- * word is noise, hence the table twice).
+ * Units of the next group as amx_unpack, into bf16: abuf[row][k][32 bf16 of the weight integers]
+ * (row stride AROW(KP, 1) bytes), scales as in amx_unpack. A Q40 block: the 16 payload bytes
+ * spread to 32 words (byte i of the payload in words i and 16 + i), the second half shifted right
+ * by 4, and one vpermw through the table of bf16(q - 8) (vpermw reads 5 index bits: bit 4 of a low
+ * nibble's word is noise, hence the table twice). A Q80 block: the 32 bytes sign-extended and
+ * converted to floats, then to bf16 (exact: |q| <= 128).
  */
-static inline AMXF_TGT void amxf_unpack(const uint8_t *w, size_t rowBytes, int nb, int nch, int g, int R, int u0, int u1,
-                                       int8_t *abuf, float *dws) {
+static inline AMXF_TGT void amxf_unpack(int type, const uint8_t *w, size_t rowBytes, int nb, int nch, int g, int R,
+                                       int u0, int u1, int8_t *abuf, float *dws) {
+  const int bb = type == FT_Q40 ? Q40_BYTES : Q80_BYTES;
   const size_t KP = (size_t)nch * UB;
   static const uint8_t spread[64] __attribute__((aligned(64))) = {
       0, 0, 1, 0, 2, 0, 3, 0, 4, 0, 5, 0, 6, 0, 7, 0, 8, 0, 9, 0, 10, 0, 11, 0, 12, 0, 13, 0, 14, 0, 15, 0,
@@ -321,13 +324,21 @@ static inline AMXF_TGT void amxf_unpack(const uint8_t *w, size_t rowBytes, int n
       _mm512_store_ps(d, _mm512_setzero_ps());
       continue;
     }
-    const uint8_t *blk = w + (size_t)(g + r) * rowBytes + (size_t)kc * Q40_BYTES;
-    for (int o = 0; o < UB * Q40_BYTES; o += 64) _mm_prefetch((const char *)(blk + K_PREFETCH_BYTES + o), _MM_HINT_T0);
-    _mm512_store_ps(d, m == UB ? amx_q40_scales16(blk) : amx_scales(blk, Q40_BYTES, m));
-    for (int kk = 0; kk < m; kk++, blk += Q40_BYTES) {
-      __m512i q = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(blk + 2)));
-      q = _mm512_maskz_permutexvar_epi8(0x5555555555555555ull, sp, q);
-      _mm512_store_si512((void *)(a + kk * 32), _mm512_permutexvar_epi16(_mm512_srlv_epi16(q, sh), tab));
+    const uint8_t *blk = w + (size_t)(g + r) * rowBytes + (size_t)kc * bb;
+    for (int o = 0; o < UB * bb; o += 64) _mm_prefetch((const char *)(blk + K_PREFETCH_BYTES + o), _MM_HINT_T0);
+    _mm512_store_ps(d, type == FT_Q40 && m == UB ? amx_q40_scales16(blk) : amx_scales(blk, bb, m));
+    if (type == FT_Q40) {
+      for (int kk = 0; kk < m; kk++, blk += Q40_BYTES) {
+        __m512i q = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(blk + 2)));
+        q = _mm512_maskz_permutexvar_epi8(0x5555555555555555ull, sp, q);
+        _mm512_store_si512((void *)(a + kk * 32), _mm512_permutexvar_epi16(_mm512_srlv_epi16(q, sh), tab));
+      }
+    } else {
+      for (int kk = 0; kk < m; kk++, blk += Q80_BYTES) {
+        __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 2))));
+        __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 18))));
+        _mm512_store_si512((void *)(a + kk * 32), (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
+      }
     }
   }
 }
@@ -409,8 +420,8 @@ AMX_TGT void k_amx_mmq(int type, float *out, const void *xv, const uint8_t *w, i
   _tile_release();
 }
 
-AMXF_TGT int k_amx_mmf_q40(float *out, const float *x, const uint8_t *w, int nIn, int nOut, int batch, int r0, int r1,
-                           kscratch *s) {
+AMXF_TGT int k_amx_mmf(int type, float *out, const float *x, const uint8_t *w, int nIn, int nOut, int batch, int r0,
+                       int r1, kscratch *s) {
   if (!amxf_x_ok(x, (size_t)batch * nIn)) return 0;
   int nb = nIn / QK;
   int maxJ = ((batch < TOKF ? batch : TOKF) + 15) / 16;
@@ -424,7 +435,7 @@ AMXF_TGT int k_amx_mmf_q40(float *out, const float *x, const uint8_t *w, int nIn
     int nrows = batch - b0 < TOKF ? batch - b0 : TOKF;
     int NJ = (nrows + 15) / 16;
     amxf_prep_x(x, nIn, b0, nrows, NJ, xT);
-    amx_rows_bf16(FT_Q40, out + (size_t)b0 * nOut, xT, NULL, NJ, nrows, w, nb, nOut, r0, r1, work);
+    amx_rows_bf16(type, out + (size_t)b0 * nOut, xT, NULL, NJ, nrows, w, nb, nOut, r0, r1, work);
   }
   _tile_release();
   return 1;

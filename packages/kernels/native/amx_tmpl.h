@@ -7,10 +7,10 @@
  */
 #if BF
 #define AMX_DP_(c, a, b) _tile_dpbf16ps(c, a, b)
-#define AMX_UNPACK_(type, ...) amxf_unpack(__VA_ARGS__)
+#define AMX_UNPACK_ amxf_unpack
 #else
 #define AMX_DP_(c, a, b) _tile_dpbssd(c, a, b)
-#define AMX_UNPACK_(type, ...) amx_unpack(type, __VA_ARGS__)
+#define AMX_UNPACK_ amx_unpack
 #endif
 
 /*

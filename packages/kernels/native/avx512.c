@@ -41,7 +41,7 @@ static const kpath AVX512VNNI = {
 };
 
 /* avx512amx: avx512vnni with the batched Q80-input matmuls on AMX tiles (amx.c) from
- * K_AMX_MIN_BATCH_* rows, and (with AMX-BF16) the Q40 x F32 matmul from K_AMX_MIN_BATCH_F32Q40;
+ * K_AMX_MIN_BATCH_* rows, and (with AMX-BF16) the Q40/Q80 x F32 matmuls from K_AMX_MIN_BATCH_F32;
  * which kernel runs depends on the batch and the input values only, never on [r0, r1). */
 static void mmq_q40_amx(float *o, const void *x, const uint8_t *w, int nIn, int nOut, int B, int r0, int r1,
                         kscratch *s) {
@@ -56,8 +56,13 @@ static void mmq_q80_amx(float *o, const void *x, const uint8_t *w, int nIn, int 
 
 static void mm_q40_amx(float *o, const void *x, const uint8_t *w, int nIn, int nOut, int B, int r0, int r1,
                        kscratch *s) {
-  if (B >= K_AMX_MIN_BATCH_F32Q40 && k_amx_mmf_q40(o, (const float *)x, w, nIn, nOut, B, r0, r1, s)) return;
+  if (B >= K_AMX_MIN_BATCH_F32 && k_amx_mmf(FT_Q40, o, (const float *)x, w, nIn, nOut, B, r0, r1, s)) return;
   mm_q40_vnni(o, x, w, nIn, nOut, B, r0, r1, s);
+}
+static void mm_q80_amx(float *o, const void *x, const uint8_t *w, int nIn, int nOut, int B, int r0, int r1,
+                       kscratch *s) {
+  if (B >= K_AMX_MIN_BATCH_F32 && k_amx_mmf(FT_Q80, o, (const float *)x, w, nIn, nOut, B, r0, r1, s)) return;
+  mm_q80_vnni(o, x, w, nIn, nOut, B, r0, r1, s);
 }
 
 static const kpath AVX512AMX = {
@@ -68,12 +73,12 @@ static const kpath AVX512AMX = {
     K_AVX2_VECTOR_OPS,
 };
 
-/* The same where the CPU has AMX-BF16: Q40 weights with F32 input on bf16 tiles too. */
+/* The same where the CPU has AMX-BF16: Q40 and Q80 weights with F32 input on bf16 tiles too. */
 static const kpath AVX512AMX_BF16 = {
     .name = "avx512amx",
     .features = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,avx512vbmi,avx512bf16,amx-tile,amx-int8,"
                 "amx-bf16",
-    .matmul = {mm_f32_vnni, mm_f16_vnni, mm_q40_amx, mm_q80_vnni},
+    .matmul = {mm_f32_vnni, mm_f16_vnni, mm_q40_amx, mm_q80_amx},
     .matmulq = {NULL, NULL, mmq_q40_amx, mmq_q80_amx},
     K_AVX2_VECTOR_OPS,
 };

@@ -63,7 +63,7 @@ const kpath *kpath_avx2(void);
 const kpath *kpath_avx512(void);
 const kpath *kpath_avx512vnni(void);
 /* avx512vnni plus Intel AMX for batched matmuls (amx.c): tile + int8 for Q80 input, and tile + bf16
- * for Q40 weights with F32 input where the CPU has AMX-BF16. */
+ * for Q40 and Q80 weights with F32 input where the CPU has AMX-BF16. */
 const kpath *kpath_avx512amx(void);
 /* 1 when the CPU has AMX-TILE, AMX-INT8 and AVX512-VBMI, the OS enables the tile state and (on
  * Linux) grants this process the tile data permission, which this call requests. */
@@ -77,15 +77,16 @@ void k_amx_mmq(int type, float *out, const void *x, const uint8_t *w, int nIn, i
 #define K_AMX_MIN_BATCH_Q80 5
 /* 1 when k_amx_available() and the CPU also has AMX-BF16 and AVX512-BF16. */
 int k_amx_bf16_available(void);
-/* The AMX-BF16 Q40-weight x F32-input matmul (matmul signature); only when k_amx_bf16_available().
- * Returns 0, having done nothing, when an input is non-finite or below 2^-96 in magnitude (the
- * tile unit flushes bf16/fp32 subnormals), so the caller runs its own kernel instead. */
-int k_amx_mmf_q40(float *out, const float *x, const uint8_t *w, int nIn, int nOut, int batch, int r0, int r1,
-                  kscratch *s);
-/* Smallest F32-input batch that k_amx_mmf_q40 gets: from 5 it beat the avx512vnni lanes kernel
+/* The AMX-BF16 Q40- or Q80-weight x F32-input matmul (matmul signature with the weight type
+ * first); only when k_amx_bf16_available(). Returns 0, having done nothing, when an input is
+ * non-finite or below 2^-96 in magnitude (the tile unit flushes bf16/fp32 subnormals), so the
+ * caller runs its own kernel instead. */
+int k_amx_mmf(int type, float *out, const float *x, const uint8_t *w, int nIn, int nOut, int batch, int r0, int r1,
+              kscratch *s);
+/* Smallest F32-input batch that k_amx_mmf gets: from 5 it beat the avx512vnni lanes kernel
  * 2x on 11008x4096; at 4 it beat the rows kernel there (6.5 against 8.4 ms) but lost end to end on
  * a TinyLlama-shaped model (decoding 4 sequences, 2 threads: 33-34.5 against 36-40 tok/s). */
-#define K_AMX_MIN_BATCH_F32Q40 5
+#define K_AMX_MIN_BATCH_F32 5
 /* AVX2 functions the AVX-512 tables reuse for ops where 512-bit brings nothing. */
 float k_avx2_dot(const float *a, const float *b, int n);
 void k_avx2_axpy(float *y, const float *x, float a, size_t n);

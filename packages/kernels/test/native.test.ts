@@ -255,8 +255,8 @@ describe('AMX path (avx512amx)', () => {
 });
 
 /*
- * The AMX-BF16 kernel (avx512amx where the CPU has AMX-BF16): Q40 weights with F32 input from
- * batch 5, every activation split exactly into three bf16 pieces. Against the reference within
+ * The AMX-BF16 kernel (avx512amx where the CPU has AMX-BF16): Q40 and Q80 weights with F32 input
+ * from batch 5, every activation split exactly into three bf16 pieces. Against the reference within
  * the F32 sum bound, sub-ranges bit-identical to the whole call; inputs the tile unit would flush
  * (a magnitude below 2^-96) or non-finite ones must go to the VNNI kernel instead, so those
  * results equal avx512vnni's bit for bit, while ordinary inputs must not (the tiles ran).
@@ -270,7 +270,7 @@ function cpuHasAmxBf16(): boolean {
   }
 }
 
-describe('AMX-BF16: Q40 weights x F32 input', () => {
+describe('AMX-BF16: Q40 and Q80 weights x F32 input', () => {
   const amx = BACKENDS.find((b) => b.path === 'avx512amx');
   const vnni = BACKENDS.find((b) => b.path === 'avx512vnni');
   const run = amx !== undefined && vnni !== undefined && cpuHasAmxBf16();
@@ -284,21 +284,22 @@ describe('AMX-BF16: Q40 weights x F32 input', () => {
     [23, 160, 5], [1, 32, 6], [16, 96, 16], [15, 544, 17], [17, 1088, 32], [31, 128, 33], [33, 544, 64],
     [4097, 128, 17], [40, 4096, 32], [3, 96, 65], [2, 96, 300],
   ];
-  for (const [nOut, nIn, batch] of SHAPES) {
-    it.runIf(run)(`${nOut}x${nIn} batch ${batch}: reference, sub-ranges, not the VNNI kernel`, () => {
-      const w = randomWeights(FloatType.Q40, nOut, nIn, nOut * 17 + nIn + batch);
+  const TYPES = [FloatType.Q40, FloatType.Q80];
+  for (const type of TYPES) for (const [nOut, nIn, batch] of SHAPES) {
+    it.runIf(run)(`${FloatType[type]} ${nOut}x${nIn} batch ${batch}: reference, sub-ranges, not the VNNI kernel`, () => {
+      const w = randomWeights(type, nOut, nIn, nOut * 17 + nIn + batch + type);
       const x = randomFloats(batch * nIn, nIn + 3 * batch);
       const want = new Float32Array(batch * nOut);
-      ref.matmul(FloatType.Q40, want, x, w, nIn, nOut, batch, 0, nOut);
-      const tol = absScale(FloatType.Q40, w, x, nIn, nOut, batch).map((s) => F32_SUM_REL(nIn) * s);
+      ref.matmul(type, want, x, w, nIn, nOut, batch, 0, nOut);
+      const tol = absScale(type, w, x, nIn, nOut, batch).map((s) => F32_SUM_REL(nIn) * s);
       const got = new Float32Array(batch * nOut).fill(SENTINEL);
-      amx!.matmul(FloatType.Q40, got, x, w, nIn, nOut, batch, 0, nOut);
-      expectWithin('avx512amx matmul Q40', got, want, tol);
+      amx!.matmul(type, got, x, w, nIn, nOut, batch, 0, nOut);
+      expectWithin(`avx512amx matmul ${FloatType[type]}`, got, want, tol);
       const ranges: [number, number][] = [[0, 1], [1, nOut], [Math.min(5, nOut), Math.min(nOut, 22)]];
       for (const parts of [2, 3]) for (let t = 0; t < parts; t++) ranges.push(splitRange(nOut, parts, t, 4));
       for (const [r0, r1] of ranges) {
         const part = new Float32Array(batch * nOut).fill(SENTINEL);
-        amx!.matmul(FloatType.Q40, part, x, w, nIn, nOut, batch, r0, r1);
+        amx!.matmul(type, part, x, w, nIn, nOut, batch, r0, r1);
         for (let b = 0; b < batch; b++)
           for (let r = 0; r < nOut; r++) {
             const v = part[b * nOut + r]!;
@@ -308,7 +309,7 @@ describe('AMX-BF16: Q40 weights x F32 input', () => {
       }
       if (nIn >= 128) {
         const v = new Float32Array(batch * nOut);
-        vnni!.matmul(FloatType.Q40, v, x, w, nIn, nOut, batch, 0, nOut);
+        vnni!.matmul(type, v, x, w, nIn, nOut, batch, 0, nOut);
         expect(got.some((g, i) => !Object.is(g, v[i])), 'identical to the VNNI kernel: the tiles did not run').toBe(true);
       }
     });
@@ -320,22 +321,22 @@ describe('AMX-BF16: Q40 weights x F32 input', () => {
     ['one infinite input', (x) => { x[5] = Infinity; }],
     ['one NaN input', (x) => { x[x.length - 1] = NaN; }],
   ];
-  for (const [what, edit] of edge) {
-    it.runIf(run)(`${what}: the VNNI kernel's result, bit for bit`, () => {
+  for (const type of TYPES) for (const [what, edit] of edge) {
+    it.runIf(run)(`${FloatType[type]}, ${what}: the VNNI kernel's result, bit for bit`, () => {
       const [nOut, nIn, batch] = [19, 256, 20];
-      const w = randomWeights(FloatType.Q40, nOut, nIn, 901);
+      const w = randomWeights(type, nOut, nIn, 901 + type);
       const x = randomFloats(batch * nIn, 902);
       edit(x);
       const got = new Float32Array(batch * nOut);
-      amx!.matmul(FloatType.Q40, got, x, w, nIn, nOut, batch, 0, nOut);
+      amx!.matmul(type, got, x, w, nIn, nOut, batch, 0, nOut);
       const v = new Float32Array(batch * nOut);
-      vnni!.matmul(FloatType.Q40, v, x, w, nIn, nOut, batch, 0, nOut);
+      vnni!.matmul(type, v, x, w, nIn, nOut, batch, 0, nOut);
       expectExact('avx512amx vs avx512vnni', got, v);
       if (Number.isFinite(x[5]!) && !x.some(Number.isNaN)) {
         const want = new Float32Array(batch * nOut);
-        ref.matmul(FloatType.Q40, want, x, w, nIn, nOut, batch, 0, nOut);
-        const tol = absScale(FloatType.Q40, w, x, nIn, nOut, batch).map((s) => F32_SUM_REL(nIn) * s);
-        expectWithin('avx512amx matmul Q40', got, want, tol);
+        ref.matmul(type, want, x, w, nIn, nOut, batch, 0, nOut);
+        const tol = absScale(type, w, x, nIn, nOut, batch).map((s) => F32_SUM_REL(nIn) * s);
+        expectWithin(`avx512amx matmul ${FloatType[type]}`, got, want, tol);
       }
     });
   }
