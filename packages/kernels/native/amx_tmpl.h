@@ -118,18 +118,43 @@ static inline __attribute__((always_inline)) TGT void FN(amx_epi_step)(float *ac
 }
 
 /*
+ * accb[q][r][n] (q = 2 * row half + tile) to out[batch row][weight row] (store), or back (the
+ * chunk before left the rows' sums there), for tiles j0, j0 + 1 and rows g .. g + R - 1.
+ */
+static inline TGT void FN(amx_acc_io)(float *accb, float *out, int j0, int NJ, int nrows, int g, int R, int nOut,
+                                      int store) {
+  for (int q = 0; q < 4; q++) {
+    int jj = j0 + (q & 1), rb = (q >> 1) * 16;
+    if (jj >= NJ) continue;
+    int nn = nrows - jj * 16 < 16 ? nrows - jj * 16 : 16;
+    int rr = R - rb < 16 ? R - rb : 16;
+    float *t = accb + q * 256;
+    for (int n = 0; n < nn; n++) {
+      float *o = out + (size_t)(jj * 16 + n) * nOut + g + rb;
+      for (int r = 0; r < rr; r++) {
+        if (store) o[r] = t[r * 16 + n];
+        else t[r * 16 + n] = o[r];
+      }
+    }
+  }
+}
+
+/*
  * Rows [r0, r1) against NJ activation tiles (nrows batch rows); out points at batch row 0 of the
  * pass. Groups of 32 rows in two buffers: while group g runs (per pair of activation tiles, block
  * after block), group g + 32 is unpacked into the other buffer a little after each step. xB holds
- * the B tiles of tile j and block k at (j * nb + k) * BS words (BS = B_TILE, or BF_TILE when BF),
- * dxB the activation scales (NULL when BF).
+ * the B tiles of tile j and block k at (j * nbAll + k) * BS words (BS = B_TILE, or BF_TILE when
+ * BF), dxB the activation scales (NULL when BF).
+ *
+ * The call covers blocks kb0 .. kb0 + nb - 1 of rows of nbAll blocks (w points at block kb0 of
+ * row 0): a caller may cut long rows into chunks so that one chunk's B tiles and A buffers stay
+ * in L2. A chunk after the first starts its accumulators from out, where the chunk before left
+ * them, so the FMAs run in the same order as in one call and give the same bits.
  */
-static TGT void FN(amx_rows)(int type, float *out, const int32_t *xB,
-                                                                    const float *dxB, int NJ, int nrows,
-                                                                    const uint8_t *w, int nb, int nOut, int r0, int r1,
-                                                                    uint8_t *work) {
+static TGT void FN(amx_rows)(int type, float *out, const int32_t *xB, const float *dxB, int NJ, int nrows,
+                             const uint8_t *w, int kb0, int nb, int nbAll, int nOut, int r0, int r1, uint8_t *work) {
   const size_t BS = BF ? BF_TILE : B_TILE;
-  const size_t rowBytes = k_row_bytes(type, (size_t)nb * QK);
+  const size_t rowBytes = k_row_bytes(type, (size_t)nbAll * QK);
   const int nch = (nb + UB - 1) / UB; /* unpack units per row */
   const size_t KP = (size_t)nch * UB, AS = AROW(KP, BF);
   const size_t aB = 32 * AS, dB = 32 * KP * 4;
@@ -157,9 +182,11 @@ static TGT void FN(amx_rows)(int type, float *out, const int32_t *xB,
     const float *D = dws[cur];
     for (int p = 0; p < NP; p++) {
       int j0 = 2 * p, two = j0 + 1 < NJ;
-      const int32_t *xb0 = xB + (size_t)j0 * nb * BS, *xb1 = xb0 + (size_t)nb * BS;
-      const float *dx0 = BF ? NULL : dxB + (size_t)j0 * nb * 16, *dx1 = BF ? NULL : dx0 + (size_t)nb * 16;
+      const int32_t *xb0 = xB + ((size_t)j0 * nbAll + kb0) * BS, *xb1 = xb0 + (size_t)nbAll * BS;
+      const float *dx0 = BF ? NULL : dxB + ((size_t)j0 * nbAll + kb0) * 16;
+      const float *dx1 = BF ? NULL : dx0 + (size_t)nbAll * 16;
       for (int i = 0; i < 1024; i += 16) _mm512_store_ps(accb + i, _mm512_setzero_ps());
+      if (kb0 > 0) FN(amx_acc_io)(accb, out, j0, NJ, nrows, g, R, nOut, 0);
       for (int k = 0; k < nb; k++) {
         FN(amx_step)(A0 + (size_t)k * ABLK(BF), A1 + (size_t)k * ABLK(BF), AS, xb0 + (size_t)k * BS,
                  xb1 + (size_t)k * BS, k > 0 ? cbuf + ((k - 1) & 1) * 1024 : NULL, two);
@@ -177,18 +204,7 @@ static TGT void FN(amx_rows)(int type, float *out, const int32_t *xB,
       /* what the loop left: block nb - 1 alone (nb odd) or blocks nb - 2 and nb - 1 */
       if (nb & 1) FN(amx_epi_step)(accb, last, last, D, nb - 1, dx0, dx1, two, 1);
       else FN(amx_epi_step)(accb, cbuf, last, D, nb - 2, dx0, dx1, two, 2);
-      /* accb[q][r][n] (q = 2 * row half + tile) to out[batch row][weight row] */
-      for (int q = 0; q < 4; q++) {
-        int jj = j0 + (q & 1), rb = (q >> 1) * 16;
-        if (jj >= NJ) continue;
-        int nn = nrows - jj * 16 < 16 ? nrows - jj * 16 : 16;
-        int rr = R - rb < 16 ? R - rb : 16;
-        const float *t = accb + q * 256;
-        for (int n = 0; n < nn; n++) {
-          float *o = out + (size_t)(jj * 16 + n) * nOut + g + rb;
-          for (int r = 0; r < rr; r++) o[r] = t[r * 16 + n];
-        }
-      }
+      FN(amx_acc_io)(accb, out, j0, NJ, nrows, g, R, nOut, 1);
     }
     if (nx.Rn > 0 && nx.done < nx.units) {
       AMX_UNPACK_(type, w, rowBytes, nb, nch, nx.gn, nx.Rn, nx.done, nx.units, nx.abuf, nx.dws);

@@ -283,6 +283,8 @@ describe('AMX-BF16: Q40 and Q80 weights x F32 input', () => {
   const SHAPES: [number, number, number][] = [
     [23, 160, 5], [1, 32, 6], [16, 96, 16], [15, 544, 17], [17, 1088, 32], [31, 128, 33], [33, 544, 64],
     [4097, 128, 17], [40, 4096, 32], [3, 96, 65], [2, 96, 300],
+    // rows longer than one chunk (at most 128 blocks): 130 blocks in 2 chunks, 257 in 3 (the last odd)
+    [9, 4160, 33], [37, 8224, 17],
   ];
   const TYPES = [FloatType.Q40, FloatType.Q80];
   for (const type of TYPES) for (const [nOut, nIn, batch] of SHAPES) {
