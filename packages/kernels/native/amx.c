@@ -122,27 +122,30 @@ int k_amx_bf16_available(void) {
 }
 
 /* Activations of batch rows b0..b0+nrows-1 as NJ B tiles per block, [j][k]: xB holds the VNNI
- * layout (zero past the last row), dxB the 16 f16 scales as floats. */
-static void amx_prep_x(const uint8_t *xq, int nb, int b0, int nrows, int NJ, int32_t *xB, float *dxB) {
+ * layout (zero past the last row), dxB the 16 f16 scales as floats. The 16 rows' quants of a block
+ * are staged in L1 and each tile row gathered from there, so the tile is written in whole lines
+ * (a dword at a time, every store fell in another line of the L2-sized xB). */
+static AMX_TGT void amx_prep_x(const uint8_t *xq, int nb, int b0, int nrows, int NJ, int32_t *xB, float *dxB) {
+  /* dword t of row n at n * 8 + t: gathered by t into the tile's row t */
+  const __m512i gidx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                          _mm512_set1_epi32(8));
+  int32_t stage[16][8] __attribute__((aligned(64)));
   for (int j = 0; j < NJ; j++)
-    for (int n = 0; n < 16; n++) {
-      int b = j * 16 + n;
-      for (int k = 0; k < nb; k++) {
-        int32_t *dst = xB + ((size_t)j * nb + k) * B_TILE + n;
-        float *dx = dxB + ((size_t)j * nb + k) * 16 + n;
+    for (int k = 0; k < nb; k++) {
+      float *dx = dxB + ((size_t)j * nb + k) * 16;
+      for (int n = 0; n < 16; n++) {
+        int b = j * 16 + n;
         if (b < nrows) {
           const uint8_t *blk = xq + ((size_t)(b0 + b) * nb + k) * Q80_BYTES;
-          for (int t = 0; t < 8; t++) {
-            int32_t v;
-            memcpy(&v, blk + 2 + 4 * t, 4);
-            dst[t * 16] = v;
-          }
-          *dx = k_f16_to_f32(k_rd16(blk));
+          _mm256_store_si256((__m256i *)stage[n], _mm256_loadu_si256((const __m256i *)(blk + 2)));
+          dx[n] = k_f16_to_f32(k_rd16(blk));
         } else {
-          for (int t = 0; t < 8; t++) dst[t * 16] = 0;
-          *dx = 0.0f;
+          _mm256_store_si256((__m256i *)stage[n], _mm256_setzero_si256());
+          dx[n] = 0.0f;
         }
       }
+      int32_t *dst = xB + ((size_t)j * nb + k) * B_TILE;
+      for (int t = 0; t < 8; t++) _mm512_store_si512((void *)(dst + t * 16), _mm512_i32gather_epi32(gidx, &stage[0][t], 4));
     }
 }
 
