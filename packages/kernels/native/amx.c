@@ -159,61 +159,8 @@ K_DEFINE_GATHER_D16(K_AMX_SCALES_DECL)
 K_DEFINE_Q40_SCALES16(K_AMX_SCALES16_DECL)
 #undef K_AMX_SCALES16_DECL
 
-/*
- * The unpacked weights of a group of 32 rows: abuf[row][k][32] (row stride AROW(KP, 0) bytes, KP =
- * blocks rounded up to UB), so the A tile of block k for rows 16h..16h+15 is at
- * abuf + 16h AROW(KP, 0) + 32k with stride AROW(KP, 0); the scales as floats in dws[k / UB][row][k % UB],
- * so the scales of one block are 64 bytes apart, a constant offset from one pointer in the
- * epilogue (with dws[row][k], a stride of KP floats, the compiler kept sixteen row addresses in
- * vector registers and moved one out per row: 0.92-1.04 of the time, median 0.97, side by side
- * over ten runs). Rows past the range are zero.
- *
- * Unit u is chunk c = u % nch of row u / nch: units in order walk the group's memory linearly,
- * one sequential stream, unpacked a few at a time between tile steps so the weights stream in
- * while the tile unit and the epilogue work. Q40: blocks k and k + 1 in one register as
- * [q_k, q_k, q_k+1, q_k+1], the upper copies shifted right by 4, and one vpermb through the table
- * of nibble - 8 (vpermb reads 6 index bits, the 2 above the nibble are noise, hence 4 copies).
- */
 /* Index in dws of the scale of row r (of the group's 32) and block k. */
 static inline size_t amx_dw_index(int r, int k) { return ((size_t)(k / UB) * 32 + r) * UB + k % UB; }
-
-static inline AMX_TGT void amx_unpack(int type, const uint8_t *w, size_t rowBytes, int nb, int nch, int g, int R,
-                                      int u0, int u1, int8_t *abuf, float *dws) {
-  const int bb = type == FT_Q40 ? Q40_BYTES : Q80_BYTES;
-  const size_t KP = (size_t)nch * UB;
-  const __m512i tab = _mm512_broadcast_i32x4(_mm_setr_epi8(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7));
-  const __m512i sh = _mm512_setr_epi64(0, 0, 4, 4, 0, 0, 4, 4);
-  for (int u = u0; u < u1; u++) {
-    int r = u / nch, c = u % nch;
-    int kc = c * UB, m = nb - kc < UB ? nb - kc : UB;
-    int8_t *a = abuf + (size_t)r * AROW(KP, 0) + (size_t)kc * 32;
-    float *d = dws + amx_dw_index(r, kc);
-    if (r >= R) {
-      for (int kk = 0; kk < m; kk += 2) _mm512_store_si512((void *)(a + kk * 32), _mm512_setzero_si512());
-      _mm512_store_ps(d, _mm512_setzero_ps());
-      continue;
-    }
-    const uint8_t *blk = w + (size_t)(g + r) * rowBytes + (size_t)kc * bb;
-    for (int o = 0; o < UB * bb; o += 64) _mm_prefetch((const char *)(blk + K_PREFETCH_BYTES + o), _MM_HINT_T0);
-    _mm512_store_ps(d, type == FT_Q40 && m == UB ? amx_q40_scales16(blk) : amx_scales(blk, bb, m));
-    int kk = 0;
-    if (type == FT_Q40) {
-      for (; kk + 2 <= m; kk += 2, blk += 2 * Q40_BYTES) {
-        __m512i q = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(blk + 2)));
-        q = _mm512_mask_broadcast_i32x4(q, 0xff00, _mm_loadu_si128((const __m128i *)(blk + 2 + Q40_BYTES)));
-        _mm512_store_si512((void *)(a + kk * 32), _mm512_permutexvar_epi8(_mm512_srlv_epi64(q, sh), tab));
-      }
-      if (kk < m) {
-        __m512i q = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(blk + 2)));
-        _mm256_store_si256((__m256i *)(a + kk * 32),
-                           _mm512_castsi512_si256(_mm512_permutexvar_epi8(_mm512_srlv_epi64(q, sh), tab)));
-      }
-    } else {
-      for (; kk < m; kk++, blk += Q80_BYTES)
-        _mm256_store_si256((__m256i *)(a + kk * 32), _mm256_loadu_si256((const __m256i *)(blk + 2)));
-    }
-  }
-}
 
 /*
  * ---- Q40 and Q80 weights x F32 input on AMX-BF16 tiles (k_amx_mmf) ----
@@ -284,74 +231,18 @@ static AMXF_TGT void amxf_prep_x(const float *x, int nIn, int b0, int nrows, int
 }
 
 /* 1 when every x is zero or of magnitude in [2^-96, FLT_MAX]: then the pieces and all partial
- * sums stay clear of the bf16/fp32 subnormals the tile unit flushes to zero. */
+ * sums stay clear of the bf16/fp32 subnormals the tile unit flushes to zero. n is a multiple of
+ * 32 (whole blocks). */
 static AMXF_TGT int amxf_x_ok(const float *x, size_t n) {
   const __m512i absm = _mm512_set1_epi32(0x7fffffff);
   const __m512i tiny = _mm512_set1_epi32(0x0f800000); /* 2^-96 */
   const __m512i inf = _mm512_set1_epi32(0x7f800000);
   __mmask16 bad = 0;
-  size_t i = 0;
-  for (; i + 16 <= n; i += 16) {
+  for (size_t i = 0; i < n; i += 16) {
     __m512i a = _mm512_and_si512(_mm512_loadu_si512(x + i), absm);
     bad |= _mm512_mask_cmplt_epi32_mask(_mm512_test_epi32_mask(a, a), a, tiny) | _mm512_cmpge_epi32_mask(a, inf);
   }
-  for (; i < n; i++) {
-    uint32_t a;
-    memcpy(&a, x + i, 4);
-    a &= 0x7fffffff;
-    if ((a != 0 && a < 0x0f800000u) || a >= 0x7f800000u) bad = 1;
-  }
   return bad == 0;
-}
-
-/*
- * Units of the next group as amx_unpack, into bf16: abuf[row][k][32 bf16 of the weight integers]
- * (row stride AROW(KP, 1) bytes), scales as in amx_unpack. A Q40 block: the 16 payload bytes
- * spread to 32 words (byte i of the payload in words i and 16 + i), the second half shifted right
- * by 4, and one vpermw through the table of bf16(q - 8) (vpermw reads 5 index bits: bit 4 of a low
- * nibble's word is noise, hence the table twice). A Q80 block: the 32 bytes sign-extended and
- * converted to floats, then to bf16 (exact: |q| <= 128).
- */
-static inline AMXF_TGT void amxf_unpack(int type, const uint8_t *w, size_t rowBytes, int nb, int nch, int g, int R,
-                                       int u0, int u1, int8_t *abuf, float *dws) {
-  const int bb = type == FT_Q40 ? Q40_BYTES : Q80_BYTES;
-  const size_t KP = (size_t)nch * UB;
-  static const uint8_t spread[64] __attribute__((aligned(64))) = {
-      0, 0, 1, 0, 2, 0, 3, 0, 4, 0, 5, 0, 6, 0, 7, 0, 8, 0, 9, 0, 10, 0, 11, 0, 12, 0, 13, 0, 14, 0, 15, 0,
-      0, 0, 1, 0, 2, 0, 3, 0, 4, 0, 5, 0, 6, 0, 7, 0, 8, 0, 9, 0, 10, 0, 11, 0, 12, 0, 13, 0, 14, 0, 15, 0};
-  static const uint16_t tabw[32] __attribute__((aligned(64))) = {
-      0xc100, 0xc0e0, 0xc0c0, 0xc0a0, 0xc080, 0xc040, 0xc000, 0xbf80, 0x0000, 0x3f80, 0x4000, 0x4040, 0x4080, 0x40a0, 0x40c0, 0x40e0,
-      0xc100, 0xc0e0, 0xc0c0, 0xc0a0, 0xc080, 0xc040, 0xc000, 0xbf80, 0x0000, 0x3f80, 0x4000, 0x4040, 0x4080, 0x40a0, 0x40c0, 0x40e0};
-  const __m512i sp = _mm512_load_si512(spread), tab = _mm512_load_si512(tabw);
-  const __m512i sh = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0x40004, 0x40004, 0x40004, 0x40004, 0x40004, 0x40004,
-                                       0x40004, 0x40004);
-  for (int u = u0; u < u1; u++) {
-    int r = u / nch, c = u % nch;
-    int kc = c * UB, m = nb - kc < UB ? nb - kc : UB;
-    uint16_t *a = (uint16_t *)(void *)(abuf + (size_t)r * AROW(KP, 1) + (size_t)kc * 64);
-    float *d = dws + amx_dw_index(r, kc);
-    if (r >= R) {
-      for (int kk = 0; kk < m; kk++) _mm512_store_si512((void *)(a + kk * 32), _mm512_setzero_si512());
-      _mm512_store_ps(d, _mm512_setzero_ps());
-      continue;
-    }
-    const uint8_t *blk = w + (size_t)(g + r) * rowBytes + (size_t)kc * bb;
-    for (int o = 0; o < UB * bb; o += 64) _mm_prefetch((const char *)(blk + K_PREFETCH_BYTES + o), _MM_HINT_T0);
-    _mm512_store_ps(d, type == FT_Q40 && m == UB ? amx_q40_scales16(blk) : amx_scales(blk, bb, m));
-    if (type == FT_Q40) {
-      for (int kk = 0; kk < m; kk++, blk += Q40_BYTES) {
-        __m512i q = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)(blk + 2)));
-        q = _mm512_maskz_permutexvar_epi8(0x5555555555555555ull, sp, q);
-        _mm512_store_si512((void *)(a + kk * 32), _mm512_permutexvar_epi16(_mm512_srlv_epi16(q, sh), tab));
-      }
-    } else {
-      for (int kk = 0; kk < m; kk++, blk += Q80_BYTES) {
-        __m512 lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 2))));
-        __m512 hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 18))));
-        _mm512_store_si512((void *)(a + kk * 32), (__m512i)_mm512_cvtne2ps_pbh(hi, lo));
-      }
-    }
-  }
 }
 
 /* Per-group state of amx_rows: where the next group's unpacking stands. */

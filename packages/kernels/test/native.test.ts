@@ -187,6 +187,25 @@ describe('matmul (F32 input) and matmulQ80 (Q80 input) vs the reference', () => 
  * batch tiles (32, 64), block counts that are not multiples of the 4-block steps or 16-block
  * chunks (nIn 96, 544, 1088), and sub-ranges that must be bit-identical to the whole call.
  */
+/**
+ * Rows split as threads split them, and odd ranges: `run` writes rows [r0, r1) of a call into
+ * `part`; each must be bit-identical to the whole call `got`, and the other rows untouched.
+ */
+function expectRangesAsWhole(got: Float32Array, nOut: number, batch: number, run: (part: Float32Array, r0: number, r1: number) => void): void {
+  const ranges: [number, number][] = [[0, 1], [1, nOut], [Math.min(5, nOut), Math.min(nOut, 22)], [nOut >> 1, nOut]];
+  for (const parts of [2, 3]) for (let t = 0; t < parts; t++) ranges.push(splitRange(nOut, parts, t, 4));
+  for (const [r0, r1] of ranges) {
+    const part = new Float32Array(batch * nOut).fill(SENTINEL);
+    run(part, r0, r1);
+    for (let b = 0; b < batch; b++)
+      for (let r = 0; r < nOut; r++) {
+        const v = part[b * nOut + r]!;
+        const e = r >= r0 && r < r1 ? got[b * nOut + r]! : SENTINEL;
+        if (!Object.is(v, e)) expect.fail(`[${r0}, ${r1}) batch row ${b}, row ${r}: ${v}, whole call ${e}`);
+      }
+  }
+}
+
 function cpuHasAmx(): boolean {
   try {
     const flags = readFileSync('/proc/cpuinfo', 'utf8');
@@ -229,19 +248,7 @@ describe('AMX path (avx512amx)', () => {
         const got = new Float32Array(batch * nOut).fill(SENTINEL);
         be.matmulQ80(type, got, xq, w, nIn, nOut, batch, 0, nOut);
         expectWithin(`${be.path} matmulQ80`, got, want, tol);
-        // rows split as threads split them, and odd ranges: every row bit-identical to the whole
-        const ranges: [number, number][] = [[0, 1], [1, nOut], [Math.min(5, nOut), Math.min(nOut, 22)], [nOut >> 1, nOut]];
-        for (const parts of [2, 3]) for (let t = 0; t < parts; t++) ranges.push(splitRange(nOut, parts, t, 4));
-        for (const [r0, r1] of ranges) {
-          const part = new Float32Array(batch * nOut).fill(SENTINEL);
-          be.matmulQ80(type, part, xq, w, nIn, nOut, batch, r0, r1);
-          for (let b = 0; b < batch; b++)
-            for (let r = 0; r < nOut; r++) {
-              const v = part[b * nOut + r]!;
-              const e = r >= r0 && r < r1 ? got[b * nOut + r]! : SENTINEL;
-              if (!Object.is(v, e)) expect.fail(`[${r0}, ${r1}) batch row ${b}, row ${r}: ${v}, whole call ${e}`);
-            }
-        }
+        expectRangesAsWhole(got, nOut, batch, (part, r0, r1) => be.matmulQ80(type, part, xq, w, nIn, nOut, batch, r0, r1));
         // where the VNNI path runs its lanes kernel the operations are the same, so the results are too
         const lanes = type === FloatType.Q80 ? batch > 4 : batch > 7;
         if (vnni && lanes) {
@@ -297,18 +304,7 @@ describe('AMX-BF16: Q40 and Q80 weights x F32 input', () => {
       const got = new Float32Array(batch * nOut).fill(SENTINEL);
       amx!.matmul(type, got, x, w, nIn, nOut, batch, 0, nOut);
       expectWithin(`avx512amx matmul ${FloatType[type]}`, got, want, tol);
-      const ranges: [number, number][] = [[0, 1], [1, nOut], [Math.min(5, nOut), Math.min(nOut, 22)]];
-      for (const parts of [2, 3]) for (let t = 0; t < parts; t++) ranges.push(splitRange(nOut, parts, t, 4));
-      for (const [r0, r1] of ranges) {
-        const part = new Float32Array(batch * nOut).fill(SENTINEL);
-        amx!.matmul(type, part, x, w, nIn, nOut, batch, r0, r1);
-        for (let b = 0; b < batch; b++)
-          for (let r = 0; r < nOut; r++) {
-            const v = part[b * nOut + r]!;
-            const e = r >= r0 && r < r1 ? got[b * nOut + r]! : SENTINEL;
-            if (!Object.is(v, e)) expect.fail(`[${r0}, ${r1}) batch row ${b}, row ${r}: ${v}, whole call ${e}`);
-          }
-      }
+      expectRangesAsWhole(got, nOut, batch, (part, r0, r1) => amx!.matmul(type, part, x, w, nIn, nOut, batch, r0, r1));
       if (nIn >= 128) {
         const v = new Float32Array(batch * nOut);
         vnni!.matmul(type, v, x, w, nIn, nOut, batch, 0, nOut);
