@@ -19,12 +19,10 @@ export async function runGeneration(
   const signal = options.signal ? AbortSignal.any([options.signal, own.signal]) : own.signal;
   const gen = engine.generate(prompt, { ...options, signal });
   let failure: { error: unknown } | undefined;
-  let streamed = 0;
   const emit = (text: string): void => {
     if (!text || !onText || failure) return;
     try {
       onText(text);
-      streamed += text.length;
     } catch (error) {
       failure = { error };
       own.abort();
@@ -35,10 +33,8 @@ export async function runGeneration(
     emit(r.value.text);
     r = await gen.next();
   }
-  // generate() yields the tail it held back as a possible stop string (or half a character)
-  // when the answer ends otherwise; result.text is the reference, so anything it has beyond what
-  // was streamed is emitted too.
-  if (!signal.aborted) emit(r.value.text.slice(streamed));
+  // generate() yields the text it held back as a possible stop string (or half a character) when
+  // the answer ends otherwise, so the pieces already add up to r.value.text.
   if (failure) throw failure.error;
   return r.value;
 }

@@ -27,8 +27,8 @@
  * blocks in the slots at once (amx_epi: one load and one store of each accumulator for two
  * FMAs). Measured on the Emerald Rapids VM: vector work that loads or stores does not overlap
  * with tile stores (a tile store and the float epilogue add up exactly), while register-only
- * vector work hides behind every tile instruction (native/check/amx_overlap.c), and this order took a batch of 32 of 11008x4096 from 6.6-7.8 to 5.8-6.5 ms against
- * the 16-row order with the accumulators in registers (0.82-0.97 of its time side by side; 0.67
+ * vector work hides behind every tile instruction (native/check/amx_overlap.c). This order took a
+ * batch of 32 of 11008x4096 from 6.6-7.8 to 5.8-6.5 ms against the 16-row order with the accumulators in registers (0.82-0.97 of its time side by side; 0.67
  * when the other tenant shares the core); the two-block epilogue took 0.87-1.03 of the time of
  * one block per step (mostly 0.94-1.0). Measured slower: epilogue pieces between the products,
  * the epilogue a step behind or over four blocks (four cbuf slots: the L1 footprint counts), its

@@ -179,14 +179,6 @@ describe('matmul (F32 input) and matmulQ80 (Q80 input) vs the reference', () => 
   });
 });
 
-/*
- * The AMX path (avx512amx): batched Q40xQ80 and Q80xQ80 on tiles of 16 weight rows x 16 batch
- * rows. On a CPU whose /proc/cpuinfo lists AMX-INT8 the path must be offered and chosen first
- * (unless AIRLLM_KERNELS_NO_AMX hides it), so a silent fallback to VNNI fails here. Shapes cover
- * partial row tiles (1, 15, 17, 31, 33, 4097 rows), partial batch tiles (6, 17, 33), several
- * batch tiles (32, 64), block counts that are not multiples of the 4-block steps or 16-block
- * chunks (nIn 96, 544, 1088), and sub-ranges that must be bit-identical to the whole call.
- */
 /**
  * Rows split as threads split them, and odd ranges: `run` writes rows [r0, r1) of a call into
  * `part`; each must be bit-identical to the whole call `got`, and the other rows untouched.
@@ -206,16 +198,28 @@ function expectRangesAsWhole(got: Float32Array, nOut: number, batch: number, run
   }
 }
 
-function cpuHasAmx(): boolean {
+/** The CPU flags Linux lists in /proc/cpuinfo ('' elsewhere). */
+const CPU_FLAGS = ((): string => {
   try {
-    const flags = readFileSync('/proc/cpuinfo', 'utf8');
-    return /\bamx_int8\b/.test(flags) && /\bamx_tile\b/.test(flags) && /\bavx512vbmi\b/.test(flags);
+    return readFileSync('/proc/cpuinfo', 'utf8');
   } catch {
-    return false;
+    return '';
   }
+})();
+function cpuHasAmx(): boolean {
+  return /\bamx_int8\b/.test(CPU_FLAGS) && /\bamx_tile\b/.test(CPU_FLAGS) && /\bavx512vbmi\b/.test(CPU_FLAGS);
 }
-const AMX_HIDDEN = ['1', 'true', 'yes'].includes(process.env.AIRLLM_KERNELS_NO_AMX ?? '');
+/** addon.c's rule: AIRLLM_KERNELS_NO_AMX set to anything but '' or '0' hides the AMX path. */
+const AMX_HIDDEN = !['', '0'].includes(process.env.AIRLLM_KERNELS_NO_AMX ?? '');
 
+/*
+ * The AMX path (avx512amx): batched Q40xQ80 and Q80xQ80 on tiles of 16 weight rows x 16 batch
+ * rows. On a CPU whose /proc/cpuinfo lists AMX-INT8 the path must be offered and chosen first
+ * (unless AIRLLM_KERNELS_NO_AMX hides it), so a silent fallback to VNNI fails here. Shapes cover
+ * partial row tiles (1, 15, 17, 31, 33, 4097 rows), partial batch tiles (6, 17, 33), several
+ * batch tiles (32, 64), block counts that are not multiples of the 4-block steps or 16-block
+ * chunks (nIn 96, 544, 1088), and sub-ranges that must be bit-identical to the whole call.
+ */
 describe('AMX path (avx512amx)', () => {
   it('is offered first when the CPU has AMX-INT8, and names its features', () => {
     if (!cpuHasAmx() || AMX_HIDDEN) {
@@ -269,12 +273,7 @@ describe('AMX path (avx512amx)', () => {
  * results equal avx512vnni's bit for bit, while ordinary inputs must not (the tiles ran).
  */
 function cpuHasAmxBf16(): boolean {
-  try {
-    const flags = readFileSync('/proc/cpuinfo', 'utf8');
-    return cpuHasAmx() && /\bamx_bf16\b/.test(flags) && /\bavx512_bf16\b/.test(flags);
-  } catch {
-    return false;
-  }
+  return cpuHasAmx() && /\bamx_bf16\b/.test(CPU_FLAGS) && /\bavx512_bf16\b/.test(CPU_FLAGS);
 }
 
 describe('AMX-BF16: Q40 and Q80 weights x F32 input', () => {
