@@ -6,10 +6,10 @@ import { fileURLToPath } from 'node:url';
 import { ArchType, FloatType, generateSyntheticModel, HeaderKey, type HeaderValues } from '@airllm/format';
 import { TINY_LLAMA31, TINY_QWEN3, TINY_QWEN3_MOE, withDtype } from '@airllm/format/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FIXTURES } from './helpers.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const BIN = resolve(here, '../bin/airllm.js');
-const FIXTURES = resolve(here, '../../..', '../shared/fixtures');
 const Q40 = join(FIXTURES, 'dllama_model_stories260k_hidden192_q40.m');
 const F32 = join(FIXTURES, 'dllama_model_stories260k_hidden192_f32.m');
 const TOK = join(FIXTURES, 'dllama_tokenizer_stories260k.t');
