@@ -27,7 +27,7 @@ cmp -s packages/kernels/scripts/build-addon.cjs packages/loader/scripts/build-ad
 
 echo "check-tarballs: packing into $work/tarballs" >&2
 mkdir -p "$work/tarballs"
-npm pack --workspaces --pack-destination "$work/tarballs" >/dev/null
+npm pack --workspaces --pack-destination "$work/tarballs" --loglevel=warn >/dev/null
 for t in "$work"/tarballs/*.tgz; do
   list=$(tar -tzf "$t")
   for must in package/LICENSE package/README.md package/package.json; do
@@ -53,15 +53,14 @@ cat >check.mjs <<'EOF'
 // Runs from the install folder: every package resolves, both addons load, and the engine
 // generates from the bundled model.
 import { readdirSync } from 'node:fs';
-import { createRequire } from 'node:module';
-const require = createRequire(import.meta.url);
+import { fileURLToPath } from 'node:url';
 for (const p of ['format', 'loader', 'kernels', 'engine', 'distributed', 'bench', 'cli']) await import(`@airllm/${p}`);
 const { nativePaths } = await import('@airllm/kernels');
 const { nativeAddon } = await import('@airllm/loader');
 if (nativeAddon() === undefined) throw new Error('the mmap addon of @airllm/loader did not build');
 const paths = nativePaths();
 const { LayerWiseInferenceEngine } = await import('@airllm/engine');
-const models = require.resolve('@airllm/cli/package.json').replace(/package\.json$/, 'models/');
+const models = fileURLToPath(new URL('./node_modules/@airllm/cli/models/', import.meta.url));
 const engine = new LayerWiseInferenceEngine(models + 'stories260K.m', { tokenizerPath: models + 'stories260K.t', threads: 1 });
 await engine.initialize();
 let text = '';
