@@ -75,3 +75,18 @@ export { nativeAddon, type Advice, type NativeAddon } from './native.js';
 export { diskReadBytes, memoryStatus, resetPeakRss, type MemoryStatus } from './proc.js';
 export { dropFileCache, pageCacheBytes } from './cache.js';
 export * from './errors.js';
+export {
+  HUB_SPEC_PREFIX,
+  DEFAULT_REVISION,
+  type HubSpec,
+  isHubSpec,
+  parseHubSpec,
+  formatHubSpec,
+  defaultCacheDir,
+  repoCacheDir,
+  cachedFilePath,
+  convertedModelPath,
+} from './hub/spec.js';
+export { DEFAULT_ENDPOINT, HUB_LIMITS, HubClient, defaultEndpoint, type HubClientOptions, type RemoteFile, type ChecksumAlgorithm } from './hub/client.js';
+export { downloadFile, readPullRecord, type DownloadOptions, type DownloadResult, type PullEvent, type PullRecord } from './hub/download.js';
+export { pullModel, resolveHubModel, cachedModel, type PullOptions, type PullResult, type PulledFile, type ConvertedRecord } from './hub/pull.js';
