@@ -359,18 +359,24 @@ describe('concurrent pulls', () => {
   it('two pulls of one file at once: one downloads, the other waits and finds it done', async () => {
     const content = pattern(4 * MB, 61);
     const h = await startHub([{ path: 'w.gguf', content }]);
-    // Slow the first download down so the second one surely arrives while it runs.
-    h.fault({ path: 'w.gguf', kind: 'stall', at: MB });
+    // The first download stops at 1 MiB until the second pull says it is waiting for the lock.
+    h.fault({ path: 'w.gguf', kind: 'hold', at: MB });
     const dir = cacheDir();
-    const a = events();
     const b = events();
-    const [ra, rb] = await Promise.all([
-      pullModel('hf:acme/tiny/w.gguf', { endpoint: h.url, cacheDir: dir, stallTimeoutMs: 1500, retryDelayMs: 10, onEvent: a.onEvent }),
-      new Promise((r) => setTimeout(r, 300)).then(() => pullModel('hf:acme/tiny/w.gguf', { endpoint: h.url, cacheDir: dir, onEvent: b.onEvent })),
-    ]);
+    const first = pullModel('hf:acme/tiny/w.gguf', { endpoint: h.url, cacheDir: dir });
+    while (h.contentRequests('w.gguf').length === 0) await new Promise((r) => setTimeout(r, 10));
+    const second = pullModel('hf:acme/tiny/w.gguf', {
+      endpoint: h.url,
+      cacheDir: dir,
+      onEvent: (e) => {
+        b.onEvent(e);
+        if (e.type === 'wait') h.release();
+      },
+    });
+    const [ra, rb] = await Promise.all([first, second]);
     expect(Buffer.compare(readFileSync(ra.modelPath), content)).toBe(0);
     expect([ra.files[0]!.status, rb.files[0]!.status]).toEqual(['downloaded', 'cached']);
-    expect(b.list.some((e) => e.type === 'wait')).toBe(true);
+    expect(b.list.filter((e) => e.type === 'wait')).toHaveLength(1);
     expect(h.bytesServed('w.gguf')).toBe(content.length);
   });
 

@@ -41,6 +41,7 @@ export interface FakeHubFault {
   kind:
     | 'drop' // close the connection once `at` bytes of the file have been sent
     | 'stall' // stop sending at `at` bytes and keep the connection open
+    | 'hold' // stop sending at `at` bytes until release() is called
     | 'ignore-range' // answer a Range request with 200 and the whole file
     | 'corrupt' // flip the byte at `at` (the metadata keeps the true checksum)
     | 'extra' // send `count` bytes beyond the file, announced in Content-Length
@@ -115,6 +116,7 @@ export class FakeHub {
   readonly #repos = new Map<string, Repo>();
   readonly #blobs = new Map<string, StoredFile>();
   readonly #faults: FakeHubFault[] = [];
+  #held: (() => void)[] = [];
   readonly #token: string | undefined;
   readonly #pageSize: number;
   #salt = 0;
@@ -169,6 +171,13 @@ export class FakeHub {
 
   fault(f: FakeHubFault): void {
     this.#faults.push({ times: 1, ...f });
+  }
+
+  /** Let responses stopped by a 'hold' fault go on. */
+  release(): void {
+    const held = this.#held;
+    this.#held = [];
+    for (const go of held) go();
   }
 
   /** Bytes of `path`'s content written over all requests. */
@@ -354,7 +363,7 @@ export class FakeHub {
       return;
     }
     // Where (in the body) the connection dies or stalls.
-    const cut = fault?.kind === 'drop' || fault?.kind === 'stall' ? Math.max(0, (fault.at ?? size >> 1) - start) : Infinity;
+    let cut = fault?.kind === 'drop' || fault?.kind === 'stall' || fault?.kind === 'hold' ? Math.max(0, (fault.at ?? size >> 1) - start) : Infinity;
     let pos = 0;
     const CHUNK = 64 << 10;
     // 'drop' ends the connection after what was written has gone out (a FIN mid-body, as when a
@@ -363,6 +372,12 @@ export class FakeHub {
       while (pos < body.length) {
         if (pos >= cut) {
           if (fault!.kind === 'drop') res.socket?.end();
+          if (fault!.kind === 'hold') {
+            this.#held.push(() => {
+              cut = Infinity;
+              pump();
+            });
+          }
           return;
         }
         const end = Math.min(body.length, pos + CHUNK, cut);
