@@ -311,6 +311,26 @@ describe('downloads', () => {
     expect(c.path).toBe(dest);
     expect(c.message).toContain('hf:acme/tiny/w.gguf');
     expect(readdirSync(join(dest, '..'))).toEqual([]);
+    // One response, all of it wrong: nothing to blame on a resume, so no second download.
+    expect(h.contentRequests('w.gguf')).toHaveLength(1);
+  });
+
+  it('when a resumed download fails the checksum, the old bytes may be at fault: it downloads once more from zero', async () => {
+    const content = pattern(SIZE, 43);
+    const h = await startHub([{ path: 'w.gguf', content }]);
+    h.fault({ path: 'w.gguf', kind: 'drop', at: SIZE / 2 });
+    const dir = cacheDir();
+    await expect(pullModel('hf:acme/tiny/w.gguf', { endpoint: h.url, cacheDir: dir, retries: 0 })).rejects.toBeInstanceOf(HubHttpError);
+    // Damage the partial on disk (a bad sector, a stray write): the resume cannot see it.
+    const partial = `${cachedFilePath(dir, parseHubSpec('hf:acme/tiny/w.gguf'))}.partial`;
+    const bytes = readFileSync(partial);
+    bytes[100] = bytes[100]! ^ 1;
+    writeFileSync(partial, bytes);
+    const ev = events();
+    const r = await pullModel('hf:acme/tiny/w.gguf', { endpoint: h.url, cacheDir: dir, onEvent: ev.onEvent });
+    expect(Buffer.compare(readFileSync(r.modelPath), content)).toBe(0);
+    expect(h.contentRequests('w.gguf').map((g) => g.range)).toEqual([undefined, `bytes=${SIZE / 2}-`, undefined]);
+    expect(ev.list.some((e) => e.type === 'restart' && /checksum did not match after a resume/.test(e.reason))).toBe(true);
   });
 
   it('a git-stored file is checked by its blob sha1 too', async () => {

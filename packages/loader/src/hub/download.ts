@@ -310,7 +310,6 @@ function recordOf(endpoint: string, remote: RemoteFile): PullRecord {
 
 async function fetchToPartial(client: HubClient, remote: RemoteFile, dest: string, options: DownloadOptions): Promise<DownloadResult> {
   const file = remote.path;
-  const what = remoteName(remote.repo, remote.revision, remote.path);
   const emit = options.onEvent ?? (() => undefined);
   const partial = dest + PARTIAL_SUFFIX;
   const metaPath = dest + PARTIAL_META_SUFFIX;
@@ -320,71 +319,52 @@ async function fetchToPartial(client: HubClient, remote: RemoteFile, dest: strin
   let from = 0;
   const meta = await readRecord(metaPath);
   if (meta !== undefined && sameContent(meta, remote)) {
-    try {
-      from = Math.min((await stat(partial)).size, remote.size);
-    } catch {
-      from = 0;
-    }
+    from = await stat(partial).then((st) => Math.min(st.size, remote.size), () => 0);
   } else if (meta !== undefined) {
     emit({ type: 'restart', file, reason: `the partial download was of another version (commit ${meta.commit.slice(0, 12)})` });
   }
   if (from === 0) await writeRecordAt(metaPath, recordOf(client.endpoint, remote));
   await checkFreeSpace(dirname(dest), remote.size - from, partial);
 
-  const writer = await PartialWriter.open(partial, from);
-  const resumedFrom = from;
-  let received = 0;
-  let hash = newHash(remote);
-  // Responses whose bytes make up the partial: a checksum failure over several may be the old
-  // bytes' fault, so it earns one fresh start.
-  let pieces = from > 0 ? 2 : 1;
-  let freshRetryLeft = true;
+  const t = new Transfer(client, remote, await PartialWriter.open(partial, from), options);
+  let freshStartLeft = true;
   try {
-    if (from > 0) await hashFile(partial, from, hash, options.signal);
+    if (from > 0) await hashFile(partial, from, t.hash, options.signal);
     emit({ type: 'file', file, dest, size: remote.size, status: from > 0 ? 'resume' : 'download', from });
     let attempt = 0;
     for (;;) {
-      const result = writer.written === remote.size ? ({ done: true } as const) : await getOnce(client, remote, writer, what, options, (n) => {
-        received += n;
-      }, async (reason) => {
-        emit({ type: 'restart', file, reason });
-        await writer.restart();
-        hash = newHash(remote);
-        pieces = 1;
-      }, (chunk) => hash.update(chunk));
+      const result = t.writer.written === remote.size ? ({ done: true } as const) : await t.attempt();
       if (!result.done) {
         attempt++;
         if (attempt > retries) {
-          await writer.sync().catch(() => undefined);
-          throw new HubHttpError(`download cut off at ${writer.written} of ${remote.size} bytes after ${retries} retries (${result.reason}); run the pull again to resume`, { field: what, path: partial });
+          await t.writer.sync().catch(() => undefined);
+          throw new HubHttpError(`download cut off at ${t.writer.written} of ${remote.size} bytes after ${retries} retries (${result.reason}); run the pull again to resume`, { field: t.what, path: partial });
         }
         const delayMs = Math.min(30_000, (options.retryDelayMs ?? 1000) * 2 ** (attempt - 1));
-        emit({ type: 'retry', file, attempt, retries, at: writer.written, reason: result.reason, delayMs });
-        await writer.flush();
+        emit({ type: 'retry', file, attempt, retries, at: t.writer.written, reason: result.reason, delayMs });
+        await t.writer.flush();
         await sleep(delayMs, options.signal);
-        if (writer.written > 0) pieces++;
         continue;
       }
-      await writer.sync();
-      const actual = hash.digest('hex');
+      await t.writer.sync();
+      const actual = t.hash.digest('hex');
       if (actual === remote.checksum.hex) break;
-      if (pieces > 1 && freshRetryLeft) {
-        freshRetryLeft = false;
-        emit({ type: 'restart', file, reason: 'the checksum did not match after a resume; downloading the whole file again' });
-        await writer.restart();
-        hash = newHash(remote);
-        pieces = 1;
+      // Bytes from several responses (or an earlier run) may be the old bytes' fault: one
+      // download from zero before giving up.
+      if (t.pieces > 1 && freshStartLeft) {
+        freshStartLeft = false;
         attempt = 0;
+        await t.restart('the checksum did not match after a resume; downloading the whole file again');
         continue;
       }
-      await writer.close();
+      await t.writer.close();
       await removeQuietly(partial);
       await removeQuietly(metaPath);
-      throw new ChecksumMismatchError(`downloaded bytes do not match the hub's ${remote.checksum.algorithm}; they were discarded`, { path: dest, field: what, expected: remote.checksum.hex, actual });
+      throw new ChecksumMismatchError(`downloaded bytes do not match the hub's ${remote.checksum.algorithm}; they were discarded`, { path: dest, field: t.what, expected: remote.checksum.hex, actual });
     }
   } catch (e) {
-    await writer.flush().catch(() => undefined);
-    await writer.close();
+    await t.writer.flush().catch(() => undefined);
+    await t.writer.close();
     if (e instanceof DownloadSizeError) {
       // The server contradicts the hub's metadata: its bytes cannot be trusted for a resume.
       await removeQuietly(partial);
@@ -392,7 +372,7 @@ async function fetchToPartial(client: HubClient, remote: RemoteFile, dest: strin
     }
     throw e;
   }
-  await writer.close();
+  await t.writer.close();
   // The record of an older version must not describe the new bytes, even for an instant.
   await removeQuietly(dest + RECORD_SUFFIX);
   try {
@@ -403,93 +383,113 @@ async function fetchToPartial(client: HubClient, remote: RemoteFile, dest: strin
   await writePullRecord(dest, recordOf(client.endpoint, remote));
   await removeQuietly(metaPath);
   emit({ type: 'done', file, dest, size: remote.size, status: 'downloaded' });
-  return { dest, status: 'downloaded', resumedFrom, received };
+  return { dest, status: 'downloaded', resumedFrom: from, received: t.received };
 }
 
 /**
- * One GET from `writer.written` to the end. Returns `{ done: false }` when the connection was
- * cut or stalled or the server failed transiently (to be retried); throws on what a retry cannot
- * fix (4xx, sizes that contradict the metadata, disk errors).
+ * One file's bytes on their way into its partial: the writer, the running hash of everything
+ * written, and how many responses (or runs) those bytes came from.
  */
-async function getOnce(
-  client: HubClient,
-  remote: RemoteFile,
-  writer: PartialWriter,
-  what: string,
-  options: DownloadOptions,
-  onReceived: (n: number) => void,
-  restart: (reason: string) => Promise<void>,
-  hash: (chunk: Uint8Array) => void,
-): Promise<Attempt> {
-  const emit = options.onEvent ?? (() => undefined);
-  const from = writer.written;
-  const dog = new Watchdog(client.stallTimeoutMs, options.signal);
-  try {
-    let res: Response;
+class Transfer {
+  readonly what: string;
+  hash: Hash;
+  pieces: number;
+  received = 0;
+
+  constructor(
+    readonly client: HubClient,
+    readonly remote: RemoteFile,
+    readonly writer: PartialWriter,
+    readonly options: DownloadOptions,
+  ) {
+    this.what = remoteName(remote.repo, remote.revision, remote.path);
+    this.hash = newHash(remote);
+    this.pieces = writer.written > 0 ? 1 : 0;
+  }
+
+  async restart(reason: string): Promise<void> {
+    this.options.onEvent?.({ type: 'restart', file: this.remote.path, reason });
+    await this.writer.restart();
+    this.hash = newHash(this.remote);
+    this.pieces = 0;
+  }
+
+  /**
+   * One GET from `writer.written` to the end. `{ done: false }` when the connection was cut or
+   * stalled or the server failed transiently (to be retried); throws on what a retry cannot fix
+   * (4xx, sizes that contradict the metadata, disk errors).
+   */
+  async attempt(): Promise<Attempt> {
+    const { client, remote, writer, what, options } = this;
+    const from = writer.written;
+    const dog = new Watchdog(client.stallTimeoutMs, options.signal);
     try {
-      res = await client.request(remote.url, { signal: dog.signal, what, headers: from > 0 ? { range: `bytes=${from}-` } : {} });
-    } catch (e) {
-      if (options.signal?.aborted) throw options.signal.reason;
-      if (dog.stalled) return { done: false, reason: `no answer for ${client.stallTimeoutMs} ms` };
-      if (isTransient(e)) return { done: false, reason: (e as Error).message };
-      throw e;
-    }
-    if (res.status >= 300) {
-      const err = await client.statusError(res, what, remote.url);
-      if (res.status === 416) {
-        throw new DownloadSizeError(`the server cannot send bytes from ${from} on (HTTP 416): its file is shorter than the hub's metadata says`, { field: what, expected: remote.size, actual: `< ${from + 1}` });
+      let res: Response;
+      try {
+        res = await client.request(remote.url, { signal: dog.signal, what, headers: from > 0 ? { range: `bytes=${from}-` } : {} });
+      } catch (e) {
+        if (options.signal?.aborted) throw options.signal.reason;
+        if (dog.stalled) return { done: false, reason: `no answer for ${client.stallTimeoutMs} ms` };
+        if (isTransient(e)) return { done: false, reason: (e as Error).message };
+        throw e;
       }
-      if (isTransient(err)) return { done: false, reason: err.message };
-      throw err;
-    }
-    let expectBody = remote.size - from;
-    if (res.status === 206) {
-      const range = parseContentRange(res.headers.get('content-range'));
-      if (range === undefined || range.start !== from || (range.total !== undefined && range.total !== remote.size)) {
-        await res.body?.cancel().catch(() => undefined);
+      if (res.status >= 300) {
+        const err = await client.statusError(res, what, remote.url);
+        if (res.status === 416) {
+          throw new DownloadSizeError(`the server cannot send bytes from ${from} on (HTTP 416): its file is shorter than the hub's metadata says`, { field: what, expected: remote.size, actual: `< ${from + 1}` });
+        }
+        if (isTransient(err)) return { done: false, reason: err.message };
+        throw err;
+      }
+      let expectBody = remote.size - from;
+      if (res.status === 206) {
+        const range = parseContentRange(res.headers.get('content-range'));
         if (range !== undefined && range.total !== undefined && range.total !== remote.size) {
+          await res.body?.cancel().catch(() => undefined);
           throw new DownloadSizeError('the server has a file of another size than the hub announced', { field: what, expected: remote.size, actual: range.total });
         }
-        await restart(`the server answered the range request with ${res.headers.get('content-range') ?? 'no Content-Range'}`);
-        return { done: false, reason: 'unexpected Content-Range' };
-      }
-      expectBody = range.end + 1 - from;
-    } else if (from > 0) {
-      // 200 to a Range request: the whole file comes again.
-      await restart('the server ignored the range request; starting over');
-      expectBody = remote.size;
-    }
-    const lengthText = res.headers.get('content-length');
-    if (lengthText !== null && Number(lengthText) !== expectBody) {
-      const announced = Number(lengthText);
-      await res.body?.cancel().catch(() => undefined);
-      throw new DownloadSizeError(`the server announced ${announced > expectBody ? 'more' : 'fewer'} bytes than the hub's metadata (Content-Length ${lengthText})`, { field: what, expected: expectBody, actual: lengthText });
-    }
-    try {
-      for await (const c of res.body ?? []) {
-        const chunk = c as Uint8Array;
-        dog.touch();
-        if (writer.written + chunk.length > remote.size) {
-          throw new DownloadSizeError('the server sent more bytes than the hub announced', { field: what, expected: remote.size, actual: `> ${remote.size}` });
+        if (range === undefined || range.start !== from) {
+          await res.body?.cancel().catch(() => undefined);
+          await this.restart(`the server answered the range request with ${res.headers.get('content-range') ?? 'no Content-Range'}; starting over`);
+          return { done: false, reason: 'unexpected Content-Range' };
         }
-        hash(chunk);
-        await writer.append(chunk);
-        onReceived(chunk.length);
-        emit({ type: 'progress', file: remote.path, done: writer.written, total: remote.size });
+        expectBody = range.end + 1 - from;
+      } else if (from > 0) {
+        await this.restart('the server ignored the range request; starting over');
+        expectBody = remote.size;
       }
-    } catch (e) {
-      if (e instanceof FormatError) throw e;
-      if (options.signal?.aborted) throw options.signal.reason;
-      if (dog.stalled) return { done: false, reason: `nothing received for ${client.stallTimeoutMs} ms` };
-      return { done: false, reason: `connection lost (${(e as Error).message})` };
+      const lengthText = res.headers.get('content-length');
+      if (lengthText !== null && Number(lengthText) !== expectBody) {
+        await res.body?.cancel().catch(() => undefined);
+        throw new DownloadSizeError(`the server announced ${Number(lengthText) > expectBody ? 'more' : 'fewer'} bytes than the hub's metadata (Content-Length ${lengthText})`, { field: what, expected: expectBody, actual: lengthText });
+      }
+      this.pieces++;
+      try {
+        for await (const c of res.body ?? []) {
+          const chunk = c as Uint8Array;
+          dog.touch();
+          if (writer.written + chunk.length > remote.size) {
+            throw new DownloadSizeError('the server sent more bytes than the hub announced', { field: what, expected: remote.size, actual: `> ${remote.size}` });
+          }
+          this.hash.update(chunk);
+          await writer.append(chunk);
+          this.received += chunk.length;
+          options.onEvent?.({ type: 'progress', file: remote.path, done: writer.written, total: remote.size });
+        }
+      } catch (e) {
+        if (e instanceof FormatError) throw e;
+        if (options.signal?.aborted) throw options.signal.reason;
+        if (dog.stalled) return { done: false, reason: `nothing received for ${client.stallTimeoutMs} ms` };
+        return { done: false, reason: `connection lost (${(e as Error).message})` };
+      }
+      if (writer.written < remote.size) {
+        // A clean end before the announced size, with no length to hold it to.
+        if (lengthText === null) throw new DownloadSizeError('the server sent fewer bytes than the hub announced', { field: what, expected: remote.size, actual: writer.written });
+        return { done: false, reason: `the response ended at ${writer.written} of ${remote.size} bytes` };
+      }
+      return { done: true };
+    } finally {
+      dog.stop();
     }
-    if (writer.written < remote.size) {
-      // A clean end before the announced size, with no length to hold it to.
-      if (lengthText === null) throw new DownloadSizeError('the server sent fewer bytes than the hub announced', { field: what, expected: remote.size, actual: writer.written });
-      return { done: false, reason: `the response ended at ${writer.written} of ${remote.size} bytes` };
-    }
-    return { done: true };
-  } finally {
-    dog.stop();
   }
 }
