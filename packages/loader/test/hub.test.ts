@@ -171,6 +171,31 @@ describe('hub metadata', () => {
     expect(cdnReqs[0]!.authorization).toBeUndefined();
   });
 
+  it('a tree listing naming a path outside the repository is refused before anything is written', async () => {
+    const { createServer } = await import('node:http');
+    const sha = 'a'.repeat(40);
+    const srv = createServer((req, res) => {
+      res.setHeader('content-type', 'application/json');
+      if (req.url!.includes('/revision/')) return res.end(JSON.stringify({ sha }));
+      res.end(JSON.stringify([
+        { type: 'file', path: 'config.json', size: 2, oid: 'b'.repeat(40) },
+        { type: 'file', path: '../../escape.safetensors', size: 10, oid: 'c'.repeat(40), lfs: { oid: 'd'.repeat(64), size: 10, pointerSize: 100 } },
+      ]));
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    try {
+      const dir = cacheDir();
+      const e = await pullModel('hf:acme/evil', { endpoint: `http://127.0.0.1:${(srv.address() as { port: number }).port}`, cacheDir: dir }).catch((x: Error) => x);
+      expect(e).toBeInstanceOf(HubHttpError);
+      expect((e as Error).message).toContain("the hub's tree listing has an unusable entry");
+      expect((e as Error).message).toContain('escape.safetensors');
+      expect(readdirSync(dir)).toEqual([]);
+    } finally {
+      srv.closeAllConnections();
+      await new Promise((r) => srv.close(r));
+    }
+  });
+
   it('a server that is not a hub (no X-Repo-Commit) is named as such', async () => {
     const { createServer } = await import('node:http');
     const srv = createServer((_req, res) => res.end('hello'));

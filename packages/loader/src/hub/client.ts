@@ -16,7 +16,7 @@
  * goes to the hub's own origin, never to the CDN a file redirects to (its URL is signed).
  */
 import { HubAuthError, HubHttpError, HubNotFoundError } from '../errors.js';
-import { DEFAULT_REVISION, type HubSpec } from './spec.js';
+import { DEFAULT_REVISION, isPlainRepoPath, type HubSpec } from './spec.js';
 
 export const DEFAULT_ENDPOINT = 'https://huggingface.co';
 
@@ -271,7 +271,8 @@ export class HubClient {
         const lfs = entry.lfs ?? undefined;
         const size = lfs !== undefined ? lfs.size : entry.size;
         const checksum = checksumOf(typeof (lfs !== undefined ? lfs.oid : entry.oid) === 'string' ? String(lfs !== undefined ? lfs.oid : entry.oid).toLowerCase() : undefined);
-        if (typeof path !== 'string' || path === '' || typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0 || checksum === undefined) {
+        // Paths become paths under the cache folder: the server gets no say outside it.
+        if (typeof path !== 'string' || !isPlainRepoPath(path) || typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0 || checksum === undefined) {
           throw new HubHttpError(`the hub's tree listing has an unusable entry (${url})`, { field: what, actual: JSON.stringify(e).slice(0, 200) });
         }
         if (lfs !== undefined && checksum.algorithm !== 'sha256') {

@@ -224,7 +224,7 @@ async function pullRepository(client: HubClient, spec: HubSpec, cacheDir: string
     if (byPath.has('model.safetensors.index.json')) {
       shards = (await listSafetensorsShards(dir)).map((p) => basename(p));
     } else {
-      shards = listing.filter((f) => f.path.endsWith('.safetensors')).map((f) => f.path);
+      shards = listing.filter((f) => f.path.endsWith('.safetensors') && !f.path.includes('/')).map((f) => f.path);
     }
     if (shards.length === 0) throw new UnsupportedModelError('the repository has no *.safetensors weights', { field: what });
     const shardFiles = shards.map((s) => {

@@ -65,6 +65,14 @@ function hasBadChar(s: string): boolean {
   return /[\u0000-\u001f\u007f\\]/.test(s);
 }
 
+/**
+ * True for a path inside a repository that is safe to use under the cache folder: plain
+ * segments, nothing that climbs out (`..`), no backslashes or control characters.
+ */
+export function isPlainRepoPath(path: string): boolean {
+  return path !== '' && path.length <= PATH_MAX && !hasBadChar(path) && path.split('/').every((seg) => seg !== '' && seg !== '.' && seg !== '..' && seg.length <= SEGMENT_MAX);
+}
+
 export function parseHubSpec(text: string): HubSpec {
   if (!isHubSpec(text)) fail(text, `not an ${HUB_SPEC_PREFIX} spec`, 'prefix');
   const rest = text.slice(HUB_SPEC_PREFIX.length);
@@ -94,10 +102,8 @@ export function parseHubSpec(text: string): HubSpec {
   if (file !== undefined) {
     if (file === '') fail(text, 'empty file path after the repository', 'file');
     if (file.length > PATH_MAX || hasBadChar(file)) fail(text, 'unusable file path', 'file', file);
-    for (const seg of file.split('/')) {
-      // The path becomes a path under the cache folder: nothing may climb out of it.
-      if (seg === '' || seg === '.' || seg === '..' || seg.length > SEGMENT_MAX) fail(text, 'file path segments must be plain names', 'file', file);
-    }
+    // The path becomes a path under the cache folder: nothing may climb out of it.
+    if (!isPlainRepoPath(file)) fail(text, 'file path segments must be plain names', 'file', file);
   }
   return { repo: `${owner}/${name}`, owner, name, revision, file, text };
 }
