@@ -196,6 +196,19 @@ describe('hub metadata', () => {
     }
   });
 
+  it('a hub that cannot be reached is a HubHttpError with the network error code', async () => {
+    const { createServer } = await import('node:net');
+    // A port that was free a moment ago: nothing listens there.
+    const probe = createServer();
+    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+    const port = (probe.address() as { port: number }).port;
+    await new Promise((r) => probe.close(r));
+    const e = await pullModel('hf:acme/tiny/w.gguf', { endpoint: `http://127.0.0.1:${port}`, cacheDir: cacheDir() }).catch((x: Error) => x);
+    expect(e).toBeInstanceOf(HubHttpError);
+    expect((e as HubHttpError).actual).toBe('ECONNREFUSED');
+    expect((e as Error).message).toMatch(/^field hf:acme\/tiny\/w\.gguf: cannot reach the hub/);
+  });
+
   it('a server that is not a hub (no X-Repo-Commit) is named as such', async () => {
     const { createServer } = await import('node:http');
     const srv = createServer((_req, res) => res.end('hello'));

@@ -118,14 +118,15 @@ function errnoOf(e: unknown): string {
   return typeof code === 'string' ? code : (e as Error | undefined)?.name ?? 'network error';
 }
 
-/**
- * True when trying again may help: a dropped or stalled connection, a 5xx, 408 or 429.
- * HubHttpError keeps the HTTP status (a number) or the network error's code (a string) in `actual`.
- */
+/** Errors of requests that never got an answer (refused, reset, timed out). */
+const networkErrors = new WeakSet<Error>();
+
+/** True when trying again may help: no answer at all, or HTTP 5xx, 408 or 429. */
 export function isTransient(e: unknown): boolean {
   if (!(e instanceof HubHttpError)) return false;
-  const a = e.actual;
-  return typeof a === 'string' || (typeof a === 'number' && (a >= 500 || a === 408 || a === 429));
+  if (networkErrors.has(e)) return true;
+  const status = e.actual;
+  return typeof status === 'number' && (status >= 500 || status === 408 || status === 429);
 }
 
 export class HubClient {
@@ -179,7 +180,9 @@ export class HubClient {
         res = await fetch(current, { method: init.method ?? 'GET', headers: this.#headers(current, init.headers ?? {}), redirect: 'manual', signal: init.signal });
       } catch (e) {
         if (init.signal?.aborted && this.signal?.aborted) throw this.signal.reason ?? e;
-        throw new HubHttpError(`cannot reach the hub (${(e as Error).message})`, { field: init.what, actual: errnoOf(e) });
+        const err = new HubHttpError(`cannot reach the hub (${(e as Error).message})`, { field: init.what, actual: errnoOf(e) });
+        networkErrors.add(err);
+        throw err;
       }
       const location = res.headers.get('location');
       if (res.status < 300 || res.status > 399 || location === null || init.stopAt?.(res)) return res;
