@@ -196,6 +196,15 @@ describe('hub metadata', () => {
     }
   });
 
+  it('a renamed repository (the hub’s relative 307) is followed for metadata, listings and bytes', async () => {
+    const content = pattern(70_000, 91);
+    hub = await FakeHub.start({ repos: [{ id: 'acme/tiny', files: [{ path: 'w.m', content }, { path: 'w.t', content: pattern(100, 92) }] }], renamed: { 'acme/old-name': 'acme/tiny' } });
+    const r = await pullModel('hf:acme/old-name/w.m', { endpoint: hub.url, cacheDir: cacheDir() });
+    expect(Buffer.compare(readFileSync(r.modelPath), content)).toBe(0);
+    expect(r.tokenizerPath).toMatch(/acme\/old-name\/w\.t$/);
+    expect(hub.requests.filter((q) => q.status === 307).map((q) => q.method)).toEqual(['HEAD', 'GET', 'GET', 'GET']);
+  });
+
   it('a hub that cannot be reached is a HubHttpError with the network error code', async () => {
     const { createServer } = await import('node:net');
     // A port that was free a moment ago: nothing listens there.

@@ -13,7 +13,8 @@
  *   `GET /api/models/<repo>/tree/<rev>[/<dir>]` → entries with `oid`, `size`, `lfs: { oid, size }`,
  *   paginated with a `Link: <…>; rel="next"` header.
  *
- * Every commit a repository had stays resolvable, so a test can move `main` under a download.
+ * Every commit a repository had stays resolvable, so a test can move `main` under a download;
+ * `renamed` makes old repository ids answer 307 to the new one, as the hub does.
  */
 import { createHash } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -130,8 +131,12 @@ export class FakeHub {
     this.#pageSize = options.treePageSize ?? 1000;
   }
 
-  static async start(options: { repos: FakeHubRepoSpec[]; token?: string; cdn?: 'same' | 'separate'; treePageSize?: number }): Promise<FakeHub> {
+  /** Old repository ids that answer 307 to the new one's URL (a renamed repository). */
+  readonly #renamed = new Map<string, string>();
+
+  static async start(options: { repos: FakeHubRepoSpec[]; token?: string; cdn?: 'same' | 'separate'; treePageSize?: number; renamed?: Record<string, string> }): Promise<FakeHub> {
     const hub = new FakeHub(options);
+    for (const [from, to] of Object.entries(options.renamed ?? {})) hub.#renamed.set(from, to);
     for (const r of options.repos) hub.addRepo(r);
     hub.#hub = createServer((req, res) => hub.#handle('hub', req, res));
     hub.url = await listen(hub.#hub);
@@ -221,6 +226,16 @@ export class FakeHub {
         return this.#sendContent(req, res, blob, entry, {});
       }
       if (server === 'cdn') return this.#error(res, 404, 'EntryNotFound');
+      // Like the hub for a renamed repository: a relative redirect to the same path under the new name.
+      const api = segs[0] === 'api' && segs[1] === 'models';
+      const id = api ? `${segs[2]}/${segs[3]}` : `${segs[0]}/${segs[1]}`;
+      const to = this.#renamed.get(id);
+      if (to !== undefined) {
+        const rest = segs.slice(api ? 4 : 2).map(encodeURIComponent).join('/');
+        res.writeHead(307, { location: `${api ? '/api/models/' : '/'}${to}${rest === '' ? '' : `/${rest}`}${url.search}` });
+        res.end();
+        return;
+      }
       if (segs[0] === 'api' && segs[1] === 'models') return this.#api(req, res, segs.slice(2), url);
       if (segs[2] === 'resolve' && segs.length >= 5) return this.#resolve(req, res, segs, entry);
       this.#error(res, 404, 'RepoNotFound');
