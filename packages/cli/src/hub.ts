@@ -40,7 +40,7 @@ export function pullReporter(options: { json?: boolean } = {}): { onEvent: (e: P
           }
           break;
         case 'retry':
-          note(`${e.file}: ${e.reason} at ${formatBytes(e.at)}; retrying in ${(e.delayMs / 1000).toFixed(1)} s (${e.attempt}/${e.retries})`);
+          note(`${e.file}: ${e.reason}${e.at === undefined ? '' : ` at ${formatBytes(e.at)}`}; retrying in ${(e.delayMs / 1000).toFixed(1)} s (${e.attempt}/${e.retries})`);
           break;
         case 'restart':
           note(`${e.file}: ${e.reason}`);

@@ -212,9 +212,12 @@ describe('hub metadata', () => {
     await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
     const port = (probe.address() as { port: number }).port;
     await new Promise((r) => probe.close(r));
-    const e = await pullModel('hf:acme/tiny/w.gguf', { endpoint: `http://127.0.0.1:${port}`, cacheDir: cacheDir() }).catch((x: Error) => x);
+    const ev = events();
+    const e = await pullModel('hf:acme/tiny/w.gguf', { endpoint: `http://127.0.0.1:${port}`, cacheDir: cacheDir(), retries: 2, retryDelayMs: 10, onEvent: ev.onEvent }).catch((x: Error) => x);
     expect(e).toBeInstanceOf(HubHttpError);
     expect((e as HubHttpError).actual).toBe('ECONNREFUSED');
+    // No answer at all is worth retrying (the hub may be restarting).
+    expect(ev.list.filter((x) => x.type === 'retry').map((x) => (x as { attempt: number }).attempt)).toEqual([1, 2]);
     expect((e as Error).message).toMatch(/^field hf:acme\/tiny\/w\.gguf: cannot reach the hub/);
   });
 
@@ -291,6 +294,27 @@ describe('downloads', () => {
     expect(Buffer.compare(readFileSync(dest), content)).toBe(0);
     expect(h.contentRequests('w.gguf').map((g) => g.range)).toEqual([undefined, `bytes=${SIZE / 2}-`]);
     expect(leftovers(dest)).toEqual([]);
+  });
+
+  it('a 503 is retried, for the metadata and for the bytes; one that persists ends as a HubHttpError with the status', async () => {
+    const content = pattern(200_000, 15);
+    const h = await startHub([{ path: 'w.gguf', content }]);
+    h.fault({ path: 'w.gguf', kind: 'status', method: 'HEAD' });
+    h.fault({ path: 'w.gguf', kind: 'status', method: 'GET', status: 502 });
+    const ev = events();
+    const r = await pullModel('hf:acme/tiny/w.gguf', { endpoint: h.url, cacheDir: cacheDir(), retryDelayMs: 10, onEvent: ev.onEvent });
+    expect(Buffer.compare(readFileSync(r.modelPath), content)).toBe(0);
+    const resolves = h.requests.filter((q) => q.path.includes('/resolve/'));
+    expect(resolves.map((q) => [q.method, q.status])).toEqual([['HEAD', 503], ['HEAD', 302], ['GET', 502], ['GET', 302]]);
+    const retries = ev.list.filter((e) => e.type === 'retry');
+    expect(retries).toMatchObject([{ file: 'hf:acme/tiny/w.gguf', attempt: 1, delayMs: 10 }, { file: 'w.gguf', attempt: 1, at: 0 }]);
+    expect(retries[0]).not.toHaveProperty('at');
+
+    h.fault({ path: 'w.gguf', kind: 'status', times: 10 });
+    const e = await pullModel('hf:acme/tiny/w.gguf', { endpoint: h.url, cacheDir: cacheDir(), retries: 2, retryDelayMs: 10 }).catch((x: Error) => x);
+    expect(e).toBeInstanceOf(HubHttpError);
+    expect((e as HubHttpError).actual).toBe(503);
+    expect((e as Error).message).toContain('the hub answered HTTP 503');
   });
 
   it('a stalled connection is abandoned after the stall timeout and resumed', async () => {

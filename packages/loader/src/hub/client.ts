@@ -36,6 +36,12 @@ export interface HubClientOptions {
   stallTimeoutMs?: number;
   /** Cancels every request of this client. */
   signal?: AbortSignal;
+  /** Tries after no answer or a 5xx/408/429, for metadata and downloads alike. Default 5. */
+  retries?: number;
+  /** First wait before a retry, doubled each time up to 30 s. Default 1000 ms. */
+  retryDelayMs?: number;
+  /** Told before each metadata retry (downloads report theirs as pull events). */
+  onMetadataRetry?: (what: string, attempt: number, reason: string, delayMs: number) => void;
 }
 
 export type ChecksumAlgorithm = 'sha256' | 'git-sha1';
@@ -118,6 +124,27 @@ function errnoOf(e: unknown): string {
   return typeof code === 'string' ? code : (e as Error | undefined)?.name ?? 'network error';
 }
 
+/** A wait that an abort ends early (rejecting with the signal's reason). */
+export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const onAbort = (): void => {
+      clearTimeout(t);
+      reject(signal!.reason);
+    };
+    const t = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/** The wait before retry `attempt` (1-based): `first`, doubled each time, at most 30 s. */
+export function retryDelay(first: number, attempt: number): number {
+  return Math.min(30_000, first * 2 ** (attempt - 1));
+}
+
 /** Errors of requests that never got an answer (refused, reset, timed out). */
 const networkErrors = new WeakSet<Error>();
 
@@ -135,8 +162,10 @@ export class HubClient {
   readonly #token: string | undefined;
   readonly stallTimeoutMs: number;
   readonly signal: AbortSignal | undefined;
+  readonly #options: HubClientOptions;
 
   constructor(options: HubClientOptions = {}) {
+    this.#options = options;
     const endpoint = (options.endpoint ?? defaultEndpoint()).replace(/\/+$/, '');
     let url: URL;
     try {
@@ -213,9 +242,28 @@ export class HubClient {
     return new HubHttpError(`the hub answered HTTP ${res.status}${suffix}`, { field: what, actual: res.status });
   }
 
+  /** `fn` again after a transient failure, as `retries` and `retryDelayMs` say. */
+  async #retrying<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    const retries = this.#options.retries ?? 5;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await fn();
+      } catch (e) {
+        if (!isTransient(e) || attempt > retries) throw e;
+        const delayMs = retryDelay(this.#options.retryDelayMs ?? 1000, attempt);
+        this.#options.onMetadataRetry?.(what, attempt, (e as Error).message, delayMs);
+        await sleep(delayMs, this.signal);
+      }
+    }
+  }
+
   /** HEAD the resolve URL of a file: its commit, size and checksum. */
   async fileInfo(spec: Pick<HubSpec, 'repo' | 'revision'>, path: string): Promise<RemoteFile> {
     const what = remoteName(spec.repo, spec.revision, path);
+    return this.#retrying(what, () => this.#fileInfo(spec, path, what));
+  }
+
+  async #fileInfo(spec: Pick<HubSpec, 'repo' | 'revision'>, path: string, what: string): Promise<RemoteFile> {
     const url = this.resolveUrl(spec.repo, spec.revision, path);
     const dog = new Watchdog(this.stallTimeoutMs, this.signal);
     let res: Response;
@@ -295,6 +343,10 @@ export class HubClient {
   }
 
   async #getJsonPage(url: string, what: string): Promise<{ json: unknown; next?: string }> {
+    return this.#retrying(what, () => this.#getJsonPageOnce(url, what));
+  }
+
+  async #getJsonPageOnce(url: string, what: string): Promise<{ json: unknown; next?: string }> {
     const dog = new Watchdog(this.stallTimeoutMs, this.signal);
     try {
       const res = await this.request(url, { signal: dog.signal, what, headers: { accept: 'application/json' } });

@@ -20,21 +20,22 @@ import { mkdir, open, readFile, rename, stat, statfs, unlink, type FileHandle } 
 import { dirname } from 'node:path';
 import { writeFileAtomic } from '@airllm/format';
 import { ChecksumMismatchError, DiskFullError, DownloadSizeError, FileAccessError, FormatError, HubHttpError } from '../errors.js';
-import { isTransient, remoteName, Watchdog, type HubClient, type RemoteFile } from './client.js';
+import { isTransient, remoteName, retryDelay, sleep, Watchdog, type HubClient, type RemoteFile } from './client.js';
 import { acquireLock } from './lock.js';
 
 /** What a pull reports while it works (the CLI draws bars and notes from these). */
 export type PullEvent =
   | { type: 'file'; file: string; dest: string; size: number; status: 'cached' | 'download' | 'resume'; from: number }
   | { type: 'progress'; file: string; done: number; total: number }
-  | { type: 'retry'; file: string; attempt: number; retries: number; at: number; reason: string; delayMs: number }
+  /** `at`: bytes on disk when a download is retried; absent for a metadata request. */
+  | { type: 'retry'; file: string; attempt: number; retries: number; at?: number; reason: string; delayMs: number }
   | { type: 'restart'; file: string; reason: string }
   | { type: 'wait'; file: string; lock: string; holder: string }
   | { type: 'done'; file: string; dest: string; size: number; status: 'cached' | 'downloaded' }
   | { type: 'convert'; done: number; total: number };
 
 export interface DownloadOptions {
-  /** Tries after a dropped or stalled connection or a 5xx/429, each resuming. Default 5. */
+  /** Tries after a dropped or stalled connection or a 5xx/408/429, each resuming. Default 5. */
   retries?: number;
   /** First wait before a retry, doubled each time up to 30 s. Default 1000 ms. */
   retryDelayMs?: number;
@@ -234,21 +235,6 @@ class PartialWriter {
   }
 }
 
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const t = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = (): void => {
-      clearTimeout(t);
-      reject(signal!.reason);
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
-}
-
 /** `bytes 100-199/1000` → its numbers. */
 function parseContentRange(v: string | null): { start: number; end: number; total: number | undefined } | undefined {
   const m = v === null ? null : /^bytes (\d+)-(\d+)\/(\d+|\*)$/.exec(v.trim());
@@ -340,7 +326,7 @@ async function fetchToPartial(client: HubClient, remote: RemoteFile, dest: strin
           await t.writer.sync().catch(() => undefined);
           throw new HubHttpError(`download cut off at ${t.writer.written} of ${remote.size} bytes after ${retries} retries (${result.reason}); run the pull again to resume`, { field: t.what, path: partial });
         }
-        const delayMs = Math.min(30_000, (options.retryDelayMs ?? 1000) * 2 ** (attempt - 1));
+        const delayMs = retryDelay(options.retryDelayMs ?? 1000, attempt);
         emit({ type: 'retry', file, attempt, retries, at: t.writer.written, reason: result.reason, delayMs });
         await t.writer.flush();
         await sleep(delayMs, options.signal);

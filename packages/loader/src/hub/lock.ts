@@ -13,6 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { open, readFile, rename, stat, unlink, utimes } from 'node:fs/promises';
 import { FileAccessError } from '../errors.js';
+import { sleep } from './client.js';
 
 export interface LockOptions {
   /** A lock not touched for this long counts as abandoned. Default 60 s. */
@@ -60,21 +61,6 @@ async function readLock(path: string): Promise<{ content: LockContent | undefine
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw new FileAccessError(`cannot read the lock file (${(e as NodeJS.ErrnoException).code ?? 'EIO'})`, { path });
   }
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const t = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = (): void => {
-      clearTimeout(t);
-      reject(signal!.reason);
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }
 
 async function tryCreate(path: string, content: LockContent): Promise<boolean> {

@@ -86,7 +86,11 @@ function spec0(spec: string | HubSpec): HubSpec {
 /** Pull a model into the cache (checking the hub for a newer version of what is cached). */
 export async function pullModel(specIn: string | HubSpec, options: PullOptions = {}): Promise<PullResult> {
   const spec = spec0(specIn);
-  const client = new HubClient(options);
+  const retries = options.retries ?? 5;
+  const client = new HubClient({
+    ...options,
+    onMetadataRetry: (file, attempt, reason, delayMs) => options.onEvent?.({ type: 'retry', file, attempt, retries, reason, delayMs }),
+  });
   const cacheDir = options.cacheDir ?? defaultCacheDir();
   return spec.file === undefined ? pullRepository(client, spec, cacheDir, options) : pullFile(client, spec, cacheDir, options);
 }

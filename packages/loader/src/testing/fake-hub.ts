@@ -47,9 +47,13 @@ export interface FakeHubFault {
     | 'corrupt' // flip the byte at `at` (the metadata keeps the true checksum)
     | 'extra' // send `count` bytes beyond the file, announced in Content-Length
     | 'short-length' // announce and send `count` bytes fewer
-    | 'short-chunked'; // send `count` bytes fewer without a Content-Length
+    | 'short-chunked' // send `count` bytes fewer without a Content-Length
+    | 'status'; // answer HTTP `status` (default 503) on the resolve URL, HEAD included
   at?: number;
   count?: number;
+  status?: number;
+  /** Only requests with this method (default: any; the content faults only ever apply to GET). */
+  method?: 'GET' | 'HEAD';
   times?: number;
 }
 
@@ -203,8 +207,8 @@ export class FakeHub {
     }
   }
 
-  #takeFault(path: string): FakeHubFault | undefined {
-    const i = this.#faults.findIndex((f) => f.path === path);
+  #takeFault(path: string, method: string, status: boolean): FakeHubFault | undefined {
+    const i = this.#faults.findIndex((f) => f.path === path && (f.kind === 'status') === status && (f.method === undefined || f.method === method));
     if (i < 0) return undefined;
     const f = this.#faults[i]!;
     f.times = (f.times ?? 1) - 1;
@@ -274,6 +278,8 @@ export class FakeHub {
     const path = segs.slice(4).join('/');
     const file = found.commit.files.get(path);
     if (file === undefined) return this.#error(res, 404, 'EntryNotFound', { 'x-repo-commit': found.commit.sha });
+    const failure = this.#takeFault(path, req.method ?? 'GET', true);
+    if (failure !== undefined) return this.#error(res, failure.status ?? 503, 'ServiceUnavailable');
     const common = { 'x-repo-commit': found.commit.sha, 'accept-ranges': 'bytes' };
     if (file.lfs) {
       res.writeHead(302, {
@@ -336,7 +342,7 @@ export class FakeHub {
 
   #sendContent(req: IncomingMessage, res: ServerResponse, file: StoredFile, entry: FakeHubRequest, headers: Record<string, string>): void {
     entry.file = file.path;
-    const fault = req.method === 'HEAD' ? undefined : this.#takeFault(file.path);
+    const fault = req.method === 'HEAD' ? undefined : this.#takeFault(file.path, 'GET', false);
     let content = file.content;
     if (fault?.kind === 'corrupt') {
       content = Uint8Array.from(content);
