@@ -209,7 +209,9 @@ export class HubClient {
         res = await fetch(current, { method: init.method ?? 'GET', headers: this.#headers(current, init.headers ?? {}), redirect: 'manual', signal: init.signal });
       } catch (e) {
         if (init.signal?.aborted && this.signal?.aborted) throw this.signal.reason ?? e;
-        const err = new HubHttpError(`cannot reach the hub (${(e as Error).message})`, { field: init.what, actual: errnoOf(e) });
+        // fetch says only "fetch failed"; the cause says why (refused, reset, a blocked port…).
+        const why = ((e as { cause?: Error }).cause?.message || (e as Error).message) ?? 'network error';
+        const err = new HubHttpError(`cannot reach the hub (${why})`, { field: init.what, actual: errnoOf(e) });
         networkErrors.add(err);
         throw err;
       }
@@ -251,7 +253,8 @@ export class HubClient {
       } catch (e) {
         if (!isTransient(e) || attempt > retries) throw e;
         const delayMs = retryDelay(this.#options.retryDelayMs ?? 1000, attempt);
-        this.#options.onMetadataRetry?.(what, attempt, (e as Error).message, delayMs);
+        const err = e as HubHttpError;
+        this.#options.onMetadataRetry?.(what, attempt, typeof err.actual === 'string' ? `${err.reason} (${err.actual})` : err.reason, delayMs);
         await sleep(delayMs, this.signal);
       }
     }
