@@ -34,8 +34,9 @@ for t in "$work"/tarballs/*.tgz; do
     grep -qx "$must" <<<"$list" || fail "$(basename "$t") lacks ${must#package/}"
   done
   deny='^package/(test|bench|src|dist-bench|check)/|^package/native/check/|\.tsbuildinfo$|\.map$'
-  # @airllm/format/testing is a deliberate subpath (other packages' tests build models with it).
-  case "$(basename "$t")" in airllm-format-*) ;; *) deny+='|^package/dist/testing/' ;; esac
+  # @airllm/format/testing and @airllm/loader/testing are deliberate subpaths (other packages'
+  # tests build models and run a fake hub with them).
+  case "$(basename "$t")" in airllm-format-* | airllm-loader-*) ;; *) deny+='|^package/dist/testing/' ;; esac
   bad=$(grep -E "$deny" <<<"$list" || true)
   [ -z "$bad" ] || fail "$(basename "$t") ships files that are not for users: $(tr '\n' ' ' <<<"$bad")"
 done

@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import type { EngineOptions, LayerWiseInferenceEngine } from '@airllm/engine';
 import { CliError } from './errors.js';
+import { resolveModelArg } from './hub.js';
 
 /** stories260K, converted by our importer and shipped in the package (models/README.md). */
 export const BUNDLED_MODEL = fileURLToPath(new URL('../models/stories260K.m', import.meta.url));
@@ -31,7 +32,7 @@ export interface ModelCliOptions {
 
 export function addModelOptions(cmd: Command): Command {
   return cmd
-    .option('-m, --model <path>', 'model .m file (default: the bundled stories260K demo)')
+    .option('-m, --model <path>', 'model .m file, or hf:<owner>/<repo>[/<file>] pulled into the model cache (default: the bundled stories260K demo)')
     .option('-t, --tokenizer <path>', `tokenizer .t file (default: ${TOKENIZER_LOOKUP})`)
     .option('--mode <mode>', 'memory mode: resident | stream | sequential', 'resident')
     .option('--max-memory <size>', 'weight budget for stream mode, e.g. 2GiB, 512MB, 25%')
@@ -147,8 +148,11 @@ export function findTokenizer(model: string, given: string | undefined): string 
  * only and needs no tokenizer (`tokenizer: false`).
  */
 export async function engineOptions(o: ModelCliOptions, need: { tokenizer: boolean } = { tokenizer: true }): Promise<{ model: string; options: EngineOptions }> {
-  const model = o.model ?? BUNDLED_MODEL;
-  const tokenizer = o.model === undefined && o.tokenizer === undefined ? BUNDLED_TOKENIZER : need.tokenizer ? findTokenizer(model, o.tokenizer) : undefined;
+  const pulled = o.model === undefined ? undefined : await resolveModelArg(o.model, { json: (o as { json?: boolean }).json });
+  const model = pulled?.modelPath ?? BUNDLED_MODEL;
+  // A pulled safetensors repository comes with the .t its conversion wrote.
+  const given = o.tokenizer ?? pulled?.tokenizerPath;
+  const tokenizer = o.model === undefined && given === undefined ? BUNDLED_TOKENIZER : need.tokenizer ? findTokenizer(model, given) : undefined;
   const mode = o.mode ?? 'resident';
   if (!['resident', 'stream', 'sequential'].includes(mode)) throw new CliError(`--mode: expected resident, stream or sequential, got "${mode}"`, 2);
   if (o.activations !== undefined && !['f32', 'q80'].includes(o.activations)) throw new CliError(`--activations: expected f32 or q80, got "${o.activations}"`, 2);
