@@ -73,7 +73,6 @@ export {
   importLlama2c,
 } from './import-llama2c.js';
 export { PARTIAL_SUFFIX, writeFileAtomic } from './fs-util.js';
-export { UnsupportedModelError, MissingTensorError } from './convert-errors.js';
 export {
   SAFETENSORS_LIMITS,
   SAFETENSORS_DTYPE_BYTES,

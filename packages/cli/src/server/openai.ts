@@ -3,22 +3,27 @@
  * the error body OpenAI clients understand (`{"error": {message, type, param, code}}`).
  */
 import type { ChatMessage } from '@airllm/engine';
+import { AirllmError } from '@airllm/format';
 
-export class ApiError extends Error {
+/**
+ * A request the API answers with an HTTP error: `status`, and OpenAI's error body fields
+ * (`type`, `param`, and OpenAI's own error code as `apiCode`, e.g. "context_length_exceeded").
+ */
+export class ApiError extends AirllmError {
+  static override readonly code = 'AIRLLM_API';
   constructor(
     readonly status: number,
     message: string,
     readonly param: string | null = null,
-    readonly code: string | null = null,
+    readonly apiCode: string | null = null,
     readonly type: string = status === 401 ? 'authentication_error' : status === 429 ? 'rate_limit_error' : status >= 500 ? 'server_error' : 'invalid_request_error',
     readonly headers: Record<string, string> = {},
   ) {
-    super(message);
-    this.name = 'ApiError';
+    super(message, { status, type, param: param ?? undefined, apiCode: apiCode ?? undefined });
   }
 
   body(): { error: { message: string; type: string; param: string | null; code: string | null } } {
-    return { error: { message: this.message, type: this.type, param: this.param, code: this.code } };
+    return { error: { message: this.message, type: this.type, param: this.param, code: this.apiCode } };
   }
 }
 
