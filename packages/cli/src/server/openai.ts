@@ -1,6 +1,7 @@
 /**
  * The OpenAI request shapes this server accepts, checked field by field into plain options, and
- * the error body OpenAI clients understand (`{"error": {message, type, param, code}}`).
+ * the error body OpenAI clients understand (`{"error": {message, type, param, code}}`). The
+ * response bodies are in openai-response.ts.
  */
 import type { ChatMessage } from '@airllm/engine';
 import { AirllmError } from '@airllm/format';
@@ -205,9 +206,4 @@ export function parseCompletionRequest(body: unknown, vocabSize: number): Comple
   const base = sampling(o);
   if (prompts.length * base.n > MAX_CHOICES) throw bad('n', `prompts × n must be at most ${MAX_CHOICES}, got ${prompts.length * base.n}`);
   return { ...base, prompts, echo: optBoolean(o, 'echo') ?? false };
-}
-
-/** OpenAI's finish reasons from the engine's. */
-export function finishReason(r: string): 'stop' | 'length' {
-  return r === 'length' || r === 'context' ? 'length' : 'stop';
 }
