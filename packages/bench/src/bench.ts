@@ -5,7 +5,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { exportGguf, generateSyntheticModel } from '@airllm/format';
+import { exportGguf, generateSyntheticModel } from '@airllm/format/convert';
 import type { TraceEvent } from '@airllm/engine';
 import { loadBackend, type NativeBackend } from '@airllm/kernels';
 import { decodeBreakdown, ioBreakdown, lastStepsWindow, traceSteps } from './analysis.js';

@@ -1,4 +1,4 @@
-import { AirllmError, valuesSuffix, type ErrorDetails } from '@airllm/format';
+import { AirllmError, type ErrorDetails } from '@airllm/format';
 
 /**
  * Typed errors of the distributed pipeline, `AirllmError`s (see `@airllm/format`) with a stable
@@ -26,7 +26,7 @@ export class ProtocolError extends DistributedError {
   }
 
   protected static override describe(reason: string, d: ErrorDetails): string {
-    return `malformed message, field ${d.field}: ${reason}${valuesSuffix(d)}`;
+    return `malformed message, field ${d.field}: ${reason}${this.values(d)}`;
   }
 }
 

@@ -56,7 +56,15 @@ export class AirllmError extends Error {
     if (d.path !== undefined) where.push(d.path);
     if (d.field !== undefined) where.push(`field ${d.field}`);
     if (d.offset !== undefined) where.push(`byte offset ${d.offset}`);
-    return (where.length > 0 ? `${where.join(', ')}: ` : '') + reason + valuesSuffix(d);
+    return (where.length > 0 ? `${where.join(', ')}: ` : '') + reason + this.values(d);
+  }
+
+  /** ` (expected E, got A)`, or '' when neither is known. */
+  protected static values(d: ErrorDetails): string {
+    const tail: string[] = [];
+    if (d.expected !== undefined) tail.push(`expected ${d.expected}`);
+    if (d.actual !== undefined) tail.push(`got ${d.actual}`);
+    return tail.length > 0 ? ` (${tail.join(', ')})` : '';
   }
 
   /**
@@ -68,14 +76,6 @@ export class AirllmError extends Error {
     const Ctor = this.constructor as new (reason: string, details: ErrorDetails) => this;
     return new Ctor(this.reason, { ...this.details, path });
   }
-}
-
-/** ` (expected E, got A)`, or '' when neither is known. */
-export function valuesSuffix(d: ErrorDetails): string {
-  const tail: string[] = [];
-  if (d.expected !== undefined) tail.push(`expected ${d.expected}`);
-  if (d.actual !== undefined) tail.push(`got ${d.actual}`);
-  return tail.length > 0 ? ` (${tail.join(', ')})` : '';
 }
 
 /** Bytes that are not a valid `.m`, `.t`, GGUF, safetensors or llama2.c file, or a bad value for one. */

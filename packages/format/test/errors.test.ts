@@ -1,6 +1,7 @@
 import { mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import * as convert from '../src/convert.js';
 import * as format from '../src/index.js';
 import { checkErrorFamily } from '../src/testing/index.js';
 import { tempDir } from './helpers.js';
@@ -11,8 +12,8 @@ const tmp = tempDir();
 afterAll(() => tmp.cleanup());
 
 describe('the error family', () => {
-  it("every error class format exports is an AirllmError with a code of its own", () => {
-    const { classes, problems } = checkErrorFamily(format);
+  it("every error class format and format/convert export is an AirllmError with a code of its own", () => {
+    const { classes, problems } = checkErrorFamily(format, convert);
     expect(problems).toEqual([]);
     expect(classes.map((c) => c.name)).toEqual(expect.arrayContaining(['AirllmError', 'FormatError', 'UnsupportedModelError', 'MissingTensorError', 'FileAccessError']));
   });
