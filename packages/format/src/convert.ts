@@ -5,6 +5,7 @@
  * benchmarks use. Each importer writes a `.m` and a `.t` without holding the model in memory.
  */
 export { ModelFileWriter, type ModelWriterOptions, type ProgressCallback } from './model-writer.js';
+export { writeFileAtomic } from './fs-util.js';
 export { generateSyntheticModel, type SyntheticModelOptions } from './synthetic.js';
 export {
   LLAMA2_CHAT_TEMPLATE,
@@ -19,6 +20,16 @@ export {
   importLlama2c,
 } from './import-llama2c.js';
 export { type HfTokenizerStyle, type HfTokenizerInput, type HfTokenizerResult, convertHfTokenizer } from './hf-tokenizer.js';
-export { HF_MODEL_TYPES, type HfImportOptions, type HfImportResult, convertHfTokenizerDir, importHfModel, importHf } from './import-hf.js';
+export {
+  HF_MODEL_TYPES,
+  type HfModelPlan,
+  type HfImportOptions,
+  type HfImportResult,
+  hfConfigToHeader,
+  listSafetensorsShards,
+  convertHfTokenizerDir,
+  importHfModel,
+  importHf,
+} from './import-hf.js';
 export { type GgufImportOptions, type GgufImportResult, importGgufModel, importGguf } from './import-gguf.js';
 export { type GgufExportOptions, type GgufExportResult, findBytePieces, exportGguf } from './export-gguf.js';
