@@ -68,13 +68,22 @@ export class AirllmError extends Error {
   }
 
   /**
-   * A copy of this error that also names the file it came from (itself if it already names
-   * one). Meant for classes constructed as `(reason, details)`, as every error about a file is.
+   * A copy of this error (same class, fields and cause) that also names the file it came from;
+   * itself if it already names one.
    */
   withPath(path: string): this {
     if (this.path !== undefined) return this;
-    const Ctor = this.constructor as new (reason: string, details: ErrorDetails) => this;
-    return new Ctor(this.reason, { ...this.details, path });
+    const details = Object.freeze({ ...this.details, path });
+    const message = (this.constructor as typeof AirllmError).describe(this.reason, details);
+    const copy = Object.create(Object.getPrototypeOf(this) as object) as this;
+    Object.defineProperties(copy, Object.getOwnPropertyDescriptors(this));
+    Object.defineProperties(copy, {
+      details: { value: details, enumerable: true },
+      path: { value: path, enumerable: true },
+      message: { value: message, writable: true, configurable: true },
+      stack: { value: `${this.name}: ${message}${(this.stack ?? '').replace(/^[^\n]*/, '')}`, writable: true, configurable: true },
+    });
+    return copy;
   }
 }
 

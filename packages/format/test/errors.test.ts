@@ -54,6 +54,24 @@ describe('the error family', () => {
     expect(withPath.message).toBe('/a, field x: bad');
     expect(withPath.withPath('/b').path).toBe('/a');
   });
+
+  it('withPath keeps the class, its own fields and the cause of a class with its own constructor', () => {
+    class Counted extends AirllmError {
+      static override readonly code = 'AIRLLM_TEST_COUNTED';
+      constructor(readonly n: number, options?: ErrorOptions) {
+        super(`${n} too many`, { n }, options);
+      }
+    }
+    const cause = new Error('root');
+    const e = new Counted(3, { cause }).withPath('/f');
+    expect(e).toBeInstanceOf(Counted);
+    expect(e.n).toBe(3);
+    expect(e.cause).toBe(cause);
+    expect(e.code).toBe('AIRLLM_TEST_COUNTED');
+    expect(e.message).toBe('/f: 3 too many');
+    expect(e.details).toEqual({ n: 3, path: '/f' });
+    expect(e.stack?.split('\n')[0]).toBe('Counted: /f: 3 too many');
+  });
 });
 
 describe('fileError: the one errno mapping', () => {
