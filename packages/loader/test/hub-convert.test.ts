@@ -1,7 +1,8 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FloatType, importHf } from '@airllm/format';
+import { FloatType } from '@airllm/format';
+import { importHf } from '@airllm/format/convert';
 import { tinyHfCheckpoint, writeHfDir } from '@airllm/format/testing';
 import { cachedModel, parseHubSpec, pullModel, resolveHubModel, type PullEvent } from '../src/index.js';
 import { FakeHub, type FakeHubFile } from '../src/testing/index.js';
