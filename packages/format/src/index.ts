@@ -94,8 +94,22 @@ export {
   type HfTokenizerStyle,
   type HfTokenizerInput,
   type HfTokenizerResult,
+  type HfVocab,
   convertHfTokenizer,
+  readHfVocab,
 } from './hf-tokenizer.js';
+export {
+  HF_SIDECAR_FORMAT,
+  HF_SIDECAR_VERSION,
+  HF_SIDECAR_MAX_BYTES,
+  type HfTokenizerSidecar,
+  hfSidecarPath,
+  hfSidecarConfig,
+  encodeHfSidecar,
+  parseHfSidecar,
+  checkHfSidecarVocab,
+} from './hf-sidecar.js';
+export { LLAMA3_SPLIT_REGEX, QWEN2_SPLIT_REGEX, GGUF_PRE_TOKENIZERS, ggufPreNameOf, mergesFromScores, ggufToHfTokenizer } from './gguf-tokenizer.js';
 export {
   HF_MODEL_TYPES,
   CONVERT_HF_KEY_ORDER,
@@ -103,6 +117,7 @@ export {
   type HfModelPlan,
   type HfImportOptions,
   type HfImportResult,
+  type ConvertedHfTokenizer,
   hfConfigToHeader,
   hfTensorNames,
   permuteRowsForLlama,
