@@ -245,9 +245,11 @@ export class ChatFormatter {
       } catch (e) {
         throw new ChatTemplateError(`${this.templateSource} cannot be parsed: ${(e as Error).message}`);
       }
+      // An HF config says which special tokens exist (Qwen's bos_token is null); a `.t` alone gives its BOS/EOS.
+      const hf = tokenizer.hfSidecar !== undefined;
       this.tokenTexts = {
-        bos: configToken(config.bos_token) ?? this.#controlText(tokenizer.bosId),
-        eos: configToken(config.eos_token) ?? this.#controlText(tokenizer.eosIds[0]),
+        bos: hf ? (configToken(config.bos_token) ?? '') : this.#controlText(tokenizer.bosId),
+        eos: hf ? (configToken(config.eos_token) ?? '') : this.#controlText(tokenizer.eosIds[0]),
       };
     }
     const stops = new Set<string>();
@@ -284,9 +286,10 @@ export class ChatFormatter {
     const vars: Record<string, unknown> = {
       messages: messages.map((m) => ({ role: m.role, content: m.content })),
       add_generation_prompt: o.addGenerationPrompt ?? true,
-      bos_token: this.tokenTexts.bos,
-      eos_token: this.tokenTexts.eos,
     };
+    // Like apply_chat_template: only the special tokens the tokenizer has are defined.
+    if (this.tokenTexts.bos !== '') vars.bos_token = this.tokenTexts.bos;
+    if (this.tokenTexts.eos !== '') vars.eos_token = this.tokenTexts.eos;
     if (o.enableThinking !== undefined) vars.enable_thinking = o.enableThinking;
     try {
       return this.#template!.render(vars);

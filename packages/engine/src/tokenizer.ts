@@ -211,7 +211,7 @@ export class Tokenizer {
   tokenText(id: number): string | undefined {
     const p = this.#vocab[id];
     if (p === undefined) return undefined;
-    return new TextDecoder().decode(this.#isBytePiece(id) ? Uint8Array.of(id - this.#byteBase) : p);
+    return new TextDecoder('utf-8', { ignoreBOM: true }).decode(this.#isBytePiece(id) ? Uint8Array.of(id - this.#byteBase) : p);
   }
 
   /**
@@ -417,7 +417,8 @@ export class TokenDecoder {
   #pending: number[] = [];
   #prev = -1;
   #started = false;
-  readonly #utf8 = new TextDecoder('utf-8', { fatal: false });
+  // ignoreBOM: a U+FEFF at the start of the text is text, not a byte-order mark to drop.
+  readonly #utf8 = new TextDecoder('utf-8', { fatal: false, ignoreBOM: true });
 
   constructor(
     private readonly tok: Tokenizer,
@@ -430,8 +431,9 @@ export class TokenDecoder {
     let piece = this.tok.piece(id, this.specials);
     if (piece === undefined) return '';
     const rule = this.tok.stripFirstSpace;
-    if (piece[0] === 0x20 && ((rule === 'after-bos' && prev === this.tok.bosId) || (rule === 'first-piece' && !this.#started))) piece = piece.subarray(1);
+    const first = !this.#started;
     if (piece.length > 0) this.#started = true;
+    if (piece[0] === 0x20 && ((rule === 'after-bos' && prev === this.tok.bosId) || (rule === 'first-piece' && first))) piece = piece.subarray(1);
     for (const b of piece) this.#pending.push(b);
     return this.#drain(false);
   }

@@ -106,6 +106,9 @@ export function ggufTokenizerMetadata(tok: TokenizerData, modelVocab: number, ar
   const control = new Set<number>([...tok.eosIds, ...(tok.bosId >= 0 ? [tok.bosId] : [])]);
   const hfAdded = Array.isArray(hf?.tokenizer.added_tokens) ? (hf.tokenizer.added_tokens as { id?: unknown; special?: unknown }[]) : [];
   const hfUserDefined = new Set(hfAdded.filter((a) => a.special === false && typeof a.id === 'number').map((a) => a.id as number));
+  const spmScores = spm && hf !== undefined ? scoresFromMerges(hf, n) : undefined;
+  // With the HF tokenizer, its added tokens are the specials (a `.t` only knows "from bos_id on").
+  const hfAddedIds = hf !== undefined ? new Set(hfAdded.filter((a) => typeof a.id === 'number').map((a) => a.id as number)) : undefined;
   let unkId = -1;
   for (let id = 0; id < n; id++) {
     const p = tok.vocab[id]!;
@@ -124,14 +127,14 @@ export function ggufTokenizerMetadata(tok: TokenizerData, modelVocab: number, ar
         tokens.push(spacesToSpm(p));
         types.push(GgufTokenType.NORMAL);
       }
-    } else if (id < tok.bosId || tok.bosId < 0) {
+    } else if (hfAddedIds !== undefined ? !hfAddedIds.has(id) : id < tok.bosId || tok.bosId < 0) {
       tokens.push(utf8.encode(bytesToGpt2Text(p)));
       types.push(control.has(id) ? GgufTokenType.CONTROL : GgufTokenType.NORMAL);
     } else {
       tokens.push(p);
       types.push(hfUserDefined.has(id) ? GgufTokenType.USER_DEFINED : GgufTokenType.CONTROL);
     }
-    scores.push(tok.scores[id]!);
+    scores.push(spmScores?.[id] ?? tok.scores[id]!);
   }
   for (let id = n; id < modelVocab; id++) {
     tokens.push(utf8.encode(`[PAD${id}]`));
@@ -181,6 +184,30 @@ export function ggufTokenizerMetadata(tok: TokenizerData, modelVocab: number, ar
   if (spm) entries.push(['tokenizer.ggml.add_space_prefix', { type: GgufValueType.BOOL, value: true }]);
   if (tok.chatTemplate !== undefined) entries.push(['tokenizer.chat_template', { type: GgufValueType.STRING, value: tok.chatTemplate }]);
   return { style: spm ? 'sentencepiece' : 'bytelevel', entries, derivedMerges, hfMerges: hfMergeList?.length ?? 0 };
+}
+
+/**
+ * SentencePiece scores that give back the HF tokenizer's merge order: a `.t` converted from a
+ * tokenizer.json has score −id, which is not the order of its merges (Llama 2's and Mistral's
+ * runs of "▁" merge late, though their ids are low). A piece scores −(rank of the first merge
+ * that makes it); pieces no merge makes score below all of them. llama.cpp merges by these
+ * scores, and Hugging Face's converter derives the same merge order back from them
+ * (mergesFromScores).
+ */
+function scoresFromMerges(hf: HfTokenizerSidecar, n: number): Float32Array | undefined {
+  const model = hf.tokenizer.model as { vocab?: unknown; merges?: unknown } | undefined;
+  if (typeof model?.vocab !== 'object' || model.vocab === null || !Array.isArray(model.merges)) return undefined;
+  const vocab = model.vocab as Record<string, number>;
+  const merges = model.merges as unknown[];
+  const scores = new Float32Array(n);
+  const rank = new Map<number, number>();
+  merges.forEach((m, r) => {
+    const [a, b] = Array.isArray(m) ? (m as string[]) : String(m).split(' ');
+    const id = vocab[`${a}${b}`];
+    if (id !== undefined && !rank.has(id)) rank.set(id, r);
+  });
+  for (let id = 0; id < n; id++) scores[id] = -(rank.get(id) ?? merges.length + id);
+  return scores;
 }
 
 /** Every split of a regular token into two regular tokens, ranked by the merged token's score (desc), then id. */
