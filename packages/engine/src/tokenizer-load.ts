@@ -61,5 +61,5 @@ export function loadTokenizer(modelPath: string, options: LoadTokenizerOptions =
       throw e instanceof FormatError ? e.withPath(sidecarPath) : e;
     }
   }
-  return new Tokenizer(data, { hf, source: hf !== undefined ? sidecarPath : path });
+  return new Tokenizer(data, { hf, source: hf !== undefined ? sidecarPath : path, files: { tokenizer: path, modelVocabSize: V } });
 }

@@ -33,6 +33,11 @@ export interface TokenizerOptions {
   hf?: HfTokenizerSidecar;
   /** Where the tokenizer came from (a path), for messages. */
   source?: string;
+  /**
+   * The files it was loaded from (loadTokenizer): a worker thread then reads them itself
+   * instead of receiving a copy of every token, which would be made on this thread.
+   */
+  files?: { tokenizer: string; modelVocabSize?: number };
 }
 
 export interface EncodeOptions {
@@ -102,6 +107,8 @@ export class Tokenizer {
   readonly endsOnBos: boolean;
   /** The Hugging Face tokenizer, when encoding follows it. */
   readonly hfSidecar: HfTokenizerSidecar | undefined;
+  /** The files it was loaded from, if any. */
+  readonly files: { tokenizer: string; modelVocabSize?: number } | undefined;
   readonly #data: TokenizerData;
   readonly #vocab: readonly Uint8Array[];
   readonly #scores: Float32Array;
@@ -130,6 +137,7 @@ export class Tokenizer {
     this.addBos = data.addBos;
     this.chatTemplate = data.chatTemplate;
     this.source = o.source;
+    this.files = o.files;
     this.#byteBase = findBytePieces(data.vocab);
     const looksSentencePiece = this.#byteBase >= 0 && data.bosId >= 0 && data.bosId < this.#byteBase;
     this.kind = o.kind ?? (looksSentencePiece ? 'sentencepiece' : 'bytelevel');
@@ -258,8 +266,13 @@ export class Tokenizer {
    */
   async encodeAsync(text: string, options: EncodeOptions = {}): Promise<number[]> {
     if (text.length <= ASYNC_MIN_CHARS) return this.encode(text, options);
+    this.startWorker();
+    return await this.#worker!.encode(text, options);
+  }
+
+  /** Start encodeAsync's worker thread now (a server does, so the first long prompt does not wait for it). */
+  startWorker(): void {
     this.#worker ??= new EncodeWorker(this);
-    return await this.#worker.encode(text, options);
   }
 
   /** End the encoding worker thread, if one was started. */
@@ -472,13 +485,10 @@ function completePrefix(b: number[]): number {
   return n;
 }
 
-/** What a worker thread needs to build the same tokenizer. */
-export interface TokenizerSpec {
-  data: TokenizerData;
-  kind: TokenizerKind;
-  hf: HfTokenizerSidecar | undefined;
-  source: string | undefined;
-}
+/** What a worker thread needs to build the same tokenizer: the files to load, or the data itself. */
+export type TokenizerSpec =
+  | { files: { tokenizer: string; modelVocabSize?: number } }
+  | { data: TokenizerData; kind: TokenizerKind; hf: HfTokenizerSidecar | undefined; source: string | undefined };
 
 type WorkerReply = { n: number; ids: Int32Array } | { n: number; error: string; message: string };
 
@@ -494,7 +504,7 @@ class EncodeWorker {
   #failed: Error | undefined;
 
   constructor(tok: Tokenizer) {
-    const spec: TokenizerSpec = { data: tok.data, kind: tok.kind, hf: tok.hfSidecar, source: tok.source };
+    const spec: TokenizerSpec = tok.files !== undefined ? { files: tok.files } : { data: tok.data, kind: tok.kind, hf: tok.hfSidecar, source: tok.source };
     // Workers inherit execArgv (e.g. --input-type=module, which breaks loading a file).
     this.#worker = new Worker(new URL('./tokenizer-worker.js', import.meta.url), { workerData: spec, execArgv: [] });
     this.#worker.unref();
