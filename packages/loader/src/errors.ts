@@ -76,3 +76,39 @@ export function fileError(e: unknown, path: string): FormatError {
       return new IoError((e as Error).message ?? 'I/O error', { path, actual: code });
   }
 }
+
+// Model hub (`hf:` specs, downloads into the model cache). `path` names the local file, `field`
+// the remote one (`owner/repo@revision/file`) or the part of a spec that is wrong.
+
+/** An `hf:` model spec that cannot be read (names what is wrong and the accepted form). */
+export class HubSpecError extends FormatError {
+  override readonly code = 'AIRLLM_HUB_SPEC';
+}
+/** The hub has no such repository, revision or file (HTTP 404). */
+export class HubNotFoundError extends FormatError {
+  override readonly code = 'AIRLLM_HUB_NOT_FOUND';
+}
+/** The hub refused the request: private or gated repository, missing or wrong token (HTTP 401/403). */
+export class HubAuthError extends FormatError {
+  override readonly code = 'AIRLLM_HUB_AUTH';
+}
+/**
+ * The hub could not be reached or answered in a way this client cannot use: another HTTP
+ * status, a dropped or stalled connection after the retries, metadata without a commit, size or
+ * checksum. `actual` holds the HTTP status or the network error's code.
+ */
+export class HubHttpError extends FormatError {
+  override readonly code = 'AIRLLM_HUB_HTTP';
+}
+/** A downloaded file's sha256 (or git blob sha1) differs from the hub's metadata; the bytes were discarded. */
+export class ChecksumMismatchError extends FormatError {
+  override readonly code = 'AIRLLM_CHECKSUM';
+}
+/** The server sent more or fewer bytes than the hub's metadata announced; nothing was kept as complete. */
+export class DownloadSizeError extends FormatError {
+  override readonly code = 'AIRLLM_DOWNLOAD_SIZE';
+}
+/** Not enough free space for a download (checked before it starts, and ENOSPC while writing). */
+export class DiskFullError extends FormatError {
+  override readonly code = 'AIRLLM_DISK_FULL';
+}
