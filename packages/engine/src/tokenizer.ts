@@ -181,7 +181,11 @@ export class Tokenizer {
     this.hfSidecar = o.hf;
     if (o.hf !== undefined) {
       try {
-        this.#hf = new HfTokenizer(o.hf.tokenizer, o.hf.config);
+        // tokenizers' files always have these keys (null when unused); hand-written ones may not.
+        const tj: Record<string, unknown> = { added_tokens: [], normalizer: null, pre_tokenizer: null, post_processor: null, decoder: null, ...o.hf.tokenizer };
+        const model = tj.model as Record<string, unknown>;
+        if (model.type === 'BPE' && model.merges === undefined) tj.model = { ...model, merges: [] };
+        this.#hf = new HfTokenizer(tj, o.hf.config);
       } catch (e) {
         throw new TokenizerError(`${o.source ?? 'the HF tokenizer'}: Hugging Face's tokenizer cannot load it (${(e as Error).message})`);
       }
