@@ -69,3 +69,12 @@ export {
   LayerOffsetCalculator,
 } from './model-file.js';
 export { type TokenizerData, parseTokenizer, writeTokenizer } from './tokenizer-file.js';
+export {
+  HF_SIDECAR_MAX_BYTES,
+  type HfTokenizerSidecar,
+  hfSidecarPath,
+  parseHfSidecar,
+  checkHfSidecarVocab,
+} from './hf-sidecar.js';
+export { ggufToHfTokenizer } from './gguf-tokenizer.js';
+export { GgufFile } from './gguf.js';
