@@ -1,20 +1,23 @@
-/**
- * CLI-level errors and the one-line error report shared by every command. Library errors
- * (`FormatError` and friends) already carry what and where in their message; the CLI prefixes
- * `airllm:`, keeps it on one line, and names the flags a user types where the libraries name
- * their own options (`tokenizerPath` → `-t/--tokenizer`, byte counts → sizes). With `--json` the
- * error is also one JSON object on stdout, `{"error": {"code", "message"}}`.
- */
+import { AirllmError } from '@airllm/format';
 import { formatBytes, wroteJson } from './output.js';
 
+/**
+ * CLI-level errors and the one-line error report shared by every command. Library errors
+ * (`AirllmError`s) already carry what and where in their message; the CLI prefixes `airllm:`,
+ * keeps it on one line, and names the flags a user types where the libraries name their own
+ * options (`tokenizerPath` → `-t/--tokenizer`, byte counts → sizes); `--debug` adds the code and
+ * the stack. With `--json` the error is also one JSON object on stdout, `{"error": {"code",
+ * "message"}}`.
+ */
+
 /** An error meant for the user as is (bad arguments, a check that failed), with an exit code. */
-export class CliError extends Error {
+export class CliError extends AirllmError {
+  static override readonly code = 'AIRLLM_CLI';
   readonly exitCode: number;
-  /** Stable code for scripts (`--json`): AIRLLM_USAGE for bad arguments (exit code 2). */
-  readonly code: string;
-  constructor(message: string, exitCode = 1, code = exitCode === 2 ? 'AIRLLM_USAGE' : 'AIRLLM_CLI') {
-    super(message);
-    this.name = 'CliError';
+  /** AIRLLM_USAGE for bad arguments (exit code 2), AIRLLM_CLI or a more specific code otherwise. */
+  override readonly code: string;
+  constructor(message: string, exitCode = 1, code = exitCode === 2 ? 'AIRLLM_USAGE' : CliError.code) {
+    super(message, { exitCode });
     this.exitCode = exitCode;
     this.code = code;
   }
@@ -97,6 +100,7 @@ export function jsonError(e: unknown): { code: string; message: string } {
 export function reportError(e: unknown, options: { debug: boolean; json: boolean }): number {
   const message = errorMessage(e);
   process.stderr.write(`airllm: ${message}\n`);
+  if (options.debug && e instanceof AirllmError) process.stderr.write(`code ${e.code} ${JSON.stringify(e.details)}\n`);
   if (options.debug && e instanceof Error && e.stack) process.stderr.write(`${e.stack}\n`);
   if (options.json && !wroteJson()) writeJsonError(errorCode(e), message);
   return exitCodeOf(e);

@@ -106,7 +106,7 @@ describe('--json', () => {
     const cases: [string[], string, number][] = [
       [['generate', 'hi', '--mode', 'stream', '--max-memory', '1000'], 'AIRLLM_BUDGET_TOO_SMALL', 1],
       [['generate', 'hi', '--threads', '0'], 'AIRLLM_USAGE', 2],
-      [['inspect', join(dir, 'missing.m')], 'AIRLLM_FILE_ACCESS', 1],
+      [['inspect', join(dir, 'missing.m')], 'AIRLLM_MISSING_FILE', 1],
       [['inspect', F32_FIXTURE, '--bogus'], 'AIRLLM_USAGE', 1],
       [['export', 'gguf', MODEL, '-t', join(dir, 'missing.t')], 'AIRLLM_CLI', 1],
     ];

@@ -214,8 +214,9 @@ function readVocab(r: Reader, vocabSize: number, maxTokenLength: number): { voca
 }
 
 function checkIds(bosId: number, eosIds: number[], vocabSize: number, offset?: number): void {
-  if (bosId >= vocabSize) {
-    throw new InvalidValueError('bos_id outside the vocabulary', { field: 'bos_id', offset, expected: `< ${vocabSize}`, actual: bosId });
+  // -1 is "no BOS"; anything else must be a token.
+  if (bosId >= vocabSize || bosId < -1) {
+    throw new InvalidValueError('bos_id outside the vocabulary', { field: 'bos_id', offset, expected: `-1 (none) or 0..${vocabSize - 1}`, actual: bosId });
   }
   for (const id of eosIds) {
     if (id < 0 || id >= vocabSize) {

@@ -24,12 +24,13 @@ export function register(program: Command): void {
     .option('--json', 'print one JSON summary instead of text')
     .action(async (dir: string, opts: ConvertOptions) => {
       const F = await import('@airllm/format');
+      const C = await import('@airllm/format/convert');
       const dtype = parseDtype(F, opts.dtype);
       const out = outputPath(opts, dir, true);
       const tokenizerOut = tokenizerPath(opts, out);
       const bar = progressBar('converting', opts.json);
       try {
-        const r = await F.importHf({ dir, model: out, tokenizerOut }, { dtype, overwrite: opts.overwrite, onProgress: bar.update });
+        const r = await C.importHf({ dir, model: out, tokenizerOut }, { dtype, overwrite: opts.overwrite, onProgress: bar.update });
         bar.stop();
         report(F, opts, out, r.layout, tokenizerOut, r.tokenizer?.data, { source: 'hf', modelType: r.plan.modelType, tokenizerStyle: r.tokenizer?.style, unusedTensors: r.unusedTensors });
       } finally {
@@ -49,12 +50,13 @@ export function register(program: Command): void {
     .option('--json', 'print one JSON summary instead of text')
     .action(async (file: string, opts: ConvertOptions) => {
       const F = await import('@airllm/format');
+      const C = await import('@airllm/format/convert');
       const dtype = opts.dtype === undefined ? undefined : parseDtype(F, opts.dtype);
       const out = outputPath(opts, file);
       const tokenizerOut = tokenizerPath(opts, out);
       const bar = progressBar('converting', opts.json);
       try {
-        const r = await F.importGguf({ gguf: file, model: out, tokenizerOut }, { dtype, overwrite: opts.overwrite, onProgress: bar.update });
+        const r = await C.importGguf({ gguf: file, model: out, tokenizerOut }, { dtype, overwrite: opts.overwrite, onProgress: bar.update });
         bar.stop();
         report(F, opts, out, r.layout, tokenizerOut, r.tokenizer, { source: 'gguf', architecture: r.plan.archName, reencoded: r.reencoded });
       } finally {
@@ -75,6 +77,7 @@ export function register(program: Command): void {
     .option('--json', 'print one JSON summary instead of text')
     .action(async (checkpoint: string, tokenizer: string, opts: ConvertOptions & { hiddenMultiple: string }) => {
       const F = await import('@airllm/format');
+      const C = await import('@airllm/format/convert');
       const dtype = parseDtype(F, opts.dtype);
       const hiddenDimMultiple = Number(opts.hiddenMultiple);
       if (!Number.isSafeInteger(hiddenDimMultiple) || hiddenDimMultiple < 1) throw new CliError(`--hidden-multiple must be a positive integer, got ${opts.hiddenMultiple}`);
@@ -82,7 +85,7 @@ export function register(program: Command): void {
       const tokenizerOut = opts.tokenizerOut ?? withExtension(out, '.t');
       const bar = progressBar('converting', opts.json);
       try {
-        const r = await F.importLlama2c({ checkpoint, tokenizer, model: out, tokenizerOut }, { dtype, hiddenDimMultiple, overwrite: opts.overwrite, onProgress: bar.update });
+        const r = await C.importLlama2c({ checkpoint, tokenizer, model: out, tokenizerOut }, { dtype, hiddenDimMultiple, overwrite: opts.overwrite, onProgress: bar.update });
         bar.stop();
         report(F, opts, out, r.layout, tokenizerOut, r.tokenizer, { source: 'llama2c', checkpointVersion: r.checkpoint.version });
       } finally {

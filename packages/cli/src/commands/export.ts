@@ -17,15 +17,16 @@ export function register(program: Command): void {
     .option('--overwrite', 'replace an existing output file')
     .option('--json', 'print one JSON summary instead of text')
     .action(async (model: string, opts: { out?: string; tokenizer?: string; name: string; overwrite?: boolean; json?: boolean }) => {
-      const F = await import('@airllm/format');
-      F.readModelFile(model); // a missing or broken model is named before its tokenizer
+      const { readModelFile } = await import('@airllm/format');
+      readModelFile(model); // a missing or broken model is named before its tokenizer
       // Without a tokenizer llama.cpp refuses the file: fail here rather than write it.
       const tokenizer = findTokenizer(model, opts.tokenizer);
       const out = opts.out ?? withExtension(model, '.gguf');
       if (out === model) throw new CliError(`${model} already ends in .gguf: pass -o/--out`, 2);
+      const { exportGguf } = await import('@airllm/format/convert');
       const bar = progressBar('exporting', opts.json);
       try {
-        const r = await F.exportGguf(model, out, { tokenizerPath: tokenizer, name: opts.name, overwrite: opts.overwrite, onProgress: bar.update });
+        const r = await exportGguf(model, out, { tokenizerPath: tokenizer, name: opts.name, overwrite: opts.overwrite, onProgress: bar.update });
         bar.stop();
         const summary = { path: out, bytes: r.fileSize, tensors: r.tensors.length, tokenizerPath: tokenizer, tokenizer: r.tokenizerStyle ?? null, derivedMerges: r.derivedMerges };
         if (opts.json) writeJson(summary);
