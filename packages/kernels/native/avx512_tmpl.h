@@ -329,7 +329,7 @@ static TGT void FN(mm_q80)(float *o, const void *x, const uint8_t *w, int nIn, i
 #define WL_KC 32 /* blocks per chunk when the transposed weights are reused */
 
 typedef struct {
-  __m512i q[16]; /* q[t]: quad t of each row (unsigned bytes); non-VNNI Q80: q[2t], q[2t+1] even / odd int16 */
+  __m512i q[VNNI ? 8 : 16]; /* quad t of each row (unsigned bytes); non-VNNI Q80: q[2t], q[2t + 1] even / odd int16 */
   __m512 dw;     /* f16(d) of each row */
 } FN(wl_blk);
 
