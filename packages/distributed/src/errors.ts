@@ -36,6 +36,11 @@ export class SplitError extends DistributedError {
   override readonly code = 'AIRLLM_SPLIT';
 }
 
+/** TLS material that cannot be used (not PEM, a key that does not belong to the certificate, half a pair). */
+export class TlsConfigError extends DistributedError {
+  override readonly code = 'AIRLLM_TLS_CONFIG';
+}
+
 /** A worker refused the root or could not be reached when the pipeline was set up. */
 export class WorkerSetupError extends DistributedError {
   override readonly code: string = 'AIRLLM_WORKER_SETUP';

@@ -36,16 +36,19 @@ import {
   closeClientStream,
   countingCodec,
   openStream,
-  parseAddress,
+  newClient,
   RELAY_PATH,
   requestMetadata,
+  serverCredentials,
   serviceDefinition,
   SESSION_HEADER,
   tokenMatches,
   type ClientStream,
+  type ClientTls,
   type Codec,
   type Decoded,
   type ServerStream,
+  type ServerTls,
 } from './transport.js';
 
 export interface WorkerOptions {
@@ -57,6 +60,12 @@ export interface WorkerOptions {
   port?: number;
   /** Shared secret every peer must send; without it anyone who can connect is served. */
   token?: string;
+  /**
+   * Serve over TLS (`clientCa`: require client certificates signed by it). The relay to the next
+   * worker then uses TLS too: it checks the next worker's certificate against `peerCa` (default
+   * `clientCa`, else the system's CAs) and presents this worker's certificate as its own.
+   */
+  tls?: ServerTls & { peerCa?: string | Buffer };
   /** Engine options of this machine (threads, memory mode, kernels); the root decides the rest. */
   engineOptions?: EngineOptions;
   /** Where progress lines go (default: nowhere). */
@@ -125,7 +134,7 @@ export class PipelineWorker {
     const w = new PipelineWorker(options);
     const host = w.host.includes(':') && !w.host.startsWith('[') ? `[${w.host}]` : w.host;
     w.#port = await new Promise<number>((resolve, reject) => {
-      w.#server.bindAsync(`${host}:${options.port ?? 0}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port)));
+      w.#server.bindAsync(`${host}:${options.port ?? 0}`, serverCredentials(options.tls), (err, port) => (err ? reject(err) : resolve(port)));
     });
     return w;
   }
@@ -236,6 +245,11 @@ export class PipelineWorker {
   }
   get token(): string | undefined {
     return this.#options.token;
+  }
+  /** TLS of the relay to the next worker (undefined: plaintext, like this worker's server). */
+  get relayTls(): ClientTls | undefined {
+    const t = this.#options.tls;
+    return t && { ca: t.peerCa ?? t.clientCa, cert: t.cert, key: t.key };
   }
   relayChannelOptions(): grpc.ChannelOptions {
     return channelOptions(this.maxMessageBytes, this.#keepalive());
@@ -379,7 +393,7 @@ class WorkerSession {
       old.client.close();
     }
     if (next !== '') {
-      const client = new grpc.Client(parseAddress(next).address, grpc.credentials.createInsecure(), this.worker.relayChannelOptions());
+      const client = newClient(next, this.worker.relayTls, this.worker.relayChannelOptions(), 'relay');
       let call: ClientStream;
       try {
         call = await openStream(client, RELAY_PATH, this.worker.codec, requestMetadata(this.worker.token, this.assignment?.sessionId), this.worker.connectTimeoutMs);

@@ -107,15 +107,18 @@ export async function singleProcessTokens(model: string, options: EngineOptions,
  * A TCP proxy that counts the bytes passing through it in both directions (an independent
  * measure of what is on the wire, HTTP/2 framing included).
  */
-export async function countingProxy(target: number): Promise<{ port: number; bytes(): number; close(): Promise<void> }> {
+export async function countingProxy(target: number, options: { capture?: boolean } = {}): Promise<{ port: number; bytes(): number; captured(): Buffer; close(): Promise<void> }> {
   let bytes = 0;
+  /** With `capture`: everything the clients sent, in arrival order (for tests of what is on the wire). */
+  const seen: Buffer[] = [];
   const sockets = new Set<Socket>();
   const server: Server = createServer((client) => {
     const upstream = connect(target, '127.0.0.1');
     sockets.add(client);
     sockets.add(upstream);
-    client.on('data', (d) => {
+    client.on('data', (d: Buffer) => {
       bytes += d.length;
+      if (options.capture) seen.push(d);
       upstream.write(d);
     });
     upstream.on('data', (d) => {
@@ -138,6 +141,7 @@ export async function countingProxy(target: number): Promise<{ port: number; byt
   return {
     port,
     bytes: () => bytes,
+    captured: () => Buffer.concat(seen),
     close: () =>
       new Promise<void>((r) => {
         for (const s of sockets) s.destroy();
