@@ -247,7 +247,7 @@ export class DistributedEngine extends LayerWiseInferenceEngine {
   async #assign(ranges: readonly LayerRange[]): Promise<void> {
     this.#rootRange = ranges[0]!;
     this.#links.forEach((l, i) => (l.range = ranges[i + 1]!));
-    this.#fingerprint ??= modelFingerprint(this.modelPath);
+    this.#fingerprint ??= await modelFingerprint(this.modelPath);
     const fingerprint = this.#fingerprint;
     for (let i = this.#links.length - 1; i >= 0; i--) {
       const link = this.#links[i]!;

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -148,4 +148,17 @@ export async function countingProxy(target: number, options: { capture?: boolean
         server.close(() => r());
       }),
   };
+}
+
+/** Negate `count` F32 values in place at `offset` of a file, keeping its size and header. */
+export function negateFloats(path: string, offset: number, count: number): void {
+  const fd = openSync(path, 'r+');
+  try {
+    const b = Buffer.alloc(count * 4);
+    readSync(fd, b, 0, b.length, offset);
+    for (let i = 0; i < count; i++) b.writeFloatLE(-b.readFloatLE(i * 4), i * 4);
+    writeSync(fd, b, 0, b.length, offset);
+  } finally {
+    closeSync(fd);
+  }
 }
