@@ -1,4 +1,4 @@
-import { closeSync, existsSync, readFileSync } from 'node:fs';
+import { closeSync, existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
@@ -7,7 +7,7 @@ import {
   openForRead,
   Q80_BLOCK_BYTES,
   Q_BLOCK,
-  parseTokenizer,
+  readTokenizerFile,
   readAt,
   readModelFile,
   type ModelHeader,
@@ -204,7 +204,7 @@ export class LayerWiseInferenceEngine {
     const opts = this.#resolve(header);
     const tokPath = this.options.tokenizerPath ?? this.#defaultTokenizerPath();
     if (this.options.tokenizerPath !== undefined || existsSync(tokPath)) {
-      this.#tokenizer = new Tokenizer(parseTokenizer(readFileSync(tokPath)));
+      this.#tokenizer = new Tokenizer(readTokenizerFile(tokPath));
     }
     this.#header = header;
     this.#layout = layout;

@@ -15,6 +15,8 @@ function describe(e: unknown): string {
       return 'permission denied';
     case 'EISDIR':
       return 'is a directory';
+    case 'ENOTDIR':
+      return 'a part of the path is not a directory';
     case 'ENOSPC':
       return 'no space left on device';
     case 'EEXIST':

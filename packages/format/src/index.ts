@@ -54,7 +54,9 @@ export {
   TokenizerKey,
   TOKENIZER_LIMITS,
   type TokenizerData,
+  TOKENIZER_MAX_FILE_BYTES,
   parseTokenizer,
+  readTokenizerFile,
   writeTokenizer,
 } from './tokenizer-file.js';
 export { ModelFileWriter, type ModelWriterOptions, type ProgressCallback } from './model-writer.js';
