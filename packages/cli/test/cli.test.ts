@@ -118,6 +118,13 @@ describe('files that are not what they claim (issue #24)', () => {
     expectOneLineError({ code: r.status, stdout: r.stdout, stderr: r.stderr }, /^airllm: \/dev\/zero: not a regular file \(a device, pipe or socket\), not a tokenizer file$/);
   });
 
+  it('a prompt from a file or stdin that never ends is cut off at 16 MiB', () => {
+    const f = spawnSync(process.execPath, [BIN, 'generate', '-f', '/dev/zero', '-n', '2'], { encoding: 'utf8', timeout: 30_000 });
+    expectOneLineError({ code: f.status, stdout: f.stdout, stderr: f.stderr }, /^airllm: the prompt from \/dev\/zero is longer than 16 MiB$/);
+    const s = spawnSync(process.execPath, [BIN, 'generate', '-', '-n', '2'], { encoding: 'utf8', timeout: 30_000, input: 'a'.repeat((16 << 20) + 1) });
+    expectOneLineError({ code: s.status, stdout: s.stdout, stderr: s.stderr }, /^airllm: the prompt from stdin is longer than 16 MiB$/);
+  });
+
   it('a directory, a malformed .t and an unreadable file: one line naming the path', () => {
     const dir = mkdtempSync(join(tmpdir(), 'airllm-cli-files-'));
     try {
