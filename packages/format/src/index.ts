@@ -74,7 +74,7 @@ export {
   convertLlama2cTokenizer,
   importLlama2c,
 } from './import-llama2c.js';
-export { PARTIAL_SUFFIX, writeFileAtomic } from './fs-util.js';
+export { LOCK_SUFFIX, PARTIAL_SUFFIX, removePartialFilesSync, writeFileAtomic } from './fs-util.js';
 export { UnsupportedModelError, MissingTensorError } from './convert-errors.js';
 export {
   SAFETENSORS_LIMITS,

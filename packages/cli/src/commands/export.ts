@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { formatBytes, writeJson, writeOut } from '../output.js';
-import { progressBar } from './convert.js';
+import { progressBar, removePartialsOnSignal } from './convert.js';
 
 /** `airllm export gguf model.m --out file.gguf [--tokenizer model.t]`: a GGUF llama.cpp loads. */
 export function register(program: Command): void {
@@ -17,6 +17,7 @@ export function register(program: Command): void {
     .action(async (model: string, opts: { out: string; tokenizer?: string; name: string; overwrite?: boolean; json?: boolean }) => {
       const F = await import('@airllm/format');
       const bar = progressBar('exporting', opts.json);
+      const signalsOff = removePartialsOnSignal(F.removePartialFilesSync);
       try {
         const r = await F.exportGguf(model, opts.out, { tokenizerPath: opts.tokenizer, name: opts.name, overwrite: opts.overwrite, onProgress: bar.update });
         bar.stop();
@@ -30,6 +31,7 @@ export function register(program: Command): void {
         }
       } finally {
         bar.stop();
+        signalsOff();
       }
     });
 }
