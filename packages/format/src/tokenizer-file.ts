@@ -1,6 +1,5 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
-import { BadMagicError, FileAccessError, FormatError, InvalidValueError, OldFormatError, TruncatedError, UnknownKeyError } from './errors.js';
-import { fsError } from './fs-util.js';
+import { AirllmError, BadMagicError, fileError, InvalidValueError, NotRegularFileError, OldFormatError, TruncatedError, UnknownKeyError } from './errors.js';
 
 /** `.t` magic (current) and the legacy fixed-header magic (FORMAT.md §d.1). */
 export const TOKENIZER_MAGIC = 0x567124;
@@ -106,12 +105,12 @@ export function readTokenizerFile(path: string): TokenizerData {
   try {
     fd = openSync(path, 'r');
   } catch (e) {
-    throw fsError(e, path, 'open the tokenizer');
+    throw fileError(e, path, 'open the tokenizer');
   }
   let bytes: Uint8Array;
   try {
     const st = fstatSync(fd);
-    if (!st.isFile()) throw new FileAccessError(st.isDirectory() ? 'is a directory, not a tokenizer file' : 'not a regular file (a device, pipe or socket), not a tokenizer file', { path });
+    if (!st.isFile()) throw new NotRegularFileError(st.isDirectory() ? 'is a directory, not a tokenizer file' : 'not a regular file (a device, pipe or socket), not a tokenizer file', { path });
     if (st.size > TOKENIZER_MAX_FILE_BYTES) {
       throw new InvalidValueError('file is larger than a tokenizer can be', { path, field: 'file size', expected: `≤ ${TOKENIZER_MAX_FILE_BYTES} bytes`, actual: st.size });
     }
@@ -124,14 +123,14 @@ export function readTokenizerFile(path: string): TokenizerData {
     }
     if (done < bytes.length) bytes = bytes.subarray(0, done);
   } catch (e) {
-    throw fsError(e, path, 'read the tokenizer');
+    throw fileError(e, path, 'read the tokenizer');
   } finally {
     closeSync(fd);
   }
   try {
     return parseTokenizer(bytes);
   } catch (e) {
-    throw e instanceof FormatError ? e.withPath(path) : e;
+    throw e instanceof AirllmError ? e.withPath(path) : e;
   }
 }
 
@@ -261,8 +260,9 @@ function readVocab(r: Reader, vocabSize: number, maxTokenLength: number): { voca
 }
 
 function checkIds(bosId: number, eosIds: number[], vocabSize: number, offset?: number): void {
-  if (bosId >= vocabSize) {
-    throw new InvalidValueError('bos_id outside the vocabulary', { field: 'bos_id', offset, expected: `< ${vocabSize}`, actual: bosId });
+  // -1 is "no BOS"; anything else must be a token.
+  if (bosId >= vocabSize || bosId < -1) {
+    throw new InvalidValueError('bos_id outside the vocabulary', { field: 'bos_id', offset, expected: `-1 (none) or 0..${vocabSize - 1}`, actual: bosId });
   }
   for (const id of eosIds) {
     if (id < 0 || id >= vocabSize) {

@@ -18,8 +18,9 @@ import { createHash, type Hash } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
 import { mkdir, open, readFile, rename, stat, statfs, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { writeFileAtomic } from '@airllm/format';
-import { ChecksumMismatchError, DiskFullError, DownloadSizeError, FileAccessError, FormatError, HubHttpError } from '../errors.js';
+import { fileError } from '@airllm/format';
+import { writeFileAtomic } from '@airllm/format/convert';
+import { AirllmError, ChecksumMismatchError, DiskFullError, DownloadSizeError, HubHttpError } from '../errors.js';
 import { isTransient, remoteName, retryDelay, sleep, Watchdog, type HubClient, type RemoteFile } from './client.js';
 import { acquireLock } from './lock.js';
 
@@ -135,11 +136,11 @@ async function hashFile(path: string, bytes: number, hash: Hash, signal?: AbortS
   }
 }
 
-function writeError(e: unknown, path: string): FormatError {
-  if (e instanceof FormatError) return e;
+function writeError(e: unknown, path: string): AirllmError {
+  if (e instanceof AirllmError) return e;
   const code = (e as NodeJS.ErrnoException).code;
   if (code === 'ENOSPC' || code === 'EDQUOT') return new DiskFullError('no space left on the device while writing the download (the partial file is kept for a resume)', { path });
-  return new FileAccessError(`cannot write the download (${code ?? (e as Error).message})`, { path });
+  return fileError(e, path, 'write the download');
 }
 
 /** Refuse up front when the folder's filesystem cannot hold what is still to come. */
@@ -252,7 +253,7 @@ export async function downloadFile(client: HubClient, remote: RemoteFile, dest: 
   try {
     await mkdir(dirname(dest), { recursive: true });
   } catch (e) {
-    throw new FileAccessError(`cannot create the cache folder (${(e as NodeJS.ErrnoException).code ?? 'EIO'})`, { path: dirname(dest) });
+    throw fileError(e, dirname(dest), 'create the cache folder');
   }
   const lock = await acquireLock(dest + LOCK_SUFFIX, {
     staleMs: options.lockStaleMs,
@@ -364,7 +365,7 @@ async function fetchToPartial(client: HubClient, remote: RemoteFile, dest: strin
   try {
     await rename(partial, dest);
   } catch (e) {
-    throw new FileAccessError(`cannot move the verified download into place (${(e as NodeJS.ErrnoException).code ?? 'EIO'})`, { path: dest });
+    throw fileError(e, dest, 'move the verified download into place');
   }
   await writePullRecord(dest, recordOf(client.endpoint, remote));
   await removeQuietly(metaPath);
@@ -463,7 +464,7 @@ class Transfer {
           options.onEvent?.({ type: 'progress', file: remote.path, done: writer.written, total: remote.size });
         }
       } catch (e) {
-        if (e instanceof FormatError) throw e;
+        if (e instanceof AirllmError) throw e;
         if (options.signal?.aborted) throw options.signal.reason;
         if (dog.stalled) return { done: false, reason: `nothing received for ${client.stallTimeoutMs} ms` };
         return { done: false, reason: `connection lost (${(e as Error).message})` };

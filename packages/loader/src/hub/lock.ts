@@ -12,7 +12,7 @@
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { open, readFile, rename, stat, unlink, utimes } from 'node:fs/promises';
-import { FileAccessError } from '../errors.js';
+import { fileError } from '@airllm/format';
 import { sleep } from './client.js';
 
 export interface LockOptions {
@@ -59,7 +59,7 @@ async function readLock(path: string): Promise<{ content: LockContent | undefine
     return { content, mtimeMs: st.mtimeMs };
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw new FileAccessError(`cannot read the lock file (${(e as NodeJS.ErrnoException).code ?? 'EIO'})`, { path });
+    throw fileError(e, path, 'read the lock file');
   }
 }
 
@@ -74,7 +74,7 @@ async function tryCreate(path: string, content: LockContent): Promise<boolean> {
     return true;
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
-    throw new FileAccessError(`cannot create the lock file (${(e as NodeJS.ErrnoException).code ?? 'EIO'})`, { path });
+    throw fileError(e, path, 'create the lock file');
   }
 }
 

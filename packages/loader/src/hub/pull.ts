@@ -12,8 +12,9 @@
  */
 import { mkdir, readFile, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, posix } from 'node:path';
-import { FloatType, FormatError, floatTypeName, hfConfigToHeader, importHf, listSafetensorsShards, UnsupportedModelError, writeFileAtomic } from '@airllm/format';
-import { FileAccessError, HubNotFoundError } from '../errors.js';
+import { fileError, FloatType, FormatError, floatTypeName, UnsupportedModelError } from '@airllm/format';
+import { hfConfigToHeader, importHf, listSafetensorsShards, writeFileAtomic } from '@airllm/format/convert';
+import { HubNotFoundError } from '../errors.js';
 import { HubClient, remoteName, type HubClientOptions, type RemoteFile } from './client.js';
 import { downloadFile, readPullRecord, RECORD_SUFFIX, writePullRecord, type DownloadOptions, type PullEvent } from './download.js';
 import { acquireLock } from './lock.js';
@@ -201,7 +202,7 @@ async function pullRepository(client: HubClient, spec: HubSpec, cacheDir: string
   try {
     await mkdir(dirname(model), { recursive: true });
   } catch (e) {
-    throw new FileAccessError(`cannot create the cache folder (${(e as NodeJS.ErrnoException).code ?? 'EIO'})`, { path: dirname(model) });
+    throw fileError(e, dirname(model), 'create the cache folder');
   }
   const lock = await acquireLock(model + '.lock', { staleMs: options.lockStaleMs, signal: options.signal, onWait: (holder) => emit({ type: 'wait', file: basename(model), lock: model + '.lock', holder }) });
   try {
