@@ -10,6 +10,6 @@ export {
   type NativePath,
   type BackendPreference,
 } from './native.js';
-export { KernelError, NativeUnavailableError } from './errors.js';
+export { AirllmError, KernelError, NativeUnavailableError } from './errors.js';
 export { splitRange } from './split.js';
 export { ropeFrequencies, ropeForHeader, type RopeScaling } from './rope.js';
