@@ -2,14 +2,15 @@
  * AVX2 + FMA + F16C path. Every function carries the target attribute, so this file builds
  * into the same binary as the scalar path and only runs when CPU detection chose it.
  *
- * Matmul strategy (see README "Matmul kernels"):
+ * Matmul strategy (see README "Matmul kernels"), F32 input:
  * - batch <= 4 ("rows" kernels): SIMD lanes run along the input; each weight block is decoded
  *   once into registers and every batch row is multiplied against it.
  * - batch > 4 ("lanes" kernels): the activations are transposed once per call so SIMD lanes run
  *   along the batch (8 rows per register); each weight value is broadcast and feeds 8..32 batch
  *   rows at once. Either way a weight row is read from memory once per call.
- * Q80 input: unsigned x signed byte products (maddubs) on the nibble values 0..15 plus an exact
- * integer correction -8*sum(x) prepared with the activations, so block dots are exact integers.
+ * Q80 input ("weight lanes", dllama's order, below): SIMD lanes run along 8 output rows;
+ * unsigned x signed byte products (maddubs) on the nibble values 0..15 plus an exact integer
+ * correction -8*sum(x), so block dots are exact integers.
  */
 #include "kernels.h"
 

@@ -3,9 +3,10 @@
  * through vpmaddubsw + vpmaddwd) and once with VNNI 1 (vpdpbusd). TGT is the target attribute
  * and FN(name) gives each copy its own names.
  *
- * Strategy as in avx2.c: batch <= 4 runs "rows" kernels (lanes along the input, every batch
+ * F32 input, as in avx2.c: batch <= 4 runs "rows" kernels (lanes along the input, every batch
  * row against each decoded weight block), larger batches run "lanes" kernels (activations
- * transposed once per call, 16 batch rows per register, each weight value broadcast).
+ * transposed once per call, 16 batch rows per register, each weight value broadcast). Q80 input
+ * runs the "weight lanes" kernel at every batch (lanes along the output rows, dllama's order).
  * Elementwise ops and quantization come from the AVX2 path: they are memory-light and already
  * bit-exact where they can be.
  */

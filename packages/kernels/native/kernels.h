@@ -72,7 +72,8 @@ int k_amx_available(void);
 void k_amx_mmq(int type, float *out, const void *x, const uint8_t *w, int nIn, int nOut, int batch, int r0, int r1,
                kscratch *s);
 /* Smallest batches the avx512amx path sends to k_amx_mmq (smaller ones run the avx512vnni
- * kernels): where AMX measured faster on 11008x4096 (the VNNI rows kernels win up to 4). */
+ * kernels): where AMX measured faster on 11008x4096 than the VNNI kernels of that time (rows
+ * kernels, up to 4); not measured again against the weight-lanes kernel (no AMX machine since). */
 #define K_AMX_MIN_BATCH_Q40 5
 #define K_AMX_MIN_BATCH_Q80 5
 /* 1 when k_amx_available() and the CPU also has AMX-BF16 and AVX512-BF16. */
