@@ -207,7 +207,7 @@ const q40f32 = matvecFigure('Q40xF32 matvec 11008x4096, 1 thread', Q40_BYTES, ()
   be.matmul(FloatType.Q40, out, x, nextQ40(), NIN, NOUT, 1, 0, NOUT),
 );
 
-// ---- Q40xQ80 cost by batch size (weights from DRAM): where the rows kernels hand over to the lanes (or AMX) kernels ----
+// ---- Q40xQ80 cost by batch size (weights from DRAM; on avx512amx, AMX from batch 5) ----
 const SWEEP = [1, 2, 3, 4, 5, 6, 7, 8, 16, 32, 64];
 type SweepFigure = { batch: number; ms: number; relativeToBatch1: number; tokensPerMatvecTime: number };
 function batchSweep(k: typeof be): SweepFigure[] {
