@@ -1,5 +1,5 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { checkHfSidecarVocab, FormatError, HF_SIDECAR_MAX_BYTES, hfSidecarPath, parseHfSidecar, parseTokenizer, type HfTokenizerSidecar } from '@airllm/format';
+import { checkHfSidecarVocab, FormatError, HF_SIDECAR_MAX_BYTES, hfSidecarPath, parseHfSidecar, readTokenizerFile, type HfTokenizerSidecar } from '@airllm/format';
 import { TokenizerError } from './errors.js';
 import { Tokenizer } from './tokenizer.js';
 
@@ -31,18 +31,8 @@ export function defaultTokenizerPath(modelPath: string): string {
 export function loadTokenizer(modelPath: string, options: LoadTokenizerOptions = {}): Tokenizer | undefined {
   const path = options.tokenizerPath ?? defaultTokenizerPath(modelPath);
   if (options.tokenizerPath === undefined && !existsSync(path)) return undefined;
-  let bytes: Uint8Array;
-  try {
-    bytes = readFileSync(path);
-  } catch (e) {
-    throw new TokenizerError(`cannot read the tokenizer ${path} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
-  let data;
-  try {
-    data = parseTokenizer(bytes);
-  } catch (e) {
-    throw e instanceof FormatError ? e.withPath(path) : e;
-  }
+  // Refuses a device (/dev/zero), a directory or an oversized file before reading; errors name the file.
+  const data = readTokenizerFile(path);
   const V = options.modelVocabSize;
   if (V !== undefined && data.vocab.length > V) {
     throw new TokenizerError(
@@ -53,7 +43,9 @@ export function loadTokenizer(modelPath: string, options: LoadTokenizerOptions =
   const sidecarPath = hfSidecarPath(path);
   if ((options.hf ?? true) && existsSync(sidecarPath)) {
     try {
-      const size = statSync(sidecarPath).size;
+      const st = statSync(sidecarPath);
+      if (!st.isFile()) throw new TokenizerError(`the HF tokenizer sidecar ${sidecarPath} is not a regular file`);
+      const size = st.size;
       if (size > HF_SIDECAR_MAX_BYTES) throw new TokenizerError(`the HF tokenizer sidecar ${sidecarPath} is larger than ${HF_SIDECAR_MAX_BYTES} bytes`);
       hf = parseHfSidecar(readFileSync(sidecarPath), sidecarPath);
       checkHfSidecarVocab(hf, data, sidecarPath);

@@ -9,7 +9,7 @@ import { readModelFile } from './model-file.js';
 import type { ProgressCallback } from './model-writer.js';
 import { encodeGgufHeader, GgmlType, GgufValueType, type GgufWriteTensor, type GgufWriteValue } from './gguf.js';
 import { FLOAT_TO_FILE_TYPE, FLOAT_TO_GGML, ggufArchName, ggufDimsOf, ggufSourceOf, llama3RopeFactors } from './gguf-arch.js';
-import { parseTokenizer, TOKENIZER_LIMITS, type TokenizerData } from './tokenizer-file.js';
+import { parseTokenizer, TOKENIZER_MAX_FILE_BYTES, type TokenizerData } from './tokenizer-file.js';
 import { checkHfSidecarVocab, HF_SIDECAR_MAX_BYTES, hfSidecarPath, parseHfSidecar, type HfTokenizerSidecar } from './hf-sidecar.js';
 import { ggufPreNameOf } from './gguf-tokenizer.js';
 import { exists } from './fs-util.js';
@@ -340,7 +340,7 @@ export async function exportGguf(modelPath: string, outPath: string, options: Gg
   const h = layout.header;
   let tok = options.tokenizer;
   if (tok === undefined && options.tokenizerPath !== undefined) {
-    const bytes = await readSmallFile(options.tokenizerPath, 16 + TOKENIZER_LIMITS.maxVocab * 16 + TOKENIZER_LIMITS.maxTemplateBytes + (64 << 20));
+    const bytes = await readSmallFile(options.tokenizerPath, TOKENIZER_MAX_FILE_BYTES);
     try {
       tok = parseTokenizer(bytes);
     } catch (e) {

@@ -68,7 +68,7 @@ export {
   readAt,
   LayerOffsetCalculator,
 } from './model-file.js';
-export { type TokenizerData, parseTokenizer, writeTokenizer } from './tokenizer-file.js';
+export { type TokenizerData, TOKENIZER_MAX_FILE_BYTES, parseTokenizer, readTokenizerFile, writeTokenizer } from './tokenizer-file.js';
 export {
   HF_SIDECAR_MAX_BYTES,
   type HfTokenizerSidecar,

@@ -1,5 +1,7 @@
 import { DTYPES, f16Table32, FloatType, Q40_BLOCK_BYTES, Q80_BLOCK_BYTES, Q_BLOCK, quantizeQ80 as quantizeQ80Row } from '@airllm/format';
 import type { KernelBackend } from './backend.js';
+import { dllamaReferenceOps } from './dllama.js';
+import { fmaf } from './libm.js';
 
 /**
  * The reference backend: plain TypeScript that reads like the math and is the oracle for
@@ -87,7 +89,7 @@ function matmulQ80(
         }
         const dw = t[w[wo]! | (w[wo + 1]! << 8)]!;
         const dx = t[xq[xo]! | (xq[xo + 1]! << 8)]!;
-        sum = fround(sum + fround(isum * fround(dw * dx)));
+        sum = fmaf(isum, fround(dw * dx), sum);
       }
       out[b * nOut + r] = sum;
     }
@@ -270,5 +272,6 @@ export const referenceBackend: KernelBackend = Object.freeze({
   addScaled,
   argmax,
   moeRoute,
+  ...dllamaReferenceOps,
 });
 

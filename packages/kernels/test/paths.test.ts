@@ -15,7 +15,7 @@ const ROOT = resolve(import.meta.dirname, '..');
 const CHECK = join(ROOT, 'test/paths_check.c');
 /** Where node-gyp's make build leaves the addon's object files. */
 const OBJECTS = join(ROOT, 'build/Release/obj.target/airllm_kernels/native');
-const KERNEL_UNITS = ['ops', 'scalar', 'avx2', 'avx512', 'amx', 'neon'];
+const KERNEL_UNITS = ['ops', 'dllama', 'scalar', 'avx2', 'avx512', 'amx', 'neon'];
 const CC = process.env.CC || 'cc';
 
 const dir = mkdtempSync(join(tmpdir(), 'airllm-kernels-paths-'));
@@ -65,7 +65,7 @@ if (armSkipped !== undefined) console.warn(`NEON path check skipped: ${armSkippe
 for (const march of ['armv8-a', 'armv8.2-a+dotprod']) {
   it.skipIf(armSkipped !== undefined)(`the NEON path (-march=${march}) matches the scalar path under qemu-aarch64${armSkipped ? ` (skipped: ${armSkipped})` : ''}`, () => {
     const exe = join(dir, `paths-${march}`);
-    const sources = ['ops', 'scalar', 'neon'].map((u) => `native/${u}.c`);
+    const sources = ['ops', 'dllama', 'scalar', 'neon'].map((u) => `native/${u}.c`);
     expectBuilt(run(CROSS, ['-O3', '-ffp-contract=off', `-march=${march}`, '-Inative', CHECK, ...sources, '-lm', '-static', '-o', exe]));
     const r = run(QEMU, [exe]);
     expectAllMatch(r);

@@ -29,12 +29,14 @@ export function register(program: Command): void {
       const out = outputPath(opts, dir, true);
       const tokenizerOut = tokenizerPath(opts, out);
       const bar = progressBar('converting', opts.json);
+      const signalsOff = removePartialsOnSignal(C.removePartialFilesSync);
       try {
         const r = await C.importHf({ dir, model: out, tokenizerOut }, { dtype, overwrite: opts.overwrite, onProgress: bar.update });
         bar.stop();
         report(F, opts, out, r.layout, tokenizerOut, r.tokenizer?.data, { source: 'hf', modelType: r.plan.modelType, tokenizerStyle: r.tokenizer?.style, unusedTensors: r.unusedTensors });
       } finally {
         bar.stop();
+        signalsOff();
       }
     });
 
@@ -55,12 +57,14 @@ export function register(program: Command): void {
       const out = outputPath(opts, file);
       const tokenizerOut = tokenizerPath(opts, out);
       const bar = progressBar('converting', opts.json);
+      const signalsOff = removePartialsOnSignal(C.removePartialFilesSync);
       try {
         const r = await C.importGguf({ gguf: file, model: out, tokenizerOut }, { dtype, overwrite: opts.overwrite, onProgress: bar.update });
         bar.stop();
         report(F, opts, out, r.layout, tokenizerOut, r.tokenizer, { source: 'gguf', architecture: r.plan.archName, reencoded: r.reencoded });
       } finally {
         bar.stop();
+        signalsOff();
       }
     });
 
@@ -84,12 +88,14 @@ export function register(program: Command): void {
       const out = outputPath(opts, checkpoint);
       const tokenizerOut = opts.tokenizerOut ?? withExtension(out, '.t');
       const bar = progressBar('converting', opts.json);
+      const signalsOff = removePartialsOnSignal(C.removePartialFilesSync);
       try {
         const r = await C.importLlama2c({ checkpoint, tokenizer, model: out, tokenizerOut }, { dtype, hiddenDimMultiple, overwrite: opts.overwrite, onProgress: bar.update });
         bar.stop();
         report(F, opts, out, r.layout, tokenizerOut, r.tokenizer, { source: 'llama2c', checkpointVersion: r.checkpoint.version });
       } finally {
         bar.stop();
+        signalsOff();
       }
     });
 }
@@ -161,6 +167,28 @@ function report(
   const unused = extra.unusedTensors as string[] | undefined;
   if (unused !== undefined && unused.length > 0) lines.push(`ignored ${unused.length} tensor(s) the .m format has no place for: ${unused.slice(0, 4).join(', ')}${unused.length > 4 ? ', …' : ''}`);
   writeOut(lines.join('\n'));
+}
+
+const STOP_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+
+/**
+ * For a command that writes files through `.partial` files (convert, export): on Ctrl-C, SIGTERM
+ * or SIGHUP, remove the partial files (and their locks) at once, say so, and end the process by
+ * the same signal, as an interrupted program does; Node's default action would leave
+ * `out.m.partial` behind. Returns the function that takes the handlers off again.
+ */
+export function removePartialsOnSignal(removePartialFilesSync: () => string[]): () => void {
+  const off = (): void => {
+    for (const s of STOP_SIGNALS) process.off(s, onSignal);
+  };
+  const onSignal = (sig: NodeJS.Signals): void => {
+    const removed = removePartialFilesSync();
+    process.stderr.write(`airllm: ${sig}: stopped${removed.length > 0 ? `, removed ${removed.join(', ')}` : ''}\n`);
+    off();
+    process.kill(process.pid, sig);
+  };
+  for (const s of STOP_SIGNALS) process.on(s, onSignal);
+  return off;
 }
 
 /**

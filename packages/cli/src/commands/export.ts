@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { CliError } from '../errors.js';
 import { findTokenizer, TOKENIZER_LOOKUP } from '../model-options.js';
 import { formatBytes, writeJson, writeOut } from '../output.js';
-import { progressBar, withExtension } from './convert.js';
+import { progressBar, removePartialsOnSignal, withExtension } from './convert.js';
 
 /** `airllm export gguf model.m [-o file.gguf] [-t model.t]`: a GGUF llama.cpp loads. */
 export function register(program: Command): void {
@@ -23,8 +23,9 @@ export function register(program: Command): void {
       const tokenizer = findTokenizer(model, opts.tokenizer);
       const out = opts.out ?? withExtension(model, '.gguf');
       if (out === model) throw new CliError(`${model} already ends in .gguf: pass -o/--out`, 2);
-      const { exportGguf } = await import('@airllm/format/convert');
+      const { exportGguf, removePartialFilesSync } = await import('@airllm/format/convert');
       const bar = progressBar('exporting', opts.json);
+      const signalsOff = removePartialsOnSignal(removePartialFilesSync);
       try {
         const r = await exportGguf(model, out, { tokenizerPath: tokenizer, name: opts.name, overwrite: opts.overwrite, onProgress: bar.update });
         bar.stop();
@@ -37,6 +38,7 @@ export function register(program: Command): void {
         }
       } finally {
         bar.stop();
+        signalsOff();
       }
     });
 }
