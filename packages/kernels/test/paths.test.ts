@@ -53,7 +53,7 @@ it("this machine's paths, as compiled into the addon, match the scalar path", ()
   // Every path the addon offers on this CPU was exercised, the scalar reference aside.
   const checked = [...r.output.matchAll(/^(\w+): checked$/gm)].map((m) => m[1]);
   expect(checked.sort()).toEqual(nativePaths().filter((p) => p !== 'scalar').sort());
-}, 120_000);
+}, 300_000);
 
 const CROSS = 'aarch64-linux-gnu-gcc';
 const QEMU = 'qemu-aarch64';
@@ -70,5 +70,5 @@ for (const march of ['armv8-a', 'armv8.2-a+dotprod']) {
     const r = run(QEMU, [exe]);
     expectAllMatch(r);
     expect(r.output).toMatch(/^neon: checked$/m);
-  }, 120_000);
+  }, 300_000);
 }
