@@ -5,11 +5,12 @@
  * packages inside its action), since every module is loaded for every invocation.
  *
  * Errors from any command end up in one handler: one line `airllm: <message>` on stderr and a
- * non-zero exit code; `--debug` adds the stack.
+ * non-zero exit code; `--debug` adds the stack; with `--json` the error is also one JSON object
+ * on stdout, so a script reading stdout always gets JSON.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
-import { oneLine, reportError } from './errors.js';
+import { oneLine, reportError, writeJsonError } from './errors.js';
 
 export interface CommandModule {
   register(program: Command): void;
@@ -35,7 +36,10 @@ async function loadCommands(program: Command): Promise<void> {
 }
 
 export async function main(argv: readonly string[]): Promise<number> {
-  const debug = argv.includes('--debug');
+  // Options after `--` are arguments (a prompt may say --json).
+  const options = argv.includes('--') ? argv.slice(0, argv.indexOf('--')) : argv;
+  const debug = options.includes('--debug');
+  const json = options.includes('--json');
   const program = new Command();
   program
     .name('airllm')
@@ -43,7 +47,13 @@ export async function main(argv: readonly string[]): Promise<number> {
     .version(packageVersion(), '-V, --version')
     .option('--debug', 'print stack traces with errors')
     // Commander's own usage errors get the same one-line `airllm:` form as ours.
-    .configureOutput({ outputError: (str, write) => write(`airllm: ${oneLine(str.replace(/^error: /, ''))}\n`) })
+    .configureOutput({
+      outputError: (str, write) => {
+        const message = oneLine(str.replace(/^error: /, ''));
+        write(`airllm: ${message}\n`);
+        if (json) writeJsonError('AIRLLM_USAGE', message);
+      },
+    })
     .exitOverride();
   try {
     await loadCommands(program);
@@ -52,7 +62,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   } catch (e) {
     // Already printed by commander (usage error), or help/version output (exit code 0).
     if (e instanceof CommanderError) return e.exitCode;
-    return reportError(e, debug);
+    return reportError(e, { debug, json });
   }
 }
 

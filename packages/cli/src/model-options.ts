@@ -3,6 +3,7 @@
  * and the bundled default model.
  */
 import { existsSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { open } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
@@ -36,7 +37,7 @@ export interface ModelCliOptions {
 export function addModelOptions(cmd: Command): Command {
   return cmd
     .option('-m, --model <path>', 'model .m file, or hf:<owner>/<repo>[/<file>] pulled into the model cache (default: the bundled stories260K demo)')
-    .option('-t, --tokenizer <path>', 'tokenizer .t file (default: the model path with .t)')
+    .option('-t, --tokenizer <path>', `tokenizer .t file (default: ${TOKENIZER_LOOKUP})`)
     .option('--mode <mode>', 'memory mode: resident | stream | sequential', 'resident')
     .option('--max-memory <size>', 'weight budget for stream mode, e.g. 2GiB, 512MB, 25%')
     .option('--threads <n>', 'compute threads (default: number of cores)')
@@ -154,12 +155,50 @@ export function parseNumber(text: string | undefined, option: string, min: numbe
   return v;
 }
 
-/** Model path, tokenizer path and engine options from the shared flags. */
-export async function engineOptions(o: ModelCliOptions): Promise<{ model: string; options: EngineOptions }> {
+/** How the tokenizer is found when -t is not given, for help texts. */
+export const TOKENIZER_LOOKUP = 'the model path with .t, or dllama_tokenizer_X.t beside dllama_model_X.m';
+
+/**
+ * The tokenizer files tried for a model, in order: the model path with `.t`, then
+ * Distributed-Llama's naming (`dllama_model_X.m` → `dllama_tokenizer_X.t`, its launcher's
+ * downloads), also with X's trailing `_part`s dropped one by one, since a vocabulary is shared
+ * by every quantization and size of a model (`dllama_model_stories260k_hidden192_q40.m` →
+ * `dllama_tokenizer_stories260k.t`).
+ */
+export function tokenizerCandidates(model: string): string[] {
+  const dir = dirname(model);
+  const name = basename(model);
+  const candidates = [join(dir, `${name.endsWith('.m') ? name.slice(0, -2) : name}.t`)];
+  const m = /^dllama_model_(.+)\.m$/.exec(name);
+  if (m) {
+    const parts = m[1]!.split('_');
+    for (let n = parts.length; n >= 1; n--) candidates.push(join(dir, `dllama_tokenizer_${parts.slice(0, n).join('_')}.t`));
+  }
+  return candidates;
+}
+
+/** The tokenizer for `model`: `given` (which must exist), else the first candidate that exists. */
+export function findTokenizer(model: string, given: string | undefined): string {
+  if (given !== undefined) {
+    if (!existsSync(given)) throw new CliError(`tokenizer ${given}: no such file`);
+    return given;
+  }
+  const candidates = tokenizerCandidates(model);
+  const found = candidates.find((c) => existsSync(c));
+  if (found === undefined) throw new CliError(`no tokenizer for ${model}: looked for ${candidates.join(', ')}; pass -t/--tokenizer`, 1, 'AIRLLM_NO_TOKENIZER');
+  return found;
+}
+
+/**
+ * Model path, tokenizer path and engine options from the shared flags. A worker runs layers
+ * only and needs no tokenizer (`tokenizer: false`).
+ */
+export async function engineOptions(o: ModelCliOptions, need: { tokenizer: boolean } = { tokenizer: true }): Promise<{ model: string; options: EngineOptions }> {
   const pulled = o.model === undefined ? undefined : await resolveModelArg(o.model, { json: (o as { json?: boolean }).json });
   const model = pulled?.modelPath ?? BUNDLED_MODEL;
-  const tokenizer = o.tokenizer ?? pulled?.tokenizerPath ?? (o.model === undefined ? BUNDLED_TOKENIZER : undefined);
-  if (tokenizer !== undefined && !existsSync(tokenizer)) throw new CliError(`tokenizer ${tokenizer}: no such file`);
+  // A pulled safetensors repository comes with the .t its conversion wrote.
+  const given = o.tokenizer ?? pulled?.tokenizerPath;
+  const tokenizer = o.model === undefined && given === undefined ? BUNDLED_TOKENIZER : need.tokenizer ? findTokenizer(model, given) : undefined;
   const mode = o.mode ?? 'resident';
   if (!['resident', 'stream', 'sequential'].includes(mode)) throw new CliError(`--mode: expected resident, stream or sequential, got "${mode}"`, 2);
   if (o.activations !== undefined && !['f32', 'q80'].includes(o.activations)) throw new CliError(`--activations: expected f32 or q80, got "${o.activations}"`, 2);

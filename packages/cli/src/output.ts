@@ -34,7 +34,15 @@ export function writeOut(text: string): void {
   process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
 }
 
-/** Exactly one JSON document on stdout. */
+let wroteJsonDocument = false;
+
+/** Exactly one JSON document on stdout, on one line (`jq` or a line reader takes it as is). */
 export function writeJson(value: unknown): void {
-  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+  process.stdout.write(`${JSON.stringify(value)}\n`);
+  wroteJsonDocument = true;
+}
+
+/** Whether this run printed its JSON document already (an error after it goes inside it instead). */
+export function wroteJson(): boolean {
+  return wroteJsonDocument;
 }

@@ -8,15 +8,15 @@ import { ArchType, FloatType, HeaderKey, parseTokenizer, readModelFile } from '@
 import { tinyHfCheckpoint, writeHfDir } from '@airllm/format/testing';
 import { LayerWiseInferenceEngine } from '@airllm/engine';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FIXTURES } from './helpers.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const BIN = resolve(here, '../bin/airllm.js');
-const SHARED = resolve(here, '../../..', '../shared');
-const STORIES = join(SHARED, 'models', 'stories260K.bin');
-const TOK512 = join(SHARED, 'models', 'tok512.bin');
-const Q40_FIXTURE = join(SHARED, 'fixtures', 'dllama_model_stories260k_hidden192_q40.m');
-const F32_FIXTURE = join(SHARED, 'fixtures', 'dllama_model_stories260k_hidden192_f32.m');
-const reference = JSON.parse(readFileSync(join(SHARED, 'fixtures', 'reference_llama2c_stories260k.json'), 'utf8')) as {
+const STORIES = join(FIXTURES, 'stories260K.bin');
+const TOK512 = join(FIXTURES, 'tok512.bin');
+const Q40_FIXTURE = join(FIXTURES, 'dllama_model_stories260k_hidden192_q40.m');
+const F32_FIXTURE = join(FIXTURES, 'dllama_model_stories260k_hidden192_f32.m');
+const reference = JSON.parse(readFileSync(join(FIXTURES, 'reference_llama2c_stories260k.json'), 'utf8')) as {
   bos_only: { generated_tokens: number[] };
 };
 

@@ -6,7 +6,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 export const BIN = resolve(here, '../bin/airllm.js');
 export const MODEL = resolve(here, '../models/stories260K.m');
 export const TOKENIZER = resolve(here, '../models/stories260K.t');
-export const FIXTURES = resolve(here, '../../..', '../shared/fixtures');
+export const FIXTURES = resolve(here, '../../../fixtures');
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 

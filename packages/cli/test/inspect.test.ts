@@ -7,10 +7,10 @@ import { ArchType, FloatType, HeaderKey, type HeaderValues } from '@airllm/forma
 import { generateSyntheticModel } from '@airllm/format/convert';
 import { TINY_LLAMA31, TINY_QWEN3, TINY_QWEN3_MOE, withDtype } from '@airllm/format/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FIXTURES } from './helpers.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const BIN = resolve(here, '../bin/airllm.js');
-const FIXTURES = resolve(here, '../../..', '../shared/fixtures');
 const Q40 = join(FIXTURES, 'dllama_model_stories260k_hidden192_q40.m');
 const F32 = join(FIXTURES, 'dllama_model_stories260k_hidden192_f32.m');
 const TOK = join(FIXTURES, 'dllama_tokenizer_stories260k.t');
@@ -184,7 +184,11 @@ describe('airllm inspect on bad files', () => {
     expect(r.stdout).toMatch(/expected 290656 .*actual 200000: MISMATCH \(90656 bytes missing\)/);
     r = airllm('inspect', path, '--json');
     expectOneLineError(r, /shorter/);
-    expect((JSON.parse(r.stdout) as InspectJson).fileSize).toEqual({ expected: 290656, actual: 200000, ok: false });
+    expect(r.stdout.trimEnd().split('\n')).toHaveLength(1);
+    const j = JSON.parse(r.stdout) as InspectJson & { error: { code: string; message: string } };
+    expect(j.fileSize).toEqual({ expected: 290656, actual: 200000, ok: false });
+    // The error is part of the one document, as on stderr.
+    expect(j.error).toEqual({ code: 'AIRLLM_FILE_SIZE', message: r.stderr.trim().slice('airllm: '.length) });
   });
 
   it('trailing bytes', () => {
@@ -217,11 +221,13 @@ describe('airllm inspect on bad files', () => {
       [dir, /is a directory/],
     ];
     for (const [path, pattern] of cases) {
-      for (const json of [[], ['--json']]) {
-        const r = airllm('inspect', path, ...json);
-        expectOneLineError(r, pattern);
-        expect(r.stdout).toBe('');
-      }
+      const r = airllm('inspect', path);
+      expectOneLineError(r, pattern);
+      expect(r.stdout).toBe('');
+      // With --json the same error is also the one JSON document on stdout.
+      const j = airllm('inspect', path, '--json');
+      expectOneLineError(j, pattern);
+      expect(JSON.parse(j.stdout)).toEqual({ error: { code: expect.stringMatching(/^AIRLLM_/), message: expect.stringMatching(pattern) } });
     }
   });
 

@@ -255,11 +255,11 @@ describe('continuous batching', () => {
       expect(s.server.stats.running).toBe(2);
       const waiting = openai(s.url).completions.create({ model: 'x', prompt: 'Lily saw a big tree', max_tokens: 8, temperature: 0 });
       await until(() => s.server.stats.waiting === 1, 5_000, 'the third request to queue');
-      const t0 = Date.now();
       acs[0]!.abort();
       const r = await waiting;
-      // 8 tokens at ≥ 10 ms a step, not the ≥ 4 s the first stream would have taken.
-      expect(Date.now() - t0).toBeLessThan(2_000);
+      // It ran in the freed slot, not after the first stream's 400 tokens: the server has counted
+      // the cancelled stream's few tokens and these 8 (the second stream is still running).
+      expect(s.server.stats.generatedTokens).toBeLessThan(400);
       expect(r.choices[0]!.text).toBe(want.text);
       expect(s.server.stats.cancelled).toBe(1);
       // The second stream is still running beside it.
@@ -465,11 +465,10 @@ describe('cancellation', () => {
       } catch (e) {
         expect((e as Error).name).toMatch(/Abort/);
       }
-      const t0 = Date.now();
-      await until(() => s.server.stats.cancelled === 1 && s.server.stats.running === 0, 3_000, 'the cancelled request to stop');
+      await until(() => s.server.stats.cancelled === 1 && s.server.stats.running === 0, 10_000, 'the cancelled request to stop');
       const next = await openai(s.url).completions.create({ model: 'x', prompt: 'Once', max_tokens: 5, temperature: 0 });
       expect(next.choices[0]!.finish_reason).toBe('length');
-      expect(Date.now() - t0).toBeLessThan(2_000);
+      // The cancelled stream stopped far short of its 400 tokens (counted without the clock).
       const generated = s.server.stats.generatedTokens - tokensBefore - 5;
       expect(generated).toBeGreaterThanOrEqual(4);
       expect(generated).toBeLessThan(100);

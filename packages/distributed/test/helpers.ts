@@ -10,7 +10,7 @@ import { LayerWiseInferenceEngine, type EngineOptions, type GenerateOptions } fr
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const REPO = resolve(here, '../../..');
-export const FIXTURES = join(REPO, '../shared/fixtures');
+export const FIXTURES = join(REPO, 'fixtures');
 export const STORIES = join(FIXTURES, 'dllama_model_stories260k_hidden192_f32.m');
 export const STORIES_TOKENIZER = join(FIXTURES, 'dllama_tokenizer_stories260k.t');
 export const CLI = join(REPO, 'packages/cli/bin/airllm.js');

@@ -4,15 +4,14 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
-/** The repository root and the shared fixtures beside it (CI has them at the same place). */
+/** The repository root and its fixtures (fixtures/README.md says what each file is). */
 export const REPO = resolve(here, '../../..');
-export const SHARED = resolve(REPO, '../shared');
-export const FIXTURES = join(SHARED, 'fixtures');
+export const FIXTURES = join(REPO, 'fixtures');
 export const F32_MODEL = join(FIXTURES, 'dllama_model_stories260k_hidden192_f32.m');
 export const Q40_MODEL = join(FIXTURES, 'dllama_model_stories260k_hidden192_q40.m');
 export const FIXTURE_TOKENIZER = join(FIXTURES, 'dllama_tokenizer_stories260k.t');
-export const LLAMA2C_MODEL = join(SHARED, 'models', 'stories260K.bin');
-export const LLAMA2C_TOKENIZER = join(SHARED, 'models', 'tok512.bin');
+export const LLAMA2C_MODEL = join(FIXTURES, 'stories260K.bin');
+export const LLAMA2C_TOKENIZER = join(FIXTURES, 'tok512.bin');
 
 /** A fresh temporary directory and its cleanup. */
 export function tempDir(prefix = 'airllm-engine-'): { dir: string; cleanup: () => void } {

@@ -6,14 +6,13 @@ import { expect } from 'vitest';
 import { AirllmError } from '../src/index.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-/** ../shared next to the repository root (CI has it at the same place). */
-export const SHARED = resolve(here, '../../..', '../shared');
-export const FIXTURES = join(SHARED, 'fixtures');
+/** The repository's fixtures (fixtures/README.md says what each file is and where it came from). */
+export const FIXTURES = resolve(here, '../../../fixtures');
 export const F32_FIXTURE = join(FIXTURES, 'dllama_model_stories260k_hidden192_f32.m');
 export const Q40_FIXTURE = join(FIXTURES, 'dllama_model_stories260k_hidden192_q40.m');
 export const TOKENIZER_FIXTURE = join(FIXTURES, 'dllama_tokenizer_stories260k.t');
-export const STORIES_BIN = join(SHARED, 'models', 'stories260K.bin');
-export const TOK512_BIN = join(SHARED, 'models', 'tok512.bin');
+export const STORIES_BIN = join(FIXTURES, 'stories260K.bin');
+export const TOK512_BIN = join(FIXTURES, 'tok512.bin');
 
 export function readBytes(path: string): Uint8Array {
   const b = readFileSync(path);

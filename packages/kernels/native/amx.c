@@ -27,7 +27,7 @@
  * blocks in the slots at once (amx_epi: one load and one store of each accumulator for two
  * FMAs). Why this shape: vector work that loads or stores does not overlap with tile stores (a
  * tile store and the float epilogue add up), while register-only vector work hides behind every
- * tile instruction (native/check/amx_overlap.c). So what costs is the number of vector memory
+ * tile instruction (bench/amx_overlap.c). So what costs is the number of vector memory
  * operations per output, and this order (one tile load per C tile, accumulators in L1, two blocks
  * per epilogue pass) has the fewest among the layouts measured; the others, and the figures, are
  * in docs/benchmarks/2026-11-26-amx-batch.md.

@@ -21,7 +21,7 @@ import { recipeQ80 } from './recipe.js';
 import { EXP_REL, F32_SUM_REL, RMSNORM_REL, ROPE_REL, SOFTMAX_REL, SWIGLU_REL, U } from './tolerances.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const FIXTURES = path.resolve(here, '../../../../shared/fixtures');
+const FIXTURES = path.resolve(here, '../../../fixtures');
 
 const PATHS = nativePaths();
 const BACKENDS: NativeBackend[] = PATHS.map((p) => nativeBackend(p));

@@ -25,3 +25,15 @@ export function addon() {
 
 export const MiB = 1 << 20;
 export const GiB = 1 << 30;
+
+/**
+ * Poll until `check` holds; fail after `ms`. For what another thread reports in its own time
+ * (load events, segment states): a fixed sleep would depend on the machine's speed.
+ */
+export async function until(check: () => boolean, what: string, ms = 30_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((res) => setTimeout(res, 5));
+  }
+}

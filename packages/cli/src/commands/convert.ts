@@ -5,7 +5,8 @@ import { formatBytes, writeJson, writeOut } from '../output.js';
 
 /**
  * `airllm convert hf|gguf|llama2c …`: bring your own model. Each subcommand writes a `.m` model
- * and (unless --no-tokenizer) a `.t` tokenizer next to it; the work is done by the
+ * (by default next to its input: `x.gguf` → `x.m`, a checkpoint folder `dir/` → `dir.m`) and
+ * (unless --no-tokenizer) a `.t` tokenizer next to the model; the work is done by the
  * @airllm/format importers, tensor by tensor, so memory stays about one tensor.
  */
 export function register(program: Command): void {
@@ -15,7 +16,7 @@ export function register(program: Command): void {
     .command('hf')
     .description('Hugging Face safetensors checkpoint directory (llama, mistral, qwen3, qwen3_moe) → .m + .t')
     .argument('<dir>', 'directory with config.json, *.safetensors (or model.safetensors.index.json) and tokenizer.json')
-    .requiredOption('-o, --out <model.m>', 'output model file')
+    .option('-o, --out <model.m>', 'output model file (default: next to the input, with .m)')
     .option('--tokenizer-out <model.t>', 'output tokenizer file (default: the model path with .t)')
     .option('--no-tokenizer', 'do not convert the tokenizer')
     .option('--dtype <type>', 'weight type: q40, q80, f16 or f32', 'q40')
@@ -25,13 +26,14 @@ export function register(program: Command): void {
       const F = await import('@airllm/format');
       const C = await import('@airllm/format/convert');
       const dtype = parseDtype(F, opts.dtype);
-      const tokenizerOut = tokenizerPath(opts);
+      const out = outputPath(opts, dir, true);
+      const tokenizerOut = tokenizerPath(opts, out);
       const bar = progressBar('converting', opts.json);
       const signalsOff = removePartialsOnSignal(C.removePartialFilesSync);
       try {
-        const r = await C.importHf({ dir, model: opts.out, tokenizerOut }, { dtype, overwrite: opts.overwrite, onProgress: bar.update });
+        const r = await C.importHf({ dir, model: out, tokenizerOut }, { dtype, overwrite: opts.overwrite, onProgress: bar.update });
         bar.stop();
-        report(F, opts, r.layout, tokenizerOut, r.tokenizer?.data, { source: 'hf', modelType: r.plan.modelType, tokenizerStyle: r.tokenizer?.style, unusedTensors: r.unusedTensors });
+        report(F, opts, out, r.layout, tokenizerOut, r.tokenizer?.data, { source: 'hf', modelType: r.plan.modelType, tokenizerStyle: r.tokenizer?.style, unusedTensors: r.unusedTensors });
       } finally {
         bar.stop();
         signalsOff();
@@ -42,7 +44,7 @@ export function register(program: Command): void {
     .command('gguf')
     .description('llama.cpp GGUF (llama, qwen3, qwen3moe; F32/F16/Q4_0/Q8_0 tensors) → .m + .t, losslessly when the type is kept')
     .argument('<file>', 'GGUF file')
-    .requiredOption('-o, --out <model.m>', 'output model file')
+    .option('-o, --out <model.m>', 'output model file (default: next to the input, with .m)')
     .option('--tokenizer-out <model.t>', 'output tokenizer file (default: the model path with .t)')
     .option('--no-tokenizer', 'do not convert the tokenizer')
     .option('--dtype <type>', 'weight type: q40, q80, f16 or f32 (default: the GGUF attn_q type, no re-quantization)')
@@ -52,13 +54,14 @@ export function register(program: Command): void {
       const F = await import('@airllm/format');
       const C = await import('@airllm/format/convert');
       const dtype = opts.dtype === undefined ? undefined : parseDtype(F, opts.dtype);
-      const tokenizerOut = tokenizerPath(opts);
+      const out = outputPath(opts, file);
+      const tokenizerOut = tokenizerPath(opts, out);
       const bar = progressBar('converting', opts.json);
       const signalsOff = removePartialsOnSignal(C.removePartialFilesSync);
       try {
-        const r = await C.importGguf({ gguf: file, model: opts.out, tokenizerOut }, { dtype, overwrite: opts.overwrite, onProgress: bar.update });
+        const r = await C.importGguf({ gguf: file, model: out, tokenizerOut }, { dtype, overwrite: opts.overwrite, onProgress: bar.update });
         bar.stop();
-        report(F, opts, r.layout, tokenizerOut, r.tokenizer, { source: 'gguf', architecture: r.plan.archName, reencoded: r.reencoded });
+        report(F, opts, out, r.layout, tokenizerOut, r.tokenizer, { source: 'gguf', architecture: r.plan.archName, reencoded: r.reencoded });
       } finally {
         bar.stop();
         signalsOff();
@@ -70,7 +73,7 @@ export function register(program: Command): void {
     .description("llama2.c checkpoint (legacy, or export.py version 1/2) + tokenizer.bin → .m + .t")
     .argument('<checkpoint>', 'llama2.c model .bin')
     .argument('<tokenizer>', "llama2.c tokenizer.bin (e.g. tok512.bin)")
-    .requiredOption('-o, --out <model.m>', 'output model file')
+    .option('-o, --out <model.m>', 'output model file (default: next to the input, with .m)')
     .option('--tokenizer-out <model.t>', 'output tokenizer file (default: the model path with .t)')
     .option('--dtype <type>', 'weight type: q40, q80, f16 or f32', 'q40')
     .option('--hidden-multiple <n>', 'zero-pad hidden_dim to a multiple of n (exact; dllama needs 32 for Q40/Q80)', '32')
@@ -82,13 +85,14 @@ export function register(program: Command): void {
       const dtype = parseDtype(F, opts.dtype);
       const hiddenDimMultiple = Number(opts.hiddenMultiple);
       if (!Number.isSafeInteger(hiddenDimMultiple) || hiddenDimMultiple < 1) throw new CliError(`--hidden-multiple must be a positive integer, got ${opts.hiddenMultiple}`);
-      const tokenizerOut = tokenizerPath(opts) ?? defaultTokenizerPath(opts.out);
+      const out = outputPath(opts, checkpoint);
+      const tokenizerOut = opts.tokenizerOut ?? withExtension(out, '.t');
       const bar = progressBar('converting', opts.json);
       const signalsOff = removePartialsOnSignal(C.removePartialFilesSync);
       try {
-        const r = await C.importLlama2c({ checkpoint, tokenizer, model: opts.out, tokenizerOut }, { dtype, hiddenDimMultiple, overwrite: opts.overwrite, onProgress: bar.update });
+        const r = await C.importLlama2c({ checkpoint, tokenizer, model: out, tokenizerOut }, { dtype, hiddenDimMultiple, overwrite: opts.overwrite, onProgress: bar.update });
         bar.stop();
-        report(F, opts, r.layout, tokenizerOut, r.tokenizer, { source: 'llama2c', checkpointVersion: r.checkpoint.version });
+        report(F, opts, out, r.layout, tokenizerOut, r.tokenizer, { source: 'llama2c', checkpointVersion: r.checkpoint.version });
       } finally {
         bar.stop();
         signalsOff();
@@ -99,7 +103,7 @@ export function register(program: Command): void {
 type Format = typeof import('@airllm/format');
 
 interface ConvertOptions {
-  out: string;
+  out?: string;
   tokenizerOut?: string;
   /** commander's --no-tokenizer: false when given. */
   tokenizer?: boolean;
@@ -116,26 +120,41 @@ function parseDtype(F: Format, name: string | undefined): import('@airllm/format
   }
 }
 
-function defaultTokenizerPath(model: string): string {
-  const ext = extname(model);
-  return (ext === '' ? model : model.slice(0, -ext.length)) + '.t';
+/** `path` with its extension (if any) replaced by `ext`. */
+export function withExtension(path: string, ext: string): string {
+  const e = extname(path);
+  return (e === '' ? path : path.slice(0, -e.length)) + ext;
 }
 
-function tokenizerPath(opts: ConvertOptions): string | undefined {
+/**
+ * -o, or beside the input: a file's path with its extension replaced by .m (`x.gguf` → `x.m`),
+ * a checkpoint folder's path with .m added (`Qwen3-0.6B/` → `Qwen3-0.6B.m`: a folder name's
+ * dot is not an extension).
+ */
+function outputPath(opts: ConvertOptions, input: string, folder = false): string {
+  if (opts.out !== undefined) return opts.out;
+  const trimmed = input.replace(/[/\\]+$/, '') || input;
+  const out = folder ? `${trimmed}.m` : withExtension(trimmed, '.m');
+  if (out === trimmed) throw new CliError(`${input} already ends in .m: pass -o/--out for the converted model`, 2);
+  return out;
+}
+
+function tokenizerPath(opts: ConvertOptions, model: string): string | undefined {
   if (opts.tokenizer === false) return undefined;
-  return opts.tokenizerOut ?? defaultTokenizerPath(opts.out);
+  return opts.tokenizerOut ?? withExtension(model, '.t');
 }
 
 function report(
   F: Format,
   opts: ConvertOptions,
+  out: string,
   layout: import('@airllm/format').ModelLayout,
   tokenizerOut: string | undefined,
   tok: import('@airllm/format').TokenizerData | undefined,
   extra: Record<string, unknown>,
 ): void {
   const h = layout.header;
-  const model = { path: opts.out, bytes: layout.fileSize, arch: F.archName(h.archType), weightType: F.floatTypeName(h.weightType), dim: h.dim, nLayers: h.nLayers, vocabSize: h.vocabSize };
+  const model = { path: out, bytes: layout.fileSize, arch: F.archName(h.archType), weightType: F.floatTypeName(h.weightType), dim: h.dim, nLayers: h.nLayers, vocabSize: h.vocabSize };
   const tokenizer = tok !== undefined && tokenizerOut !== undefined ? { path: tokenizerOut, vocabSize: tok.vocab.length, bosId: tok.bosId, eosIds: tok.eosIds, chatTemplate: tok.chatTemplate !== undefined } : null;
   if (opts.json) {
     writeJson({ model, tokenizer, ...extra });

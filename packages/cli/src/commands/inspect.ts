@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import type { ModelFileInfo, ModelHeader, TensorInfo } from '@airllm/format';
+import { jsonError } from '../errors.js';
 import { formatBytes, table, writeJson, writeOut } from '../output.js';
 
 /** `airllm inspect model.m [--json]`: header, derived sizes, layer offsets, file-size check. */
@@ -11,11 +12,18 @@ export function register(program: Command): void {
     .option('--json', 'print one JSON object (header values, every tensor, the size check)')
     .action(async (model: string, opts: { json?: boolean }) => {
       const format = await import('@airllm/format');
-      // A size mismatch still shows the header and layout; the check fails afterwards.
+      // A size mismatch still shows the header and layout; the check fails afterwards (with
+      // --json, the error is part of the one document).
       const info = format.readModelFile(model, { allowSizeMismatch: true });
-      if (opts.json) writeJson(toJson(format, info));
+      let sizeError: unknown;
+      try {
+        format.checkFileSize(info.layout, info.actualSize, model);
+      } catch (e) {
+        sizeError = e;
+      }
+      if (opts.json) writeJson({ ...(toJson(format, info) as object), ...(sizeError === undefined ? {} : { error: jsonError(sizeError) }) });
       else writeOut(toText(format, info));
-      format.checkFileSize(info.layout, info.actualSize, model);
+      if (sizeError !== undefined) throw sizeError;
     });
 }
 

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { CliError } from '../errors.js';
-import { BUNDLED_MODEL, BUNDLED_TOKENIZER } from '../model-options.js';
+import { BUNDLED_MODEL, BUNDLED_TOKENIZER, findTokenizer, TOKENIZER_LOOKUP } from '../model-options.js';
 import { writeJson } from '../output.js';
 
 export interface TokenizeCliOptions {
@@ -26,7 +26,7 @@ export function register(program: Command): void {
     .description('print the token ids of a text (or of a chat conversation) as the model is fed them')
     .argument('[text]', 'the text ("-" or nothing: read stdin, byte for byte)')
     .option('-m, --model <path>', 'model .m file (default: the bundled stories260K demo)')
-    .option('-t, --tokenizer <path>', 'tokenizer .t file (default: the model path with .t)')
+    .option('-t, --tokenizer <path>', `tokenizer .t file (default: ${TOKENIZER_LOOKUP})`)
     .option('--no-bos', 'do not start with the BOS token')
     .option('--chat', 'the input is a JSON array of {role, content} messages, rendered with the chat template and the generation prompt')
     .option('--chat-template <name>', "with --chat: a built-in format (llama2, llama3, chatml) instead of the model's template")
@@ -64,13 +64,13 @@ export async function tokenizeInput(input: string, o: TokenizeCliOptions): Promi
   const { readModelFile } = await import('@airllm/format');
   const { loadTokenizer, ChatFormatter, ChatTemplateError, CHAT_ROLES } = await import('@airllm/engine');
   const model = o.model ?? BUNDLED_MODEL;
-  const tokenizerPath = o.tokenizer ?? (o.model === undefined ? BUNDLED_TOKENIZER : undefined);
-  const cacheKey = `${model}\0${tokenizerPath ?? ''}`;
+  const cacheKey = `${model}\0${o.tokenizer ?? ''}`;
   let tok = loaded.get(cacheKey);
   if (tok === undefined) {
     const { header } = readModelFile(model);
-    tok = loadTokenizer(model, { tokenizerPath, modelVocabSize: header.vocabSize });
-    if (tok === undefined) throw new CliError(`no tokenizer: pass -t (looked for ${model.replace(/\.m$/, '')}.t)`);
+    const tokenizerPath = o.model === undefined && o.tokenizer === undefined ? BUNDLED_TOKENIZER : findTokenizer(model, o.tokenizer);
+    // Given a path, loadTokenizer returns the tokenizer or throws.
+    tok = loadTokenizer(model, { tokenizerPath, modelVocabSize: header.vocabSize })!;
     loaded.set(cacheKey, tok);
   }
   let ids: number[];

@@ -44,7 +44,7 @@ export function register(program: Command): void {
     .command('worker')
     .description('serve layer ranges of a model to an airllm root over gRPC (only activations travel)')
     .option('-m, --model <path>', 'model .m file: the same file as the root (default: the bundled stories260K demo)')
-    .option('--host <host>', 'interface to listen on (default: this machine only)', '127.0.0.1')
+    .option('--host <host>', 'interface to listen on (127.0.0.1: this machine only; 0.0.0.0: every interface)', '127.0.0.1')
     .option('--port <n>', 'port to listen on (0: any free port)', '9100')
     .option('--token <secret>', 'shared secret a root must send (default: $AIRLLM_TOKEN)')
     .option('--tls-cert <file>', 'serve over TLS with this certificate (PEM; it must name the host the root uses in --workers)')
@@ -59,7 +59,7 @@ export function register(program: Command): void {
       const port = parseInteger(o.port, '--port', 0, 65535)!;
       const token = o.token ?? process.env.AIRLLM_TOKEN;
       // The root decides context, batch, slots and numerics; the worker only its machine's side.
-      const { model, options } = await engineOptions({ model: o.model, mode: o.mode, maxMemory: o.maxMemory, threads: o.threads, kernels: o.kernels });
+      const { model, options } = await engineOptions({ model: o.model, mode: o.mode, maxMemory: o.maxMemory, threads: o.threads, kernels: o.kernels }, { tokenizer: false });
       const tls = await serverTls(o);
       if (!LOOPBACK.includes(o.host)) {
         if (token === undefined) process.stderr.write(`airllm worker: warning: listening on ${o.host} without --token: anyone who can reach this port can use it\n`);

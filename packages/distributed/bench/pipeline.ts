@@ -16,9 +16,9 @@ import { fileURLToPath } from 'node:url';
 import { ArchType, FloatType, HeaderKey } from '@airllm/format';
 import { generateSyntheticModel } from '@airllm/format/convert';
 import { LayerWiseInferenceEngine, type EngineOptions } from '@airllm/engine';
-import { DistributedEngine } from '../index.js';
+import { DistributedEngine } from '../dist/index.js';
 
-const CLI = fileURLToPath(new URL('../../../cli/bin/airllm.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../../cli/bin/airllm.js', import.meta.url));
 
 function arg(name: string, dflt: number): number {
   const i = process.argv.indexOf(`--${name}`);

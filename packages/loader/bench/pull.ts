@@ -1,5 +1,5 @@
 /**
- * `node dist/bench/pull.js [--mib N] [--rounds N]`: how fast `pullModel` brings a file from a
+ * `node dist-bench/pull.js [--mib N] [--rounds N]` (after `tsc -b bench`): how fast `pullModel` brings a file from a
  * hub-like server on this machine, against curl fetching the same URL in the same run (plain,
  * and piped through sha256sum, which is the work a verified pull does), and the pulling
  * process's peak RSS (which must not grow with the file).
@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { FakeHub } from '../testing/fake-hub.js';
+import { FakeHub } from '../dist/testing/fake-hub.js';
 
 function arg(name: string, fallback: number): number {
   const i = process.argv.indexOf(name);
@@ -31,7 +31,7 @@ const work = mkdtempSync(join(tmpdir(), 'airllm-bench-pull-'));
 const content = new Uint8Array(mib << 20);
 for (let off = 0; off < content.length; off += 1 << 16) randomFillSync(content, off, Math.min(1 << 16, content.length - off));
 const hub = await FakeHub.start({ repos: [{ id: 'bench/model', files: [{ path: 'model.gguf', content }] }] });
-const index = fileURLToPath(new URL('../index.js', import.meta.url));
+const index = fileURLToPath(new URL('../dist/index.js', import.meta.url));
 const url = `${hub.url}/bench/model/resolve/main/model.gguf`;
 
 // A child that pulls and reports its time and peak RSS as JSON. The peak is VmHWM, not

@@ -4,7 +4,7 @@
  * shapes are those of the int8 kernel (amx.c): A 16 rows x 32 bytes, B 8 rows x 64 bytes,
  * C 16 x 16 int32.
  *
- *   gcc -O2 -ffp-contract=off native/check/amx_overlap.c -o /tmp/amx_overlap && /tmp/amx_overlap
+ *   gcc -O2 -ffp-contract=off bench/amx_overlap.c -o /tmp/amx_overlap && /tmp/amx_overlap
  *
  * Prints ns per loop iteration for each part alone and for pairs of parts. Where a pair takes
  * about the larger of its two parts, they overlap; where it takes their sum, they do not. The host

@@ -3,7 +3,7 @@
  * a plain sequential read of the same file, in the same run, plus LRU against pinning on a
  * cyclic scan (simulated and measured).
  *
- *   node dist/bench/stream.js [--json] [--repeats N] [--layers N] [--chunk-mib N] [--ahead N]
+ *   node dist-bench/stream.js [--json] [--repeats N] [--layers N] [--chunk-mib N] [--ahead N]
  *                             [--populate] [--dir PATH]
  *
  * The model file (≥ 2 GiB of random bytes) is written to a temp dir and deleted at the end,
@@ -17,12 +17,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { buildModelLayout, FloatType, HeaderKey, parseModelHeader, writeModelHeader, type ModelLayout } from '@airllm/format';
-import { dropFileCache, pageCacheBytes } from '../cache.js';
-import { nativeAddon } from '../native.js';
-import { simulateCyclicScan } from '../policy.js';
-import { diskReadBytes, memoryStatus, resetPeakRss } from '../proc.js';
-import { LayerResidency } from '../residency/residency.js';
-import { MemoryMappedWeights } from '../weights.js';
+import { dropFileCache, pageCacheBytes } from '../dist/cache.js';
+import { nativeAddon } from '../dist/native.js';
+import { simulateCyclicScan } from '../dist/policy.js';
+import { diskReadBytes, memoryStatus, resetPeakRss } from '../dist/proc.js';
+import { LayerResidency } from '../dist/residency/residency.js';
+import { MemoryMappedWeights } from '../dist/weights.js';
 
 interface Args {
   json: boolean;

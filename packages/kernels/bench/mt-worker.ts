@@ -1,8 +1,8 @@
 /** Benchmark worker: one thread's share of a matvec or of the memory read probe. */
 import { parentPort, workerData } from 'node:worker_threads';
 import { FloatType } from '@airllm/format';
-import { nativeBackend, readSum, type NativePath } from '../native.js';
-import { splitRange } from '../split.js';
+import { nativeBackend, readSum, type NativePath } from '../dist/native.js';
+import { splitRange } from '../dist/split.js';
 import { CTRL, type WorkerData } from './shared.js';
 
 const d = workerData as WorkerData;

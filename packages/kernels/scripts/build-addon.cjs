@@ -2,7 +2,10 @@
 // Builds the native addon of the package in the current directory (an npm `install` script),
 // from source, without downloading anything.
 //
-//   node ../../scripts/build-addon.cjs "<what the addon is>" "<what happens without it>"
+//   node scripts/build-addon.cjs "<what the addon is>" "<what happens without it>"
+//
+// @airllm/kernels and @airllm/loader each ship an identical copy, so that each builds from its
+// own files when installed from the registry (scripts/check-tarballs.sh checks they are equal).
 //
 // node-gyp would fetch Node's headers from the network unless told where they are. npm passes
 // its `nodedir` setting as npm_config_nodedir; when that is unset we look for the headers that

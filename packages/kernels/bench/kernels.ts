@@ -18,9 +18,9 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { FloatType, Q40_BLOCK_BYTES, Q80_BLOCK_BYTES, Q_BLOCK, quantizeQ80 } from '@airllm/format';
-import { assembleBackend, nativeBackend, nativePaths, readSum, type AddonOps, type NativePath } from '../native.js';
-import { referenceBackend } from '../reference.js';
-import { fillRandomQ40, randomFloats, rng } from '../testing/builders.js';
+import { assembleBackend, nativeBackend, nativePaths, readSum, type AddonOps, type NativePath } from '../dist/native.js';
+import { referenceBackend } from '../dist/reference.js';
+import { fillRandomQ40, randomFloats, rng } from '../dist/testing/builders.js';
 import { CTRL, type WorkerData } from './shared.js';
 
 const args = process.argv.slice(2);

@@ -1,5 +1,5 @@
 /**
- * `node dist/bench/fingerprint.js [--gib N] [--rounds R]`: what the model fingerprint costs.
+ * `node dist-bench/fingerprint.js [--gib N] [--rounds R]`: what the model fingerprint costs.
  *
  * Writes a synthetic model of about N GiB (default 2) into a temp dir and measures, in one run:
  * - CRC-32 (zlib) and SHA-256 on data in memory, in GB per CPU-second (one core);
@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { ArchType, buildModelLayout, FloatType, HeaderKey, parseModelHeader, writeModelHeader } from '@airllm/format';
 import { dropFileCache } from '@airllm/loader';
-import { modelFingerprint } from '../fingerprint.js';
+import { modelFingerprint } from '../dist/fingerprint.js';
 
 function arg(name: string, dflt: number): number {
   const i = process.argv.indexOf(`--${name}`);

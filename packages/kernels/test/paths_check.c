@@ -1,13 +1,13 @@
 /*
- * Developer check, outside the npm build: runs every CPU path compiled for this target against
- * the scalar path (itself bit-identical to the TypeScript reference, see test/native.test.ts) on
- * seeded random inputs. Its purpose is the NEON path, which can be checked on x86-64 under
- * qemu:
+ * Runs every CPU path compiled for this target against the scalar path (itself bit-identical to
+ * the TypeScript reference, see native.test.ts) on seeded random inputs. test/paths.test.ts
+ * builds and runs it twice: linked with the addon's own compiled objects on this machine, and
+ * for aarch64 under qemu, which is how the NEON path gets checked on x86-64:
  *
- *   aarch64-linux-gnu-gcc -O3 -ffp-contract=off -march=armv8-a -Inative native/check/paths_check.c \
+ *   aarch64-linux-gnu-gcc -O3 -ffp-contract=off -march=armv8-a -Inative test/paths_check.c \
  *     native/ops.c native/dllama.c native/scalar.c native/neon.c -lm -static -o /tmp/check && qemu-aarch64 /tmp/check
- *   gcc -O3 -ffp-contract=off -Inative native/check/paths_check.c native/ops.c native/dllama.c native/scalar.c \
- *     native/avx2.c native/avx512.c native/amx.c -lm -o /tmp/check && /tmp/check
+ *
+ * (and again with -march=armv8.2-a+dotprod for the dot-product kernels).
  *
  * Exit status 0 when every comparison is within its tolerance.
  */
