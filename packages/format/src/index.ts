@@ -18,7 +18,25 @@ export {
   quantizeQ80,
   dequantizeQ80,
   roundHalfEven,
+  MODEL_FILE_FLOAT_TYPES,
+  isModelFileFloatType,
 } from './dtypes.js';
+export {
+  QK_K,
+  Q4_K_BLOCK_BYTES,
+  Q5_K_BLOCK_BYTES,
+  Q6_K_BLOCK_BYTES,
+  kScale,
+  kMin,
+  quantizeBF16,
+  dequantizeBF16,
+  quantizeQ4K,
+  dequantizeQ4K,
+  quantizeQ5K,
+  dequantizeQ5K,
+  quantizeQ6K,
+  dequantizeQ6K,
+} from './kquants.js';
 export {
   MODEL_MAGIC,
   OLD_MODEL_MAGICS,

@@ -59,8 +59,9 @@ describe('dtype table', () => {
     const e = expectFormatError(() => byteSize(FloatType.Q40, 33, 'layers.0.q'), InvalidValueError);
     expect(e.field).toBe('layers.0.q');
     expectFormatError(() => byteSize(FloatType.Q80, 2 ** 53), SizeOverflowError);
-    expectFormatError(() => dtypeInfo(7 as FloatType), InvalidValueError);
-    expectFormatError(() => parseFloatType('q4_k'), InvalidValueError);
+    expectFormatError(() => dtypeInfo(8 as FloatType), InvalidValueError);
+    // parseFloatType names .m weight types: the internal ones are refused
+    for (const name of ['q4_k', 'Q5_K', 'q6_k', 'bf16', 'q8_k']) expectFormatError(() => parseFloatType(name), InvalidValueError);
   });
 
   it('F32 round-trips exactly, little-endian', () => {
