@@ -13,8 +13,9 @@
  *   each weight quad is broadcast and meets every batch row (vpdpbusd with VNNI, vpmaddubsw +
  *   vpmaddwd without), per sub-block sum times its scale (vpmulld), then the float32 terms lane
  *   by lane: also bit-identical.
- * - F32 input: each weight row is decoded to the reference's floats (the same unpack, int ->
- *   float, one multiply and one subtract per value) into scratch, then 512-bit FMA dots.
+ * - F32 input: weights are decoded to the reference's floats (the same unpack, int -> float, one
+ *   multiply and one subtract per value) a super-block at a time into L1; batch <= 4 takes FMAs
+ *   along the input, larger batches the transposed input with each weight value broadcast.
  */
 
 #define INL static inline __attribute__((always_inline)) TGT
@@ -62,9 +63,7 @@ INL void FN(kq_scales)(int type, const uint8_t *blk, __m256i *s16, __m256i *c16,
     *dmin = 0.0f;
     return;
   }
-  uint8_t v[16];
-  kq_scale_min(blk + 4, v, v + 8);
-  __m128i sm = _mm_loadu_si128((const __m128i *)v);
+  __m128i sm = kq_scale_min_sse(blk + 4);
   *s16 = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(sm, _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7)));
   *c16 = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(sm, _mm_setr_epi8(8, 8, 9, 9, 10, 10, 11, 11, 12, 12, 13, 13, 14, 14, 15, 15)));
   *d = _cvtsh_ss(k_rd16(blk));
@@ -182,7 +181,9 @@ INL void FN(kq_lanes_tile)(int type, int R, int BT, float *out, const int32_t *x
       __m512i is[4][2];
       for (int rr = 0; rr < R; rr++)
         for (int bt = 0; bt < BT; bt++) is[rr][bt] = _mm512_setzero_si512();
-      for (int t = g * G / 4; t < (g + 1) * G / 4; t++) {
+#pragma GCC unroll 8
+      for (int tq = 0; tq < G / 4; tq++) {
+        const int t = g * (G / 4) + tq;
         __m512i xv[2];
         for (int bt = 0; bt < BT; bt++) xv[bt] = _mm512_load_si512((const void *)(xk + (size_t)t * NL + 16 * bt));
         for (int rr = 0; rr < R; rr++) {
@@ -285,6 +286,38 @@ INL void FN(kq_mmk)(int type, float *out, const void *xv, const uint8_t *w, int 
 
 /* ---- F32 input ---- */
 
+/* Per-16 float factors of a super-block: fs = d·s_g and fm = dmin·c_g (one rounding each, the
+ * reference's d1 and m1; Q6_K: fs = d·sc_g). */
+INL void FN(kq_fscales)(int type, const uint8_t *blk, __m512 *fs, __m512 *fm) {
+  __m256i s16, c16;
+  float d, dmin;
+  FN(kq_scales)(type, blk, &s16, &c16, &d, &dmin);
+  *fs = _mm512_mul_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(s16)));
+  *fm = _mm512_mul_ps(_mm512_set1_ps(dmin), _mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(c16)));
+}
+
+/* The reference's decoded weights of values 64c + 16q .. + 15 (u: kq_u64 of chunk c). Q4_K and
+ * Q5_K go through a table of the sub-block's 16 (32) values fround(fround(d1·q) − m1), as the
+ * Q40 kernels do, so each value costs a widening and one permute. */
+INL __m512 FN(kq_w16)(int type, __m512i u, int c, int q, __m512 fs, __m512 fm) {
+  const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  __m512i idx;
+  switch (q) {
+    case 0: idx = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(u, 0)); break;
+    case 1: idx = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(u, 1)); break;
+    case 2: idx = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(u, 2)); break;
+    default: idx = _mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(u, 3)); break;
+  }
+  __m512i g = _mm512_set1_epi32(4 * c + q);
+  __m512 d1 = _mm512_permutexvar_ps(g, fs);
+  if (type == FT_Q6K) return _mm512_mul_ps(d1, _mm512_sub_ps(_mm512_cvtepi32_ps(idx), _mm512_set1_ps(32.0f)));
+  __m512 m1 = _mm512_permutexvar_ps(g, fm);
+  __m512 lo = _mm512_sub_ps(_mm512_mul_ps(d1, iota), m1);
+  if (type == FT_Q4K) return _mm512_permutexvar_ps(idx, lo);
+  __m512 hi = _mm512_sub_ps(_mm512_mul_ps(d1, _mm512_add_ps(iota, _mm512_set1_ps(16.0f))), m1);
+  return _mm512_permutex2var_ps(lo, idx, hi);
+}
+
 /* Decode one super-block (or 256 BF16 values) to the reference's floats. */
 INL void FN(kq_decode256)(int type, const uint8_t *blk, float *y) {
   if (type == FT_BF16) {
@@ -293,58 +326,140 @@ INL void FN(kq_decode256)(int type, const uint8_t *blk, float *y) {
                                   _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(blk + 2 * i))), 16)));
     return;
   }
-  __m256i s16, c16;
-  float d, dmin;
-  FN(kq_scales)(type, blk, &s16, &c16, &d, &dmin);
-  int16_t sg[16], cg[16];
-  _mm256_storeu_si256((__m256i *)sg, s16);
-  _mm256_storeu_si256((__m256i *)cg, c16);
+  __m512 fs, fm;
+  FN(kq_fscales)(type, blk, &fs, &fm);
   for (int c = 0; c < 4; c++) {
     __m512i u = FN(kq_u64)(type, blk, c);
-    for (int q = 0; q < 4; q++) {
-      int g = 4 * c + q;
-      __m512 v = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm512_extracti32x4_epi32(u, q)));
-      __m512 ds = _mm512_set1_ps(d * (float)sg[g]);
-      if (type == FT_Q6K) v = _mm512_mul_ps(ds, _mm512_sub_ps(v, _mm512_set1_ps(32.0f)));
-      else v = _mm512_sub_ps(_mm512_mul_ps(ds, v), _mm512_set1_ps(dmin * (float)cg[g]));
-      _mm512_storeu_ps(y + 16 * g, v);
-    }
+    for (int q = 0; q < 4; q++) _mm512_storeu_ps(y + 64 * c + 16 * q, FN(kq_w16)(type, u, c, q, fs, fm));
   }
 }
 
-INL float FN(kq_dot)(const float *a, const float *b, int n) {
-  __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-  int i = 0;
-  for (; i + 64 <= n; i += 64) {
-    s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
-    s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
-    s2 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 32), _mm512_loadu_ps(b + i + 32), s2);
-    s3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 48), _mm512_loadu_ps(b + i + 48), s3);
+/* Values 256k.. of a weight row (n of them, n < 256 only at a BF16 row's end) as floats, zero
+ * past n. */
+INL void FN(kq_decode_at)(int type, const uint8_t *row, int k, int n, float *y) {
+  size_t step = type == FT_BF16 ? 2 * QKK : (size_t)kq_block_bytes(type);
+  const uint8_t *blk = row + (size_t)k * step;
+  if (n == QKK) {
+    FN(kq_decode256)(type, blk, y);
+    return;
   }
-  for (; i < n; i += 16) {
-    __mmask16 m = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1);
-    s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s0);
+  for (int i = 0; i < QKK; i++) y[i] = i < n ? k_bf16_to_f32(k_rd16(blk + 2 * i)) : 0.0f;
+}
+
+/* batch <= 4: per super-block the weights are decoded into L1 and every batch row takes its FMAs
+ * against them (four accumulators per batch row). */
+INL void FN(kq_mmf_rows)(int type, int B, float *out, const float *x, const uint8_t *w, int nIn, int nOut, int r0,
+                         int r1) {
+  size_t rowBytes = k_row_bytes(type, (size_t)nIn);
+  size_t step = type == FT_BF16 ? 2 * QKK : (size_t)kq_block_bytes(type);
+  int nk = (nIn + QKK - 1) / QKK;
+  for (int r = r0; r < r1; r++) {
+    const uint8_t *row = w + (size_t)r * rowBytes;
+    __m512 acc[4][4];
+    for (int b = 0; b < B; b++)
+      for (int j = 0; j < 4; j++) acc[b][j] = _mm512_setzero_ps();
+    for (int k = 0; k < nk; k++) {
+      for (size_t o = 0; o < step; o += 64) _mm_prefetch((const char *)(row + (size_t)k * step + K_PREFETCH_BYTES + o), _MM_HINT_T0);
+      int n = nIn - k * QKK < QKK ? nIn - k * QKK : QKK;
+      if (type != FT_BF16) {
+        /* K-quants: decoded in registers, 64 values at a time */
+        const uint8_t *blk = row + (size_t)k * step;
+        __m512 fs, fm;
+        FN(kq_fscales)(type, blk, &fs, &fm);
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) {
+          __m512i u = FN(kq_u64)(type, blk, c);
+#pragma GCC unroll 4
+          for (int q = 0; q < 4; q++) {
+            __m512 wv = FN(kq_w16)(type, u, c, q, fs, fm);
+            for (int b = 0; b < B; b++)
+              acc[b][q] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x + (size_t)b * nIn + (size_t)k * QKK + 64 * c + 16 * q), acc[b][q]);
+          }
+        }
+        continue;
+      }
+      float y[QKK] __attribute__((aligned(64)));
+      FN(kq_decode_at)(type, row, k, n, y);
+      for (int b = 0; b < B; b++) {
+        const float *xb = x + (size_t)b * nIn + (size_t)k * QKK;
+        for (int i = 0; i < n; i += 16) {
+          __mmask16 m = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1);
+          acc[b][(i >> 4) & 3] = _mm512_fmadd_ps(_mm512_load_ps(y + i), _mm512_maskz_loadu_ps(m, xb + i), acc[b][(i >> 4) & 3]);
+        }
+      }
+    }
+    for (int b = 0; b < B; b++)
+      out[(size_t)b * nOut + r] =
+          _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[b][0], acc[b][1]), _mm512_add_ps(acc[b][2], acc[b][3])));
   }
-  return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+}
+
+/* batch >= 5: lanes along the batch (the input transposed once per call, 16 rows per register);
+ * per super-block R weight rows are decoded into L1 and each value is broadcast against BT
+ * registers of batch rows. */
+INL void FN(kq_mmf_lanes_tile)(int type, int R, int BT, float *out, const float *xT, int NL, int lane0,
+                               const uint8_t *w, int nIn, int nOut, int b0, int nrows, int r) {
+  size_t rowBytes = k_row_bytes(type, (size_t)nIn);
+  int nk = (nIn + QKK - 1) / QKK;
+  __m512 acc[8][2];
+  for (int rr = 0; rr < R; rr++)
+    for (int bt = 0; bt < BT; bt++) acc[rr][bt] = _mm512_setzero_ps();
+  for (int k = 0; k < nk; k++) {
+    int n = nIn - k * QKK < QKK ? nIn - k * QKK : QKK;
+    float y[8][QKK] __attribute__((aligned(64)));
+    for (int rr = 0; rr < R; rr++) FN(kq_decode_at)(type, w + (size_t)(r + rr) * rowBytes, k, n, y[rr]);
+    const float *xk = xT + (size_t)k * QKK * NL + lane0;
+    for (int e = 0; e < n; e++) {
+      __m512 xv[2];
+      for (int bt = 0; bt < BT; bt++) xv[bt] = _mm512_load_ps(xk + (size_t)e * NL + 16 * bt);
+      for (int rr = 0; rr < R; rr++) {
+        __m512 wb = _mm512_set1_ps(y[rr][e]);
+        for (int bt = 0; bt < BT; bt++) acc[rr][bt] = _mm512_fmadd_ps(wb, xv[bt], acc[rr][bt]);
+      }
+    }
+  }
+  for (int rr = 0; rr < R; rr++)
+    for (int bt = 0; bt < BT; bt++) {
+      float t[16] __attribute__((aligned(64)));
+      _mm512_store_ps(t, acc[rr][bt]);
+      int first = lane0 + 16 * bt;
+      for (int j = 0; j < 16 && first + j < nrows; j++) out[(size_t)(b0 + first + j) * nOut + r + rr] = t[j];
+    }
 }
 
 INL void FN(kq_mmf)(int type, float *out, const void *xv, const uint8_t *w, int nIn, int nOut, int batch, int r0,
                     int r1, kscratch *s) {
   const float *x = (const float *)xv;
-  size_t rowBytes = k_row_bytes(type, (size_t)nIn);
-  size_t step = type == FT_BF16 ? 2 * QKK : (size_t)kq_block_bytes(type);
-  float *row = (float *)kscratch_get(s, (size_t)nIn * sizeof(float));
-  if (row == NULL) return;
-  for (int r = r0; r < r1; r++) {
-    const uint8_t *wr = w + (size_t)r * rowBytes;
-    int i = 0;
-    for (; i + QKK <= nIn; i += QKK) {
-      const uint8_t *blk = wr + (size_t)(i / QKK) * step;
-      for (size_t o = 0; o < step; o += 64) _mm_prefetch((const char *)(blk + K_PREFETCH_BYTES + o), _MM_HINT_T0);
-      FN(kq_decode256)(type, blk, row + i);
+  if (batch <= 4) {
+    switch (batch) {
+      case 1: FN(kq_mmf_rows)(type, 1, out, x, w, nIn, nOut, r0, r1); break;
+      case 2: FN(kq_mmf_rows)(type, 2, out, x, w, nIn, nOut, r0, r1); break;
+      case 3: FN(kq_mmf_rows)(type, 3, out, x, w, nIn, nOut, r0, r1); break;
+      default: FN(kq_mmf_rows)(type, 4, out, x, w, nIn, nOut, r0, r1); break;
     }
-    for (; i < nIn; i++) row[i] = k_bf16_to_f32(k_rd16(wr + 2 * (size_t)i)); /* BF16 row tail */
-    for (int b = 0; b < batch; b++) out[(size_t)b * nOut + r] = FN(kq_dot)(row, x + (size_t)b * nIn, nIn);
+    return;
+  }
+  int maxRows = batch < KQ_SUPER_ROWS ? batch : KQ_SUPER_ROWS;
+  int nk = (nIn + QKK - 1) / QKK;
+  /* rows padded to whole super-blocks, zero past nIn (the decoded tail is zero there too) */
+  float *xT = (float *)kscratch_get(s, (size_t)nk * QKK * (size_t)((maxRows + 15) / 16 * 16) * sizeof(float));
+  if (xT == NULL) return;
+  for (int b0 = 0; b0 < batch; b0 += KQ_SUPER_ROWS) {
+    int nrows = batch - b0 < KQ_SUPER_ROWS ? batch - b0 : KQ_SUPER_ROWS;
+    int NL = (nrows + 15) / 16 * 16;
+    k_prep_f32_lanes(x, nIn, b0, nrows, NL, xT);
+    for (int r = r0; r < r1;) {
+      int R = r1 - r >= 8 ? 8 : r1 - r >= 4 ? 4 : 1;
+      for (int lane0 = 0; lane0 < NL; lane0 += 32) {
+        int two = NL - lane0 >= 32;
+#define KQ_F_TILE(RR, BB) FN(kq_mmf_lanes_tile)(type, RR, BB, out, xT, NL, lane0, w, nIn, nOut, b0, nrows, r)
+        if (R == 8) { if (two) KQ_F_TILE(8, 2); else KQ_F_TILE(8, 1); }
+        else if (R == 4) { if (two) KQ_F_TILE(4, 2); else KQ_F_TILE(4, 1); }
+        else { if (two) KQ_F_TILE(1, 2); else KQ_F_TILE(1, 1); }
+#undef KQ_F_TILE
+      }
+      r += R;
+    }
   }
 }
 
