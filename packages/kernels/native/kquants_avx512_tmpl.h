@@ -4,12 +4,12 @@
  *
  * Weight super-blocks are unpacked in registers to the canonical form of kquants.h, 64 values
  * (one zmm of unsigned bytes, value order) at a time, so the Q8_K input is read in its own layout.
- * - Rows kernel (batch <= 4): per 64 values, vpmaddubsw (u·x pair sums, exact: u < 64) and a
+ * - Rows kernel (batch <= KQ_ROWS_MAX): per 64 values, vpmaddubsw (u·x pair sums, exact: u < 64) and a
  *   multiply-add with the per-16 scales as int16 (vpdpwssd with VNNI, vpmaddwd + add without);
  *   S distant weight rows at once (separate DRAM streams, as the Q40 rows kernels). The super-block
  *   integers are reduced to scalars and enter the float32 sum in order: bit-identical to the
  *   reference.
- * - Lanes kernel (batch >= 5): the input is transposed once per call (16 batch rows per zmm);
+ * - Lanes kernel (larger batches): the input is transposed once per call (16 batch rows per zmm);
  *   each weight quad is broadcast and meets every batch row (vpdpbusd with VNNI, vpmaddubsw +
  *   vpmaddwd without), per sub-block sum times its scale (vpmulld), then the float32 terms lane
  *   by lane: also bit-identical.
@@ -97,7 +97,7 @@ INL void FN(kq_rows_tile)(int type, int B, int S, float *out, const uint8_t *xq,
                           int r, int step) {
   const int bb = kq_block_bytes(type);
   const uint8_t *rows[4];
-  float sum[4][4];
+  float sum[4][8];
   for (int s = 0; s < S; s++) {
     rows[s] = w + (size_t)(r + s * step) * nb * bb;
     for (int b = 0; b < B; b++) sum[s][b] = 0.0f;
@@ -114,7 +114,7 @@ INL void FN(kq_rows_tile)(int type, int B, int S, float *out, const uint8_t *xq,
       float d, dmin;
       FN(kq_scales)(type, blk, &s16, &c16, &d, &dmin);
       __m512i s512 = _mm512_castsi256_si512(s16);
-      __m512i acc[4];
+      __m512i acc[8];
       for (int b = 0; b < B; b++) acc[b] = _mm512_setzero_si512();
 #pragma GCC unroll 4
       for (int c = 0; c < 4; c++) {
@@ -259,12 +259,15 @@ INL void FN(kq_mmk)(int type, float *out, const void *xv, const uint8_t *w, int 
                     int r1, kscratch *s) {
   const uint8_t *xq = (const uint8_t *)xv;
   int nb = nIn / QKK;
-  if (batch <= 4) {
+  if (batch <= KQ_ROWS_MAX) {
     switch (batch) {
       case 1: FN(kq_rows)(type, 1, 4, out, xq, w, nb, nOut, r0, r1); break;
       case 2: FN(kq_rows)(type, 2, 4, out, xq, w, nb, nOut, r0, r1); break;
       case 3: FN(kq_rows)(type, 3, 2, out, xq, w, nb, nOut, r0, r1); break;
-      default: FN(kq_rows)(type, 4, 2, out, xq, w, nb, nOut, r0, r1); break;
+      case 4: FN(kq_rows)(type, 4, 2, out, xq, w, nb, nOut, r0, r1); break;
+      case 5: FN(kq_rows)(type, 5, 2, out, xq, w, nb, nOut, r0, r1); break;
+      case 6: FN(kq_rows)(type, 6, 2, out, xq, w, nb, nOut, r0, r1); break;
+      default: FN(kq_rows)(type, 7, 2, out, xq, w, nb, nOut, r0, r1); break;
     }
     return;
   }
@@ -346,8 +349,8 @@ INL void FN(kq_decode_at)(int type, const uint8_t *row, int k, int n, float *y) 
   for (int i = 0; i < QKK; i++) y[i] = i < n ? k_bf16_to_f32(k_rd16(blk + 2 * i)) : 0.0f;
 }
 
-/* batch <= 4: per super-block the weights are decoded into L1 and every batch row takes its FMAs
- * against them (four accumulators per batch row). */
+/* batch <= KQ_ROWS_MAX: per super-block the weights are decoded (in registers, BF16 into L1) and
+ * every batch row takes its FMAs against them (4, 2 or 1 accumulators per batch row by B). */
 INL void FN(kq_mmf_rows)(int type, int B, float *out, const float *x, const uint8_t *w, int nIn, int nOut, int r0,
                          int r1) {
   size_t rowBytes = k_row_bytes(type, (size_t)nIn);
@@ -355,7 +358,8 @@ INL void FN(kq_mmf_rows)(int type, int B, float *out, const float *x, const uint
   int nk = (nIn + QKK - 1) / QKK;
   for (int r = r0; r < r1; r++) {
     const uint8_t *row = w + (size_t)r * rowBytes;
-    __m512 acc[4][4];
+    const int UM = B <= 2 ? 3 : B <= 4 ? 1 : 0; /* accumulator index mask */
+    __m512 acc[8][4];
     for (int b = 0; b < B; b++)
       for (int j = 0; j < 4; j++) acc[b][j] = _mm512_setzero_ps();
     for (int k = 0; k < nk; k++) {
@@ -373,7 +377,7 @@ INL void FN(kq_mmf_rows)(int type, int B, float *out, const float *x, const uint
           for (int q = 0; q < 4; q++) {
             __m512 wv = FN(kq_w16)(type, u, c, q, fs, fm);
             for (int b = 0; b < B; b++)
-              acc[b][q] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x + (size_t)b * nIn + (size_t)k * QKK + 64 * c + 16 * q), acc[b][q]);
+              acc[b][q & UM] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(x + (size_t)b * nIn + (size_t)k * QKK + 64 * c + 16 * q), acc[b][q & UM]);
           }
         }
         continue;
@@ -384,7 +388,7 @@ INL void FN(kq_mmf_rows)(int type, int B, float *out, const float *x, const uint
         const float *xb = x + (size_t)b * nIn + (size_t)k * QKK;
         for (int i = 0; i < n; i += 16) {
           __mmask16 m = n - i >= 16 ? 0xffff : (__mmask16)((1u << (n - i)) - 1);
-          acc[b][(i >> 4) & 3] = _mm512_fmadd_ps(_mm512_load_ps(y + i), _mm512_maskz_loadu_ps(m, xb + i), acc[b][(i >> 4) & 3]);
+          acc[b][(i >> 4) & UM] = _mm512_fmadd_ps(_mm512_load_ps(y + i), _mm512_maskz_loadu_ps(m, xb + i), acc[b][(i >> 4) & UM]);
         }
       }
     }
@@ -430,12 +434,15 @@ INL void FN(kq_mmf_lanes_tile)(int type, int R, int BT, float *out, const float 
 INL void FN(kq_mmf)(int type, float *out, const void *xv, const uint8_t *w, int nIn, int nOut, int batch, int r0,
                     int r1, kscratch *s) {
   const float *x = (const float *)xv;
-  if (batch <= 4) {
+  if (batch <= KQ_ROWS_MAX) {
     switch (batch) {
       case 1: FN(kq_mmf_rows)(type, 1, out, x, w, nIn, nOut, r0, r1); break;
       case 2: FN(kq_mmf_rows)(type, 2, out, x, w, nIn, nOut, r0, r1); break;
       case 3: FN(kq_mmf_rows)(type, 3, out, x, w, nIn, nOut, r0, r1); break;
-      default: FN(kq_mmf_rows)(type, 4, out, x, w, nIn, nOut, r0, r1); break;
+      case 4: FN(kq_mmf_rows)(type, 4, out, x, w, nIn, nOut, r0, r1); break;
+      case 5: FN(kq_mmf_rows)(type, 5, out, x, w, nIn, nOut, r0, r1); break;
+      case 6: FN(kq_mmf_rows)(type, 6, out, x, w, nIn, nOut, r0, r1); break;
+      default: FN(kq_mmf_rows)(type, 7, out, x, w, nIn, nOut, r0, r1); break;
     }
     return;
   }

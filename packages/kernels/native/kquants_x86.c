@@ -10,6 +10,10 @@
 #include <immintrin.h>
 
 #define KQ_SUPER_ROWS 256 /* batch rows prepared per pass over the weights (lanes kernels) */
+/* Largest batch of the AVX-512 rows kernels (above: lanes kernels). Q4_K x Q8_K on 11008x4096,
+ * loaded VM, minima of 12 calls: rows 3.6 / 4.4 / 5.0 / 5.9 ms at batch 4-7, lanes 6.5-10.5 ms
+ * at 5-16 in runs minutes apart (about flat in the batch). */
+#define KQ_ROWS_MAX 7
 
 /* Q8_K rows b0..b0+nrows-1 in the lanes layout: for block k and quad t, NL int32 holding bytes
  * 4t..4t+3 of each row (zero past the last row); the 16 per-16 sums as 8 int16 pairs per lane;

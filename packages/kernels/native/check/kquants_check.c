@@ -58,7 +58,7 @@ static void random_weights(int type, uint8_t *w, size_t nBlocks) {
 }
 
 static void check(const char *name, const kqops *p, const kqops *ref, kscratch *s) {
-  static const int shapes[][3] = {{1, 256, 1}, {37, 512, 1}, {13, 768, 3}, {10, 512, 4}, {7, 256, 5},
+  static const int shapes[][3] = {{1, 256, 1}, {37, 512, 1}, {13, 768, 3}, {10, 512, 4}, {7, 256, 5}, {11, 512, 6}, {9, 768, 7},
                                   {5, 512, 17}, {33, 256, 32}, {3, 1280, 33}, {2, 256, 70}, {19, 4096, 3}};
   for (int type = FT_BF16; type <= FT_Q6K; type++) {
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {

@@ -19,6 +19,7 @@ import { nativeBackend, nativePaths, readSum, type NativePath } from '../native.
 import { referenceBackend } from '../reference.js';
 import { fillRandomQ40, randomFloats, rng } from '../testing/builders.js';
 import { CTRL, type WorkerData } from './shared.js';
+import { runKQuantBench } from './kquants.js';
 
 const args = process.argv.slice(2);
 const json = args.includes('--json');
@@ -332,6 +333,9 @@ const refF32 = refRatio(`F32 ${REF_ROWS}x4096`, refF32W.length, f32.GBs, () =>
   referenceBackend.matmul(FloatType.F32, out, x, refF32W, F32_N, REF_ROWS, 1, 0, REF_ROWS),
 );
 
+// ---- K-quants against Q40 (bench/kquants.ts: its own weight pool, one thread) ----
+const kquants = runKQuantBench(be, Math.max(3, REPS - 2), log);
+
 const result = {
   path: be.path,
   features: be.features,
@@ -351,6 +355,7 @@ const result = {
   batch32Q40f32: batchF32,
   batch32Q40f32Vnni: batchF32Vnni,
   nativeOverReference: { q40q80: refQ80, q40f32: refF32in, f32: refF32 },
+  kquants,
   targets: {
     q40q80RatioToProbeAtLeast: 0.6,
     q40q80RatioToProbeMet: q40q80.ratioToProbe >= 0.6,
