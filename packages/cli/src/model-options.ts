@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import type { EngineOptions, LayerWiseInferenceEngine } from '@airllm/engine';
 import { CliError } from './errors.js';
+import { resolveModelArg } from './hub.js';
 
 /** stories260K, converted by our importer and shipped in the package (models/README.md). */
 export const BUNDLED_MODEL = fileURLToPath(new URL('../models/stories260K.m', import.meta.url));
@@ -30,7 +31,7 @@ export interface ModelCliOptions {
 
 export function addModelOptions(cmd: Command): Command {
   return cmd
-    .option('-m, --model <path>', 'model .m file (default: the bundled stories260K demo)')
+    .option('-m, --model <path>', 'model .m file, or hf:<owner>/<repo>[/<file>] pulled into the model cache (default: the bundled stories260K demo)')
     .option('-t, --tokenizer <path>', 'tokenizer .t file (default: the model path with .t)')
     .option('--mode <mode>', 'memory mode: resident | stream | sequential', 'resident')
     .option('--max-memory <size>', 'weight budget for stream mode, e.g. 2GiB, 512MB, 25%')
@@ -109,8 +110,9 @@ export function parseNumber(text: string | undefined, option: string, min: numbe
 
 /** Model path, tokenizer path and engine options from the shared flags. */
 export async function engineOptions(o: ModelCliOptions): Promise<{ model: string; options: EngineOptions }> {
-  const model = o.model ?? BUNDLED_MODEL;
-  const tokenizer = o.tokenizer ?? (o.model === undefined ? BUNDLED_TOKENIZER : undefined);
+  const pulled = o.model === undefined ? undefined : await resolveModelArg(o.model, { json: (o as { json?: boolean }).json });
+  const model = pulled?.modelPath ?? BUNDLED_MODEL;
+  const tokenizer = o.tokenizer ?? pulled?.tokenizerPath ?? (o.model === undefined ? BUNDLED_TOKENIZER : undefined);
   if (tokenizer !== undefined && !existsSync(tokenizer)) throw new CliError(`tokenizer ${tokenizer}: no such file`);
   const mode = o.mode ?? 'resident';
   if (!['resident', 'stream', 'sequential'].includes(mode)) throw new CliError(`--mode: expected resident, stream or sequential, got "${mode}"`, 2);

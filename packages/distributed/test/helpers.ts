@@ -4,7 +4,8 @@ import { createServer, connect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ArchType, FloatType, HeaderKey, generateSyntheticModel, type HeaderValues } from '@airllm/format';
+import { ArchType, FloatType, HeaderKey, type HeaderValues } from '@airllm/format';
+import { generateSyntheticModel } from '@airllm/format/convert';
 import { LayerWiseInferenceEngine, type EngineOptions, type GenerateOptions } from '@airllm/engine';
 
 const here = dirname(fileURLToPath(import.meta.url));

@@ -40,7 +40,7 @@ export type ChatPart = string | { readonly token: 'bos' | 'eos' };
 
 /** The conversation cannot be formatted (unknown role, order the template forbids, no template). */
 export class ChatTemplateError extends EngineError {
-  override readonly code = 'AIRLLM_CHAT_TEMPLATE';
+  static override readonly code = 'AIRLLM_CHAT_TEMPLATE';
 }
 
 /** The format a `.t` file's Jinja template asks for, by dllama's marker substrings, or undefined. */

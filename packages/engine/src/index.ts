@@ -11,6 +11,7 @@ export {
   type MemoryMode,
 } from './engine.js';
 export { Sequence, type SequenceOptions, type ForwardItem } from './sequence.js';
+export { BatchScheduler, type SequenceJob, type SequenceResult, type SequenceTimings, type SchedulerStats } from './scheduler.js';
 export { Tokenizer, TokenDecoder, type TokenizerKind } from './tokenizer.js';
 export { Sampler, type SamplingOptions } from './sampler.js';
 export { Trace, type TraceEvent } from './trace.js';

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { parseTokenizer, type TokenizerData } from '@airllm/format';
 import { Tokenizer, TokenizerError } from '@airllm/engine';
 import { FIXTURE_TOKENIZER, FIXTURES, LLAMA2C_TOKENIZER } from './helpers.js';
-import { convertLlama2cTokenizer } from '@airllm/format';
+import { convertLlama2cTokenizer } from '@airllm/format/convert';
 
 const reference = JSON.parse(readFileSync(join(FIXTURES, 'reference_llama2c_stories260k.json'), 'utf8')) as {
   bos_only: { generated_tokens: number[]; text: string };

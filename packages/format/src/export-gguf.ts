@@ -1,6 +1,6 @@
 import { open, type FileHandle } from 'node:fs/promises';
-import { FormatError, InvalidValueError } from './errors.js';
-import { commitPartial, fsError, openPartial, readSmallFile, removeQuietly } from './fs-util.js';
+import { fileError, FormatError, InvalidValueError } from './errors.js';
+import { commitPartial, openPartial, readSmallFile, removeQuietly } from './fs-util.js';
 import { readRange } from './file-range.js';
 import { ArchType, RopeType, type ModelHeader } from './header.js';
 import { bytesToGpt2Text } from './hf-tokenizer.js';
@@ -318,7 +318,7 @@ export async function exportGguf(modelPath: string, outPath: string, options: Gg
   try {
     src = await open(modelPath, 'r');
   } catch (e) {
-    throw fsError(e, modelPath, 'open the model');
+    throw fileError(e, modelPath, 'open the model');
   }
   const { fh, partialPath } = await openPartial(outPath, options.overwrite ?? false).catch(async (e: unknown) => {
     await src.close();
@@ -356,7 +356,7 @@ export async function exportGguf(modelPath: string, outPath: string, options: Gg
   } catch (e) {
     await fh.close().catch(() => undefined);
     await removeQuietly(partialPath);
-    throw e instanceof FormatError ? e : fsError(e, outPath, 'write the GGUF file');
+    throw e instanceof FormatError ? e : fileError(e, outPath, 'write the GGUF file');
   } finally {
     await src.close();
   }

@@ -1,34 +1,9 @@
 import { constants } from 'node:fs';
 import { access, link, open, rename, unlink, type FileHandle } from 'node:fs/promises';
-import { FileAccessError, FormatError, InvalidValueError } from './errors.js';
+import { FileAccessError, fileError, InvalidValueError, NotRegularFileError } from './errors.js';
 
 /** Suffix of the file a writer fills before renaming it to its real name. */
 export const PARTIAL_SUFFIX = '.partial';
-
-function describe(e: unknown): string {
-  const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
-  switch (code) {
-    case 'ENOENT':
-      return 'no such file or directory';
-    case 'EACCES':
-    case 'EPERM':
-      return 'permission denied';
-    case 'EISDIR':
-      return 'is a directory';
-    case 'ENOSPC':
-      return 'no space left on device';
-    case 'EEXIST':
-      return 'file exists';
-    default:
-      return `${code}: ${(e as Error).message}`;
-  }
-}
-
-/** Turn a Node fs error into a typed error naming the path and the operation. */
-export function fsError(e: unknown, path: string, what: string): FormatError {
-  if (e instanceof FormatError) return e;
-  return new FileAccessError(`cannot ${what}: ${describe(e)}`, { path });
-}
 
 export async function exists(path: string): Promise<boolean> {
   try {
@@ -59,7 +34,7 @@ export async function openPartial(path: string, overwrite: boolean): Promise<{ f
         path: partialPath,
       });
     }
-    throw fsError(e, partialPath, 'create the output file');
+    throw fileError(e, partialPath, 'create the output file');
   }
 }
 
@@ -73,7 +48,7 @@ export async function commitPartial(partialPath: string, path: string, overwrite
     try {
       await rename(partialPath, path);
     } catch (e) {
-      throw fsError(e, path, 'rename the finished file into place');
+      throw fileError(e, path, 'rename the finished file into place');
     }
     return;
   }
@@ -85,14 +60,14 @@ export async function commitPartial(partialPath: string, path: string, overwrite
     const code = (e as NodeJS.ErrnoException).code;
     if (code === 'EEXIST') throw new FileAccessError('output file appeared during the write (pass overwrite to replace it)', { path });
     if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EXDEV' && code !== 'ENOSYS') {
-      throw fsError(e, path, 'move the finished file into place');
+      throw fileError(e, path, 'move the finished file into place');
     }
   }
   if (await exists(path)) throw new FileAccessError('output file appeared during the write (pass overwrite to replace it)', { path });
   try {
     await rename(partialPath, path);
   } catch (e) {
-    throw fsError(e, path, 'rename the finished file into place');
+    throw fileError(e, path, 'rename the finished file into place');
   }
 }
 
@@ -123,7 +98,7 @@ export async function writeFileAtomic(path: string, bytes: Uint8Array, options: 
     await commitPartial(partialPath, path, overwrite);
   } catch (e) {
     await removeQuietly(partialPath);
-    throw fsError(e, path, 'write');
+    throw fileError(e, path, 'write');
   }
 }
 
@@ -136,11 +111,11 @@ export async function readSmallFile(path: string, maxBytes: number): Promise<Uin
   try {
     fh = await open(path, 'r');
   } catch (e) {
-    throw fsError(e, path, 'open');
+    throw fileError(e, path, 'open');
   }
   try {
     const st = await fh.stat();
-    if (!st.isFile()) throw new FileAccessError(st.isDirectory() ? 'is a directory' : 'not a regular file', { path });
+    if (!st.isFile()) throw new NotRegularFileError(st.isDirectory() ? 'is a directory, not a file' : 'not a regular file', { path });
     if (st.size > maxBytes) {
       throw new InvalidValueError('file is larger than the format allows', { path, field: 'file size', expected: `≤ ${maxBytes} bytes`, actual: st.size });
     }
@@ -153,7 +128,7 @@ export async function readSmallFile(path: string, maxBytes: number): Promise<Uin
     }
     return done === out.length ? out : out.subarray(0, done);
   } catch (e) {
-    throw fsError(e, path, 'read');
+    throw fileError(e, path, 'read');
   } finally {
     await fh.close();
   }

@@ -1,5 +1,4 @@
-import { UnsupportedModelError } from './convert-errors.js';
-import { InvalidValueError } from './errors.js';
+import { InvalidValueError, UnsupportedModelError } from './errors.js';
 import { parseTokenizer, TOKENIZER_LIMITS, writeTokenizer, type TokenizerData } from './tokenizer-file.js';
 
 /**

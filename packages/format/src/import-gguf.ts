@@ -1,6 +1,5 @@
-import { MissingTensorError, UnsupportedModelError } from './convert-errors.js';
 import { DTYPES, FloatType, floatTypeName } from './dtypes.js';
-import { FormatError, InvalidValueError, TensorMismatchError } from './errors.js';
+import { FormatError, InvalidValueError, MissingTensorError, TensorMismatchError, UnsupportedModelError } from './errors.js';
 import { writeFileAtomic } from './fs-util.js';
 import { ArchType, HeaderKey, HiddenAct, RopeType, type HeaderValues } from './header.js';
 import { gpt2TextToBytes, spmPieceToBytes } from './hf-tokenizer.js';

@@ -1,8 +1,7 @@
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { MissingTensorError, UnsupportedModelError } from './convert-errors.js';
 import { FloatType } from './dtypes.js';
-import { FileAccessError, FormatError, InvalidValueError, TensorMismatchError } from './errors.js';
+import { fileError, FormatError, InvalidValueError, MissingTensorError, TensorMismatchError, UnsupportedModelError } from './errors.js';
 import { exists, readSmallFile, writeFileAtomic } from './fs-util.js';
 import { ArchType, HeaderKey, HiddenAct, RopeType, type HeaderValues } from './header.js';
 import { convertHfTokenizer, type HfTokenizerStyle } from './hf-tokenizer.js';
@@ -237,7 +236,7 @@ export async function listSafetensorsShards(dir: string): Promise<string[]> {
   try {
     names = await readdir(dir);
   } catch (e) {
-    throw new FileAccessError(`cannot list the model directory (${(e as NodeJS.ErrnoException).code ?? 'EIO'})`, { path: dir });
+    throw fileError(e, dir, 'list the model directory');
   }
   const files = names.filter((n) => n.endsWith('.safetensors') && !n.startsWith('.')).sort();
   if (files.length === 0) throw new MissingTensorError('no *.safetensors files in the model directory', { path: dir });

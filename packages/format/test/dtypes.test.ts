@@ -2,7 +2,6 @@ import { describe, expect, it } from 'vitest';
 import {
   byteSize,
   DTYPES,
-  dtypeInfo,
   f16ToF32,
   f32ToF16,
   FloatType,
@@ -11,9 +10,9 @@ import {
   Q_BLOCK,
   quantizeQ40,
   quantizeQ80,
-  roundHalfEven,
   SizeOverflowError,
 } from '../src/index.js';
+import { dtypeInfo, roundHalfEven } from '../src/dtypes.js';
 import { Rng } from '../src/testing/index.js';
 import { expectFormatError } from './helpers.js';
 
@@ -41,7 +40,7 @@ const LENGTHS_BLOCKS = [32, 64, 96, 1024, 32 * 33];
 
 describe('dtype table', () => {
   it('each row has the size arithmetic of FORMAT.md §a.5', () => {
-    const expected: Record<FloatType, [number, number]> = {
+    const expected: Partial<Record<FloatType, [number, number]>> = {
       [FloatType.F32]: [1, 4],
       [FloatType.F16]: [1, 2],
       [FloatType.Q40]: [32, 18],

@@ -5,25 +5,12 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   ArchType,
-  convertHfTokenizer,
   DTYPES,
-  encodeGgufHeader,
-  exportGguf,
   FloatType,
   FormatError,
-  GgmlType,
-  GgufFile,
-  ggufTokenizerMetadata,
-  ggufTokenizerToData,
   HeaderKey,
-  importGguf,
-  importGgufModel,
-  importHfModel,
-  importLlama2c,
   InvalidValueError,
-  llama3RopeFactors,
   MissingTensorError,
-  parseGgufHeader,
   parseTokenizer,
   readModelFile,
   RopeType,
@@ -32,6 +19,11 @@ import {
   UnsupportedModelError,
   writeTokenizer,
 } from '../src/index.js';
+import { convertHfTokenizer, exportGguf, importGguf, importGgufModel, importHfModel, importLlama2c } from '../src/convert.js';
+import { encodeGgufHeader, GgmlType, GgufFile, parseGgufHeader } from '../src/gguf.js';
+import { ggufTokenizerMetadata } from '../src/export-gguf.js';
+import { ggufTokenizerToData } from '../src/import-gguf.js';
+import { llama3RopeFactors } from '../src/gguf-arch.js';
 import {
   GT,
   ggufBytes,
@@ -75,7 +67,7 @@ function randn(n: number, seed: number, scale = 0.2): Float32Array {
   for (let i = 0; i < n; i++) x[i] = scale * r.nextNormal();
   return x;
 }
-const GGML_OF: Record<FloatType, number> = { [FloatType.F32]: 0, [FloatType.F16]: 1, [FloatType.Q40]: 2, [FloatType.Q80]: 8 };
+const GGML_OF: Partial<Record<FloatType, number>> = { [FloatType.F32]: 0, [FloatType.F16]: 1, [FloatType.Q40]: 2, [FloatType.Q80]: 8 };
 
 /** SentencePiece-like tokenizer metadata for V tokens: <unk>, <s>, </s>, 256 bytes, then words. */
 function spmKvs(V: number): GgufKv[] {
@@ -143,7 +135,7 @@ function tinyGguf(arch: 'llama' | 'qwen3' | 'qwen3moe', typeOf: (name: string) =
     const x = randn(count, seed++);
     if (norm) for (let i = 0; i < count; i++) x[i] = 1 + x[i]!;
     const data = enc(type, x);
-    tensors.push({ name, type: GGML_OF[type], dims, data });
+    tensors.push({ name, type: GGML_OF[type]!, dims, data });
     values.set(name, dec(type, data, count));
   };
   add('token_embd.weight', [D, V]);

@@ -9,15 +9,14 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   byteSize,
   DTYPES,
-  dtypeInfo,
   FloatType,
   HeaderKey,
-  headerValues,
   InvalidValueError,
   isModelFileFloatType,
-  ModelFileWriter,
   readModelFile,
 } from '../src/index.js';
+import { headerValues } from '../src/header.js';
+import { ModelFileWriter } from '../src/convert.js';
 import { Rng } from '../src/testing/index.js';
 import { expectFormatRejection, Q40_FIXTURE, tempDir } from './helpers.js';
 
@@ -138,7 +137,7 @@ const GGML_DECODERS = {
 const KQUANTS = [FloatType.Q4_K, FloatType.Q5_K, FloatType.Q6_K] as const;
 
 function decode(type: FloatType, bytes: Uint8Array): Float32Array {
-  const info = dtypeInfo(type);
+  const info = DTYPES[type];
   const out = new Float32Array((bytes.length / info.bytesPerBlock) * info.blockSize);
   info.dequantize(bytes, out);
   return out;
@@ -163,7 +162,7 @@ describe('dtype table rows for BF16 and the K-quants', () => {
       [FloatType.Q6_K, 'Q6_K', 256, 210],
     ];
     for (const [t, name, bs, bpb] of want) {
-      expect([t, dtypeInfo(t).name, dtypeInfo(t).blockSize, dtypeInfo(t).bytesPerBlock]).toEqual([t, name, bs, bpb]);
+      expect([t, DTYPES[t].name, DTYPES[t].blockSize, DTYPES[t].bytesPerBlock]).toEqual([t, name, bs, bpb]);
       expect(isModelFileFloatType(t)).toBe(false);
     }
     // the lead's fixed numbers
@@ -271,7 +270,7 @@ describe('K-quant dequantization equals ggml definitions', () => {
 
   for (const type of KQUANTS) {
     it(`${FloatType[type]}: random blocks with edge scales and f16 extremes equal the ggml decoder bit for bit`, () => {
-      const bpb = dtypeInfo(type).bytesPerBlock;
+      const bpb = DTYPES[type].bytesPerBlock;
       const r = new Rng(type * 101, 1);
       const blocks: Uint8Array[] = [];
       for (const dBits of F16_EDGES) {
@@ -328,7 +327,7 @@ describe('K-quant reference quantizers', () => {
     it(`${FloatType[type]}: each value decodes to the nearest point of its sub-block lattice, within the stated bound`, () => {
       const n = 256 * 12;
       const x = vector(n, 7 + type);
-      const info = dtypeInfo(type);
+      const info = DTYPES[type];
       const bytes = new Uint8Array(byteSize(type, n));
       info.quantize(x, bytes);
       const y = GGML_DECODERS[type](bytes, n / 256);

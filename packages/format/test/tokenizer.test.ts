@@ -6,11 +6,11 @@ import {
   InvalidValueError,
   OldFormatError,
   parseTokenizer,
-  TokenizerKey,
   TruncatedError,
   UnknownKeyError,
   writeTokenizer,
 } from '../src/index.js';
+import { TokenizerKey } from '../src/tokenizer-file.js';
 import { concatBytes, legacyTokenizerBytes } from '../src/testing/index.js';
 import { expectFormatError, readBytes, TOKENIZER_FIXTURE } from './helpers.js';
 

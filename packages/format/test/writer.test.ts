@@ -1,19 +1,18 @@
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { CONVERT_LLAMA_KEY_ORDER, headerValues } from '../src/header.js';
 import {
-  CONVERT_LLAMA_KEY_ORDER,
   DTYPES,
   FileAccessError,
   FloatType,
   FormatError,
-  headerValues,
   InvalidValueError,
-  ModelFileWriter,
   readModelFile,
   TensorMismatchError,
   type ModelLayout,
 } from '../src/index.js';
+import { ModelFileWriter } from '../src/convert.js';
 import { TINY_QWEN3_MOE, withDtype } from '../src/testing/index.js';
 import { expectFormatRejection, F32_FIXTURE, Q40_FIXTURE, readBytes, tempDir } from './helpers.js';
 

@@ -4,7 +4,7 @@
  * except the read-only path tables.
  *
  * Each op validates its arguments in O(1) (types, ranges, that every array is long enough for
- * the requested rows) and throws a TypeError/RangeError with code ERR_AIRLLM_KERNEL_ARG instead
+ * the requested rows) and throws a TypeError/RangeError with code AIRLLM_KERNELS_ARG instead
  * of touching memory it was not given. Typed arrays are used in place through
  * napi_get_typedarray_info (ArrayBuffer or SharedArrayBuffer); no op copies or allocates, apart
  * from growing the per-thread scratch the first time a larger size is seen.
@@ -18,7 +18,7 @@
 
 #include "kernels.h"
 
-#define ARG_CODE "ERR_AIRLLM_KERNEL_ARG"
+#define ARG_CODE "AIRLLM_KERNELS_ARG"
 #define MAX_ARGS 12
 
 typedef struct {
@@ -131,7 +131,7 @@ static void check_scratch(napi_env env, kscratch *s, const char *op) {
     s->failed = 0;
     char m[96];
     snprintf(m, sizeof m, "%s: could not allocate per-thread scratch", op);
-    napi_throw_error(env, "ERR_AIRLLM_KERNEL_NOMEM", m);
+    napi_throw_error(env, "AIRLLM_KERNELS_NOMEM", m);
   }
 }
 
@@ -559,7 +559,7 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   if (p == NULL) {
     char m[128];
     snprintf(m, sizeof m, "create: kernel path '%s' is not available on this CPU", name);
-    napi_throw_error(env, "ERR_AIRLLM_KERNEL_PATH", m);
+    napi_throw_error(env, "AIRLLM_KERNELS_PATH", m);
     return NULL;
   }
   napi_value obj;

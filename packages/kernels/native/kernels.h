@@ -100,9 +100,8 @@ int k_amx_bf16_available(void);
  * caller runs its own kernel instead. */
 int k_amx_mmf(int type, float *out, const float *x, const uint8_t *w, int nIn, int nOut, int batch, int r0, int r1,
               kscratch *s);
-/* Smallest F32-input batch that k_amx_mmf gets: from 5 it beat the avx512vnni lanes kernel
- * 2x on 11008x4096; at 4 it beat the rows kernel there (6.5 against 8.4 ms) but lost end to end on
- * a TinyLlama-shaped model (decoding 4 sequences, 2 threads: 33-34.5 against 36-40 tok/s). */
+/* Smallest F32-input batch that k_amx_mmf gets: at 4 the kernel beats the rows kernel per call
+ * but decoding 4 sequences end to end was slower with it (docs/benchmarks/2026-11-26-amx-batch.md). */
 #define K_AMX_MIN_BATCH_F32 5
 /* AVX2 functions the AVX-512 tables reuse for ops where 512-bit brings nothing. */
 float k_avx2_dot(const float *a, const float *b, int n);

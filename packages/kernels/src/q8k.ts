@@ -1,5 +1,3 @@
-import { roundHalfEven } from '@airllm/format';
-
 /**
  * Q8_K activations, the input of `matmulQ8K` (ggml's block_q8_K layout): per 256 values a
  * little-endian float32 scale d, 256 int8 q, and 16 little-endian int16 sums of q over each 16
@@ -13,6 +11,12 @@ export const Q8K_BLOCK = 256;
 export const Q8K_BLOCK_BYTES = 292;
 
 const fround = Math.fround;
+
+/** Round half to even (Math.round rounds .5 up); non-finite stays non-finite (→ 0 below). */
+function roundHalfEven(x: number): number {
+  const r = Math.round(x);
+  return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
 
 /** Quantize `src` (a multiple of 256 floats) into Q8_K blocks at `dst`. */
 export function quantizeQ8KRow(src: Float32Array, dst: Uint8Array): void {

@@ -621,7 +621,7 @@ describe('argument validation: typed errors, never a crash', () => {
         err = e;
       }
       expect(err).toBeInstanceOf(kind === 'RangeError' ? RangeError : TypeError);
-      expect((err as { code?: string }).code).toBe('ERR_AIRLLM_KERNEL_ARG');
+      expect((err as { code?: string }).code).toBe('AIRLLM_KERNELS_ARG');
     });
   }
 });

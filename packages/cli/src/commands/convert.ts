@@ -23,11 +23,12 @@ export function register(program: Command): void {
     .option('--json', 'print one JSON summary instead of text')
     .action(async (dir: string, opts: ConvertOptions) => {
       const F = await import('@airllm/format');
+      const C = await import('@airllm/format/convert');
       const dtype = parseDtype(F, opts.dtype);
       const tokenizerOut = tokenizerPath(opts);
       const bar = progressBar('converting', opts.json);
       try {
-        const r = await F.importHf({ dir, model: opts.out, tokenizerOut }, { dtype, overwrite: opts.overwrite, onProgress: bar.update });
+        const r = await C.importHf({ dir, model: opts.out, tokenizerOut }, { dtype, overwrite: opts.overwrite, onProgress: bar.update });
         bar.stop();
         report(F, opts, r.layout, tokenizerOut, r.tokenizer?.data, { source: 'hf', modelType: r.plan.modelType, tokenizerStyle: r.tokenizer?.style, unusedTensors: r.unusedTensors });
       } finally {
@@ -47,11 +48,12 @@ export function register(program: Command): void {
     .option('--json', 'print one JSON summary instead of text')
     .action(async (file: string, opts: ConvertOptions) => {
       const F = await import('@airllm/format');
+      const C = await import('@airllm/format/convert');
       const dtype = opts.dtype === undefined ? undefined : parseDtype(F, opts.dtype);
       const tokenizerOut = tokenizerPath(opts);
       const bar = progressBar('converting', opts.json);
       try {
-        const r = await F.importGguf({ gguf: file, model: opts.out, tokenizerOut }, { dtype, overwrite: opts.overwrite, onProgress: bar.update });
+        const r = await C.importGguf({ gguf: file, model: opts.out, tokenizerOut }, { dtype, overwrite: opts.overwrite, onProgress: bar.update });
         bar.stop();
         report(F, opts, r.layout, tokenizerOut, r.tokenizer, { source: 'gguf', architecture: r.plan.archName, reencoded: r.reencoded });
       } finally {
@@ -72,13 +74,14 @@ export function register(program: Command): void {
     .option('--json', 'print one JSON summary instead of text')
     .action(async (checkpoint: string, tokenizer: string, opts: ConvertOptions & { hiddenMultiple: string }) => {
       const F = await import('@airllm/format');
+      const C = await import('@airllm/format/convert');
       const dtype = parseDtype(F, opts.dtype);
       const hiddenDimMultiple = Number(opts.hiddenMultiple);
       if (!Number.isSafeInteger(hiddenDimMultiple) || hiddenDimMultiple < 1) throw new CliError(`--hidden-multiple must be a positive integer, got ${opts.hiddenMultiple}`);
       const tokenizerOut = tokenizerPath(opts) ?? defaultTokenizerPath(opts.out);
       const bar = progressBar('converting', opts.json);
       try {
-        const r = await F.importLlama2c({ checkpoint, tokenizer, model: opts.out, tokenizerOut }, { dtype, hiddenDimMultiple, overwrite: opts.overwrite, onProgress: bar.update });
+        const r = await C.importLlama2c({ checkpoint, tokenizer, model: opts.out, tokenizerOut }, { dtype, hiddenDimMultiple, overwrite: opts.overwrite, onProgress: bar.update });
         bar.stop();
         report(F, opts, r.layout, tokenizerOut, r.tokenizer, { source: 'llama2c', checkpointVersion: r.checkpoint.version });
       } finally {

@@ -15,10 +15,10 @@ export function register(program: Command): void {
     .option('--overwrite', 'replace an existing output file')
     .option('--json', 'print one JSON summary instead of text')
     .action(async (model: string, opts: { out: string; tokenizer?: string; name: string; overwrite?: boolean; json?: boolean }) => {
-      const F = await import('@airllm/format');
+      const { exportGguf } = await import('@airllm/format/convert');
       const bar = progressBar('exporting', opts.json);
       try {
-        const r = await F.exportGguf(model, opts.out, { tokenizerPath: opts.tokenizer, name: opts.name, overwrite: opts.overwrite, onProgress: bar.update });
+        const r = await exportGguf(model, opts.out, { tokenizerPath: opts.tokenizer, name: opts.name, overwrite: opts.overwrite, onProgress: bar.update });
         bar.stop();
         const summary = { path: opts.out, bytes: r.fileSize, tensors: r.tensors.length, tokenizer: r.tokenizerStyle ?? null, derivedMerges: r.derivedMerges };
         if (opts.json) writeJson(summary);
