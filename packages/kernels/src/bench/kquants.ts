@@ -7,9 +7,10 @@
  * [--reps n]`; the kernels bench (`npm run bench`) runs it too and adds its figures to its JSON.
  *
  * Weights are random bytes with realistic f16 super-block scales (both signs, 2^-12..2^-5; the
- * 6-bit and int8 sub-block scales random), in a pool of copies at least 3x the last-level cache:
- * each timed call reads the next copy. Rounds alternate the types, so drift of the shared machine
- * spreads over all of them; every figure is a median.
+ * 6-bit and int8 sub-block scales random), one pool of copies per type, each at least 3x the
+ * last-level cache: each timed call reads the next copy. Every round runs each type in turn
+ * (probes, matvecs, batches), so the shared machine's drift hits all types alike; figures are
+ * medians, and ratios (to the probes, to Q40) are medians of the rounds' own ratios.
  */
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -66,11 +67,12 @@ export interface KQuantFigure {
   nOut: number;
   nIn: number;
   weightBytes: number;
-  /** quantized input: Q80 for Q40, Q8_K for the K-quants */
-  matvecQ: { ms: number; GBs: number; ratioToProbe: number; ratioToProbe4: number };
-  matvecF32: { ms: number; GBs: number };
-  batch32Q: { ms: number; relativeToQ40: number | undefined };
-  batch32F32: { ms: number };
+  /** quantized input: Q80 for Q40, Q8_K for the K-quants; ratios to the probes of the same rounds */
+  matvecQ: { ms: number; GBs: number; ratioToProbe: number; ratioToProbe4: number; relativeToQ40?: number };
+  matvecF32: { ms: number; GBs: number; relativeToQ40?: number };
+  /** relativeToQ40: the median over rounds of this type's time ÷ Q40's in the same round */
+  batch32Q: { ms: number; relativeToQ40?: number };
+  batch32F32: { ms: number; relativeToQ40?: number };
 }
 
 export interface KQuantBench {
@@ -86,14 +88,17 @@ export function runKQuantBench(be: NativeBackend, reps: number, log: (s: string)
     [4096, 11008],
   ];
   const TYPES = [FloatType.Q40, FloatType.Q4_K, FloatType.Q5_K, FloatType.Q6_K];
-  const maxBytes = Math.max(...TYPES.map((t) => (11008 * 4096 * DTYPES[t].bytesPerBlock) / DTYPES[t].blockSize));
-  const target = Math.min(2 * 1024 ** 3, Math.max(3 * llcBytes(), 768 * 1024 ** 2));
-  const copies = Math.ceil(target / maxBytes);
-  const pool = new Uint8Array(new SharedArrayBuffer(copies * maxBytes));
   const B = 32;
+  // one pool per type (each >= 3x the last-level cache), so the rounds can alternate the types
+  const poolBytes = Math.max(3 * llcBytes(), 192 * 1024 ** 2);
+  const pools = TYPES.map((type) => {
+    const pool = new Uint8Array(new SharedArrayBuffer(poolBytes));
+    if (type === FloatType.Q40) fillRandomQ40(pool, 1);
+    else fillRandomKQuant(type, pool, type);
+    return pool;
+  });
   const out = new Float32Array(B * 11008);
   let sink = 0;
-  const probe = (streams: number): number => pool.length / time(() => (sink += readSum(pool, streams))) / 1e6;
   const figures: KQuantFigure[] = [];
   const probes1: number[] = [];
   const probes4: number[] = [];
@@ -103,10 +108,8 @@ export function runKQuantBench(be: NativeBackend, reps: number, log: (s: string)
     quantizeQ80(x, xq80);
     const xq8k = new Uint8Array((B * nIn * Q8K_BLOCK_BYTES) / 256);
     quantizeQ8KRow(x, xq8k);
-    let q40Batch = 0;
-    for (const type of TYPES) {
-      if (type === FloatType.Q40) fillRandomQ40(pool, 1);
-      else fillRandomKQuant(type, pool, type);
+    const runs = TYPES.map((type, ti) => {
+      const pool = pools[ti]!;
       const bytes = (nOut * nIn * DTYPES[type].bytesPerBlock) / DTYPES[type].blockSize;
       const n = Math.floor(pool.length / bytes);
       let c = 0;
@@ -119,43 +122,58 @@ export function runKQuantBench(be: NativeBackend, reps: number, log: (s: string)
           ? be.matmulQ80(type, out, xq80, next(), nIn, nOut, batch, 0, nOut)
           : be.matmulQ8K(type, out, xq8k, next(), nIn, nOut, batch, 0, nOut);
       const f = (batch: number): void => be.matmul(type, out, x, next(), nIn, nOut, batch, 0, nOut);
+      const probe = (streams: number): number => pool.length / time(() => (sink += readSum(pool, streams))) / 1e6;
       q(1);
       f(1);
       q(B);
       f(B);
-      const t = { q1: [] as number[], f1: [] as number[], qB: [] as number[], fB: [] as number[], p1: [] as number[], p4: [] as number[] };
-      for (let r = 0; r < reps; r++) {
+      return { type, bytes, q, f, probe, t: { q1: [] as number[], f1: [] as number[], qB: [] as number[], fB: [] as number[], p1: [] as number[], p4: [] as number[] } };
+    });
+    for (let r = 0; r < reps; r++) {
+      for (const { q, f, probe, t } of runs) {
         t.p1.push(probe(1));
         t.p4.push(probe(4));
-        for (let i = 0; i < 6; i++) t.q1.push(time(() => q(1)));
-        for (let i = 0; i < 3; i++) t.f1.push(time(() => f(1)));
+        const q1: number[] = [];
+        const f1: number[] = [];
+        for (let i = 0; i < 6; i++) q1.push(time(() => q(1)));
+        for (let i = 0; i < 3; i++) f1.push(time(() => f(1)));
+        t.q1.push(median(q1));
+        t.f1.push(median(f1));
         t.qB.push(time(() => q(B)));
         t.fB.push(time(() => f(B)));
       }
+    }
+    const base = runs[0]!.t;
+    const rel = (xs: number[], ys: number[]): number => round(median(xs.map((v, i) => v / ys[i]!)), 2);
+    for (const { type, bytes, t } of runs) {
       probes1.push(...t.p1);
       probes4.push(...t.p4);
-      const p1 = median(t.p1);
-      const p4 = median(t.p4);
+      const q40 = type === FloatType.Q40;
       const q1 = median(t.q1);
       const GBs = bytes / q1 / 1e6;
-      const qB = median(t.qB);
-      if (type === FloatType.Q40) q40Batch = qB;
       const fig: KQuantFigure = {
         type: DTYPES[type].name,
         nOut,
         nIn,
         weightBytes: bytes,
-        matvecQ: { ms: round(q1), GBs: round(GBs, 2), ratioToProbe: round(GBs / p1), ratioToProbe4: round(GBs / p4) },
-        matvecF32: { ms: round(median(t.f1)), GBs: round(bytes / median(t.f1) / 1e6, 2) },
-        batch32Q: { ms: round(qB, 2), relativeToQ40: type === FloatType.Q40 ? undefined : round(qB / q40Batch, 2) },
-        batch32F32: { ms: round(median(t.fB), 2) },
+        matvecQ: {
+          ms: round(q1),
+          GBs: round(GBs, 2),
+          ratioToProbe: rel(t.p1.map((p, i) => bytes / t.q1[i]! / 1e6 / p), t.p1.map(() => 1)),
+          ratioToProbe4: rel(t.p4.map((p, i) => bytes / t.q1[i]! / 1e6 / p), t.p4.map(() => 1)),
+          relativeToQ40: q40 ? undefined : rel(t.q1, base.q1),
+        },
+        matvecF32: { ms: round(median(t.f1)), GBs: round(bytes / median(t.f1) / 1e6, 2), relativeToQ40: q40 ? undefined : rel(t.f1, base.f1) },
+        batch32Q: { ms: round(median(t.qB), 2), relativeToQ40: q40 ? undefined : rel(t.qB, base.qB) },
+        batch32F32: { ms: round(median(t.fB), 2), relativeToQ40: q40 ? undefined : rel(t.fB, base.fB) },
       };
       figures.push(fig);
+      const vs = (v: number | undefined): string => (v === undefined ? '' : ` (${v.toFixed(2)} x Q40)`);
       log(
-        `${fig.type.padEnd(4)} ${nOut}x${nIn} (${(bytes / 1e6).toFixed(1)} MB): matvec ${type === FloatType.Q40 ? 'Q80' : 'Q8_K'} input ${fig.matvecQ.ms.toFixed(3)} ms ` +
-          `= ${fig.matvecQ.GBs.toFixed(1)} GB/s = ${fig.matvecQ.ratioToProbe.toFixed(2)} x probe (${p1.toFixed(1)}), ${fig.matvecQ.ratioToProbe4.toFixed(2)} x 4-stream probe (${p4.toFixed(1)}); ` +
-          `F32 input ${fig.matvecF32.ms.toFixed(3)} ms; batch 32: ${fig.batch32Q.ms.toFixed(2)} ms` +
-          `${fig.batch32Q.relativeToQ40 !== undefined ? ` (${fig.batch32Q.relativeToQ40.toFixed(2)} x Q40)` : ''}, F32 input ${fig.batch32F32.ms.toFixed(2)} ms`,
+        `${fig.type.padEnd(4)} ${nOut}x${nIn} (${(bytes / 1e6).toFixed(1)} MB): matvec ${q40 ? 'Q80' : 'Q8_K'} input ${fig.matvecQ.ms.toFixed(3)} ms${vs(fig.matvecQ.relativeToQ40)} ` +
+          `= ${fig.matvecQ.GBs.toFixed(1)} GB/s = ${fig.matvecQ.ratioToProbe.toFixed(2)} x probe, ${fig.matvecQ.ratioToProbe4.toFixed(2)} x 4-stream probe ` +
+          `(${median(t.p1).toFixed(1)} / ${median(t.p4).toFixed(1)} GB/s); F32 input ${fig.matvecF32.ms.toFixed(3)} ms${vs(fig.matvecF32.relativeToQ40)}; ` +
+          `batch 32: ${fig.batch32Q.ms.toFixed(2)} ms${vs(fig.batch32Q.relativeToQ40)}, F32 input ${fig.batch32F32.ms.toFixed(2)} ms${vs(fig.batch32F32.relativeToQ40)}`,
       );
     }
   }
