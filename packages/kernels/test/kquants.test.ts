@@ -19,7 +19,7 @@ import { dequantizeQ8KRow, Q8K_BLOCK_BYTES, quantizeQ8KRow } from '../src/q8k.js
 import { splitRange } from '../src/split.js';
 import { matrixBytes, placeAt, randomFloats, randomWeights } from '../src/testing/builders.js';
 import type { KernelBackend } from '../src/backend.js';
-import { F32_SUM_REL, U } from './tolerances.js';
+import { F32_SUM_REL, Q8K_SUM_REL } from './tolerances.js';
 
 const BACKENDS: NativeBackend[] = nativePaths().map((p) => nativeBackend(p));
 const ALL: KernelBackend[] = [ref, ...BACKENDS];
@@ -268,9 +268,7 @@ describe('matmulQ8K: every path gives the reference bits', () => {
             exact += w64[i]! * xd[b * nIn + i]!;
             mag += Math.abs(w64[i]! * xd[b * nIn + i]!);
           }
-          // terms: products and a difference rounded (≤ 6 U each, relative to the magnitudes),
-          // the input's q·d decoded exactly here up to one rounding, nIn/256 terms summed
-          const bound = (nIn / 256 + 8) * U * mag + Number.MIN_VALUE;
+          const bound = Q8K_SUM_REL(nIn / 256) * mag + Number.MIN_VALUE;
           const diff = Math.abs(got[b * nOut + r]! - exact);
           if (!(diff <= bound)) expect.fail(`${FloatType[type]} row ${r} batch ${b}: ${got[b * nOut + r]} vs ${exact} (diff ${diff} > ${bound})`);
         }
