@@ -173,7 +173,9 @@ static napi_value do_matmul(napi_env env, napi_callback_info info, int q80) {
   need(&c, op, "out", outLen, (uint64_t)(batch - 1) * (uint64_t)nOut + (uint64_t)r1);
   need(&c, op, "w", wLen, (uint64_t)r1 * k_row_bytes(wType, (size_t)nIn));
   if (!c.ok) return NULL;
-  mm_fn fn = q80 == 2 ? p->kq->matmulk[wType] : q80 ? p->matmulq[wType] : wType >= FT_BF16 ? p->kq->matmul[wType] : p->matmul[wType];
+  /* a path table without K-quant kernels runs the scalar ones */
+  const kqops *kq = p->kq ? p->kq : &k_kq_scalar;
+  mm_fn fn = q80 == 2 ? kq->matmulk[wType] : q80 ? p->matmulq[wType] : wType >= FT_BF16 ? kq->matmul[wType] : p->matmul[wType];
   kscratch *s = scratch_of(env);
   fn(out, x, w, (int)nIn, (int)nOut, (int)batch, (int)r0, (int)r1, s);
   check_scratch(env, s, op);
@@ -231,7 +233,7 @@ static napi_value js_quantize_q8k(napi_env env, napi_callback_info info) {
   need(&c, op, "x", xLen, (uint64_t)r1 * (uint64_t)n);
   need(&c, op, "out", oLen, (uint64_t)r1 * rowBytes);
   if (!c.ok || r0 == r1 || n == 0) return NULL;
-  p->kq->quantize_q8k(out + (size_t)r0 * rowBytes, x + (size_t)r0 * n, (size_t)(r1 - r0) * (size_t)(n / QKK));
+  (p->kq ? p->kq : &k_kq_scalar)->quantize_q8k(out + (size_t)r0 * rowBytes, x + (size_t)r0 * n, (size_t)(r1 - r0) * (size_t)(n / QKK));
   return NULL;
 }
 
