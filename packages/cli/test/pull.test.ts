@@ -204,12 +204,13 @@ describe('-m hf:…', () => {
       shards: 2,
       files: {
         'tokenizer.json': {
-          model: { type: 'BPE', vocab: { a: 0, b: 1, 'Ġ': 2, 'Ġa': 3, ab: 4, 'Ċ': 5, c: 6 } },
+          model: { type: 'BPE', vocab: { a: 0, b: 1, 'Ġ': 2, 'Ġa': 3, ab: 4, 'Ċ': 5, c: 6 }, merges: ['a b'] },
           added_tokens: [
             { id: 7, content: '<|endoftext|>', special: true },
             { id: 8, content: '<|im_start|>', special: true },
             { id: 9, content: '<|im_end|>', special: true },
           ],
+          pre_tokenizer: { type: 'ByteLevel', add_prefix_space: false, use_regex: true },
           decoder: { type: 'ByteLevel' },
         },
         'tokenizer_config.json': { eos_token: '<|im_end|>' },

@@ -35,6 +35,11 @@ export class SplitError extends DistributedError {
   static override readonly code = 'AIRLLM_SPLIT';
 }
 
+/** TLS material that cannot be used (not PEM, a key that does not belong to the certificate, half a pair). */
+export class TlsConfigError extends DistributedError {
+  static override readonly code = 'AIRLLM_TLS_CONFIG';
+}
+
 /** A worker refused the root or could not be reached when the pipeline was set up. */
 export class WorkerSetupError extends DistributedError {
   static override readonly code: string = 'AIRLLM_WORKER_SETUP';
@@ -50,7 +55,7 @@ export class WorkerSetupError extends DistributedError {
   }
 }
 
-/** The worker's model file is not the root's (different size or header/data hash). */
+/** The worker's model file is not the root's (another size, or a region whose CRC-32 differs). */
 export class FingerprintMismatchError extends WorkerSetupError {
   static override readonly code = 'AIRLLM_FINGERPRINT';
 }

@@ -32,7 +32,7 @@ import {
   type WireType,
 } from './protocol.js';
 import { parseSplit, planByBytes, type LayerRange } from './split.js';
-import { channelOptions, closeClientStream, countingCodec, openStream, parseAddress, requestMetadata, SESSION_PATH, type ClientStream, type Decoded } from './transport.js';
+import { channelOptions, closeClientStream, countingCodec, newClient, openStream, parseAddress, requestMetadata, SESSION_PATH, type ClientStream, type ClientTls, type Decoded } from './transport.js';
 import { calibrate, layerLabel } from './worker.js';
 
 export interface DistributedOptions {
@@ -45,6 +45,8 @@ export interface DistributedOptions {
   split?: string;
   /** Shared secret the workers require. */
   token?: string;
+  /** TLS to the workers: their CA, and this node's certificate for workers that require one. */
+  tls?: ClientTls;
   /** Activation encoding between nodes (default: the engine's activations; q80 is lossy). */
   wire?: WireType;
   /** Time to reach each worker when the pipeline is set up (default 10 s). */
@@ -196,7 +198,7 @@ export class DistributedEngine extends LayerWiseInferenceEngine {
     this.#links = addresses.map((address, index) => ({ address, index, range: { start: 0, end: 0 }, client: undefined, call: undefined, alive: true, next: '', loss: undefined }));
     const opened = await Promise.allSettled(
       this.#links.map(async (link) => {
-        const client = new grpc.Client(link.address, grpc.credentials.createInsecure(), opts);
+        const client = newClient(link.address, d.tls, opts);
         link.client = client;
         try {
           link.call = await openStream(client, SESSION_PATH, this.#codec, requestMetadata(d.token, this.#sessionId), d.connectTimeoutMs ?? 10_000);
@@ -245,7 +247,7 @@ export class DistributedEngine extends LayerWiseInferenceEngine {
   async #assign(ranges: readonly LayerRange[]): Promise<void> {
     this.#rootRange = ranges[0]!;
     this.#links.forEach((l, i) => (l.range = ranges[i + 1]!));
-    this.#fingerprint ??= modelFingerprint(this.modelPath);
+    this.#fingerprint ??= await modelFingerprint(this.modelPath);
     const fingerprint = this.#fingerprint;
     for (let i = this.#links.length - 1; i >= 0; i--) {
       const link = this.#links[i]!;

@@ -1,4 +1,4 @@
-import { closeSync, existsSync, readFileSync } from 'node:fs';
+import { closeSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
@@ -7,7 +7,6 @@ import {
   openForRead,
   Q80_BLOCK_BYTES,
   Q_BLOCK,
-  parseTokenizer,
   readAt,
   readModelFile,
   type ModelHeader,
@@ -18,7 +17,8 @@ import { ContextOverflowError, EngineStateError, OptionError, UnsupportedModelEr
 import { Sampler } from './sampler.js';
 import { Sequence, type FinishReason, type ForwardItem, type GeneratedToken, type SequenceOptions } from './sequence.js';
 import type { ActivationMode, ComputeWorkerData, SequenceRows, SharedBuffers, StepTask, ThreadReport } from './shared.js';
-import { Tokenizer } from './tokenizer.js';
+import type { Tokenizer } from './tokenizer.js';
+import { defaultTokenizerPath, loadTokenizer } from './tokenizer-load.js';
 import { Trace } from './trace.js';
 import { CTRL, CTRL_INTS, readReport, reportDoubles, taskInts, writeTask } from './channel.js';
 import type { ServeTask } from './worker.js';
@@ -194,7 +194,7 @@ export class LayerWiseInferenceEngine {
   }
 
   #defaultTokenizerPath(): string {
-    return this.modelPath.replace(/\.m$/, '') + '.t';
+    return defaultTokenizerPath(this.modelPath);
   }
 
   async initialize(init: InitializeOptions = {}): Promise<void> {
@@ -202,10 +202,7 @@ export class LayerWiseInferenceEngine {
     if (this.#pool) return;
     const { header, layout } = readModelFile(this.modelPath);
     const opts = this.#resolve(header);
-    const tokPath = this.options.tokenizerPath ?? this.#defaultTokenizerPath();
-    if (this.options.tokenizerPath !== undefined || existsSync(tokPath)) {
-      this.#tokenizer = new Tokenizer(parseTokenizer(readFileSync(tokPath)));
-    }
+    this.#tokenizer = loadTokenizer(this.modelPath, { tokenizerPath: this.options.tokenizerPath, modelVocabSize: header.vocabSize });
     this.#header = header;
     this.#layout = layout;
     this.#opts = opts;
@@ -705,6 +702,7 @@ export class LayerWiseInferenceEngine {
         vocabSize,
         decoder: this.#tokenizer?.decoder(),
         isEos: (t) => this.#tokenizer?.isEos(t) ?? false,
+        endsOnBos: this.#tokenizer?.endsOnBos === true ? this.#tokenizer.bosId : undefined,
         options,
       },
       new Sampler(vocabSize, options),
@@ -802,6 +800,7 @@ export class LayerWiseInferenceEngine {
     await pool?.destroy();
     await this.#weights?.close();
     this.#weights = undefined;
+    await this.#tokenizer?.close();
   }
 }
 

@@ -5,7 +5,7 @@
  * benchmarks use. Each importer writes a `.m` and a `.t` without holding the model in memory.
  */
 export { ModelFileWriter, type ModelWriterOptions, type ProgressCallback } from './model-writer.js';
-export { writeFileAtomic } from './fs-util.js';
+export { LOCK_SUFFIX, removePartialFilesSync, writeFileAtomic } from './fs-util.js';
 export { generateSyntheticModel, type SyntheticModelOptions } from './synthetic.js';
 export {
   LLAMA2_CHAT_TEMPLATE,

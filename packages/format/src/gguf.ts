@@ -165,7 +165,8 @@ class NeedMoreBytes extends Error {
   }
 }
 
-const decoder = new TextDecoder('utf-8');
+// ignoreBOM: a string that starts with U+FEFF (a token can be exactly that) keeps it.
+const decoder = new TextDecoder('utf-8', { ignoreBOM: true });
 
 class Cursor {
   readonly view: DataView;

@@ -78,4 +78,13 @@ export {
   readAt,
   LayerOffsetCalculator,
 } from './model-file.js';
-export { type TokenizerData, parseTokenizer, writeTokenizer } from './tokenizer-file.js';
+export { type TokenizerData, TOKENIZER_MAX_FILE_BYTES, parseTokenizer, readTokenizerFile, writeTokenizer } from './tokenizer-file.js';
+export {
+  HF_SIDECAR_MAX_BYTES,
+  type HfTokenizerSidecar,
+  hfSidecarPath,
+  parseHfSidecar,
+  checkHfSidecarVocab,
+} from './hf-sidecar.js';
+export { ggufToHfTokenizer } from './gguf-tokenizer.js';
+export { GgufFile } from './gguf.js';

@@ -66,7 +66,7 @@ describe('pull of a safetensors repository', () => {
       'config.json', 'config.json.pull.json', 'model.safetensors.index.json', 'model.safetensors.index.json.pull.json',
       'tokenizer.json', 'tokenizer.json.pull.json', 'tokenizer_config.json', 'tokenizer_config.json.pull.json',
     ]);
-    expect(readdirSync(join(cache, 'acme')).sort()).toEqual(['qwen', 'qwen.m', 'qwen.m.pull.json', 'qwen.t']);
+    expect(readdirSync(join(cache, 'acme')).sort()).toEqual(['qwen', 'qwen.m', 'qwen.m.pull.json', 'qwen.t', 'qwen.tokenizer.json']);
     const record = JSON.parse(readFileSync(`${r.modelPath}.pull.json`, 'utf8')) as { commit: string; dtype: string };
     expect(record).toMatchObject({ commit: hub.commit('acme/qwen'), dtype: 'q40' });
     expect(hub.contentRequests('pytorch_model.bin')).toHaveLength(0);

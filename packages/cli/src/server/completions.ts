@@ -64,17 +64,28 @@ interface Plan {
 export function completionsHandler(ctx: CompletionsContext): (req: IncomingMessage, res: ServerResponse, isChat: boolean) => Promise<void> {
   const { counts } = ctx;
 
-  function plan(body: unknown, isChat: boolean): Plan {
+  async function plan(body: unknown, isChat: boolean): Promise<Plan> {
     const { tokenizer, chat, seqLen } = ctx;
     const r = isChat ? parseChatRequest(body) : parseCompletionRequest(body, ctx.vocabSize);
     const prompts: { ids: number[]; echo: string }[] = [];
+    // Refused before encoding when even the fewest tokens the text can make do not fit; long
+    // texts are encoded on the tokenizer's worker thread, so /health and streams go on.
+    const fits = (text: string, param: 'messages' | 'prompt'): void => {
+      const least = tokenizer.minTokens(text);
+      if (least >= seqLen) {
+        throw new ApiError(400, `This model's maximum context length is ${seqLen} tokens. However, your ${param} has ${Buffer.byteLength(text)} bytes, at least ${least} tokens. Please reduce the length of the ${param}.`, param, 'context_length_exceeded');
+      }
+    };
     try {
       if ('messages' in r) {
         if (chat instanceof ApiError) throw chat;
-        prompts.push({ ids: chat.encode(r.messages, r.enableThinking === undefined ? {} : { enableThinking: r.enableThinking }), echo: '' });
+        const options = r.enableThinking === undefined ? {} : { enableThinking: r.enableThinking };
+        fits(chat.render(r.messages, options), 'messages');
+        prompts.push({ ids: await chat.encodeAsync(r.messages, options), echo: '' });
       } else {
         for (const p of r.prompts) {
-          prompts.push(typeof p === 'string' ? { ids: tokenizer.encode(p), echo: p } : { ids: p, echo: tokenizer.decode(p) });
+          if (typeof p === 'string') fits(p, 'prompt');
+          prompts.push(typeof p === 'string' ? { ids: await tokenizer.encodeAsync(p), echo: p } : { ids: p, echo: tokenizer.decode(p) });
         }
       }
     } catch (e) {
@@ -212,7 +223,7 @@ export function completionsHandler(ctx: CompletionsContext): (req: IncomingMessa
   }
 
   return async (req, res, isChat) => {
-    const p = plan(await readJson(req, ctx.maxBodyBytes), isChat);
+    const p = await plan(await readJson(req, ctx.maxBodyBytes), isChat);
     if (ctx.closing()) throw new ApiError(503, 'the server is shutting down', null, 'shutting_down');
     const abort = new AbortController();
     // 'close' before the response ended = the client went away (or the server is closing).

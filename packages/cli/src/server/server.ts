@@ -90,6 +90,8 @@ export function createServer(engine: LayerWiseInferenceEngine, options: ServerOp
   // Both throw when the engine is not initialized or has no tokenizer: fail here, not per request.
   const seqLen = engine.maxSeqLen;
   const tokenizer = engine.tokenizer;
+  // Long prompts are encoded on the tokenizer's worker: start it before the first one arrives.
+  tokenizer.startWorker();
   const modelName = options.modelName ?? basename(engine.modelPath).replace(/\.m$/, '');
   const created = Math.floor(Date.now() / 1000);
   const parallel = options.parallel ?? engine.maxSequences;
