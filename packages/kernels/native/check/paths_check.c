@@ -5,9 +5,10 @@
  * qemu:
  *
  *   aarch64-linux-gnu-gcc -O3 -ffp-contract=off -march=armv8-a -Inative native/check/paths_check.c \
- *     native/ops.c native/scalar.c native/neon.c -lm -static -o /tmp/check && qemu-aarch64 /tmp/check
+ *     native/ops.c native/scalar.c native/neon.c native/kquants.c native/kquants_neon.c -lm -static \
+ *     -o /tmp/check && qemu-aarch64 /tmp/check
  *   gcc -O3 -ffp-contract=off -Inative native/check/paths_check.c native/ops.c native/scalar.c \
- *     native/avx2.c native/avx512.c native/amx.c -lm -o /tmp/check && /tmp/check
+ *     native/avx2.c native/avx512.c native/amx.c native/kquants.c native/kquants_x86.c -lm -o /tmp/check && /tmp/check
  *
  * Exit status 0 when every comparison is within its tolerance.
  */
