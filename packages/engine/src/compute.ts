@@ -9,7 +9,7 @@ import {
   type ModelLayout,
   type TensorInfo,
 } from '@airllm/format';
-import { ropeForHeader, splitRange, type KernelBackend } from '@airllm/kernels';
+import { dllamaNumerics, ropeForHeader, splitRange, type KernelBackend } from '@airllm/kernels';
 import { Barrier } from './barrier.js';
 import type { ComputeWorkerData, SequenceRows, StepTask, ThreadReport } from './shared.js';
 import type { SegmentLocation, WorkerWeightSource } from './weights.js';
@@ -99,6 +99,8 @@ export class ComputeThread {
   readonly routeWeights: Float32Array; // (maxRows, nActiveExperts)
   readonly expertRows: Int32Array; // (maxRows) rows routed to the current expert
   readonly expertScales: Float32Array; // (maxRows) their routing weights
+  readonly expertRanks: Int32Array; // (maxRows) the expert's place in each row's top-k
+  readonly eoRank: Float32Array; // (maxRows, nActiveExperts, dim) weighted expert outputs (q80 mode)
 
   readonly #source: WorkerWeightSource;
   readonly #firstLayer: number;
@@ -109,7 +111,8 @@ export class ComputeThread {
     const h = parseModelHeader(data.headerBytes);
     this.h = h;
     this.layout = buildModelLayout(h);
-    this.K = kernels;
+    // q80 activations compute with dllama's own arithmetic, so Q40 models give its numbers
+    this.K = data.activations === 'q80' ? dllamaNumerics(kernels) : kernels;
     this.t = 0;
     this.T = data.threads;
     this.barrier = new Barrier(new Int32Array(data.buffers.barrier), data.threads, data.spin);
@@ -154,6 +157,8 @@ export class ComputeThread {
     this.routeWeights = new Float32Array(moe ? R * h.nActiveExperts : 0);
     this.expertRows = new Int32Array(moe ? R : 0);
     this.expertScales = new Float32Array(moe ? R : 0);
+    this.expertRanks = new Int32Array(moe ? R : 0);
+    this.eoRank = new Float32Array(moe && q80 ? R * h.nActiveExperts * h.dim : 0);
   }
 
   /** Run one step: the task's layers, then the logits it asks for. */
@@ -282,7 +287,6 @@ export class ComputeThread {
     const zq = this.castIn(zIn, this.zq, qDim, rows);
     const [d0, d1] = splitRange(dim, this.T, this.t, Q_BLOCK);
     this.matmul(w.wo, zIn, zq, this.o, qDim, dim, rows, d0, d1);
-    this.castOut(this.o, dim, rows, d0, d1);
     this.residual(dim, rows, d0, d1);
     this.barrier.wait();
   }
@@ -307,7 +311,6 @@ export class ComputeThread {
     // w2 (down), then residual
     const [d0, d1] = splitRange(dim, this.T, this.t, Q_BLOCK);
     this.matmul(w.w2, this.hb, hq, this.o, ff, dim, rows, d0, d1);
-    this.castOut(this.o, dim, rows, d0, d1);
     this.residual(dim, rows, d0, d1);
     this.barrier.wait();
   }
@@ -343,12 +346,18 @@ export class ComputeThread {
       this.matmul(ex.w2, this.hb, hq, this.eo, ff, dim, n, d0, d1);
       for (let j = 0; j < n; j++) {
         const r = this.expertRows[j]!;
-        K.addScaled(this.o.subarray(r * dim), this.eo.subarray(j * dim), this.expertScales[j]!, d0, d1);
+        // dllama adds the weighted expert outputs in top-k order: keep them until all are known
+        const acc = this.q80 ? this.eoRank.subarray((r * k + this.expertRanks[j]!) * dim) : this.o.subarray(r * dim);
+        if (this.q80) acc.fill(0, d0, d1);
+        K.addScaled(acc, this.eo.subarray(j * dim), this.expertScales[j]!, d0, d1);
       }
       // hb is rewritten by the next expert: wait until everyone has read it
       this.barrier.wait();
     }
-    this.castOut(this.o, dim, rows, d0, d1);
+    if (this.q80) {
+      for (let r = 0; r < rows; r++)
+        for (let j = 0; j < k; j++) K.addScaled(this.o.subarray(r * dim), this.eoRank.subarray((r * k + j) * dim), 1, d0, d1);
+    }
     this.residual(dim, rows, d0, d1);
     this.barrier.wait();
   }
@@ -412,8 +421,12 @@ export class ComputeThread {
     return this.hq;
   }
 
-  /** x += o on this thread's columns. */
+  /** x += o on this thread's columns; in q80 mode o is Q80-cast and merged as dllama does. */
   residual(dim: number, rows: number, d0: number, d1: number): void {
+    if (this.q80) {
+      for (let b = 0; b < rows; b++) this.K.residualQ80(this.x, this.o, b * dim + d0, b * dim + d1);
+      return;
+    }
     for (let b = 0; b < rows; b++) this.K.addScaled(this.x, this.o, 1, b * dim + d0, b * dim + d1);
   }
 
@@ -440,6 +453,7 @@ export class ComputeThread {
         if (this.routeExperts[r * k + j] !== e) continue;
         this.expertRows[n] = r;
         this.expertScales[n] = this.routeWeights[r * k + j]!;
+        this.expertRanks[n] = j;
         this.ye.set(this.xb.subarray(r * dim, (r + 1) * dim), n * dim);
         if (yq) this.yeq.set(yq.subarray(r * qb, (r + 1) * qb), n * qb);
         n++;

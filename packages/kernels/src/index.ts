@@ -1,5 +1,6 @@
 export type { KernelBackend } from './backend.js';
 export { referenceBackend } from './reference.js';
+export { dllamaNumerics } from './dllama.js';
 export {
   loadBackend,
   nativeBackend,

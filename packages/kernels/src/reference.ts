@@ -1,5 +1,7 @@
 import { DTYPES, f16Table32, FloatType, kMin, kScale, Q40_BLOCK_BYTES, Q80_BLOCK_BYTES, Q_BLOCK, quantizeQ80 as quantizeQ80Row } from '@airllm/format';
 import type { KernelBackend } from './backend.js';
+import { dllamaReferenceOps } from './dllama.js';
+import { fmaf } from './libm.js';
 import { Q8K_BLOCK, Q8K_BLOCK_BYTES, quantizeQ8KRow } from './q8k.js';
 
 /**
@@ -88,7 +90,7 @@ function matmulQ80(
         }
         const dw = t[w[wo]! | (w[wo + 1]! << 8)]!;
         const dx = t[xq[xo]! | (xq[xo + 1]! << 8)]!;
-        sum = fround(sum + fround(isum * fround(dw * dx)));
+        sum = fmaf(isum, fround(dw * dx), sum);
       }
       out[b * nOut + r] = sum;
     }
@@ -360,5 +362,6 @@ export const referenceBackend: KernelBackend = Object.freeze({
   addScaled,
   argmax,
   moeRoute,
+  ...dllamaReferenceOps,
 });
 
