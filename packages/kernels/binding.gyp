@@ -10,7 +10,10 @@
         "native/avx2.c",
         "native/avx512.c",
         "native/amx.c",
-        "native/neon.c"
+        "native/neon.c",
+        "native/kquants.c",
+        "native/kquants_x86.c",
+        "native/kquants_neon.c"
       ],
       "cflags!": ["-O2", "-O3", "-fno-exceptions"],
       "cflags_c": ["-std=gnu11", "-O3", "-ffp-contract=off", "-fno-math-errno", "-Wall", "-Wextra", "-Wno-unused-parameter"],

@@ -1,12 +1,41 @@
 import { InvalidValueError, SizeOverflowError } from './errors.js';
 import { f16Table32, f32ToF16 } from './f16.js';
+import {
+  dequantizeBF16,
+  dequantizeQ4K,
+  dequantizeQ5K,
+  dequantizeQ6K,
+  Q4_K_BLOCK_BYTES,
+  Q5_K_BLOCK_BYTES,
+  Q6_K_BLOCK_BYTES,
+  QK_K,
+  quantizeBF16,
+  quantizeQ4K,
+  quantizeQ5K,
+  quantizeQ6K,
+} from './kquants.js';
 
-/** Float types of `weights_float_type` (FORMAT.md §a.5). */
+/**
+ * Float types. 0..3 are the values of a `.m` file's `weights_float_type` (FORMAT.md §a.5);
+ * BF16 and the K-quants are internal (GGUF tensors run in place): a `.m` header refuses them
+ * (see `isModelFileFloatType`).
+ */
 export enum FloatType {
   F32 = 0,
   F16 = 1,
   Q40 = 2,
   Q80 = 3,
+  BF16 = 4,
+  Q4_K = 5,
+  Q5_K = 6,
+  Q6_K = 7,
+}
+
+/** The float types a `.m` file may declare (dllama's format knows only these). */
+export const MODEL_FILE_FLOAT_TYPES: readonly FloatType[] = Object.freeze([FloatType.F32, FloatType.F16, FloatType.Q40, FloatType.Q80]);
+
+export function isModelFileFloatType(t: number): t is FloatType {
+  return (MODEL_FILE_FLOAT_TYPES as readonly number[]).includes(t);
 }
 
 /**
@@ -18,7 +47,7 @@ export enum FloatType {
  */
 export interface DTypeInfo {
   readonly type: FloatType;
-  readonly name: 'F32' | 'F16' | 'Q40' | 'Q80';
+  readonly name: 'F32' | 'F16' | 'Q40' | 'Q80' | 'BF16' | 'Q4_K' | 'Q5_K' | 'Q6_K';
   readonly blockSize: number;
   readonly bytesPerBlock: number;
   readonly quantize: (src: Float32Array, dst: Uint8Array) => void;
@@ -188,6 +217,38 @@ export const DTYPES: Readonly<Record<FloatType, DTypeInfo>> = Object.freeze({
     quantize: quantizeQ80,
     dequantize: dequantizeQ80,
   }),
+  [FloatType.BF16]: Object.freeze({
+    type: FloatType.BF16,
+    name: 'BF16',
+    blockSize: 1,
+    bytesPerBlock: 2,
+    quantize: quantizeBF16,
+    dequantize: dequantizeBF16,
+  }),
+  [FloatType.Q4_K]: Object.freeze({
+    type: FloatType.Q4_K,
+    name: 'Q4_K',
+    blockSize: QK_K,
+    bytesPerBlock: Q4_K_BLOCK_BYTES,
+    quantize: quantizeQ4K,
+    dequantize: dequantizeQ4K,
+  }),
+  [FloatType.Q5_K]: Object.freeze({
+    type: FloatType.Q5_K,
+    name: 'Q5_K',
+    blockSize: QK_K,
+    bytesPerBlock: Q5_K_BLOCK_BYTES,
+    quantize: quantizeQ5K,
+    dequantize: dequantizeQ5K,
+  }),
+  [FloatType.Q6_K]: Object.freeze({
+    type: FloatType.Q6_K,
+    name: 'Q6_K',
+    blockSize: QK_K,
+    bytesPerBlock: Q6_K_BLOCK_BYTES,
+    quantize: quantizeQ6K,
+    dequantize: dequantizeQ6K,
+  }),
 });
 
 export function dtypeInfo(type: FloatType): DTypeInfo {
@@ -195,7 +256,7 @@ export function dtypeInfo(type: FloatType): DTypeInfo {
   if (info === undefined) {
     throw new InvalidValueError('unknown float type', {
       field: 'weights_float_type',
-      expected: '0 (F32), 1 (F16), 2 (Q40) or 3 (Q80)',
+      expected: '0 (F32), 1 (F16), 2 (Q40), 3 (Q80), 4 (BF16), 5 (Q4_K), 6 (Q5_K) or 7 (Q6_K)',
       actual: type,
     });
   }
@@ -206,7 +267,7 @@ export function floatTypeName(type: FloatType): string {
   return DTYPES[type]?.name ?? `unknown(${type})`;
 }
 
-/** Parse 'f32' | 'f16' | 'q40' | 'q80' (any case). */
+/** Parse a `.m` weight type: 'f32' | 'f16' | 'q40' | 'q80' (any case); the internal types are refused. */
 export function parseFloatType(name: string): FloatType {
   const t = (['F32', 'F16', 'Q40', 'Q80'] as const).indexOf(name.toUpperCase() as 'F32');
   if (t < 0) {

@@ -41,6 +41,10 @@ export const FLOAT_TO_GGML: Readonly<Record<FloatType, GgmlType>> = Object.freez
   [FloatType.F16]: GgmlType.F16,
   [FloatType.Q40]: GgmlType.Q4_0,
   [FloatType.Q80]: GgmlType.Q8_0,
+  [FloatType.BF16]: GgmlType.BF16,
+  [FloatType.Q4_K]: GgmlType.Q4_K,
+  [FloatType.Q5_K]: GgmlType.Q5_K,
+  [FloatType.Q6_K]: GgmlType.Q6_K,
 });
 
 export const SUPPORTED_GGML_TYPES = 'F32, F16, Q4_0, Q8_0';
@@ -51,6 +55,10 @@ export const FLOAT_TO_FILE_TYPE: Readonly<Record<FloatType, number>> = Object.fr
   [FloatType.F16]: 1, // LLAMA_FTYPE_MOSTLY_F16
   [FloatType.Q40]: 2, // LLAMA_FTYPE_MOSTLY_Q4_0
   [FloatType.Q80]: 7, // LLAMA_FTYPE_MOSTLY_Q8_0
+  [FloatType.BF16]: 32, // LLAMA_FTYPE_MOSTLY_BF16
+  [FloatType.Q4_K]: 15, // LLAMA_FTYPE_MOSTLY_Q4_K_M
+  [FloatType.Q5_K]: 17, // LLAMA_FTYPE_MOSTLY_Q5_K_M
+  [FloatType.Q6_K]: 18, // LLAMA_FTYPE_MOSTLY_Q6_K
 });
 
 export function floatTypeOfGgml(type: number, field: string, path?: string): FloatType {

@@ -5,7 +5,7 @@ import {
   TruncatedError,
   UnknownKeyError,
 } from './errors.js';
-import { FloatType, dtypeInfo } from './dtypes.js';
+import { FloatType, dtypeInfo, isModelFileFloatType } from './dtypes.js';
 
 /** `.m` magic, i32 0x0A00ABCD (bytes CD AB 00 0A). */
 export const MODEL_MAGIC = 0x0a00abcd;
@@ -258,7 +258,8 @@ function validateHeader(
     bad(HeaderKey.ArchType, 'unknown architecture', 'LLAMA 0xabcd00, QWEN3 0xabcd01 or QWEN3_MOE 0xabcd02');
   }
   const weightType = get(HeaderKey.WeightsFloatType);
-  if (!(weightType in FloatType)) bad(HeaderKey.WeightsFloatType, 'unknown float type', '0..3');
+  // BF16 and the K-quants are FloatType values too, but not ones a .m file may declare.
+  if (!isModelFileFloatType(weightType)) bad(HeaderKey.WeightsFloatType, 'unknown float type', '0..3');
 
   const dim = ranged(HeaderKey.Dim, 1, LIMITS.maxDim);
   const nLayers = ranged(HeaderKey.NLayers, 1, LIMITS.maxLayers);

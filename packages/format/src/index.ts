@@ -43,8 +43,18 @@ export {
   dequantizeQ40,
   quantizeQ80,
   dequantizeQ80,
+  MODEL_FILE_FLOAT_TYPES,
+  isModelFileFloatType,
 } from './dtypes.js';
 export { f16ToF32, f32ToF16, f16Table32 } from './f16.js';
+export {
+  QK_K,
+  Q4_K_BLOCK_BYTES,
+  Q5_K_BLOCK_BYTES,
+  Q6_K_BLOCK_BYTES,
+  kScale,
+  kMin,
+} from './kquants.js';
 export {
   HeaderKey,
   HEADER_KEY_NAMES,

@@ -67,7 +67,7 @@ function randn(n: number, seed: number, scale = 0.2): Float32Array {
   for (let i = 0; i < n; i++) x[i] = scale * r.nextNormal();
   return x;
 }
-const GGML_OF: Record<FloatType, number> = { [FloatType.F32]: 0, [FloatType.F16]: 1, [FloatType.Q40]: 2, [FloatType.Q80]: 8 };
+const GGML_OF: Partial<Record<FloatType, number>> = { [FloatType.F32]: 0, [FloatType.F16]: 1, [FloatType.Q40]: 2, [FloatType.Q80]: 8 };
 
 /** SentencePiece-like tokenizer metadata for V tokens: <unk>, <s>, </s>, 256 bytes, then words. */
 function spmKvs(V: number): GgufKv[] {
@@ -135,7 +135,7 @@ function tinyGguf(arch: 'llama' | 'qwen3' | 'qwen3moe', typeOf: (name: string) =
     const x = randn(count, seed++);
     if (norm) for (let i = 0; i < count; i++) x[i] = 1 + x[i]!;
     const data = enc(type, x);
-    tensors.push({ name, type: GGML_OF[type], dims, data });
+    tensors.push({ name, type: GGML_OF[type]!, dims, data });
     values.set(name, dec(type, data, count));
   };
   add('token_embd.weight', [D, V]);

@@ -203,7 +203,12 @@ describe('parseModelHeader: bad input is a typed error naming the field and byte
       [K.RopeType, 3, 'rope_type'],
       [K.RopeTheta, 0, 'rope_theta'],
       [K.NormEpsilon, 7, 'norm_epsilon'],
-      [K.WeightsFloatType, 4, 'weights_float_type'],
+      // BF16 and the K-quants (FloatType 4..7) are internal: a .m header refuses them
+      [K.WeightsFloatType, FloatType.BF16, 'weights_float_type'],
+      [K.WeightsFloatType, FloatType.Q4_K, 'weights_float_type'],
+      [K.WeightsFloatType, FloatType.Q5_K, 'weights_float_type'],
+      [K.WeightsFloatType, FloatType.Q6_K, 'weights_float_type'],
+      [K.WeightsFloatType, 8, 'weights_float_type'],
       [K.WeightsFloatType, -1, 'weights_float_type'],
       [K.ArchType, 0, 'arch_type'],
       [K.ArchType, 0xabcd03, 'arch_type'],

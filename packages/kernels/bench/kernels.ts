@@ -22,6 +22,7 @@ import { assembleBackend, nativeBackend, nativePaths, readSum, type AddonOps, ty
 import { referenceBackend } from '../dist/reference.js';
 import { fillRandomQ40, randomFloats, rng } from '../dist/testing/builders.js';
 import { CTRL, type WorkerData } from './shared.js';
+import { runKQuantBench } from './kquants.js';
 
 const args = process.argv.slice(2);
 const json = args.includes('--json');
@@ -405,6 +406,9 @@ const refF32 = refRatio(`F32 ${REF_ROWS}x4096`, refF32W.length, f32.GBs, () =>
   referenceBackend.matmul(FloatType.F32, out, x, refF32W, F32_N, REF_ROWS, 1, 0, REF_ROWS),
 );
 
+// ---- K-quants against Q40 (bench/kquants.ts: its own weight pool, one thread) ----
+const kquants = runKQuantBench(be, Math.max(3, REPS - 2), log);
+
 const result = {
   path: be.path,
   features: be.features,
@@ -425,6 +429,7 @@ const result = {
   batch32Q40f32Vnni: batchF32Vnni,
   q40q80BatchRatios: ratios,
   nativeOverReference: { q40q80: refQ80, q40f32: refF32in, f32: refF32 },
+  kquants,
   targets: {
     q40q80RatioToProbeAtLeast: 0.6,
     q40q80RatioToProbeMet: q40q80.ratioToProbe >= 0.6,

@@ -137,14 +137,15 @@ static void check_scratch(napi_env env, kscratch *s, const char *op) {
 
 #define INT_LIMIT 0x3fffffff /* sizes and indices stay far from int overflow in the kernels */
 
-/* matmul(wType, out, x, w, nIn, nOut, batch, r0, r1) and matmulQ80(...) share the checks. */
+/* matmul(wType, out, x, w, nIn, nOut, batch, r0, r1), matmulQ80(...) and matmulQ8K(...) share
+ * the checks; q80 is 0 (F32 input), 1 (Q80 input) or 2 (Q8_K input). */
 static napi_value do_matmul(napi_env env, napi_callback_info info, int q80) {
-  const char *op = q80 ? "matmulQ80" : "matmul";
+  const char *op = q80 == 2 ? "matmulQ8K" : q80 ? "matmulQ80" : "matmul";
   napi_value a[MAX_ARGS];
   const kpath *p;
   if (!get_args(env, info, 9, a, &p, op)) return NULL;
   ctx_t c = {env, 1};
-  int wType = (int)integer(&c, op, a[0], "wType", 0, 3);
+  int wType = (int)integer(&c, op, a[0], "wType", 0, 7);
   size_t outLen, xLen, wLen;
   float *out = typed(&c, op, a[1], napi_float32_array, "out", &outLen);
   void *x = q80 ? typed(&c, op, a[2], napi_uint8_array, "xq", &xLen)
@@ -156,18 +157,25 @@ static napi_value do_matmul(napi_env env, napi_callback_info info, int q80) {
   int64_t r0 = integer(&c, op, a[7], "r0", 0, INT_LIMIT);
   int64_t r1 = integer(&c, op, a[8], "r1", 0, INT_LIMIT);
   if (!c.ok) return NULL;
-  if (q80 && wType != FT_Q40 && wType != FT_Q80) fail_range(&c, op, "wType must be Q40 (2) or Q80 (3)");
-  if ((q80 || wType == FT_Q40 || wType == FT_Q80) && nIn % QK != 0)
+  int kquant = wType >= FT_Q4K;
+  if (q80 == 1 && wType != FT_Q40 && wType != FT_Q80) fail_range(&c, op, "wType must be Q40 (2) or Q80 (3)");
+  if (q80 == 2 && !kquant) fail_range(&c, op, "wType must be Q4_K (5), Q5_K (6) or Q6_K (7)");
+  if ((q80 == 1 || wType == FT_Q40 || wType == FT_Q80) && nIn % QK != 0)
     fail_range(&c, op, "nIn must be a multiple of 32 for quantized operands");
+  if ((q80 == 2 || kquant) && nIn % QKK != 0) fail_range(&c, op, "nIn must be a multiple of 256 for K-quant operands");
   if (r0 > r1 || r1 > nOut) fail_range(&c, op, "need 0 <= r0 <= r1 <= nOut");
   if (!c.ok) return NULL;
   if (batch == 0 || r0 == r1) return NULL;
-  uint64_t xNeed = q80 ? (uint64_t)batch * (uint64_t)(nIn / QK) * Q80_BYTES : (uint64_t)batch * (uint64_t)nIn;
+  uint64_t xNeed = q80 == 2 ? (uint64_t)batch * (uint64_t)(nIn / QKK) * Q8K_BYTES
+                   : q80   ? (uint64_t)batch * (uint64_t)(nIn / QK) * Q80_BYTES
+                           : (uint64_t)batch * (uint64_t)nIn;
   need(&c, op, q80 ? "xq" : "x", xLen, xNeed);
   need(&c, op, "out", outLen, (uint64_t)(batch - 1) * (uint64_t)nOut + (uint64_t)r1);
   need(&c, op, "w", wLen, (uint64_t)r1 * k_row_bytes(wType, (size_t)nIn));
   if (!c.ok) return NULL;
-  mm_fn fn = q80 ? p->matmulq[wType] : p->matmul[wType];
+  /* a path table without K-quant kernels runs the scalar ones */
+  const kqops *kq = p->kq ? p->kq : &k_kq_scalar;
+  mm_fn fn = q80 == 2 ? kq->matmulk[wType] : q80 ? p->matmulq[wType] : wType >= FT_BF16 ? kq->matmul[wType] : p->matmul[wType];
   kscratch *s = scratch_of(env);
   fn(out, x, w, (int)nIn, (int)nOut, (int)batch, (int)r0, (int)r1, s);
   check_scratch(env, s, op);
@@ -176,6 +184,7 @@ static napi_value do_matmul(napi_env env, napi_callback_info info, int q80) {
 
 static napi_value js_matmul(napi_env env, napi_callback_info info) { return do_matmul(env, info, 0); }
 static napi_value js_matmulq(napi_env env, napi_callback_info info) { return do_matmul(env, info, 1); }
+static napi_value js_matmulk(napi_env env, napi_callback_info info) { return do_matmul(env, info, 2); }
 
 /* Row ops over rows [r0, r1) of width n: common checks. */
 static int rows(ctx_t *c, const char *op, napi_value *a, int64_t *n, int64_t *r0, int64_t *r1, int64_t nMin) {
@@ -204,6 +213,27 @@ static napi_value js_quantize(napi_env env, napi_callback_info info) {
   need(&c, op, "out", oLen, (uint64_t)r1 * rowBytes);
   if (!c.ok || r0 == r1 || n == 0) return NULL;
   p->quantize_q80(out + (size_t)r0 * rowBytes, x + (size_t)r0 * n, (size_t)(r1 - r0) * (size_t)(n / QK));
+  return NULL;
+}
+
+/* quantizeQ8K(out, x, n, r0, r1) */
+static napi_value js_quantize_q8k(napi_env env, napi_callback_info info) {
+  const char *op = "quantizeQ8K";
+  napi_value a[MAX_ARGS];
+  const kpath *p;
+  if (!get_args(env, info, 5, a, &p, op)) return NULL;
+  ctx_t c = {env, 1};
+  size_t oLen, xLen;
+  uint8_t *out = typed(&c, op, a[0], napi_uint8_array, "out", &oLen);
+  float *x = typed(&c, op, a[1], napi_float32_array, "x", &xLen);
+  int64_t n, r0, r1;
+  if (!rows(&c, op, a + 2, &n, &r0, &r1, 0)) return NULL;
+  if (n % QKK != 0) fail_range(&c, op, "n must be a multiple of 256");
+  uint64_t rowBytes = (uint64_t)(n / QKK) * Q8K_BYTES;
+  need(&c, op, "x", xLen, (uint64_t)r1 * (uint64_t)n);
+  need(&c, op, "out", oLen, (uint64_t)r1 * rowBytes);
+  if (!c.ok || r0 == r1 || n == 0) return NULL;
+  (p->kq ? p->kq : &k_kq_scalar)->quantize_q8k(out + (size_t)r0 * rowBytes, x + (size_t)r0 * n, (size_t)(r1 - r0) * (size_t)(n / QKK));
   return NULL;
 }
 
@@ -742,6 +772,7 @@ static const opdef OPS[] = {
     {"swigluDllama", js_swiglu_dl},   {"ropeDllama", js_rope_dl},       {"moeRouteDllama", js_moe_route_dl},
     {"matmulF32Dllama", js_matmul_f32_dl}, {"residualQ80", js_residual_q80}, {"rmsnormQ80", js_rmsnorm_q80},
     {"swigluQ80", js_swiglu_q80},
+    {"matmulQ8K", js_matmulk},   {"quantizeQ8K", js_quantize_q8k},
 };
 
 static napi_value str(napi_env env, const char *s) {

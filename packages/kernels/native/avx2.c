@@ -646,6 +646,7 @@ static const kpath AVX2 = {
     .matmul = {mm_f32, mm_f16, mm_q40, mm_q80},
     .matmulq = {NULL, NULL, mmq_q40, mmq_q80},
     K_AVX2_VECTOR_OPS,
+    .kq = &k_kq_avx2,
 };
 
 const kpath *kpath_avx2(void) { return &AVX2; }

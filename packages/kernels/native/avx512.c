@@ -30,6 +30,7 @@ static const kpath AVX512 = {
     .matmul = {mm_f32_avx512, mm_f16_avx512, mm_q40_avx512, mm_q80_avx512},
     .matmulq = {NULL, NULL, mmq_q40_avx512, mmq_q80_avx512},
     K_AVX2_VECTOR_OPS,
+    .kq = &k_kq_avx512,
 };
 
 static const kpath AVX512VNNI = {
@@ -38,6 +39,7 @@ static const kpath AVX512VNNI = {
     .matmul = {mm_f32_vnni, mm_f16_vnni, mm_q40_vnni, mm_q80_vnni},
     .matmulq = {NULL, NULL, mmq_q40_vnni, mmq_q80_vnni},
     K_AVX2_VECTOR_OPS,
+    .kq = &k_kq_avx512vnni,
 };
 
 /* avx512amx: avx512vnni with the batched Q80-input matmuls on AMX tiles (amx.c) from
@@ -71,6 +73,7 @@ static const kpath AVX512AMX = {
     .matmul = {mm_f32_vnni, mm_f16_vnni, mm_q40_vnni, mm_q80_vnni},
     .matmulq = {NULL, NULL, mmq_q40_amx, mmq_q80_amx},
     K_AVX2_VECTOR_OPS,
+    .kq = &k_kq_avx512vnni,
 };
 
 /* The same where the CPU has AMX-BF16: Q40 and Q80 weights with F32 input on bf16 tiles too. */
@@ -81,6 +84,7 @@ static const kpath AVX512AMX_BF16 = {
     .matmul = {mm_f32_vnni, mm_f16_vnni, mm_q40_amx, mm_q80_amx},
     .matmulq = {NULL, NULL, mmq_q40_amx, mmq_q80_amx},
     K_AVX2_VECTOR_OPS,
+    .kq = &k_kq_avx512vnni,
 };
 
 const kpath *kpath_avx512(void) { return &AVX512; }

@@ -18,7 +18,13 @@
 #define Q40_BYTES 18     /* f16 d + 16 bytes of nibbles */
 #define Q80_BYTES 34     /* f16 d + 32 int8 */
 
-enum { FT_F32 = 0, FT_F16 = 1, FT_Q40 = 2, FT_Q80 = 3 };
+enum { FT_F32 = 0, FT_F16 = 1, FT_Q40 = 2, FT_Q80 = 3, FT_BF16 = 4, FT_Q4K = 5, FT_Q5K = 6, FT_Q6K = 7 };
+
+#define QKK 256        /* values per K-quant super-block and per Q8_K block */
+#define Q4K_BYTES 144
+#define Q5K_BYTES 176
+#define Q6K_BYTES 210
+#define Q8K_BYTES 292  /* f32 d, int8 q[256], int16 sums of q per 16 values */
 
 /*
  * Per-thread scratch (one per N-API environment, i.e. per worker thread), grown on demand and
@@ -34,6 +40,15 @@ void *kscratch_get(kscratch *s, size_t bytes);
 
 typedef void (*mm_fn)(float *out, const void *x, const uint8_t *w, int nIn, int nOut, int batch, int r0, int r1,
                       kscratch *s);
+
+/* A path's BF16 and K-quant kernels (kquants*.c): F32-input matmuls indexed by FloatType
+ * (FT_BF16..FT_Q6K), K-quant x Q8_K matmuls (FT_Q4K..FT_Q6K), and the Q8_K quantizer. */
+typedef struct kqops {
+  mm_fn matmul[8];
+  mm_fn matmulk[8];
+  void (*quantize_q8k)(uint8_t *out, const float *x, size_t nBlocks);
+} kqops;
+extern const kqops k_kq_scalar;
 
 typedef struct kpath {
   const char *name;
@@ -54,6 +69,7 @@ typedef struct kpath {
   void (*softmax)(float *x, int n);
   void (*swiglu)(float *out, const float *g, const float *u, size_t n);
   void (*vexp)(float *out, const float *x, size_t n);
+  const kqops *kq;
 } kpath;
 
 const kpath *kpath_scalar(void);
@@ -61,6 +77,7 @@ const kpath *kpath_scalar(void);
 #define AIRLLM_X86 1
 const kpath *kpath_avx2(void);
 const kpath *kpath_avx512(void);
+extern const kqops k_kq_avx2, k_kq_avx512, k_kq_avx512vnni;
 const kpath *kpath_avx512vnni(void);
 /* avx512vnni plus Intel AMX for batched matmuls (amx.c): tile + int8 for Q80 input, and tile + bf16
  * for Q40 and Q80 weights with F32 input where the CPU has AMX-BF16. */
@@ -135,6 +152,7 @@ void k_avx2_dequantize_q80(float *out, const uint8_t *xq, size_t nBlocks);
 #if defined(__aarch64__)
 #define AIRLLM_NEON 1
 const kpath *kpath_neon(void);
+extern const kqops k_kq_neon;
 #endif
 
 /* ---- scalar helpers shared by every path ---- */
@@ -237,6 +255,10 @@ static inline size_t k_row_bytes(int type, size_t nIn) {
     case FT_F16: return nIn * 2;
     case FT_Q40: return nIn / QK * Q40_BYTES;
     case FT_Q80: return nIn / QK * Q80_BYTES;
+    case FT_BF16: return nIn * 2;
+    case FT_Q4K: return nIn / QKK * Q4K_BYTES;
+    case FT_Q5K: return nIn / QKK * Q5K_BYTES;
+    case FT_Q6K: return nIn / QKK * Q6K_BYTES;
     default: return 0;
   }
 }

@@ -350,6 +350,7 @@ static const kpath NEON = {
     .softmax = softmax,
     .swiglu = swiglu,
     .vexp = vexp,
+    .kq = &k_kq_neon,
 };
 
 const kpath *kpath_neon(void) { return &NEON; }

@@ -216,6 +216,7 @@ static const kpath SCALAR = {
     .softmax = softmax,
     .swiglu = swiglu,
     .vexp = vexp,
+    .kq = &k_kq_scalar,
 };
 
 const kpath *kpath_scalar(void) { return &SCALAR; }

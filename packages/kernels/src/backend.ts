@@ -8,7 +8,7 @@ import type { FloatType } from '@airllm/format';
  * - Output first: `op(out, inputs..., sizes..., range)`.
  * - Activations are row-major batches: row b of an activation with width n lives at
  *   `[b * n, (b + 1) * n)`. Weights are row-major `[nOut][nIn]` in their file dtype; Q40/Q80 rows
- *   are whole 32-element blocks.
+ *   are whole 32-element blocks, K-quant rows whole 256-element super-blocks.
  * - Ranges `[start, end)` select the part of the work a thread does (output rows of a matmul,
  *   heads of rope/attention, batch rows of row-wise ops), so several threads share one op
  *   without overlapping writes. See `splitRange`.
@@ -22,7 +22,9 @@ export interface KernelBackend {
 
   /**
    * out[b][r] = Σ_i W[r][i] · x[b][i] for output rows r ∈ [r0, r1) and b < batch, with F32
-   * input activations and weights of any dtype (F32, F16, Q40, Q80).
+   * input activations and weights of any dtype (F32, F16, Q40, Q80, BF16, Q4_K, Q5_K, Q6_K;
+   * K-quant rows are whole 256-value super-blocks). Weights are decoded to the float32 values of
+   * the format package's dtype table and multiplied in float32.
    */
   matmul(
     wType: FloatType,
@@ -53,6 +55,39 @@ export interface KernelBackend {
     r0: number,
     r1: number,
   ): void;
+
+  /**
+   * K-quant weights (Q4_K, Q5_K, Q6_K) x Q8_K input (`xq`: batch rows of nIn/256 blocks of 292
+   * bytes, see `quantizeQ8K`): per super-block exact integer sums of the weight and input
+   * integers, then a fixed float32 sequence (reference.ts), summed over super-blocks in order.
+   * Every backend and CPU path gives the same bits. This is llama.cpp's scheme for K-quants
+   * (its activations are Q8_K too) and the fast path: integer dots, and the weights read once
+   * per call whatever the batch.
+   *
+   * Where the engine quantizes: once per matmul input and step, into a buffer shared by the
+   * threads (`quantizeQ8K` over a split of the batch rows, then a barrier), exactly as it does
+   * for Q80 input; Q/K/V share one quantization of the attention-norm output and w1/w3 one of
+   * the FFN-norm output. Every thread then calls matmulQ8K on its own range of output rows.
+   * Quantizing inside each matmul call instead would repeat the work on every thread and for
+   * every matrix that reads the same input.
+   */
+  matmulQ8K(
+    wType: FloatType,
+    out: Float32Array,
+    xq: Uint8Array,
+    w: Uint8Array,
+    nIn: number,
+    nOut: number,
+    batch: number,
+    r0: number,
+    r1: number,
+  ): void;
+
+  /**
+   * Quantize rows [r0, r1) of n floats (n a multiple of 256) to Q8_K: float32 d = max|x|/127,
+   * q = round half to even of x·(1/d), and the 16 per-16 sums of q (q8k.ts).
+   */
+  quantizeQ8K(out: Uint8Array, x: Float32Array, n: number, r0: number, r1: number): void;
 
   /** Quantize rows [r0, r1) of n floats (n a multiple of 32) to Q80 (round half to even). */
   quantizeQ80(out: Uint8Array, x: Float32Array, n: number, r0: number, r1: number): void;

@@ -13,3 +13,4 @@ export {
 export { AirllmError, KernelError, NativeUnavailableError } from './errors.js';
 export { splitRange } from './split.js';
 export { ropeFrequencies, ropeForHeader, type RopeScaling } from './rope.js';
+export { Q8K_BLOCK, Q8K_BLOCK_BYTES, quantizeQ8KRow, dequantizeQ8KRow } from './q8k.js';

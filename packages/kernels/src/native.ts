@@ -18,8 +18,10 @@ export type BackendPreference = 'auto' | 'native' | 'reference' | NativePath;
 const OPS = [
   'matmul',
   'matmulQ80',
+  'matmulQ8K',
   'quantizeQ80',
   'dequantizeQ80',
+  'quantizeQ8K',
   'rmsnorm',
   'rope',
   'attention',

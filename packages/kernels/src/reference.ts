@@ -1,7 +1,8 @@
-import { DTYPES, f16Table32, FloatType, Q40_BLOCK_BYTES, Q80_BLOCK_BYTES, Q_BLOCK, quantizeQ80 as quantizeQ80Row } from '@airllm/format';
+import { DTYPES, f16Table32, FloatType, kMin, kScale, Q40_BLOCK_BYTES, Q80_BLOCK_BYTES, Q_BLOCK, quantizeQ80 as quantizeQ80Row } from '@airllm/format';
 import type { KernelBackend } from './backend.js';
 import { dllamaReferenceOps } from './dllama.js';
 import { fmaf } from './libm.js';
+import { Q8K_BLOCK, Q8K_BLOCK_BYTES, quantizeQ8KRow } from './q8k.js';
 
 /**
  * The reference backend: plain TypeScript that reads like the math and is the oracle for
@@ -94,6 +95,93 @@ function matmulQ80(
       out[b * nOut + r] = sum;
     }
   }
+}
+
+/**
+ * K-quant weights x Q8_K input. Per super-block of 256 an exact integer sum, then float32 step
+ * by step; the super-block terms are summed in order. Q4_K / Q5_K:
+ *   isc = Σ_j sc_j · Σ_{i<32} q_w·q_x,  imin = Σ_j m_j · (bsum_2j + bsum_2j+1)   (j = sub-block of 32)
+ *   term = fround(fround(dx·d) · fround(isc)) − fround(fround(dx·dmin) · fround(imin))
+ * Q6_K:
+ *   isc = Σ_g sc_g · Σ_{i<16} (q_w − 32)·q_x   (g = sub-block of 16)
+ *   term = fround(dx·d) · fround(isc)
+ * Every product and difference is rounded to float32 on its own (no FMA), so any kernel that
+ * computes the exact integers and then these operations gives these bits.
+ */
+function matmulQ8K(
+  wType: FloatType,
+  out: Float32Array,
+  xq: Uint8Array,
+  w: Uint8Array,
+  nIn: number,
+  nOut: number,
+  batch: number,
+  r0: number,
+  r1: number,
+): void {
+  if (wType !== FloatType.Q4_K && wType !== FloatType.Q5_K && wType !== FloatType.Q6_K) {
+    throw new RangeError(`matmulQ8K needs Q4_K, Q5_K or Q6_K weights, got ${wType}`);
+  }
+  const t = f16Table32();
+  const xv = new DataView(xq.buffer, xq.byteOffset, xq.byteLength);
+  const nb = nIn / Q8K_BLOCK;
+  const wb = DTYPES[wType].bytesPerBlock;
+  const s8 = (v: number): number => (v << 24) >> 24;
+  for (let r = r0; r < r1; r++) {
+    for (let b = 0; b < batch; b++) {
+      let sum = 0;
+      for (let k = 0; k < nb; k++) {
+        const wo = (r * nb + k) * wb;
+        const xo = (b * nb + k) * Q8K_BLOCK_BYTES;
+        const dx = xv.getFloat32(xo, true);
+        let term: number;
+        if (wType === FloatType.Q6_K) {
+          const d = t[w[wo + 208]! | (w[wo + 209]! << 8)]!;
+          let isc = 0;
+          for (let g = 0; g < 16; g++) {
+            let isum = 0;
+            for (let i = 0; i < 16; i++) {
+              const e = 16 * g + i;
+              const h = e >>> 7;
+              const kk = (e & 127) >>> 5;
+              const l = e & 31;
+              const byte = w[wo + 64 * h + 32 * (kk & 1) + l]!;
+              const q = ((kk < 2 ? byte & 0x0f : byte >>> 4) | (((w[wo + 128 + 32 * h + l]! >>> (2 * kk)) & 3) << 4)) - 32;
+              isum += q * s8(xq[xo + 4 + e]!);
+            }
+            isc += s8(w[wo + 192 + g]!) * isum;
+          }
+          term = fround(fround(dx * d) * fround(isc));
+        } else {
+          const q5 = wType === FloatType.Q5_K;
+          const qsAt = q5 ? 48 : 16;
+          const d = t[w[wo]! | (w[wo + 1]! << 8)]!;
+          const dmin = t[w[wo + 2]! | (w[wo + 3]! << 8)]!;
+          let isc = 0;
+          let imin = 0;
+          for (let j = 0; j < 8; j++) {
+            let isum = 0;
+            for (let l = 0; l < 32; l++) {
+              const byte = w[wo + qsAt + 32 * (j >>> 1) + l]!;
+              let q = j & 1 ? byte >>> 4 : byte & 0x0f;
+              if (q5) q |= ((w[wo + 16 + l]! >>> j) & 1) << 4;
+              isum += q * s8(xq[xo + 4 + 32 * j + l]!);
+            }
+            isc += kScale(w, wo + 4, j) * isum;
+            imin += kMin(w, wo + 4, j) * (xv.getInt16(xo + 260 + 4 * j, true) + xv.getInt16(xo + 262 + 4 * j, true));
+          }
+          term = fround(fround(fround(dx * d) * fround(isc)) - fround(fround(dx * dmin) * fround(imin)));
+        }
+        sum = fround(sum + term);
+      }
+      out[b * nOut + r] = sum;
+    }
+  }
+}
+
+function quantizeQ8K(out: Uint8Array, x: Float32Array, n: number, r0: number, r1: number): void {
+  const rowBytes = (n / Q8K_BLOCK) * Q8K_BLOCK_BYTES;
+  quantizeQ8KRow(x.subarray(r0 * n, r1 * n), out.subarray(r0 * rowBytes, r1 * rowBytes));
 }
 
 function quantizeQ80(out: Uint8Array, x: Float32Array, n: number, r0: number, r1: number): void {
@@ -262,8 +350,10 @@ export const referenceBackend: KernelBackend = Object.freeze({
   features: Object.freeze([]) as readonly string[],
   matmul,
   matmulQ80,
+  matmulQ8K,
   quantizeQ80,
   dequantizeQ80,
+  quantizeQ8K,
   rmsnorm,
   rope,
   attention,

@@ -5,7 +5,8 @@
  * for aarch64 under qemu, which is how the NEON path gets checked on x86-64:
  *
  *   aarch64-linux-gnu-gcc -O3 -ffp-contract=off -march=armv8-a -Inative test/paths_check.c \
- *     native/ops.c native/dllama.c native/scalar.c native/neon.c -lm -static -o /tmp/check && qemu-aarch64 /tmp/check
+ *     native/ops.c native/dllama.c native/scalar.c native/neon.c native/kquants.c native/kquants_neon.c \
+ *     -lm -static -o /tmp/check && qemu-aarch64 /tmp/check
  *
  * (and again with -march=armv8.2-a+dotprod for the dot-product kernels).
  *

@@ -40,3 +40,11 @@ export const RMSNORM_REL = (n: number): number => (n + 8) * U;
 
 /** Rope: cos/sin rounded once each, two products and a sum per output (absolute, per |v0|+|v1|). */
 export const ROPE_REL = 4 * U;
+
+/**
+ * matmulQ8K (reference) against the float64 product of the decoded weights and Q8_K inputs over
+ * nb super-blocks: each super-block term has at most 6 roundings relative to its magnitude
+ * (dx·d, the integer to float, the product, the same for the min part, the difference) and the
+ * nb terms are summed in float32; the test decodes the input's q·d with one rounding more.
+ */
+export const Q8K_SUM_REL = (nb: number): number => (nb + 8) * U;

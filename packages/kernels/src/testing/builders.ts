@@ -1,4 +1,4 @@
-import { f32ToF16, FloatType, Q40_BLOCK_BYTES, Q80_BLOCK_BYTES, Q_BLOCK, quantizeQ40, quantizeQ80 } from '@airllm/format';
+import { DTYPES, FloatType, Q40_BLOCK_BYTES, Q_BLOCK } from '@airllm/format';
 
 /** Deterministic xorshift32 generator in [0, 1). */
 export function rng(seed: number): () => number {
@@ -23,16 +23,8 @@ export function randomFloats(n: number, seed: number, scale = 1): Float32Array {
 
 /** Byte size of a [rows][nIn] matrix of the dtype. */
 export function matrixBytes(type: FloatType, rows: number, nIn: number): number {
-  switch (type) {
-    case FloatType.F32:
-      return rows * nIn * 4;
-    case FloatType.F16:
-      return rows * nIn * 2;
-    case FloatType.Q40:
-      return (rows * nIn * Q40_BLOCK_BYTES) / Q_BLOCK;
-    case FloatType.Q80:
-      return (rows * nIn * Q80_BLOCK_BYTES) / Q_BLOCK;
-  }
+  const info = DTYPES[type];
+  return ((rows * nIn) / info.blockSize) * info.bytesPerBlock;
 }
 
 /**
@@ -52,29 +44,9 @@ export function randomWeights(type: FloatType, rows: number, nIn: number, seed: 
 
 /** Encode float weights in a dtype with the format package's reference encoders. */
 export function encodeWeights(type: FloatType, f: Float32Array): Uint8Array {
-  switch (type) {
-    case FloatType.F32:
-      return new Uint8Array(f.buffer.slice(f.byteOffset, f.byteOffset + f.byteLength));
-    case FloatType.F16: {
-      const out = new Uint8Array(f.length * 2);
-      for (let i = 0; i < f.length; i++) {
-        const h = f32ToF16(f[i]!);
-        out[2 * i] = h & 0xff;
-        out[2 * i + 1] = h >>> 8;
-      }
-      return out;
-    }
-    case FloatType.Q40: {
-      const out = new Uint8Array((f.length / Q_BLOCK) * Q40_BLOCK_BYTES);
-      quantizeQ40(f, out);
-      return out;
-    }
-    case FloatType.Q80: {
-      const out = new Uint8Array((f.length / Q_BLOCK) * Q80_BLOCK_BYTES);
-      quantizeQ80(f, out);
-      return out;
-    }
-  }
+  const out = new Uint8Array(matrixBytes(type, 1, f.length));
+  DTYPES[type].quantize(f, out);
+  return out;
 }
 
 /**
