@@ -49,11 +49,13 @@ function checkAgainstFormula(v: HeaderValues): ModelLayout {
   const f = formulaSizes(v);
   expect(BigInt(L.layerBytes)).toBe(f.layer);
   L.layers.forEach((l, i) => {
-    expect(BigInt(l.offset)).toBe(f.layerStart(i));
+    expect(l.extents.length).toBe(1);
+    expect(BigInt(l.extents[0]!.offset)).toBe(f.layerStart(i));
     expect(BigInt(l.size)).toBe(f.layer);
   });
   expect(BigInt(L.finalNorm.offset)).toBe(f.finalNorm);
   expect(BigInt(L.wcls.offset)).toBe(f.wcls);
+  expect(L.head.extents.map((e) => [BigInt(e.offset), BigInt(e.size)])).toEqual([[f.finalNorm, f.fileSize - f.finalNorm]]);
   expect(BigInt(L.fileSize)).toBe(f.fileSize);
   return L;
 }
@@ -118,7 +120,7 @@ describe('layout table', () => {
     };
     const L = checkAgainstFormula(llama70b);
     expect(L.fileSize).toBeGreaterThan(2 ** 32 * 9);
-    expect(L.layers.filter((l) => l.offset > 2 ** 32).length).toBeGreaterThan(60);
+    expect(L.layers.filter((l) => l.extents[0]!.offset > 2 ** 32).length).toBeGreaterThan(60);
     const f405: HeaderValues = { ...llama70b, [K.Dim]: 16384, [K.HiddenDim]: 53248, [K.NLayers]: 126, [K.NHeads]: 128, [K.VocabSize]: 128256, [K.WeightsFloatType]: FloatType.F32 };
     const L405 = checkAgainstFormula(f405);
     expect(L405.fileSize).toBeGreaterThan(2 ** 40);
