@@ -11,6 +11,9 @@ export {
   type MemoryMode,
 } from './engine.js';
 export { Sequence, type SequenceOptions, type ForwardItem } from './sequence.js';
+export type { LayerRunner, ModelForward } from './runner.js';
+export type { KvHistory } from './history.js';
+export type { Matrix, LayerWeights, HeadWeights } from './weights.js';
 export { Tokenizer, TokenDecoder, type TokenizerKind } from './tokenizer.js';
 export { Sampler, type SamplingOptions } from './sampler.js';
 export { Trace, type TraceEvent } from './trace.js';

@@ -63,7 +63,7 @@
  * killing the process with SIGBUS (mmap backend), and the next check reports it.
  */
 export { MemoryMappedWeights, ALIGN_MIRROR, type WeightsOptions } from './weights.js';
-export { tensorViewAt, tensorOffsetIn, MAX_VIEW_ELEMENTS, type TensorView } from './views.js';
+export { tensorViewAt, tensorBytesAt, tensorOffsetIn, MAX_VIEW_ELEMENTS, type TensorView } from './views.js';
 export { LayerResidency, type ResidencyOptions, type ResidencyStats, type SegmentStats } from './residency/residency.js';
 export { attachResidency, ResidencyClient } from './residency/client.js';
 export { planResidency, type ResidencyPlan } from './residency/plan.js';

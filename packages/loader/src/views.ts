@@ -38,6 +38,15 @@ export function tensorViewAt(buffer: ArrayBufferLike, byteOffset: number, t: Ten
   return new Uint8Array(buffer, byteOffset, t.byteLength);
 }
 
+/**
+ * The raw bytes of tensor `t` at `byteOffset` in `buffer`, whatever its dtype: always zero-copy
+ * (what the kernels take for a weight matrix, which they decode row by row).
+ */
+export function tensorBytesAt(buffer: ArrayBufferLike, byteOffset: number, t: TensorInfo): Uint8Array {
+  if (t.byteLength > MAX_VIEW_ELEMENTS) throw tooLarge(t);
+  return new Uint8Array(buffer, byteOffset, t.byteLength);
+}
+
 function tooLarge(t: TensorInfo): OutOfRangeError {
   return new OutOfRangeError('tensor is larger than one typed array can address on this Node', {
     field: t.name,
