@@ -143,6 +143,8 @@ export interface WeightSourceOptions {
   layers: LayerRange;
   head: boolean;
   onLoad?: (e: SegmentLoadEvent) => void;
+  /** Where the tensors are when the file is not `.m` (default: the `.m` header's layout). */
+  layout?: WeightsLayout;
 }
 
 /** Main side of the weights: the mapping, its residency cache and the embedding reader. */
@@ -159,7 +161,7 @@ export class WeightSource {
   }
 
   static async open(path: string, o: WeightSourceOptions): Promise<WeightSource> {
-    const weights = await new MemoryMappedWeights(path).open();
+    const weights = await new MemoryMappedWeights(path, o.layout ? { layout: o.layout } : {}).open();
     try {
       const layout = weights.layout;
       let budgetBytes = o.budgetBytes;

@@ -8,17 +8,18 @@ import { TINY_LLAMA31 } from './tiny-models.js';
  * A layout shaped like what GGUF files hold, not `.m`: tensors in a shuffled file order with
  * gaps between them (so every layer is several extents, interleaved with other layers'),
  * matrices of mixed dtypes in one layer, optional q/k/v biases, F32 vectors at offsets that are
- * not 4-byte aligned, and a tied head (wcls is the embedding's bytes). Only the layout: write
- * whatever bytes the test checks against, `fileSize` of them.
+ * not 4-byte aligned, and a tied head (wcls is the embedding's bytes, F32 unless `embedding`
+ * says otherwise). Only the layout: write whatever bytes the test checks against, `fileSize` of
+ * them.
  */
-export function scatteredLayout(options: { seed?: number; dataOffset?: number } = {}): WeightsLayout {
+export function scatteredLayout(options: { seed?: number; dataOffset?: number; embedding?: FloatType } = {}): WeightsLayout {
   const rng = new Rng(options.seed ?? 7, 1);
   const header = parseModelHeader(writeModelHeader(TINY_LLAMA31));
   const config: ModelConfig = { ...configFromHeader(header), qkvBias: true, tiedEmbeddings: true };
   const { dim: D, qDim, kvDim, ffDim: ff, vocabSize: V } = config;
   type Spec = { name: string; kind: TensorKind; layer: number; dtype: FloatType; shape: number[] };
   const specs: Spec[] = [
-    { name: 'embedding', kind: 'embedding', layer: -1, dtype: FloatType.F32, shape: [V, D] },
+    { name: 'embedding', kind: 'embedding', layer: -1, dtype: options.embedding ?? FloatType.F32, shape: [V, D] },
     { name: 'final_norm', kind: 'final_norm', layer: -1, dtype: FloatType.F32, shape: [D] },
   ];
   for (let l = 0; l < config.nLayers; l++) {
