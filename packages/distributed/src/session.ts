@@ -18,7 +18,7 @@ import {
   type WireType,
 } from './protocol.js';
 import type { LayerRange } from './split.js';
-import { channelOptions, closeClientStream, countingCodec, openStream, parseAddress, requestMetadata, SESSION_PATH, type ClientStream, type Decoded } from './transport.js';
+import { channelOptions, closeClientStream, countingCodec, openStream, parseAddress, requestMetadata, SESSION_PATH, type ClientStream, type Codec, type Decoded } from './transport.js';
 import { layerLabel } from './worker.js';
 
 export interface WorkerLink {
@@ -75,7 +75,7 @@ export class RootSession {
   /** Called once per lost worker, after its pending requests are rejected. */
   onLost: (link: WorkerLink) => void = () => {};
   readonly #s: SessionSettings;
-  readonly #codec;
+  readonly #codec: Codec;
   readonly #sessionId = randomBytes(16);
   #nextId = 1;
   readonly #pending = new Map<number, Pending>();
