@@ -5,6 +5,7 @@
       "sources": [
         "native/addon.c",
         "native/ops.c",
+        "native/dllama.c",
         "native/scalar.c",
         "native/avx2.c",
         "native/avx512.c",

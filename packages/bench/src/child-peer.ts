@@ -50,7 +50,7 @@ export async function runPeerJob(job: PeerJob, log: Log, control?: SessionContro
     version = (JSON.parse(readFileSync(join(pkgDir, 'package.json'), 'utf8')) as { version: string }).version;
     mod = (await import(pathToFileURL(join(pkgDir, 'dist', 'index.js')).href)) as NlcModule;
   } catch (e) {
-    throw new PeerUnavailableError(`node-llama-cpp is not loadable from ${pkgDir}: ${(e as Error).message}`, { cause: e });
+    throw new PeerUnavailableError(`node-llama-cpp is not loadable from ${pkgDir}: ${(e as Error).message}`, {}, { cause: e });
   }
   const rng = new Prng(job.seed);
   const prompt = (n: number): number[] => Array.from({ length: n }, () => FIRST_WORD_TOKEN + rng.below(job.vocabSize - FIRST_WORD_TOKEN));

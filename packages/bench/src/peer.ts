@@ -61,7 +61,7 @@ export async function ensurePeer(dir: string, version: string, log: (line: strin
   const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
   await new Promise<void>((resolve, reject) => {
     execFile(npm, args, { cwd: dir, timeout: 10 * 60_000, maxBuffer: 16 << 20 }, (err, _stdout, stderr) => {
-      if (err) reject(new PeerUnavailableError(`npm install of node-llama-cpp@${version} failed: ${err.message}\n${stderr.slice(-2000)}`, { cause: err }));
+      if (err) reject(new PeerUnavailableError(`npm install of node-llama-cpp@${version} failed: ${err.message}\n${stderr.slice(-2000)}`, {}, { cause: err }));
       else resolve();
     });
   });

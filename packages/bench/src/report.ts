@@ -6,7 +6,7 @@ import type { KernelProbeResult } from './protocol.js';
 import type { DiskProbe, DramProbe } from './probes.js';
 import type { ShapeName } from './shapes.js';
 import type { IoBreakdown, StepBreakdown } from './analysis.js';
-import { GB, MB, round } from './stats.js';
+import { GB, MB, median, round } from './stats.js';
 
 export type Status = 'pass' | 'fail' | 'info';
 
@@ -178,6 +178,110 @@ export function markdownTable(rows: readonly TableRow[]): string {
   const head = '| shape | scenario | airllm | compared with | ratio | target | status |\n| --- | --- | --- | --- | --- | --- | --- |';
   const body = rows.map((r) => `| ${r.shape} | ${r.scenario} | ${r.airllm} | ${r.reference} | ${fmt.ratio(r.ratio)} | ${r.target} | ${STATUS[r.status]} |`);
   return [head, ...body].join('\n');
+}
+
+/** What a shape's scenarios measured, as far as the table needs it. */
+export interface ShapeMeasurements {
+  readonly shape: ShapeName;
+  readonly stepBytes: number;
+  readonly dram: DramProbe | undefined;
+  readonly resident: ResidentSummary | undefined;
+  readonly peers: readonly PeerSummary[];
+  readonly stream: StepsSummary;
+  readonly sequential: StepsSummary;
+  readonly disk: DiskProbe;
+  readonly sweep: readonly SweepPoint[];
+  readonly batch: readonly BatchPoint[];
+}
+
+/** The table's rows for one shape: every figure against what it is compared with, and its target. */
+export function tableRows(m: ShapeMeasurements): TableRow[] {
+  const { shape: name, stepBytes, dram, resident, peers, stream, sequential, disk, sweep, batch } = m;
+  const rows: TableRow[] = [];
+  const status = (ok: boolean): 'pass' | 'fail' => (ok ? 'pass' : 'fail');
+  if (resident) {
+    for (const p of peers) {
+      // The median of per-round ratios (each round measured back to back).
+      const rd = median(p.pairedDecodeRatios);
+      const rp = median(p.pairedPrefillRatios);
+      const what = `llama.cpp (${p.variant === 'default' ? 'default' : p.variant === 'lazy' ? 'lazyMode' : 'useMmap: false'})`;
+      rows.push({ shape: name, scenario: `resident decode vs ${what}`, airllm: fmt.tps(resident.decodeTokensPerSecond), reference: fmt.tps(p.decodeTokensPerSecond), ratio: rd, target: '≥ 1.0×', status: status(rd >= 1) });
+      rows.push({ shape: name, scenario: `prefill (${resident.promptTokens} tokens) vs ${what}`, airllm: fmt.tps(resident.prefillTokensPerSecond), reference: fmt.tps(p.prefillTokensPerSecond), ratio: rp, target: '≥ 1.0×', status: status(rp >= 1) });
+    }
+    if (dram) {
+      const floorTps = dram.bytesPerSecond / stepBytes;
+      const r = resident.decodeTokensPerSecond / floorTps;
+      rows.push({
+        shape: name,
+        scenario: 'resident decode vs DRAM floor',
+        airllm: fmt.tps(resident.decodeTokensPerSecond),
+        reference: `${fmt.tps(floorTps)} (${fmt.gb(stepBytes)} ÷ ${fmt.gbps(dram.bytesPerSecond)}, best ${dram.method} round)`,
+        ratio: r,
+        target: '≥ 0.8',
+        status: status(r >= 0.8),
+      });
+    }
+  }
+  {
+    const floorMs = (stream.streamedBytesPerStep / disk.bytesPerSecond) * 1000;
+    const r = floorMs / stream.decodeMsMedian;
+    rows.push({
+      shape: name,
+      scenario: 'streaming decode (cold cache) vs disk floor',
+      airllm: `${fmt.ms(stream.decodeMsMedian)}/token`,
+      reference: `${fmt.ms(floorMs)}/token (${fmt.gb(stream.streamedBytesPerStep)} ÷ ${fmt.gbps(disk.bytesPerSecond)}, best plain read)`,
+      ratio: r,
+      target: '≥ 0.9',
+      status: status(r >= 0.9),
+    });
+    for (const [what, pMs, sMs, pCompute, sCompute] of [
+      ['decode step', stream.decodeMsMedian, sequential.decodeMsMedian, stream.decodeComputeMsMedian, sequential.decodeComputeMsMedian],
+      [`prompt step (${stream.promptTokens} tokens)`, stream.promptMs, sequential.promptMs, stream.promptComputeMs, sequential.promptComputeMs],
+    ] as const) {
+      const ratio = sMs / pMs;
+      // In sequential mode a step is load + compute; overlap can at best hide the smaller one.
+      const loadMs = Math.max(0, sMs - sCompute);
+      const ideal = sMs / Math.max(loadMs, sCompute);
+      const comparable = Math.min(loadMs, sCompute) / Math.max(loadMs, sCompute) >= 0.5;
+      rows.push({
+        shape: name,
+        scenario: `pipelined vs sequential, ${what}`,
+        airllm: `${fmt.ms(pMs)} (computing ${fmt.ms(pCompute)})`,
+        reference: `${fmt.ms(sMs)} (load ${fmt.ms(loadMs)} + compute ${fmt.ms(sCompute)}; perfect overlap ${fmt.ratio(ideal)})`,
+        ratio,
+        target: comparable ? '≥ 1.3× (compute ≈ I/O)' : `— (compute/I-O ${round(Math.min(loadMs, sCompute) / Math.max(loadMs, sCompute), 2)}: not comparable)`,
+        status: comparable ? status(ratio >= 1.3) : 'info',
+      });
+    }
+  }
+  for (const p of sweep) {
+    const r = p.modelMinusBudget / p.diskBytesPerToken;
+    const pct = Math.round(p.fraction * 100);
+    rows.push({
+      shape: name,
+      scenario: `budget ${pct}%: disk bytes per token`,
+      airllm: fmt.bytes(p.diskBytesPerToken),
+      reference: `model − budget ${fmt.bytes(p.modelMinusBudget)} (model − pinned ${fmt.bytes(stepBytes - p.pinnedBytes)})`,
+      ratio: r,
+      target: '≥ 1/1.05 (≤ 1.05 × (model − budget))',
+      status: status(p.diskBytesPerToken <= 1.05 * p.modelMinusBudget),
+    });
+    const rr = p.rssLimitBytes / p.peakRssBytes;
+    rows.push({
+      shape: name,
+      scenario: `budget ${pct}%: peak RSS`,
+      airllm: `${fmt.bytes(p.peakRssBytes)} (Node alone ${fmt.bytes(p.baselineRssBytes)})`,
+      reference: `budget + 10% + KV ${fmt.bytes(p.rssLimitBytes)}`,
+      ratio: rr,
+      target: '≥ 1.0 (peak ≤ limit)',
+      status: status(p.peakRssBytes <= p.rssLimitBytes),
+    });
+  }
+  for (const b of batch) {
+    if (b.sequences === 1) continue;
+    rows.push({ shape: name, scenario: `batch decode, ${b.sequences} sequences (aggregate)`, airllm: fmt.tps(b.decodeTokensPerSecond), reference: `1 sequence ${fmt.tps(b.decodeTokensPerSecond / b.speedup)}`, ratio: b.speedup, target: '—', status: 'info' });
+  }
+  return rows;
 }
 
 export function markdownReport(r: BenchReport): string {

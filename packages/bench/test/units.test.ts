@@ -1,6 +1,7 @@
 import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
-import { findBytePieces, parseTokenizer } from '@airllm/format';
+import { findBytePieces } from '@airllm/format/convert';
+import { parseTokenizer } from '@airllm/format';
 import type { TraceEvent } from '@airllm/engine';
 import { decodeBreakdown, ioBreakdown, traceSteps } from '../src/analysis.js';
 import { parseArgs } from '../src/args.js';

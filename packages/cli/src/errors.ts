@@ -1,15 +1,17 @@
+import { AirllmError } from '@airllm/format';
+
 /**
  * CLI-level errors and the one-line error report shared by every command. Library errors
- * (`FormatError` and friends) already carry what and where in their message; the CLI only
- * prefixes `airllm:` and keeps it on one line.
+ * (`AirllmError`s) already carry what and where in their message; the CLI only prefixes
+ * `airllm:` and keeps it on one line (`--debug` adds the code and the stack).
  */
 
 /** An error meant for the user as is (bad arguments, a check that failed), with an exit code. */
-export class CliError extends Error {
+export class CliError extends AirllmError {
+  static override readonly code = 'AIRLLM_CLI';
   readonly exitCode: number;
   constructor(message: string, exitCode = 1) {
-    super(message);
-    this.name = 'CliError';
+    super(message, { exitCode });
     this.exitCode = exitCode;
   }
 }
@@ -34,6 +36,7 @@ export function exitCodeOf(e: unknown): number {
  */
 export function reportError(e: unknown, debug: boolean): number {
   process.stderr.write(`airllm: ${errorMessage(e)}\n`);
+  if (debug && e instanceof AirllmError) process.stderr.write(`code ${e.code} ${JSON.stringify(e.details)}\n`);
   if (debug && e instanceof Error && e.stack) process.stderr.write(`${e.stack}\n`);
   return exitCodeOf(e);
 }

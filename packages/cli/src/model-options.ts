@@ -3,10 +3,12 @@
  * and the bundled default model.
  */
 import { existsSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import type { EngineOptions, LayerWiseInferenceEngine } from '@airllm/engine';
 import { CliError } from './errors.js';
+import { resolveModelArg } from './hub.js';
 
 /** stories260K, converted by our importer and shipped in the package (models/README.md). */
 export const BUNDLED_MODEL = fileURLToPath(new URL('../models/stories260K.m', import.meta.url));
@@ -26,11 +28,14 @@ export interface ModelCliOptions {
   workers?: string;
   split?: string;
   workerToken?: string;
+  workerTlsCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
 }
 
 export function addModelOptions(cmd: Command): Command {
   return cmd
-    .option('-m, --model <path>', 'model .m file (default: the bundled stories260K demo)')
+    .option('-m, --model <path>', 'model .m file, or hf:<owner>/<repo>[/<file>] pulled into the model cache (default: the bundled stories260K demo)')
     .option('-t, --tokenizer <path>', 'tokenizer .t file (default: the model path with .t)')
     .option('--mode <mode>', 'memory mode: resident | stream | sequential', 'resident')
     .option('--max-memory <size>', 'weight budget for stream mode, e.g. 2GiB, 512MB, 25%')
@@ -42,7 +47,49 @@ export function addModelOptions(cmd: Command): Command {
     .option('--trace <file>', 'write a Chrome trace-event timeline of the layer pipeline (open in Perfetto)')
     .option('--workers <list>', 'run layer ranges on `airllm worker` nodes: host:port,host:port (pipeline order)')
     .option('--split <spec>', 'layers per node with --workers: auto (by layer bytes), speed (weighted by measured speed) or a-b,c-d', 'auto')
-    .option('--worker-token <secret>', 'shared secret of the workers (default: $AIRLLM_TOKEN)');
+    .option('--worker-token <secret>', 'shared secret of the workers (default: $AIRLLM_TOKEN)')
+    .option('--worker-tls-ca <file>', 'talk TLS to the workers, trusting the certificates this CA signed (PEM)')
+    .option('--tls-cert <file>', "with --worker-tls-ca: this machine's certificate (PEM), for workers that require one (mutual TLS)")
+    .option('--tls-key <file>', 'the private key of --tls-cert (PEM)');
+}
+
+/** Largest certificate or key file read (a chain of a few certificates is a few KiB). */
+const MAX_PEM_BYTES = 1 << 20;
+
+/** A PEM file named by `option`, read whole; a typed one-line error naming the file otherwise. */
+export async function readPem(path: string, option: string): Promise<Buffer> {
+  let fh: Awaited<ReturnType<typeof open>>;
+  try {
+    fh = await open(path, 'r');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new CliError(`${option} ${path}: ${code === 'ENOENT' ? 'no such file' : code === 'EACCES' || code === 'EPERM' ? 'permission denied' : code === 'EISDIR' ? 'is a directory' : (e as Error).message}`);
+  }
+  try {
+    const st = await fh.stat();
+    if (!st.isFile()) throw new CliError(`${option} ${path}: ${st.isDirectory() ? 'is a directory' : 'not a regular file'}`);
+    if (st.size > MAX_PEM_BYTES) throw new CliError(`${option} ${path}: ${st.size} bytes is too large for a PEM certificate or key`);
+    return await fh.readFile();
+  } catch (e) {
+    if (e instanceof CliError) throw e;
+    throw new CliError(`${option} ${path}: ${(e as NodeJS.ErrnoException).code === 'EISDIR' ? 'is a directory' : (e as Error).message}`);
+  } finally {
+    await fh.close();
+  }
+}
+
+/** The root's TLS towards its workers from --worker-tls-ca, --tls-cert and --tls-key. */
+export async function workerTls(o: ModelCliOptions): Promise<import('@airllm/distributed').ClientTls | undefined> {
+  if (o.workerTlsCa === undefined) {
+    if (o.tlsCert !== undefined || o.tlsKey !== undefined) throw new CliError('--tls-cert and --tls-key need --worker-tls-ca (the CA that signed the workers\' certificates)', 2);
+    return undefined;
+  }
+  if ((o.tlsCert === undefined) !== (o.tlsKey === undefined)) throw new CliError(o.tlsCert === undefined ? '--tls-key needs --tls-cert' : '--tls-cert needs --tls-key', 2);
+  const ca = await readPem(o.workerTlsCa, '--worker-tls-ca');
+  const tls = o.tlsCert === undefined || o.tlsKey === undefined ? { ca } : { ca, cert: await readPem(o.tlsCert, '--tls-cert'), key: await readPem(o.tlsKey, '--tls-key') };
+  const { checkTls } = await import('@airllm/distributed');
+  checkTls(tls, { cert: `--tls-cert ${o.tlsCert}`, key: `--tls-key ${o.tlsKey}`, ca: `--worker-tls-ca ${o.workerTlsCa}` });
+  return tls;
 }
 
 const UNITS: Record<string, number> = {
@@ -109,8 +156,9 @@ export function parseNumber(text: string | undefined, option: string, min: numbe
 
 /** Model path, tokenizer path and engine options from the shared flags. */
 export async function engineOptions(o: ModelCliOptions): Promise<{ model: string; options: EngineOptions }> {
-  const model = o.model ?? BUNDLED_MODEL;
-  const tokenizer = o.tokenizer ?? (o.model === undefined ? BUNDLED_TOKENIZER : undefined);
+  const pulled = o.model === undefined ? undefined : await resolveModelArg(o.model, { json: (o as { json?: boolean }).json });
+  const model = pulled?.modelPath ?? BUNDLED_MODEL;
+  const tokenizer = o.tokenizer ?? pulled?.tokenizerPath ?? (o.model === undefined ? BUNDLED_TOKENIZER : undefined);
   if (tokenizer !== undefined && !existsSync(tokenizer)) throw new CliError(`tokenizer ${tokenizer}: no such file`);
   const mode = o.mode ?? 'resident';
   if (!['resident', 'stream', 'sequential'].includes(mode)) throw new CliError(`--mode: expected resident, stream or sequential, got "${mode}"`, 2);
@@ -148,9 +196,12 @@ export async function createEngine(o: ModelCliOptions, extra: Partial<EngineOpti
   if (o.workers !== undefined) {
     const workers = o.workers.split(',').map((w) => w.trim()).filter((w) => w !== '');
     if (workers.length === 0) throw new CliError('--workers: expected host:port,host:port', 2);
-    const { DistributedEngine } = await import('@airllm/distributed');
-    return new DistributedEngine(model, options, { workers, split: o.split, token: o.workerToken ?? process.env.AIRLLM_TOKEN });
+    const tls = await workerTls(o);
+    const { DistributedEngine, quietGrpcLog } = await import('@airllm/distributed');
+    quietGrpcLog();
+    return new DistributedEngine(model, options, { workers, split: o.split, token: o.workerToken ?? process.env.AIRLLM_TOKEN, tls });
   }
+  if (o.workerTlsCa !== undefined || o.tlsCert !== undefined || o.tlsKey !== undefined) throw new CliError('--worker-tls-ca, --tls-cert and --tls-key are for --workers', 2);
   const { LayerWiseInferenceEngine } = await import('@airllm/engine');
   return new LayerWiseInferenceEngine(model, options);
 }

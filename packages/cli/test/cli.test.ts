@@ -1,8 +1,9 @@
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BIN, FIXTURES, Reference } from './helpers.js';
+import { BIN, FIXTURES, MODEL, Reference, TOKENIZER } from './helpers.js';
 
 /** The airllm binary as a user runs it: a real process, the bundled model, no arguments needed. */
 function airllm(args: string[], input?: string): { code: number | null; stdout: string; stderr: string } {
@@ -107,6 +108,48 @@ describe('generate', () => {
     const d = airllm(['generate', '--debug', '--model', '/nonexistent/model.m']);
     expect(d.code).not.toBe(0);
     expect(d.stderr).toMatch(/^airllm: .*\n[^]*\n\s+at /);
+  });
+});
+
+describe('files that are not what they claim (issue #24)', () => {
+  it('-t /dev/zero is refused at once, not read without end', () => {
+    // Without the check this read grew by gigabytes until the timeout ended it.
+    const r = spawnSync(process.execPath, [BIN, 'generate', '-t', '/dev/zero', '-n', '2', 'x'], { encoding: 'utf8', timeout: 30_000 });
+    expectOneLineError({ code: r.status, stdout: r.stdout, stderr: r.stderr }, /^airllm: \/dev\/zero: not a regular file \(a device, pipe or socket\), not a tokenizer file$/);
+  });
+
+  it('a prompt from a file or stdin that never ends is cut off at 16 MiB', () => {
+    const f = spawnSync(process.execPath, [BIN, 'generate', '-f', '/dev/zero', '-n', '2'], { encoding: 'utf8', timeout: 30_000 });
+    expectOneLineError({ code: f.status, stdout: f.stdout, stderr: f.stderr }, /^airllm: the prompt from \/dev\/zero is longer than 16 MiB$/);
+    const s = spawnSync(process.execPath, [BIN, 'generate', '-', '-n', '2'], { encoding: 'utf8', timeout: 30_000, input: 'a'.repeat((16 << 20) + 1) });
+    expectOneLineError({ code: s.status, stdout: s.stdout, stderr: s.stderr }, /^airllm: the prompt from stdin is longer than 16 MiB$/);
+  });
+
+  it('a directory, a malformed .t and an unreadable file: one line naming the path', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'airllm-cli-files-'));
+    try {
+      expectOneLineError(airllm(['generate', '-t', dir, '-n', '2', 'x']), new RegExp(`^airllm: ${dir}: is a directory, not a tokenizer file$`));
+      const bad = join(dir, 'bad.t');
+      writeFileSync(bad, 'garbage!');
+      expectOneLineError(airllm(['generate', '-t', bad, '-n', '2', 'x']), new RegExp(`^airllm: ${bad}, field magic, byte offset 0: not a Distributed-Llama tokenizer file`));
+      // EACCES: as root, chmod alone does not deny a read, so the command runs as nobody.
+      chmodSync(dir, 0o755);
+      const tok = join(dir, 'locked.t');
+      const model = join(dir, 'locked.m');
+      copyFileSync(TOKENIZER, tok);
+      copyFileSync(MODEL, model);
+      chmodSync(tok, 0);
+      chmodSync(model, 0);
+      const asUser = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : {};
+      const locked = (args: string[]): ReturnType<typeof airllm> => {
+        const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 60_000, ...asUser });
+        return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+      };
+      expectOneLineError(locked(['generate', '-t', tok, '-n', '2', 'x']), new RegExp(`^airllm: ${tok}: cannot open the tokenizer: permission denied$`));
+      expectOneLineError(locked(['generate', '-m', model, '-t', TOKENIZER, '-n', '2', 'x']), new RegExp(`^airllm: ${model}: permission denied$`));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

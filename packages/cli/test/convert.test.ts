@@ -1,5 +1,5 @@
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { closeSync, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -356,5 +356,81 @@ describe('convert hf → engine logits = Hugging Face semantics (float64 referen
     let diff2 = 0;
     for (let i = 0; i < c.length; i++) diff2 = Math.max(diff2, Math.abs(c[i]! - d[i]!));
     expect(diff2).toBeGreaterThan(1e-3);
+  });
+});
+
+/**
+ * A legacy (version 0) llama2.c checkpoint of ~218 MiB with vocabulary 512 (tok512.bin's), so a
+ * conversion to Q40 runs long enough to be interrupted while it writes.
+ */
+function writeLargeLlama2c(path: string): void {
+  const [dim, hidden, layers, heads, vocab, seqLen] = [768, 2048, 8, 12, 512, 256];
+  const floats = vocab * dim + layers * (2 * dim + 4 * dim * dim + 3 * hidden * dim) + dim + seqLen * (dim / heads);
+  const fd = openSync(path, 'w');
+  try {
+    writeSync(fd, new Uint8Array(new Int32Array([dim, hidden, layers, heads, heads, vocab, seqLen]).buffer));
+    const chunk = new Float32Array(1 << 20).map((_, i) => Math.sin(i * 0.37) * 0.05);
+    for (let left = floats; left > 0; left -= chunk.length) writeSync(fd, new Uint8Array(chunk.buffer, 0, Math.min(left, chunk.length) * 4));
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Start `airllm convert llama2c` on `checkpoint` → `out`; resolves once `out.partial` exists. */
+async function convertUntilPartial(checkpoint: string, out: string): Promise<{ proc: ChildProcess; exit: Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }> }> {
+  const proc = spawn(process.execPath, [BIN, 'convert', 'llama2c', checkpoint, TOK512, '-o', out], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  proc.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string }>((r) => proc.once('exit', (code, signal) => r({ code, signal, stderr })));
+  const deadline = Date.now() + 30_000;
+  while (!existsSync(`${out}.partial`)) {
+    if (Date.now() > deadline || proc.exitCode !== null) throw new Error(`no partial file appeared: ${stderr}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  return { proc, exit };
+}
+
+describe('an interrupted convert (issue #24 D7)', () => {
+  let big: string;
+  beforeAll(() => {
+    big = join(dir, 'large.bin');
+    writeLargeLlama2c(big);
+  });
+
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    it(`${signal} while writing removes out.m.partial and its lock, and the process ends by the signal`, async () => {
+      const out = join(dir, `interrupted-${signal}.m`);
+      const { proc, exit } = await convertUntilPartial(big, out);
+      proc.kill(signal);
+      const r = await exit;
+      expect(r.signal, r.stderr).toBe(signal);
+      expect(r.stderr).toBe(`airllm: ${signal}: stopped, removed ${out}.partial\n`);
+      // Stopped part-way (no model written) and nothing left behind.
+      expect(readdirSync(dir).filter((f) => f.startsWith(`interrupted-${signal}`))).toEqual([]);
+    });
+  }
+
+  it('after a kill -9 the stale partial file does not block the next convert; a running convert does', async () => {
+    const out = join(dir, 'killed.m');
+    const first = await convertUntilPartial(big, out);
+    first.proc.kill('SIGKILL');
+    expect((await first.exit).signal).toBe('SIGKILL');
+    expect(readdirSync(dir).filter((f) => f.startsWith('killed')).sort()).toEqual(['killed.m.partial', 'killed.m.partial.lock']);
+
+    const running = await convertUntilPartial(big, join(dir, 'busy.m'));
+    try {
+      const refused = airllm('convert', 'llama2c', big, TOK512, '-o', join(dir, 'busy.m'), '--overwrite');
+      expect(refused.code).not.toBe(0);
+      expect(refused.stderr).toBe(`airllm: ${join(dir, 'busy.m')}.partial: process ${running.proc.pid} is writing this file (remove ${join(dir, 'busy.m')}.partial.lock if it is not running)\n`);
+    } finally {
+      running.proc.kill('SIGTERM');
+      await running.exit;
+    }
+
+    const again = airllm('convert', 'llama2c', big, TOK512, '-o', out, '--json');
+    expect(again.stderr).toBe('');
+    expect(again.code).toBe(0);
+    expect(readModelFile(out).header.nLayers).toBe(8);
+    expect(readdirSync(dir).filter((f) => f.startsWith('killed')).sort()).toEqual(['killed.m', 'killed.t']);
   });
 });

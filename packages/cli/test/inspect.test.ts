@@ -3,7 +3,8 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ArchType, FloatType, generateSyntheticModel, HeaderKey, type HeaderValues } from '@airllm/format';
+import { ArchType, FloatType, HeaderKey, type HeaderValues } from '@airllm/format';
+import { generateSyntheticModel } from '@airllm/format/convert';
 import { TINY_LLAMA31, TINY_QWEN3, TINY_QWEN3_MOE, withDtype } from '@airllm/format/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 

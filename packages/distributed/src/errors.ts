@@ -1,13 +1,14 @@
+import { AirllmError, type ErrorDetails } from '@airllm/format';
+
 /**
- * Typed errors of the distributed pipeline. Each names the node (address) and, where it
- * applies, the layers and the message field involved; messages are one line.
+ * Typed errors of the distributed pipeline, `AirllmError`s (see `@airllm/format`) with a stable
+ * `code` and structured `details`. Each names the node (address) and, where it applies, the
+ * layers and the message field involved; messages are one line.
  */
-export class DistributedError extends Error {
-  readonly code: string = 'AIRLLM_DISTRIBUTED';
-  constructor(message: string) {
-    super(message);
-    this.name = new.target.name;
-  }
+export { AirllmError };
+
+export class DistributedError extends AirllmError {
+  static override readonly code: string = 'AIRLLM_DISTRIBUTED';
 }
 
 /**
@@ -16,40 +17,47 @@ export class DistributedError extends Error {
  * message and keeps serving.
  */
 export class ProtocolError extends DistributedError {
-  override readonly code = 'AIRLLM_PROTOCOL';
-  constructor(
-    /** The field that is wrong (e.g. `payload`, `rows`, `slot`). */
-    readonly field: string,
-    readonly reason: string,
-    readonly expected?: string | number,
-    readonly actual?: string | number,
-  ) {
-    const tail: string[] = [];
-    if (expected !== undefined) tail.push(`expected ${expected}`);
-    if (actual !== undefined) tail.push(`got ${actual}`);
-    super(`malformed message, field ${field}: ${reason}${tail.length > 0 ? ` (${tail.join(', ')})` : ''}`);
+  static override readonly code = 'AIRLLM_PROTOCOL';
+  /** The field that is wrong (e.g. `payload`, `rows`, `slot`). */
+  declare readonly field: string;
+
+  constructor(field: string, reason: string, expected?: string | number, actual?: string | number) {
+    super(reason, { field, expected, actual });
+  }
+
+  protected static override describe(reason: string, d: ErrorDetails): string {
+    return `malformed message, field ${d.field}: ${reason}${this.values(d)}`;
   }
 }
 
 /** A bad `--workers` list or `--split` specification. */
 export class SplitError extends DistributedError {
-  override readonly code = 'AIRLLM_SPLIT';
+  static override readonly code = 'AIRLLM_SPLIT';
+}
+
+/** TLS material that cannot be used (not PEM, a key that does not belong to the certificate, half a pair). */
+export class TlsConfigError extends DistributedError {
+  static override readonly code = 'AIRLLM_TLS_CONFIG';
 }
 
 /** A worker refused the root or could not be reached when the pipeline was set up. */
 export class WorkerSetupError extends DistributedError {
-  override readonly code: string = 'AIRLLM_WORKER_SETUP';
+  static override readonly code: string = 'AIRLLM_WORKER_SETUP';
   constructor(
     readonly node: string,
-    readonly reason: string,
+    reason: string,
   ) {
-    super(`worker ${node}: ${reason}`);
+    super(reason, { node });
+  }
+
+  protected static override describe(reason: string, d: ErrorDetails): string {
+    return `worker ${d.node}: ${reason}`;
   }
 }
 
-/** The worker's model file is not the root's (different size or header/data hash). */
+/** The worker's model file is not the root's (another size, or a region whose CRC-32 differs). */
 export class FingerprintMismatchError extends WorkerSetupError {
-  override readonly code = 'AIRLLM_FINGERPRINT';
+  static override readonly code = 'AIRLLM_FINGERPRINT';
 }
 
 /**
@@ -58,24 +66,32 @@ export class FingerprintMismatchError extends WorkerSetupError {
  * when recovery itself is impossible.
  */
 export class WorkerLostError extends DistributedError {
-  override readonly code = 'AIRLLM_WORKER_LOST';
+  static override readonly code = 'AIRLLM_WORKER_LOST';
   constructor(
     readonly node: string,
     readonly layers: string,
-    readonly reason: string,
+    reason: string,
   ) {
-    super(`worker ${node} (layers ${layers}) failed: ${reason}`);
+    super(reason, { node, layers });
+  }
+
+  protected static override describe(reason: string, d: ErrorDetails): string {
+    return `worker ${d.node} (layers ${d.layers}) failed: ${reason}`;
   }
 }
 
 /** A worker reported an error the root cannot recover from (e.g. it rejected the root's own message). */
 export class RemoteError extends DistributedError {
-  override readonly code = 'AIRLLM_REMOTE';
+  static override readonly code = 'AIRLLM_REMOTE';
   constructor(
     readonly node: string,
     readonly remoteCode: number,
     readonly remoteMessage: string,
   ) {
-    super(`worker ${node} answered with error ${remoteCode}: ${remoteMessage}`);
+    super(remoteMessage, { node, remoteCode });
+  }
+
+  protected static override describe(reason: string, d: ErrorDetails): string {
+    return `worker ${d.node} answered with error ${d.remoteCode}: ${reason}`;
   }
 }

@@ -12,7 +12,8 @@
  */
 import { ProtocolError } from './errors.js';
 
-export const PROTOCOL_VERSION = 1;
+/** 2: the model fingerprint carries a CRC-32 per region of the file. */
+export const PROTOCOL_VERSION = 2;
 
 export const MessageType = {
   Assign: 1,
@@ -52,6 +53,8 @@ const WIRE_NAMES: readonly WireType[] = ['f32', 'q80'];
 
 /** Size of the model fingerprint hash (SHA-256). */
 export const FINGERPRINT_HASH_BYTES = 32;
+/** Most regions (header, layers, tensors outside them) a fingerprint may list. */
+export const MAX_FINGERPRINT_REGIONS = 1 << 16;
 export const SESSION_ID_BYTES = 16;
 /** Longest next-hop address ("host:port") and error text we accept. */
 export const MAX_ADDRESS_BYTES = 255;
@@ -64,8 +67,10 @@ export const MAX_WIRE_ROWS = 1024;
 
 export interface ModelFingerprint {
   fileSize: number;
-  /** SHA-256 of the header bytes and samples of the tensor data (fingerprint.ts). */
+  /** SHA-256 of the file size and the region sums (fingerprint.ts). */
   hash: Uint8Array;
+  /** CRC-32 of each region of the file: the header, the embedding, each layer, … (fingerprint.ts). */
+  regions: Uint32Array;
 }
 
 export interface AssignMessage {
@@ -246,8 +251,11 @@ export function encodeMessage(m: Message): Buffer {
   switch (m.type) {
     case MessageType.Assign: {
       const next = encodeText(m.next, MAX_ADDRESS_BYTES);
-      const w = head(m.type, m.id, 6 + 8 + FINGERPRINT_HASH_BYTES + 8 + 2 + 12 + SESSION_ID_BYTES + 2 + next.length);
-      w.f64(m.fingerprint.fileSize).bytes(m.fingerprint.hash).u32(m.layerStart).u32(m.layerEnd);
+      const sums = m.fingerprint.regions;
+      const w = head(m.type, m.id, 6 + 8 + FINGERPRINT_HASH_BYTES + 4 + 4 * sums.length + 8 + 2 + 12 + SESSION_ID_BYTES + 2 + next.length);
+      w.f64(m.fingerprint.fileSize).bytes(m.fingerprint.hash).u32(sums.length);
+      for (const crc of sums) w.u32(crc);
+      w.u32(m.layerStart).u32(m.layerEnd);
       w.u8(WIRE_CODES[m.activations]).u8(WIRE_CODES[m.wire]).u32(m.maxSeqLen).u32(m.batchSize).u32(m.slots);
       return w.bytes(m.sessionId).u16(next.length).bytes(next).done();
     }
@@ -350,6 +358,10 @@ export function decodeMessage(bytes: Uint8Array): Message | MalformedMessage {
       case MessageType.Assign: {
         const fileSize = r.f64('fileSize');
         const hash = Uint8Array.from(r.bytes(FINGERPRINT_HASH_BYTES, 'fingerprint'));
+        const count = r.u32('fingerprint regions');
+        if (count > MAX_FINGERPRINT_REGIONS) throw new ProtocolError('fingerprint regions', 'too many', `≤ ${MAX_FINGERPRINT_REGIONS}`, count);
+        const regions = new Uint32Array(count);
+        for (let i = 0; i < count; i++) regions[i] = r.u32(`fingerprint regions[${i}]`);
         const layerStart = r.u32('layerStart');
         const layerEnd = r.u32('layerEnd');
         const activations = r.wire('activations');
@@ -359,7 +371,7 @@ export function decodeMessage(bytes: Uint8Array): Message | MalformedMessage {
         const slots = r.u32('slots');
         const sessionId = Uint8Array.from(r.bytes(SESSION_ID_BYTES, 'sessionId'));
         const next = r.text(MAX_ADDRESS_BYTES, 'next');
-        m = { type, id, fingerprint: { fileSize, hash }, layerStart, layerEnd, activations, wire, maxSeqLen, batchSize, slots, sessionId, next };
+        m = { type, id, fingerprint: { fileSize, hash, regions }, layerStart, layerEnd, activations, wire, maxSeqLen, batchSize, slots, sessionId, next };
         break;
       }
       case MessageType.SetNext:

@@ -19,7 +19,7 @@ import { activationsHeaderBytes, MAX_WIRE_ROWS, MessageType, newCounters, type T
 import { NOT_SET_UP, Pipeline, type PipelineStats } from './pipeline.js';
 import { RootSession } from './session.js';
 import { parseSplit, planByBytes, type LayerRange } from './split.js';
-import { parseAddress } from './transport.js';
+import { parseAddress, type ClientTls } from './transport.js';
 import { calibrate } from './worker.js';
 
 export interface DistributedOptions {
@@ -32,6 +32,8 @@ export interface DistributedOptions {
   split?: string;
   /** Shared secret the workers require. */
   token?: string;
+  /** TLS to the workers: their CA, and this node's certificate for workers that require one. */
+  tls?: ClientTls;
   /** Activation encoding between nodes (default: the engine's activations; q80 is lossy). */
   wire?: WireType;
   /** Time to reach each worker when the pipeline is set up (default 10 s). */
@@ -146,6 +148,7 @@ export class DistributedEngine extends LayerWiseInferenceEngine {
       {
         workers: d.workers,
         token: d.token,
+        tls: d.tls,
         wire,
         dim,
         batchSize: wireBatch,
@@ -169,7 +172,7 @@ export class DistributedEngine extends LayerWiseInferenceEngine {
     const d = this.distributed;
     const layout = this.layout;
     const nLayers = this.config.nLayers;
-    const assignment = { fingerprint: modelFingerprint(this.modelPath), activations: this.activations };
+    const assignment = { fingerprint: await modelFingerprint(this.modelPath), activations: this.activations };
     const model = { nLayers, layerBytes: layout.layerBytes, headBytes: layout.head.size };
     const split = d.split ?? 'auto';
     let ranges: LayerRange[] = split === 'auto' || split === 'speed' ? planByBytes(model, session.links.length + 1) : parseSplit(split, nLayers, session.links.length);

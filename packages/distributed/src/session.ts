@@ -18,7 +18,7 @@ import {
   type WireType,
 } from './protocol.js';
 import type { LayerRange } from './split.js';
-import { channelOptions, closeClientStream, countingCodec, openStream, parseAddress, requestMetadata, SESSION_PATH, type ClientStream, type Codec, type Decoded } from './transport.js';
+import { channelOptions, closeClientStream, countingCodec, newClient, openStream, parseAddress, requestMetadata, SESSION_PATH, type ClientStream, type ClientTls, type Codec, type Decoded } from './transport.js';
 import { layerLabel } from './worker.js';
 
 export interface WorkerLink {
@@ -50,6 +50,8 @@ interface Pending {
 export interface SessionSettings {
   readonly workers: readonly string[];
   readonly token: string | undefined;
+  /** TLS to the workers (undefined: plaintext). */
+  readonly tls: ClientTls | undefined;
   readonly wire: WireType;
   readonly dim: number;
   readonly batchSize: number;
@@ -106,7 +108,7 @@ export class RootSession {
     const opts = channelOptions(s.maxMessageBytes, { keepaliveTimeMs: s.keepaliveTimeMs, keepaliveTimeoutMs: s.keepaliveTimeoutMs });
     const opened = await Promise.allSettled(
       this.links.map(async (link) => {
-        const client = new grpc.Client(link.address, grpc.credentials.createInsecure(), opts);
+        const client = newClient(link.address, s.tls, opts);
         link.client = client;
         try {
           link.call = await openStream(client, SESSION_PATH, this.#codec, requestMetadata(s.token, this.#sessionId), s.connectTimeoutMs);

@@ -8,8 +8,10 @@
  * - `Relay`: worker → next worker. Only activations travel on it (and errors back).
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
+import { isIP } from 'node:net';
+import * as tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
-import { SplitError } from './errors.js';
+import { SplitError, TlsConfigError } from './errors.js';
 import { decodeMessage, encodeMessage, GRPC_MESSAGE_PREFIX, MessageType, type MalformedMessage, type Message, type TransportCounters } from './protocol.js';
 
 export const SERVICE_NAME = 'airllm.distributed.Pipeline';
@@ -108,7 +110,10 @@ export type ServerStream = grpc.ServerDuplexStream<Decoded, Message>;
 export function openStream(client: grpc.Client, path: string, codec: Codec, metadata: grpc.Metadata, timeoutMs: number): Promise<ClientStream> {
   const call = client.makeBidiStreamRequest(path, codec.serialize, codec.deserialize, metadata, {}) as ClientStream;
   return new Promise((resolve, reject) => {
+    let settled = false;
     const done = (err?: Error): void => {
+      if (settled) return;
+      settled = true;
       clearTimeout(timer);
       call.off('metadata', onMeta);
       call.off('error', onError);
@@ -122,7 +127,15 @@ export function openStream(client: grpc.Client, path: string, codec: Codec, meta
     const onMeta = (md: grpc.Metadata): void => {
       if (md.get(ACCEPTED_HEADER)[0] === '1') done();
     };
-    const onError = (e: grpc.ServiceError): void => done(new Error(`${grpc.status[e.code] ?? e.code}: ${e.details || e.message}`));
+    const onError = (e: grpc.ServiceError): void => {
+      const plain = `${grpc.status[e.code] ?? e.code}: ${e.details || e.message}`;
+      const target = clientTargets.get(client);
+      // grpc-js reports most TLS failures as "Failed to connect": ask the TLS layer itself why.
+      if (e.code !== grpc.status.UNAVAILABLE || !target) return done(new Error(plain));
+      call.off('error', onError);
+      call.on('error', () => {});
+      void diagnoseTls(target.host, target.port, target.tls, Math.min(timeoutMs, 5_000), target.role).then((why) => done(new Error(why ? `TLS: ${why}` : plain)));
+    };
     const timer = setTimeout(() => done(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
     call.on('metadata', onMeta);
     call.on('error', onError);
@@ -153,4 +166,189 @@ export function closeClientStream(call: ClientStream | undefined): void {
   for (const ev of ['data', 'end', 'error', 'metadata', 'status']) call.removeAllListeners(ev);
   call.on('error', () => {});
   call.cancel();
+}
+
+// ---- TLS ----
+
+/**
+ * TLS of a client: the root towards its workers, or a worker towards the next worker on the
+ * relay. PEM text or bytes, as node:tls takes them.
+ */
+export interface ClientTls {
+  /** The CA certificate(s) that signed the workers' certificates (default: the system's CAs). */
+  ca?: string | Buffer;
+  /** This node's certificate and key, sent to workers that require one (mutual TLS). */
+  cert?: string | Buffer;
+  key?: string | Buffer;
+}
+
+/** TLS of a worker's server. */
+export interface ServerTls {
+  cert: string | Buffer;
+  key: string | Buffer;
+  /** With it, a client must present a certificate signed by one of these CAs (mutual TLS). */
+  clientCa?: string | Buffer;
+}
+
+const buf = (b: string | Buffer): Buffer => (typeof b === 'string' ? Buffer.from(b) : b);
+
+/**
+ * Check PEM material before a server or channel is built on it: grpc-js would otherwise fail at
+ * the first connection with "Failed to connect". Throws TlsConfigError naming the part.
+ */
+export function checkTls(t: { cert?: string | Buffer; key?: string | Buffer; ca?: string | Buffer }, what: { cert: string; key: string; ca: string }): void {
+  if ((t.cert === undefined) !== (t.key === undefined)) throw new TlsConfigError(`${t.cert === undefined ? what.cert : what.key} is needed with ${t.cert === undefined ? what.key : what.cert}`);
+  if (t.ca !== undefined) {
+    try {
+      tls.createSecureContext({ ca: t.ca });
+    } catch (e) {
+      throw new TlsConfigError(`${what.ca}: not a PEM certificate (${(e as Error).message})`);
+    }
+    if (!/-----BEGIN CERTIFICATE-----/.test(buf(t.ca).toString('latin1'))) throw new TlsConfigError(`${what.ca}: no PEM certificate in it`);
+  }
+  if (t.cert !== undefined && t.key !== undefined) {
+    try {
+      tls.createSecureContext({ cert: t.cert });
+    } catch (e) {
+      throw new TlsConfigError(`${what.cert}: not a PEM certificate (${(e as Error).message})`);
+    }
+    try {
+      tls.createSecureContext({ key: t.key });
+    } catch (e) {
+      throw new TlsConfigError(`${what.key}: not a PEM private key (${(e as Error).message})`);
+    }
+    try {
+      tls.createSecureContext({ cert: t.cert, key: t.key });
+    } catch (e) {
+      throw new TlsConfigError(`${what.key} does not belong to ${what.cert} (${(e as Error).message})`);
+    }
+  }
+}
+
+export function serverCredentials(t: ServerTls | undefined): grpc.ServerCredentials {
+  if (!t) return grpc.ServerCredentials.createInsecure();
+  checkTls({ cert: t.cert, key: t.key, ca: t.clientCa }, { cert: 'TLS certificate', key: 'TLS key', ca: 'TLS client CA' });
+  return grpc.ServerCredentials.createSsl(t.clientCa === undefined ? null : buf(t.clientCa), [{ cert_chain: buf(t.cert), private_key: buf(t.key) }], t.clientCa !== undefined);
+}
+
+/** Who a client is, for the advice in a TLS diagnosis: the root, or a worker's relay. */
+export type ClientRole = 'root' | 'relay';
+
+const ADVICE: Record<ClientRole, { ca: string; cert: string; refused: string; plain: string }> = {
+  root: {
+    ca: '--worker-tls-ca must be the CA certificate that signed it',
+    cert: 'give --tls-cert and --tls-key',
+    refused: "--tls-cert must be signed by the CA in the worker's --tls-client-ca",
+    plain: 'start it with --tls-cert and --tls-key, or leave out --worker-tls-ca',
+  },
+  relay: {
+    ca: '--tls-ca of the worker that relays, default its --tls-client-ca, must be the CA certificate that signed it',
+    cert: "the worker that relays presents its own --tls-cert, which must be signed by the CA in the next worker's --tls-client-ca",
+    refused: "the worker that relays presents its own --tls-cert, which must be signed by the CA in the next worker's --tls-client-ca",
+    plain: 'with TLS on one worker, every worker needs --tls-cert and --tls-key',
+  },
+};
+
+/** The address a client was made for, so a failed connection can be diagnosed (openStream). */
+const clientTargets = new WeakMap<grpc.Client, { host: string; port: number; tls: ClientTls | undefined; role: ClientRole }>();
+
+/** SNI sent instead of an IP literal (see newClient). */
+const IP_SNI = 'airllm-worker.invalid';
+
+/**
+ * A gRPC client for a worker at `address` ("host:port"), over TLS when `t` is given.
+ *
+ * The worker's certificate must name the host as written in the address (an IP address needs an
+ * IP subjectAltName). grpc-js sends the host as the TLS server name (SNI), which Node warns about
+ * for an IP literal (DEP0123, not allowed by RFC 6066); for an IP we send a fixed name instead and
+ * check the certificate against the IP ourselves.
+ */
+export function newClient(address: string, t: ClientTls | undefined, options: grpc.ChannelOptions, role: ClientRole = 'root'): grpc.Client {
+  const a = parseAddress(address);
+  const { host, port } = a;
+  let creds = grpc.credentials.createInsecure();
+  let opts = options;
+  if (t) {
+    checkTls(t, { cert: 'TLS certificate', key: 'TLS key', ca: 'worker TLS CA' });
+    const ca = t.ca === undefined ? null : buf(t.ca);
+    const key = t.key === undefined ? null : buf(t.key);
+    const cert = t.cert === undefined ? null : buf(t.cert);
+    if (isIP(host)) {
+      creds = grpc.credentials.createSsl(ca, key, cert, { checkServerIdentity: (_name, c) => tls.checkServerIdentity(host, c) });
+      opts = { ...options, 'grpc.ssl_target_name_override': IP_SNI };
+    } else {
+      creds = grpc.credentials.createSsl(ca, key, cert);
+    }
+  }
+  const client = new grpc.Client(a.address, creds, opts);
+  clientTargets.set(client, { host, port, tls: t, role });
+  return client;
+}
+
+/**
+ * Why a connection to host:port fails at the TLS layer, in words, or undefined when TLS is not
+ * the problem (or the host cannot be reached at all, which the caller's own error says).
+ * A second, short connection with node:tls: it sees the alert, the verification error or the
+ * close that grpc-js folds into "Failed to connect".
+ */
+export function diagnoseTls(host: string, port: number, t: ClientTls | undefined, timeoutMs: number, role: ClientRole = 'root'): Promise<string | undefined> {
+  const advice = ADVICE[role];
+  return new Promise((resolve) => {
+    let finished = false;
+    const socket = tls.connect({
+      host,
+      port,
+      servername: isIP(host) ? undefined : host,
+      ALPNProtocols: ['h2'],
+      ca: t?.ca,
+      cert: t?.cert,
+      key: t?.key,
+      // Without TLS of our own, only "does it speak TLS at all" is asked.
+      rejectUnauthorized: t !== undefined,
+      checkServerIdentity: (_name, c) => tls.checkServerIdentity(host, c),
+    });
+    const finish = (why: string | undefined): void => {
+      if (finished) return;
+      finished = true;
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(why);
+    };
+    const timer = setTimeout(() => finish(undefined), timeoutMs);
+    socket.on('secureConnect', () => {
+      if (!t) return finish(role === 'root' ? 'the worker uses TLS: give --worker-tls-ca with the CA certificate that signed its certificate' : `the next worker uses TLS, this one does not: ${advice.plain}`);
+      // A server that accepts us starts HTTP/2 at once (its SETTINGS frame); one that refuses
+      // our client certificate closes the connection, with or without an alert.
+      socket.on('data', () => finish(undefined));
+      const refused = (): void =>
+        finish(t.cert === undefined ? `the worker closed the connection after the TLS handshake: it requires a client certificate (${advice.cert})` : `the worker did not accept the client certificate (${advice.refused})`);
+      socket.on('end', refused);
+      socket.on('close', refused);
+    });
+    socket.on('error', (e: NodeJS.ErrnoException) => finish(describeTlsFailure(e, host, t, role)));
+  });
+}
+
+function describeTlsFailure(e: NodeJS.ErrnoException, host: string, t: ClientTls | undefined, role: ClientRole): string | undefined {
+  const advice = ADVICE[role];
+  const code = e.code ?? '';
+  const text = e.message.replace(/^.*SSL routines:[^:]*:/s, '').replace(/:\.\.\/deps.*$/s, '').trim();
+  if (!t || ['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN'].includes(code)) return undefined;
+  if (/WRONG_VERSION_NUMBER|PACKET_LENGTH_TOO_LONG|ECONNRESET/.test(code) || /wrong version number|packet length too long/.test(e.message)) {
+    return `the worker does not use TLS (${advice.plain})`;
+  }
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') return `the worker's certificate does not name ${host}: ${e.message}`;
+  if (/CERTIFICATE_REQUIRED/.test(code)) return `the worker requires a client certificate (${advice.cert})`;
+  if (/ALERT/.test(code)) return `the worker did not accept the client certificate: ${text} (${t.cert === undefined ? advice.cert : advice.refused})`;
+  if (/CERT|SELF_SIGNED|UNABLE_TO_(GET|VERIFY)/.test(code)) return `the worker's certificate is not trusted: ${e.message} (${advice.ca})`;
+  return `${code || 'TLS error'}: ${text}`;
+}
+
+/**
+ * grpc-js prints some failures on stderr itself ("E No address added out of total 1 resolved")
+ * before the call that failed rejects; a command that reports that rejection as its own error
+ * turns those lines off, unless GRPC_VERBOSITY (or GRPC_NODE_VERBOSITY) asks for them.
+ */
+export function quietGrpcLog(env: NodeJS.ProcessEnv = process.env): void {
+  if (env.GRPC_VERBOSITY === undefined && env.GRPC_NODE_VERBOSITY === undefined) grpc.setLogVerbosity(grpc.logVerbosity.NONE);
 }

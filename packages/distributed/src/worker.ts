@@ -11,11 +11,11 @@
  */
 import { timingSafeEqual } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
-import { readModelFile, type ModelHeader } from '@airllm/format';
+import { readModelFile, type ModelHeader, type ModelLayout } from '@airllm/format';
 import { LayerWiseInferenceEngine, type EngineOptions } from '@airllm/engine';
 import { decodeRows, encodeRows } from './activations.js';
 import { ProtocolError } from './errors.js';
-import { describeFingerprint, modelFingerprint, sameFingerprint } from './fingerprint.js';
+import { describeFingerprint, differingRegions, fingerprintRegions, modelFingerprint, sameFingerprint, type FingerprintOptions } from './fingerprint.js';
 import {
   activationsHeaderBytes,
   checkActivations,
@@ -36,16 +36,19 @@ import {
   closeClientStream,
   countingCodec,
   openStream,
-  parseAddress,
+  newClient,
   RELAY_PATH,
   requestMetadata,
+  serverCredentials,
   serviceDefinition,
   SESSION_HEADER,
   tokenMatches,
   type ClientStream,
+  type ClientTls,
   type Codec,
   type Decoded,
   type ServerStream,
+  type ServerTls,
 } from './transport.js';
 
 export interface WorkerOptions {
@@ -57,6 +60,12 @@ export interface WorkerOptions {
   port?: number;
   /** Shared secret every peer must send; without it anyone who can connect is served. */
   token?: string;
+  /**
+   * Serve over TLS (`clientCa`: require client certificates signed by it). The relay to the next
+   * worker then uses TLS too: it checks the next worker's certificate against `peerCa` (default
+   * `clientCa`, else the system's CAs) and presents this worker's certificate as its own.
+   */
+  tls?: ServerTls & { peerCa?: string | Buffer };
   /** Engine options of this machine (threads, memory mode, kernels); the root decides the rest. */
   engineOptions?: EngineOptions;
   /** Where progress lines go (default: nowhere). */
@@ -65,6 +74,8 @@ export interface WorkerOptions {
   connectTimeoutMs?: number;
   keepaliveTimeMs?: number;
   keepaliveTimeoutMs?: number;
+  /** Where the model's region sums are cached (fingerprint.ts; null: none). */
+  checksumCacheDir?: string | null;
 }
 
 interface Assignment {
@@ -95,7 +106,8 @@ export class PipelineWorker {
   #port = 0;
   readonly #options: WorkerOptions;
   readonly #header: ModelHeader;
-  readonly #fingerprint: ModelFingerprint;
+  readonly #layout: ModelLayout;
+  #fingerprint!: ModelFingerprint;
   readonly #codec: Codec;
   readonly #server: grpc.Server;
   readonly #log: (line: string) => void;
@@ -108,8 +120,9 @@ export class PipelineWorker {
     this.modelPath = options.modelPath;
     this.host = options.host ?? '127.0.0.1';
     this.#log = options.log ?? (() => {});
-    this.#header = readModelFile(options.modelPath).header;
-    this.#fingerprint = modelFingerprint(options.modelPath);
+    const file = readModelFile(options.modelPath);
+    this.#header = file.header;
+    this.#layout = file.layout;
     this.#codec = countingCodec(this.counters);
     // The largest message a root may send: MAX_WIRE_ROWS rows of F32 plus one run per row.
     const maxBytes = activationsHeaderBytes(MAX_WIRE_ROWS) + MAX_WIRE_ROWS * this.#header.dim * 4;
@@ -123,9 +136,14 @@ export class PipelineWorker {
   /** Read the model header, hash the file, and listen. Rejects with a typed error on a bad model. */
   static async start(options: WorkerOptions): Promise<PipelineWorker> {
     const w = new PipelineWorker(options);
+    const fp: FingerprintOptions = {
+      cacheDir: options.checksumCacheDir,
+      onRead: (bytes) => w.#log(`reading ${options.modelPath} once to checksum it (${(bytes / 2 ** 30).toFixed(1)} GiB; the sums are cached)`),
+    };
+    w.#fingerprint = await modelFingerprint(options.modelPath, fp);
     const host = w.host.includes(':') && !w.host.startsWith('[') ? `[${w.host}]` : w.host;
     w.#port = await new Promise<number>((resolve, reject) => {
-      w.#server.bindAsync(`${host}:${options.port ?? 0}`, grpc.ServerCredentials.createInsecure(), (err, port) => (err ? reject(err) : resolve(port)));
+      w.#server.bindAsync(`${host}:${options.port ?? 0}`, serverCredentials(options.tls), (err, port) => (err ? reject(err) : resolve(port)));
     });
     return w;
   }
@@ -225,6 +243,9 @@ export class PipelineWorker {
   get fingerprint(): ModelFingerprint {
     return this.#fingerprint;
   }
+  get layout(): ModelLayout {
+    return this.#layout;
+  }
   get codec(): Codec {
     return this.#codec;
   }
@@ -236,6 +257,11 @@ export class PipelineWorker {
   }
   get token(): string | undefined {
     return this.#options.token;
+  }
+  /** TLS of the relay to the next worker (undefined: plaintext, like this worker's server). */
+  get relayTls(): ClientTls | undefined {
+    const t = this.#options.tls;
+    return t && { ca: t.peerCa ?? t.clientCa, cert: t.cert, key: t.key };
   }
   relayChannelOptions(): grpc.ChannelOptions {
     return channelOptions(this.maxMessageBytes, this.#keepalive());
@@ -338,11 +364,12 @@ class WorkerSession {
   async #assign(m: AssignMessage): Promise<void> {
     const h = this.worker.header;
     if (!sameFingerprint(m.fingerprint, this.worker.fingerprint)) {
+      const where = differingRegions(m.fingerprint, this.worker.fingerprint, fingerprintRegions(this.worker.layout));
       return this.#error(
         this.root,
         m.id,
         ErrorCode.Fingerprint,
-        `model file differs: the root's is ${describeFingerprint(m.fingerprint)}, this worker's (${this.worker.modelPath}) is ${describeFingerprint(this.worker.fingerprint)}`,
+        `model file differs${where ? ` in ${where}` : ''}: the root's is ${describeFingerprint(m.fingerprint)}, this worker's (${this.worker.modelPath}) is ${describeFingerprint(this.worker.fingerprint)}`,
       );
     }
     const bad = (field: string, reason: string, expected: string | number, actual: string | number): void =>
@@ -379,7 +406,7 @@ class WorkerSession {
       old.client.close();
     }
     if (next !== '') {
-      const client = new grpc.Client(parseAddress(next).address, grpc.credentials.createInsecure(), this.worker.relayChannelOptions());
+      const client = newClient(next, this.worker.relayTls, this.worker.relayChannelOptions(), 'relay');
       let call: ClientStream;
       try {
         call = await openStream(client, RELAY_PATH, this.worker.codec, requestMetadata(this.worker.token, this.assignment?.sessionId), this.worker.connectTimeoutMs);

@@ -1,10 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readSync, rmSync, writeSync } from 'node:fs';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ArchType, FloatType, HeaderKey, generateSyntheticModel, type HeaderValues } from '@airllm/format';
+import { ArchType, FloatType, HeaderKey, type HeaderValues } from '@airllm/format';
+import { generateSyntheticModel } from '@airllm/format/convert';
 import { LayerWiseInferenceEngine, type EngineOptions, type GenerateOptions } from '@airllm/engine';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -107,15 +108,18 @@ export async function singleProcessTokens(model: string, options: EngineOptions,
  * A TCP proxy that counts the bytes passing through it in both directions (an independent
  * measure of what is on the wire, HTTP/2 framing included).
  */
-export async function countingProxy(target: number): Promise<{ port: number; bytes(): number; close(): Promise<void> }> {
+export async function countingProxy(target: number, options: { capture?: boolean } = {}): Promise<{ port: number; bytes(): number; captured(): Buffer; close(): Promise<void> }> {
   let bytes = 0;
+  /** With `capture`: everything the clients sent, in arrival order (for tests of what is on the wire). */
+  const seen: Buffer[] = [];
   const sockets = new Set<Socket>();
   const server: Server = createServer((client) => {
     const upstream = connect(target, '127.0.0.1');
     sockets.add(client);
     sockets.add(upstream);
-    client.on('data', (d) => {
+    client.on('data', (d: Buffer) => {
       bytes += d.length;
+      if (options.capture) seen.push(d);
       upstream.write(d);
     });
     upstream.on('data', (d) => {
@@ -138,10 +142,24 @@ export async function countingProxy(target: number): Promise<{ port: number; byt
   return {
     port,
     bytes: () => bytes,
+    captured: () => Buffer.concat(seen),
     close: () =>
       new Promise<void>((r) => {
         for (const s of sockets) s.destroy();
         server.close(() => r());
       }),
   };
+}
+
+/** Negate `count` F32 values in place at `offset` of a file, keeping its size and header. */
+export function negateFloats(path: string, offset: number, count: number): void {
+  const fd = openSync(path, 'r+');
+  try {
+    const b = Buffer.alloc(count * 4);
+    readSync(fd, b, 0, b.length, offset);
+    for (let i = 0; i < count; i++) b.writeFloatLE(-b.readFloatLE(i * 4), i * 4);
+    writeSync(fd, b, 0, b.length, offset);
+  } finally {
+    closeSync(fd);
+  }
 }

@@ -1,21 +1,21 @@
 import { join } from 'node:path';
-import { copyFileSync, openSync, writeSync, closeSync } from 'node:fs';
+import { copyFileSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { dequantizeQ80, quantizeQ80, readModelFile } from '@airllm/format';
 import { decodeRows, encodeRows } from '../src/activations.js';
 import { ProtocolError, SplitError } from '../src/errors.js';
-import { modelFingerprint, sameFingerprint } from '../src/fingerprint.js';
+import { differingRegions, fingerprintRegions, modelFingerprint, sameFingerprint } from '../src/fingerprint.js';
 import { activationsHeaderBytes, checkActivations, decodeMessage, encodeMessage, MessageType, rowBytes, type ActivationsMessage, type Message } from '../src/protocol.js';
 import { parseSplit, planByBytes } from '../src/split.js';
 import { parseAddress } from '../src/transport.js';
-import { STORIES, tempDir } from './helpers.js';
+import { negateFloats, STORIES, tempDir } from './helpers.js';
 
 const SAMPLES: Message[] = [
   {
     type: MessageType.Assign,
     id: 7,
-    fingerprint: { fileSize: 2 ** 40 + 3, hash: new Uint8Array(32).map((_, i) => i * 7) },
+    fingerprint: { fileSize: 2 ** 40 + 3, hash: new Uint8Array(32).map((_, i) => i * 7), regions: Uint32Array.from([0, 0xffffffff, 0x12345678]) },
     layerStart: 3,
     layerEnd: 9,
     activations: 'q80',
@@ -40,7 +40,7 @@ const SAMPLES: Message[] = [
 
 /** Plain objects with plain arrays, for deep comparison. */
 function plain(m: unknown): unknown {
-  if (m instanceof Uint8Array) return Array.from(m);
+  if (ArrayBuffer.isView(m)) return Array.from(m as Uint8Array);
   if (Array.isArray(m)) return m.map(plain);
   if (m !== null && typeof m === 'object') return Object.fromEntries(Object.entries(m).map(([k, v]) => [k, plain(v)]));
   return m;
@@ -206,22 +206,75 @@ describe('split', () => {
   });
 });
 
+/** CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320) bit by bit: the reference for zlib's. */
+function crc32Reference(bytes: Uint8Array, crc = 0): number {
+  let c = ~crc >>> 0;
+  for (const b of bytes) {
+    c ^= b;
+    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0xedb88320 : c >>> 1;
+  }
+  return ~c >>> 0;
+}
+
 describe('model fingerprint', () => {
   const tmp = tempDir();
   afterAll(() => tmp.cleanup());
+  const noCache = { cacheDir: null };
 
-  it('equal for a copy, different when one weight byte changes (same size and header)', () => {
+  it('the regions cover the file exactly, in order: header, embedding, each layer, final_norm, wcls', () => {
+    const { layout } = readModelFile(STORIES);
+    const regions = fingerprintRegions(layout);
+    expect(regions.map((r) => r.name)).toEqual(['header', 'embedding', ...layout.layers.map((l) => `layer ${l.layer}`), 'final_norm', 'wcls']);
+    let at = 0;
+    for (const e of regions.flatMap((r) => r.extents)) {
+      expect(e.offset).toBe(at);
+      at += e.length;
+    }
+    expect(at).toBe(statSync(STORIES).size);
+  });
+
+  it("each region's sum is the CRC-32 of its bytes (a bitwise reference implementation)", async () => {
+    const bytes = readFileSync(STORIES);
+    const regions = fingerprintRegions(readModelFile(STORIES).layout);
+    const f = await modelFingerprint(STORIES, noCache);
+    expect(f.fileSize).toBe(bytes.length);
+    expect(Array.from(f.regions)).toEqual(regions.map((r) => r.extents.reduce((c, e) => crc32Reference(bytes.subarray(e.offset, e.offset + e.length), c), 0)));
+  });
+
+  it('equal for a copy; a change inside one layer (same size and header) differs, and is named', async () => {
     const copy = join(tmp.dir, 'copy.m');
     copyFileSync(STORIES, copy);
-    const a = modelFingerprint(STORIES);
-    expect(sameFingerprint(a, modelFingerprint(copy))).toBe(true);
-    // A byte of the classifier (the last tensor), which the end sample covers.
-    const size = readModelFile(copy).layout.fileSize;
-    const fd = openSync(copy, 'r+');
-    writeSync(fd, Buffer.from([0x55]), 0, 1, size - 10);
-    closeSync(fd);
-    const b = modelFingerprint(copy);
+    const a = await modelFingerprint(STORIES, noCache);
+    expect(sameFingerprint(a, await modelFingerprint(copy, noCache))).toBe(true);
+    // The issue's reproduction: 4096 floats negated at byte 585408 (inside layers.2.w1), far
+    // from both ends of the file.
+    negateFloats(copy, 585408, 4096);
+    const b = await modelFingerprint(copy, noCache);
     expect(b.fileSize).toBe(a.fileSize);
     expect(sameFingerprint(a, b)).toBe(false);
+    expect(differingRegions(a, b, fingerprintRegions(readModelFile(copy).layout))).toBe('layer 2');
+  });
+
+  it('the sums are cached by device, inode, size and mtime: read once, read again after a change', async () => {
+    const cacheDir = join(tmp.dir, 'cache');
+    const file = join(tmp.dir, 'cached.m');
+    copyFileSync(STORIES, file);
+    let reads = 0;
+    const opts = { cacheDir, onRead: () => reads++ };
+    const first = await modelFingerprint(file, opts);
+    expect(reads).toBe(1);
+    expect(readdirSync(cacheDir)).toHaveLength(1);
+    expect(sameFingerprint(await modelFingerprint(file, opts), first)).toBe(true);
+    expect(reads).toBe(1);
+    // Changed in place (same size, same inode): the mtime moves on, so the file is read again.
+    negateFloats(file, 585408, 16);
+    const changed = await modelFingerprint(file, opts);
+    expect(reads).toBe(2);
+    expect(sameFingerprint(changed, first)).toBe(false);
+    // A damaged cache file is not trusted.
+    const entry = join(cacheDir, readdirSync(cacheDir)[0]!);
+    writeFileSync(entry, '{"version":1,');
+    expect(sameFingerprint(await modelFingerprint(file, opts), changed)).toBe(true);
+    expect(reads).toBe(3);
   });
 });

@@ -2,6 +2,7 @@
  * A worker process facing peers that are not a well-behaved root: no token, a wrong token, a
  * relay for a session it does not serve, malformed and oversized messages, another model.
  */
+import { copyFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -10,9 +11,9 @@ import { LayerWiseInferenceEngine } from '@airllm/engine';
 import { DistributedEngine, FingerprintMismatchError, WorkerSetupError } from '../src/index.js';
 import { decodeRows, encodeRows } from '../src/activations.js';
 import { modelFingerprint } from '../src/fingerprint.js';
-import { decodeMessage, encodeMessage, ErrorCode, MessageType, type Message } from '../src/protocol.js';
+import { decodeMessage, encodeMessage, ErrorCode, MessageType, PROTOCOL_VERSION, type Message } from '../src/protocol.js';
 import { RELAY_PATH, SESSION_PATH, TOKEN_HEADER, SESSION_HEADER, type Decoded } from '../src/transport.js';
-import { startWorker, STORIES, syntheticValues, tempDir, writeSynthetic, type WorkerProcess } from './helpers.js';
+import { negateFloats, startWorker, STORIES, syntheticValues, tempDir, writeSynthetic, type WorkerProcess } from './helpers.js';
 
 const TOKEN = 'the-shared-secret';
 
@@ -118,6 +119,26 @@ describe('a worker with --token', () => {
     expect((err as Error).message).toMatch(/model file differs/);
   });
 
+  it('refuses a worker whose copy differs only inside a layer (same size, header and ends), naming the layer', async () => {
+    // The issue's reproduction: 4096 floats negated at byte 585408 of a copy, inside layers.2.w1.
+    const copy = join(tmp.dir, 'altered.m');
+    copyFileSync(STORIES, copy);
+    negateFloats(copy, 585408, 4096);
+    const altered = await startWorker(copy, ['--token', TOKEN]);
+    try {
+      const engine = new DistributedEngine(STORIES, { threads: 1 }, { workers: [altered.address], token: TOKEN });
+      const err = await engine.initialize().then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      await engine.cleanup();
+      expect(err).toBeInstanceOf(FingerprintMismatchError);
+      expect((err as Error).message).toMatch(new RegExp(`^worker ${altered.address}: model file differs in layer 2: the root's is 1248096 bytes, [0-9a-f]{16}…, this worker's \\(${copy}\\) is 1248096 bytes, [0-9a-f]{16}…$`));
+    } finally {
+      await altered.stop();
+    }
+  });
+
   it('rejects malformed messages with a typed error and keeps serving: the next valid batch equals a local engine', async () => {
     const peer = new RawPeer(worker.address, SESSION_PATH, { [TOKEN_HEADER]: TOKEN });
     const local = new LayerWiseInferenceEngine(STORIES, { threads: 1, maxSeqLen: 32, batchSize: 4, maxSequences: 2 });
@@ -127,7 +148,7 @@ describe('a worker with --token', () => {
       peer.send({
         type: MessageType.Assign,
         id: 1,
-        fingerprint: modelFingerprint(STORIES),
+        fingerprint: await modelFingerprint(STORIES),
         layerStart: 1,
         layerEnd: 3,
         activations: 'f32',
@@ -151,9 +172,9 @@ describe('a worker with --token', () => {
         ['runs[0].pos', act(6, [{ slot: 0, pos: 31, rows: 2 }], good)],
         ['runs[1].slot', act(7, [{ slot: 0, pos: 0, rows: 1 }, { slot: 0, pos: 1, rows: 1 }], good)],
         ['wire', encodeMessage({ type: MessageType.Activations, id: 8, wire: 'q80', runs: [{ slot: 0, pos: 0, rows: 2 }], payload: new Uint8Array(2 * 68) })],
-        ['type', Buffer.from([99, 1, 9, 0, 0, 0])],
-        ['version', Buffer.from([MessageType.Ping, 2, 10, 0, 0, 0])],
-        ['id', Buffer.from([MessageType.Ping, 1, 11])],
+        ['type', Buffer.from([99, PROTOCOL_VERSION, 9, 0, 0, 0])],
+        ['version', Buffer.from([MessageType.Ping, PROTOCOL_VERSION + 1, 10, 0, 0, 0])],
+        ['id', Buffer.from([MessageType.Ping, PROTOCOL_VERSION, 11])],
       ];
       for (const [field, m] of bad) {
         const id = Buffer.isBuffer(m) ? (m.length >= 6 ? m.readUInt32LE(2) : 0) : m.id;

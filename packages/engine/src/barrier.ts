@@ -11,7 +11,7 @@ export const BARRIER_INTS = 4;
 const ABORT_POLL_MS = 200;
 
 export class BarrierAbortedError extends EngineError {
-  override readonly code = 'AIRLLM_BARRIER_ABORTED';
+  static override readonly code = 'AIRLLM_BARRIER_ABORTED';
 }
 
 /**

@@ -1,7 +1,10 @@
 /**
- * Chat formatting. Like dllama, the Jinja text in the `.t` file is never executed: a marker
- * substring picks one of a few hard-coded formats (FORMAT.md §d), which reproduce what the real
- * templates render (test/fixtures/chat holds Jinja2's output for the published templates):
+ * Chat formatting. A model's own chat template (from its HF tokenizer config or its `.t` file)
+ * is rendered as Jinja by `@huggingface/jinja`, as Hugging Face's apply_chat_template does, and
+ * the text is encoded with the tokenizer (added tokens written in it, such as `<|im_start|>` or
+ * `<s>`, become their ids). For `.t` files without a template, or by request, three built-in
+ * formats remain (dllama picks them by a marker substring, FORMAT.md §d); they reproduce what
+ * the real templates render (test/fixtures/chat holds Jinja2's output for the published ones):
  *
  * | marker in the template  | format  | models                         |
  * | ----------------------- | ------- | ------------------------------ |
@@ -14,8 +17,9 @@
  * whose control tokens can never be produced by encoding their text (`<s>` in text is three
  * characters, not BOS).
  */
+import { Template } from '@huggingface/jinja';
 import { EngineError } from './errors.js';
-import type { Tokenizer } from './tokenizer.js';
+import type { EncodeOptions, Tokenizer } from './tokenizer.js';
 
 export type ChatTemplateName = 'llama2' | 'llama3' | 'chatml';
 export const CHAT_TEMPLATE_NAMES: readonly ChatTemplateName[] = ['llama2', 'llama3', 'chatml'];
@@ -40,7 +44,7 @@ export type ChatPart = string | { readonly token: 'bos' | 'eos' };
 
 /** The conversation cannot be formatted (unknown role, order the template forbids, no template). */
 export class ChatTemplateError extends EngineError {
-  override readonly code = 'AIRLLM_CHAT_TEMPLATE';
+  static override readonly code = 'AIRLLM_CHAT_TEMPLATE';
 }
 
 /** The format a `.t` file's Jinja template asks for, by dllama's marker substrings, or undefined. */
@@ -182,70 +186,195 @@ const TOKEN_TEXTS: Record<ChatTemplateName, { bos: string; eos: string }> = {
 /** The text that closes a turn in each format (also a stop string). */
 const END_OF_TURN: Record<ChatTemplateName, string> = { llama2: '</s>', llama3: '<|eot_id|>', chatml: '<|im_end|>' };
 
+/** A token in tokenizer_config.json: a string, or an AddedToken object with `content`. */
+function configToken(v: unknown): string | undefined {
+  if (typeof v === 'string') return v;
+  if (typeof v === 'object' && v !== null && typeof (v as { content?: unknown }).content === 'string') return (v as { content: string }).content;
+  return undefined;
+}
+
+/** tokenizer_config.json's chat_template: a string, or a list of named templates ("default" first). */
+function configTemplate(v: unknown): string | undefined {
+  if (typeof v === 'string') return v;
+  if (Array.isArray(v)) {
+    const named = v.filter((x): x is { name?: unknown; template?: unknown } => typeof x === 'object' && x !== null);
+    const t = named.find((x) => x.name === 'default') ?? named[0];
+    return typeof t?.template === 'string' ? t.template : undefined;
+  }
+  return undefined;
+}
+
+/** A formatted conversation on its way to ids: text, or a token id placed as is. */
+type Segment = string | number;
+
 /**
  * A chat format bound to a tokenizer: turns a conversation into token ids and says where an
- * answer ends. `name` overrides the format the tokenizer's template asks for.
+ * answer ends. By default it renders the model's own Jinja template; `name` picks one of the
+ * built-in formats instead (llama2, llama3, chatml, qwen3).
  */
 export class ChatFormatter {
-  readonly name: ChatTemplateName;
-  /** Stop strings: the EOS tokens' texts and the format's end-of-turn marker. */
+  /** 'jinja' (the model's own template) or the built-in format in use. */
+  readonly name: ChatTemplateName | 'jinja';
+  /** Where the template came from, for messages. */
+  readonly templateSource: string;
+  /** Stop strings: the EOS tokens' texts and the text that ends an assistant turn. */
   readonly stop: readonly string[];
+  /** What the template gets as bos_token / eos_token. */
+  readonly tokenTexts: { bos: string; eos: string };
+  readonly #template: Template | undefined;
 
   constructor(
     readonly tokenizer: Tokenizer,
     name?: ChatTemplateName | string,
   ) {
-    if (name !== undefined) this.name = parseChatTemplateName(name);
-    else {
-      const detected = detectChatTemplate(tokenizer.chatTemplate);
-      if (detected === undefined) {
-        throw new ChatTemplateError(
-          tokenizer.chatTemplate === undefined
-            ? `the tokenizer has no chat template; name one (${CHAT_TEMPLATE_NAMES.join(', ')})`
-            : `the tokenizer's chat template is not one of the known formats; name one (${CHAT_TEMPLATE_NAMES.join(', ')})`,
-        );
+    const config = tokenizer.hfSidecar?.config ?? {};
+    const source = configTemplate(config.chat_template) ?? tokenizer.chatTemplate;
+    const where = tokenizer.source ?? 'the tokenizer';
+    if (name !== undefined) {
+      this.name = parseChatTemplateName(name);
+      this.templateSource = `the built-in ${this.name} format`;
+      this.tokenTexts = TOKEN_TEXTS[this.name];
+    } else {
+      if (source === undefined) {
+        throw new ChatTemplateError(`${where} has no chat template; name one of the built-in formats (${CHAT_TEMPLATE_NAMES.join(', ')})`);
       }
-      this.name = detected;
+      this.name = 'jinja';
+      this.templateSource = `the chat template of ${where}`;
+      try {
+        this.#template = new Template(source);
+      } catch (e) {
+        throw new ChatTemplateError(`${this.templateSource} cannot be parsed: ${(e as Error).message}`);
+      }
+      // An HF config says which special tokens exist (Qwen's bos_token is null); a `.t` alone gives its BOS/EOS.
+      const hf = tokenizer.hfSidecar !== undefined;
+      this.tokenTexts = {
+        bos: hf ? (configToken(config.bos_token) ?? '') : this.#controlText(tokenizer.bosId),
+        eos: hf ? (configToken(config.eos_token) ?? '') : this.#controlText(tokenizer.eosIds[0]),
+      };
     }
-    const dec = new TextDecoder();
     const stops = new Set<string>();
     for (const id of tokenizer.eosIds) {
-      const piece = tokenizer.pieces[id];
-      if (piece && piece.length > 0) stops.add(dec.decode(piece));
+      const t = tokenizer.tokenText(id);
+      if (t !== undefined && t.length > 0 && !(tokenizer.algorithm === 'llama2c' && tokenizer.isControl(id))) stops.add(t);
     }
-    stops.add(END_OF_TURN[this.name]);
+    const eot = this.name === 'jinja' ? this.#endOfTurn() : END_OF_TURN[this.name];
+    if (eot !== undefined && eot !== '') stops.add(eot);
     this.stop = [...stops];
   }
 
+  /** A control token's text for the template: `.t` SentencePiece controls may carry newlines (tok512's "\n<s>\n"). */
+  #controlText(id: number | undefined): string {
+    if (id === undefined || id < 0) return '';
+    const t = this.tokenizer.tokenText(id) ?? '';
+    return this.tokenizer.algorithm === 'llama2c' ? t.trim() : t;
+  }
+
+  /** What the template writes right after an assistant's answer, trimmed: its end-of-turn marker. */
+  #endOfTurn(): string | undefined {
+    const sentinel = '\u0000answer\u0000';
+    let text: string;
+    try {
+      text = this.#render([{ role: 'user', content: 'question' }, { role: 'assistant', content: sentinel }], { addGenerationPrompt: false });
+    } catch {
+      return undefined;
+    }
+    const at = text.lastIndexOf(sentinel);
+    return at < 0 ? undefined : text.slice(at + sentinel.length).trim();
+  }
+
+  #render(messages: readonly ChatMessage[], o: ChatFormatOptions): string {
+    const vars: Record<string, unknown> = {
+      messages: messages.map((m) => ({ role: m.role, content: m.content })),
+      add_generation_prompt: o.addGenerationPrompt ?? true,
+    };
+    // Like apply_chat_template: only the special tokens the tokenizer has are defined.
+    if (this.tokenTexts.bos !== '') vars.bos_token = this.tokenTexts.bos;
+    if (this.tokenTexts.eos !== '') vars.eos_token = this.tokenTexts.eos;
+    if (o.enableThinking !== undefined) vars.enable_thinking = o.enableThinking;
+    try {
+      return this.#template!.render(vars);
+    } catch (e) {
+      throw new ChatTemplateError(`${this.templateSource}: ${(e as Error).message}`);
+    }
+  }
+
   parts(messages: readonly ChatMessage[], options: ChatFormatOptions = {}): ChatPart[] {
+    if (this.name === 'jinja') {
+      checkMessages(messages);
+      return [this.#render(messages, options)];
+    }
     return formatChat(this.name, messages, options);
   }
 
   /** The prompt as text (what the Jinja template renders), for display and debugging. */
   render(messages: readonly ChatMessage[], options: ChatFormatOptions = {}): string {
-    return renderChatParts(this.parts(messages, options), TOKEN_TEXTS[this.name]);
+    return renderChatParts(this.parts(messages, options), this.tokenTexts);
   }
 
-  /** The prompt as token ids: text runs encoded without BOS, BOS/EOS as the tokenizer's ids. */
-  encode(messages: readonly ChatMessage[], options: ChatFormatOptions = {}): number[] {
+  /**
+   * The prompt as text runs and token ids: BOS/EOS parts as ids; for llama2.c-style `.t`
+   * vocabularies, whose control tokens text never encodes to, the bos/eos texts a template
+   * rendered are cut out as ids too.
+   */
+  #segments(messages: readonly ChatMessage[], options: ChatFormatOptions): Segment[] {
     const tok = this.tokenizer;
-    const ids: number[] = [];
-    let text = '';
-    const flush = (): void => {
-      if (text !== '') ids.push(...tok.encode(text, { bos: false }));
-      text = '';
+    const out: Segment[] = [];
+    const idOf = (which: 'bos' | 'eos'): number => {
+      const id = which === 'bos' ? tok.bosId : tok.eosIds[0];
+      if (id === undefined || id < 0) throw new ChatTemplateError(`${this.templateSource} needs a ${which.toUpperCase()} token, which this tokenizer lacks`);
+      return id;
     };
     for (const p of this.parts(messages, options)) {
-      if (typeof p === 'string') {
-        text += p;
-        continue;
-      }
-      flush();
-      const id = p.token === 'bos' ? tok.bosId : tok.eosIds[0];
-      if (id === undefined || id < 0) throw new ChatTemplateError(`the ${this.name} chat format needs a ${p.token.toUpperCase()} token, which this tokenizer lacks`);
-      ids.push(id);
+      if (typeof p !== 'string') out.push(idOf(p.token));
+      else if (this.name !== 'jinja' || tok.algorithm !== 'llama2c') out.push(p);
+      else out.push(...splitControls(p, [[this.tokenTexts.bos, () => idOf('bos')], [this.tokenTexts.eos, () => idOf('eos')]]));
     }
-    flush();
+    return out;
+  }
+
+  /** The prompt as token ids: text runs encoded without BOS (added tokens in them become their ids). */
+  encode(messages: readonly ChatMessage[], options: ChatFormatOptions = {}): number[] {
+    const ids: number[] = [];
+    for (const s of this.#segments(messages, options)) {
+      if (typeof s === 'number') ids.push(s);
+      else if (s !== '') ids.push(...this.tokenizer.encode(s, NO_BOS));
+    }
     return ids;
   }
+
+  /** encode() with long text runs encoded off the event loop (Tokenizer.encodeAsync). */
+  async encodeAsync(messages: readonly ChatMessage[], options: ChatFormatOptions = {}): Promise<number[]> {
+    const ids: number[] = [];
+    for (const s of this.#segments(messages, options)) {
+      if (typeof s === 'number') ids.push(s);
+      else if (s !== '') ids.push(...(await this.tokenizer.encodeAsync(s, NO_BOS)));
+    }
+    return ids;
+  }
+}
+
+const NO_BOS: EncodeOptions = { bos: false };
+
+/** Cut `text` at every occurrence of the given (non-empty) texts, which become their ids. */
+function splitControls(text: string, controls: [string, () => number][]): Segment[] {
+  const active = controls.filter(([t]) => t !== '');
+  const out: Segment[] = [];
+  let from = 0;
+  for (;;) {
+    let at = -1;
+    let hit: [string, () => number] | undefined;
+    for (const c of active) {
+      const i = text.indexOf(c[0], from);
+      if (i >= 0 && (at < 0 || i < at || (i === at && c[0].length > hit![0].length))) {
+        at = i;
+        hit = c;
+      }
+    }
+    if (hit === undefined) break;
+    if (at > from) out.push(text.slice(from, at));
+    out.push(hit[1]());
+    from = at + hit[0].length;
+  }
+  if (from < text.length) out.push(text.slice(from));
+  return out;
 }

@@ -1,4 +1,4 @@
-import type { KernelBackend } from '@airllm/kernels';
+import { dllamaNumerics, type KernelBackend } from '@airllm/kernels';
 import { FORWARD, forwardHead, type LayerForward } from './forward.js';
 import { SpanKind, type ComputeWorkerData, type StepTask, type ThreadReport } from './shared.js';
 import { ThreadState } from './state.js';
@@ -15,7 +15,9 @@ export class ComputeThread {
   readonly #layer: LayerForward;
 
   constructor(data: ComputeWorkerData, kernels: KernelBackend) {
-    this.state = new ThreadState(data.config, data.buffers, kernels, data.spin);
+    // q80 activations compute with dllama's own arithmetic, so Q40 models give its numbers
+    const K = data.config.activations === 'q80' ? dllamaNumerics(kernels) : kernels;
+    this.state = new ThreadState(data.config, data.buffers, K, data.spin);
     this.weights = new ThreadWeights(data.weights);
     this.#layer = FORWARD[data.config.model.archType];
   }

@@ -1,6 +1,5 @@
-import { existsSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { parseTokenizer, readModelFile, type ModelConfig, type ModelHeader, type ModelLayout } from '@airllm/format';
+import { readModelFile, type ModelConfig, type ModelHeader, type ModelLayout } from '@airllm/format';
 import { loadBackend, type BackendPreference, type NativeBackend } from '@airllm/kernels';
 import { diskReadBytes, type ResidencyStats } from '@airllm/loader';
 import { resolveConfig, type EngineConfig, type EngineOptions } from './config.js';
@@ -20,7 +19,8 @@ import { LayerRunner, type ModelForward } from './runner.js';
 import type { ForwardItem, GeneratedToken, Sequence } from './sequence.js';
 import type { ActivationMode, ComputeWorkerData } from './shared.js';
 import { createRunState } from './state.js';
-import { Tokenizer } from './tokenizer.js';
+import type { Tokenizer } from './tokenizer.js';
+import { defaultTokenizerPath, loadTokenizer } from './tokenizer-load.js';
 import { Trace } from './trace.js';
 import { WeightSource } from './weights.js';
 
@@ -143,7 +143,7 @@ export class LayerWiseInferenceEngine {
   }
 
   #defaultTokenizerPath(): string {
-    return this.modelPath.replace(/\.m$/, '') + '.t';
+    return defaultTokenizerPath(this.modelPath);
   }
 
   async initialize(init: InitializeOptions = {}): Promise<void> {
@@ -152,8 +152,7 @@ export class LayerWiseInferenceEngine {
     const { header, layout } = this.#run ?? readModelFile(this.modelPath);
     const config = this.#run?.config ?? resolveConfig(layout.config, this.options);
     if (!this.#run) {
-      const tokPath = this.options.tokenizerPath ?? this.#defaultTokenizerPath();
-      const tokenizer = this.options.tokenizerPath !== undefined || existsSync(tokPath) ? new Tokenizer(parseTokenizer(readFileSync(tokPath))) : undefined;
+      const tokenizer = loadTokenizer(this.modelPath, { tokenizerPath: this.options.tokenizerPath, modelVocabSize: config.model.vocabSize });
       const weights = await WeightSource.open(this.modelPath, {
         mode: config.mode,
         budgetBytes: config.mode === 'resident' ? undefined : Number.isFinite(config.maxMemory) ? config.maxMemory : undefined,
@@ -376,6 +375,7 @@ export class LayerWiseInferenceEngine {
     run.pool = undefined;
     await pool?.close();
     await run.weights.close();
+    await run.tokenizer?.close();
   }
 }
 

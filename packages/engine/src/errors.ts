@@ -1,54 +1,54 @@
+import { AirllmError, UnsupportedModelError, type ErrorDetails } from '@airllm/format';
+
 /**
- * Typed errors of the engine. Like every package's errors they carry structured fields and a
- * one-line message naming what and where.
+ * Typed errors of the engine: `AirllmError`s (see `@airllm/format`) with a stable `code`,
+ * structured `details` and a one-line message naming what and where.
+ * `UnsupportedModelError` is format's: the one class for a model that cannot be converted or run.
  */
-export class EngineError extends Error {
-  readonly code: string = 'AIRLLM_ENGINE';
-  constructor(message: string) {
-    super(message);
-    this.name = new.target.name;
-  }
+export { AirllmError, UnsupportedModelError };
+
+export class EngineError extends AirllmError {
+  static override readonly code: string = 'AIRLLM_ENGINE';
 }
 
 /** The prompt cannot be encoded with this vocabulary. */
 export class TokenizerError extends EngineError {
-  override readonly code = 'AIRLLM_TOKENIZER';
+  static override readonly code = 'AIRLLM_TOKENIZER';
 }
 
 /** The request does not fit the context (max sequence length). */
 export class ContextOverflowError extends EngineError {
-  override readonly code = 'AIRLLM_CONTEXT_OVERFLOW';
+  static override readonly code = 'AIRLLM_CONTEXT_OVERFLOW';
   constructor(
     message: string,
     readonly needed: number,
     readonly limit: number,
   ) {
-    super(message);
+    super(message, { needed, limit });
   }
 }
 
 /** An option value is invalid (names the option). */
 export class OptionError extends EngineError {
-  override readonly code = 'AIRLLM_OPTION';
+  static override readonly code = 'AIRLLM_OPTION';
   constructor(
     readonly option: string,
     message: string,
   ) {
-    super(`option ${option}: ${message}`);
+    super(message, { option });
   }
-}
 
-/** The model's architecture or dtype combination cannot run. */
-export class UnsupportedModelError extends EngineError {
-  override readonly code = 'AIRLLM_UNSUPPORTED_MODEL';
+  protected static override describe(reason: string, d: ErrorDetails): string {
+    return `option ${d.option}: ${reason}`;
+  }
 }
 
 /** The engine was used before initialize() or after cleanup(). */
 export class EngineStateError extends EngineError {
-  override readonly code = 'AIRLLM_ENGINE_STATE';
+  static override readonly code = 'AIRLLM_ENGINE_STATE';
 }
 
 /** A generation was cancelled by its caller (AbortSignal). */
 export class CancelledError extends EngineError {
-  override readonly code = 'AIRLLM_CANCELLED';
+  static override readonly code = 'AIRLLM_CANCELLED';
 }

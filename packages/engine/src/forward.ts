@@ -102,7 +102,6 @@ function attention(s: ThreadState, w: LayerWeights, step: StepTask, layer: numbe
   const zq = castIn(s, zIn, s.zq, qDim, rows, w.wo);
   const [d0, d1] = splitRange(dim, s.T, s.t, Q_BLOCK);
   matmul(s, w.wo, zIn, zq, s.o, rows, d0, d1);
-  castOut(s, s.o, dim, rows, d0, d1);
   residual(s, dim, rows, d0, d1);
   s.barrier.wait();
 }
@@ -129,7 +128,6 @@ function denseFfn(s: ThreadState, w: LayerWeights, step: StepTask): void {
   // w2 (down), then residual
   const [d0, d1] = splitRange(dim, s.T, s.t, Q_BLOCK);
   matmul(s, w2, s.hb, hq, s.o, rows, d0, d1);
-  castOut(s, s.o, dim, rows, d0, d1);
   residual(s, dim, rows, d0, d1);
   s.barrier.wait();
 }
@@ -166,12 +164,18 @@ function moeFfn(s: ThreadState, w: LayerWeights, step: StepTask): void {
     matmul(s, ex.w2, s.hb, hq, s.eo, n, d0, d1);
     for (let j = 0; j < n; j++) {
       const r = s.expertRows[j]!;
-      K.addScaled(s.o.subarray(r * dim), s.eo.subarray(j * dim), s.expertScales[j]!, d0, d1);
+      // dllama adds the weighted expert outputs in top-k order: keep them until all are known
+      const acc = s.q80 ? s.eoRank.subarray((r * k + s.expertRanks[j]!) * dim) : s.o.subarray(r * dim);
+      if (s.q80) acc.fill(0, d0, d1);
+      K.addScaled(acc, s.eo.subarray(j * dim), s.expertScales[j]!, d0, d1);
     }
     // hb is rewritten by the next expert: wait until everyone has read it
     s.barrier.wait();
   }
-  castOut(s, s.o, dim, rows, d0, d1);
+  if (s.q80) {
+    for (let r = 0; r < rows; r++)
+      for (let j = 0; j < k; j++) K.addScaled(s.o.subarray(r * dim), s.eoRank.subarray((r * k + j) * dim), 1, d0, d1);
+  }
   residual(s, dim, rows, d0, d1);
   s.barrier.wait();
 }
@@ -247,8 +251,12 @@ function castHidden(s: ThreadState, ff: number, rows: number, f0: number, f1: nu
   return s.hq;
 }
 
-/** x += o on this thread's columns. */
+/** x += o on this thread's columns; in q80 mode o is Q80-cast and merged as dllama does. */
 function residual(s: ThreadState, dim: number, rows: number, d0: number, d1: number): void {
+  if (s.q80) {
+    for (let b = 0; b < rows; b++) s.K.residualQ80(s.x, s.o, b * dim + d0, b * dim + d1);
+    return;
+  }
   for (let b = 0; b < rows; b++) s.K.addScaled(s.x, s.o, 1, b * dim + d0, b * dim + d1);
 }
 
@@ -275,6 +283,7 @@ function gatherExpertRows(s: ThreadState, e: number, rows: number, k: number, yq
       if (s.routeExperts[r * k + j] !== e) continue;
       s.expertRows[n] = r;
       s.expertScales[n] = s.routeWeights[r * k + j]!;
+      s.expertRanks[n] = j;
       s.ye.set(s.xb.subarray(r * dim, (r + 1) * dim), n * dim);
       if (yq) s.yeq.set(yq.subarray(r * qb, (r + 1) * qb), n * qb);
       n++;

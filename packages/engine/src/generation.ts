@@ -82,6 +82,7 @@ export function beginSequence(ctx: SequenceContext, prompt: string | readonly nu
       vocabSize,
       decoder: tokenizer?.decoder(),
       isEos: (t) => tokenizer?.isEos(t) ?? false,
+      endsOnBos: tokenizer?.endsOnBos === true ? tokenizer.bosId : undefined,
       options,
     },
     new Sampler(vocabSize, options),

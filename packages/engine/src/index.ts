@@ -14,7 +14,9 @@ export { Sequence, type SequenceOptions, type ForwardItem } from './sequence.js'
 export type { LayerRunner, ModelForward } from './runner.js';
 export type { KvHistory } from './history.js';
 export type { Matrix, LayerWeights, HeadWeights } from './weights.js';
-export { Tokenizer, TokenDecoder, type TokenizerKind } from './tokenizer.js';
+export { BatchScheduler, type SequenceJob, type SequenceResult, type SequenceTimings, type SchedulerStats } from './scheduler.js';
+export { Tokenizer, TokenDecoder, type TokenizerKind, type TokenizerAlgorithm, type TokenizerOptions, type EncodeOptions } from './tokenizer.js';
+export { loadTokenizer, defaultTokenizerPath, type LoadTokenizerOptions } from './tokenizer-load.js';
 export { Sampler, type SamplingOptions } from './sampler.js';
 export { Trace, type TraceEvent } from './trace.js';
 export type { ActivationMode } from './shared.js';

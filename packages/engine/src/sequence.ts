@@ -1,7 +1,8 @@
 import { Sampler, type SamplingOptions } from './sampler.js';
 import type { TokenDecoder } from './tokenizer.js';
 
-export type FinishReason = 'length' | 'eos' | 'stop' | 'context' | 'cancelled';
+/** Why a sequence ended; 'bos': the model began a new text (llama2.c-style vocabularies, as run.c stops). */
+export type FinishReason = 'length' | 'eos' | 'bos' | 'stop' | 'context' | 'cancelled';
 
 export interface GeneratedToken {
   token: number;
@@ -38,6 +39,8 @@ export interface SequenceInit {
   vocabSize: number;
   decoder: TokenDecoder | undefined;
   isEos: (token: number) => boolean;
+  /** BOS id when the model emitting it ends the text (Tokenizer.endsOnBos). */
+  endsOnBos?: number;
   options: SequenceOptions;
 }
 
@@ -65,6 +68,7 @@ export class Sequence {
   readonly #sampler: Sampler;
   readonly #decoder: TokenDecoder | undefined;
   readonly #isEos: (token: number) => boolean;
+  readonly #endsOnBos: number | undefined;
   readonly #maxTokens: number;
   readonly #stops: readonly string[];
   readonly #stopAtEos: boolean;
@@ -79,6 +83,7 @@ export class Sequence {
     this.#decoder = init.decoder;
     if (this.#decoder) for (const t of init.promptTokens) this.#decoder.push(t);
     this.#isEos = init.isEos;
+    this.#endsOnBos = init.endsOnBos;
     this.#maxTokens = init.options.maxTokens ?? 256;
     this.#stops = (init.options.stop ?? []).filter((s) => s.length > 0);
     this.#stopAtEos = init.options.stopAtEos ?? true;
@@ -157,8 +162,8 @@ export class Sequence {
       return undefined;
     }
     const next = this.#sampler.sample(logits);
-    if (this.#stopAtEos && this.#isEos(next)) {
-      this.finishReason = 'eos';
+    if (this.#stopAtEos && (this.#isEos(next) || next === this.#endsOnBos)) {
+      this.finishReason = this.#isEos(next) ? 'eos' : 'bos';
       return undefined;
     }
     this.tokens.push(next);

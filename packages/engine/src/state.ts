@@ -103,6 +103,8 @@ export class ThreadState {
   readonly routeWeights: Float32Array; // (maxRows, nActiveExperts)
   readonly expertRows: Int32Array; // (maxRows) rows routed to the current expert
   readonly expertScales: Float32Array; // (maxRows) their routing weights
+  readonly expertRanks: Int32Array; // (maxRows) the expert's place in each row's top-k
+  readonly eoRank: Float32Array; // (maxRows, nActiveExperts, dim) weighted expert outputs (q80 mode)
 
   constructor(c: EngineConfig, b: SharedBuffers, kernels: KernelBackend, spin: number) {
     const m = c.model;
@@ -148,6 +150,8 @@ export class ThreadState {
     this.routeWeights = new Float32Array(moe ? R * m.nActiveExperts : 0);
     this.expertRows = new Int32Array(moe ? R : 0);
     this.expertScales = new Float32Array(moe ? R : 0);
+    this.expertRanks = new Int32Array(moe ? R : 0);
+    this.eoRank = new Float32Array(moe && q80 ? R * m.nActiveExperts * m.dim : 0);
   }
 }
 

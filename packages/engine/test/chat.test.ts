@@ -75,8 +75,8 @@ describe('ChatFormatter on stories260K (SentencePiece, Llama-2 template)', () =>
     { role: 'assistant', content: 'Hello' },
     { role: 'user', content: 'Tell a story' },
   ];
-  it('detects llama2 and stops at the EOS text', () => {
-    expect(f.name).toBe('llama2');
+  it("renders the .t file's own template and stops at its end of turn", () => {
+    expect(f.name).toBe('jinja');
     expect(f.stop).toEqual(['</s>']);
   });
   it('puts BOS/EOS ids where the template writes <s> and </s>, text runs encoded without BOS', () => {
@@ -122,8 +122,8 @@ describe('ChatFormatter on a byte-level vocabulary with special tokens', () => {
   };
   const tok = new Tokenizer(data);
   const f = new ChatFormatter(tok);
-  it('detects llama3; stops are the EOS texts plus <|eot_id|>', () => {
-    expect(f.name).toBe('llama3');
+  it("renders the .t file's template; stops are the EOS texts plus its end of turn <|eot_id|>", () => {
+    expect(f.name).toBe('jinja');
     expect(f.stop).toEqual(['<|end_of_text|>', '<|eot_id|>']);
   });
   it('encodes the header tokens as their special ids and BOS once', () => {

@@ -2,13 +2,29 @@ import { spawnSync } from 'node:child_process';
 import { copyFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ArchType, FloatType, FormatError, HeaderKey, InvalidValueError } from '@airllm/format';
-import { rawModelHeader, TINY_QWEN3 } from '@airllm/format/testing';
+import { ArchType, FloatType, HeaderKey, InvalidValueError, MissingFileError, NotRegularFileError } from '@airllm/format';
+import { checkErrorFamily, rawModelHeader, TINY_QWEN3 } from '@airllm/format/testing';
+import * as engineApi from '@airllm/engine';
 import { ContextOverflowError, EngineStateError, LayerWiseInferenceEngine, OptionError, UnsupportedModelError } from '@airllm/engine';
 import { F32_MODEL, FIXTURE_TOKENIZER, REPO, tempDir } from './helpers.js';
 
 const tmp = tempDir();
 afterAll(() => tmp.cleanup());
+
+describe('the error family', () => {
+  it('every error class @airllm/engine exports is an AirllmError with a code of its own', () => {
+    const { classes, problems } = checkErrorFamily(engineApi);
+    expect(problems).toEqual([]);
+    expect(classes.map((c) => c.name)).toEqual(expect.arrayContaining(['AirllmError', 'EngineError', 'OptionError', 'ChatTemplateError', 'UnsupportedModelError']));
+  });
+
+  it('an option error names the option in its message and details', () => {
+    const e = new OptionError('threads', 'must be 1..256, got 0');
+    expect(e.message).toBe('option threads: must be 1..256, got 0');
+    expect(e.code).toBe('AIRLLM_OPTION');
+    expect(e.details).toEqual({ option: 'threads' });
+  });
+});
 
 describe('bad input gets typed errors', () => {
   it('a prompt longer than the context', async () => {
@@ -55,7 +71,8 @@ describe('bad input gets typed errors', () => {
   });
 
   it('a path that is not a model', async () => {
-    await expect(new LayerWiseInferenceEngine(join(tmp.dir, 'missing.m')).initialize()).rejects.toThrow(FormatError);
+    await expect(new LayerWiseInferenceEngine(join(tmp.dir, 'missing.m')).initialize()).rejects.toThrow(MissingFileError);
+    await expect(new LayerWiseInferenceEngine(tmp.dir).initialize()).rejects.toThrow(NotRegularFileError);
     await expect(new LayerWiseInferenceEngine(tmp.dir).initialize()).rejects.toThrow(/directory/);
     await expect(new LayerWiseInferenceEngine(FIXTURE_TOKENIZER).initialize()).rejects.toThrow(/not a Distributed-Llama model/);
   });

@@ -6,7 +6,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { ArchType, dequantizeQ80, FloatType, quantizeQ80, Q80_BLOCK_BYTES, Q_BLOCK, readModelFile } from '@airllm/format';
-import { referenceBackend, ropeForHeader } from '@airllm/kernels';
+import { dllamaNumerics, referenceBackend, ropeForHeader } from '@airllm/kernels';
 
 export interface OracleConfig {
   arch: 'llama' | 'qwen3' | 'qwen3_moe';
@@ -189,13 +189,15 @@ export function oracleLogits(c: OracleConfig, w: WeightLookup, tokens: readonly 
  * pass, one token at a time, written here directly on the reference kernels' ops with batch 1,
  * one thread and the file's raw tensor bytes — none of the engine's scheduling, batching,
  * row splitting or buffer management. With the reference backend the engine must agree
- * bit for bit, whatever its threads and batch sizes.
+ * bit for bit, whatever its threads and batch sizes. With q80 it computes with dllama's
+ * arithmetic (the kernels' dllamaNumerics, the residual merge by FMA, experts summed in top-k
+ * order), as the engine does in q80 mode.
  */
 export function referenceKernelLogits(path: string, tokens: readonly number[], q80: boolean): Float32Array[] {
   const { layout } = readModelFile(path);
   const h = layout.header;
   const file = readFileSync(path);
-  const K = referenceBackend;
+  const K = q80 ? dllamaNumerics(referenceBackend) : referenceBackend;
   const bytes = (name: string): Uint8Array => {
     const t = layout.tensor(name);
     return new Uint8Array(file.buffer, file.byteOffset + t.offset, t.byteLength);
@@ -229,11 +231,10 @@ export function referenceKernelLogits(path: string, tokens: readonly number[], q
     K.matmul(h.weightType, out, x, w, nIn, nOut, 1, 0, nOut);
     return out;
   };
-  const castOut = (x: Float32Array): void => {
-    if (!q80) return;
-    const xq = qb(x.length);
-    K.quantizeQ80(xq, x, x.length, 0, 1);
-    K.dequantizeQ80(x, xq, x.length, 0, 1);
+  /** x += o, o Q80-cast and merged by FMA in q80 mode (dllama's merge-add). */
+  const residual = (x: Float32Array, o: Float32Array): void => {
+    if (q80) K.residualQ80(x, o, 0, x.length);
+    else K.addScaled(x, o, 1, 0, x.length);
   };
   const out: Float32Array[] = [];
   const emb = floats('embedding');
@@ -258,8 +259,7 @@ export function referenceKernelLogits(path: string, tokens: readonly number[], q
       // The kernel attends positions 0..pos0 for one row: pass the cache with pos0 = pos.
       K.attention(z, q, kc[l]!, vc[l]!, new Float32Array(seq), nHeads, nKvHeads, hd, pos, 1, 0, nHeads);
       const o = mm(bytes(p + 'wo'), z, qDim, D);
-      castOut(o);
-      K.addScaled(x, o, 1, 0, D);
+      residual(x, o);
 
       const yf = new Float32Array(D);
       K.rmsnorm(yf, x, floats(p + 'ffn_norm'), D, eps, 0, 1);
@@ -277,14 +277,14 @@ export function referenceKernelLogits(path: string, tokens: readonly number[], q
         const ids = new Int32Array(k);
         const ws = new Float32Array(k);
         K.moeRoute(ids, ws, g, E, k, 0, 1);
-        // Experts are summed in increasing expert order, as the engine's gather does.
-        const order = [...ids.keys()].sort((a, b) => ids[a]! - ids[b]!);
+        // Experts are summed in increasing expert order, as the engine's gather does; dllama (q80)
+        // sums them in top-k order.
+        const order = q80 ? [...ids.keys()] : [...ids.keys()].sort((a, b) => ids[a]! - ids[b]!);
         for (const j of order) expertOut(`${p}experts.${ids[j]}.`, ws[j]!, f);
       } else {
         expertOut(p, 1, f);
       }
-      castOut(f);
-      K.addScaled(x, f, 1, 0, D);
+      residual(x, f);
     }
     const y = new Float32Array(D);
     K.rmsnorm(y, x, floats('final_norm'), D, eps, 0, 1);

@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FloatType, importLlama2c } from '@airllm/format';
+import { FloatType } from '@airllm/format';
+import { importLlama2c } from '@airllm/format/convert';
 import { readLegacyLlama2c } from '@airllm/format/testing';
 import { LayerWiseInferenceEngine, type EngineOptions } from '@airllm/engine';
 import { oracleLogits } from './oracle.js';

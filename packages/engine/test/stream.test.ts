@@ -1,7 +1,8 @@
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ArchType, FloatType, generateSyntheticModel, HeaderKey, type ModelLayout } from '@airllm/format';
+import { ArchType, FloatType, HeaderKey, type ModelLayout } from '@airllm/format';
+import { generateSyntheticModel } from '@airllm/format/convert';
 import { REPO, tempDir } from './helpers.js';
 
 /**

@@ -7,7 +7,8 @@ import { open, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { ArchType, generateSyntheticModel, HeaderKey as K, parseFloatType } from '../dist/index.js';
+import { ArchType, HeaderKey as K, parseFloatType } from '../dist/index.js';
+import { generateSyntheticModel } from '../dist/convert.js';
 
 const { values: args } = parseArgs({ options: { runs: { type: 'string', default: '3' }, dtype: { type: 'string', default: 'q40' } } });
 const runs = Number(args.runs);

@@ -1,6 +1,6 @@
 import { open, type FileHandle } from 'node:fs/promises';
-import { FormatError, InvalidValueError } from './errors.js';
-import { commitPartial, fsError, openPartial, readSmallFile, removeQuietly } from './fs-util.js';
+import { fileError, FormatError, InvalidValueError } from './errors.js';
+import { commitPartial, openPartial, readSmallFile, removeQuietly } from './fs-util.js';
 import { readRange } from './file-range.js';
 import { ArchType, RopeType, type ModelHeader } from './header.js';
 import { bytesToGpt2Text } from './hf-tokenizer.js';
@@ -9,7 +9,10 @@ import { readModelFile } from './model-file.js';
 import type { ProgressCallback } from './model-writer.js';
 import { encodeGgufHeader, GgmlType, GgufValueType, type GgufWriteTensor, type GgufWriteValue } from './gguf.js';
 import { FLOAT_TO_FILE_TYPE, FLOAT_TO_GGML, ggufArchName, ggufDimsOf, ggufSourceOf, llama3RopeFactors } from './gguf-arch.js';
-import { parseTokenizer, TOKENIZER_LIMITS, type TokenizerData } from './tokenizer-file.js';
+import { parseTokenizer, TOKENIZER_MAX_FILE_BYTES, type TokenizerData } from './tokenizer-file.js';
+import { checkHfSidecarVocab, HF_SIDECAR_MAX_BYTES, hfSidecarPath, parseHfSidecar, type HfTokenizerSidecar } from './hf-sidecar.js';
+import { ggufPreNameOf } from './gguf-tokenizer.js';
+import { exists } from './fs-util.js';
 
 /** llama.cpp token types (`llama_token_type` / gguf TokenType). */
 export enum GgufTokenType {
@@ -64,6 +67,8 @@ export interface GgufTokenizerMetadata {
   readonly entries: [string, GgufWriteValue][];
   /** Merges could only be derived (byte-level): how many. */
   readonly derivedMerges: number;
+  /** Byte-level merges taken from the HF tokenizer sidecar: how many. */
+  readonly hfMerges: number;
 }
 
 /**
@@ -75,7 +80,10 @@ export interface GgufTokenizerMetadata {
  * score, as the engine does).
  *
  * Byte-level (`"gpt2"`): regular tokens (ids below bos_id) in GPT-2's unicode spelling,
- * specials as their text (CONTROL). A `.t` keeps no merge list, so one is derived from the
+ * specials as their text (CONTROL). With the HF tokenizer sidecar (`hf`), its merges, its
+ * added tokens' special flags (USER_DEFINED when not special) and `tokenizer.ggml.pre` named
+ * from its pre-tokenizer are written, so the GGUF tokenizes as the original does. Without it:
+ * a `.t` keeps no merge list, so one is derived from the
  * tokens: every split of a regular token into two regular tokens is a merge, ranked by the
  * merged token's score (−id in converted files). That is dllama's own encoding rule, so
  * llama.cpp then merges the same way, except that it also splits the text with its
@@ -85,7 +93,7 @@ export interface GgufTokenizerMetadata {
  * The token list is padded with `[PAD<id>]` (UNUSED) up to the model's vocab_size, as
  * convert_hf_to_gguf.py does: llama.cpp requires one token per embedding row.
  */
-export function ggufTokenizerMetadata(tok: TokenizerData, modelVocab: number, arch: ArchType): GgufTokenizerMetadata {
+export function ggufTokenizerMetadata(tok: TokenizerData, modelVocab: number, arch: ArchType, hf?: HfTokenizerSidecar): GgufTokenizerMetadata {
   const n = tok.vocab.length;
   if (n > modelVocab) {
     throw new InvalidValueError('tokenizer has more tokens than the model has embedding rows', { field: 'vocab_size', expected: `≤ ${modelVocab}`, actual: n });
@@ -96,6 +104,11 @@ export function ggufTokenizerMetadata(tok: TokenizerData, modelVocab: number, ar
   const types: number[] = [];
   const scores: number[] = [];
   const control = new Set<number>([...tok.eosIds, ...(tok.bosId >= 0 ? [tok.bosId] : [])]);
+  const hfAdded = Array.isArray(hf?.tokenizer.added_tokens) ? (hf.tokenizer.added_tokens as { id?: unknown; special?: unknown }[]) : [];
+  const hfUserDefined = new Set(hfAdded.filter((a) => a.special === false && typeof a.id === 'number').map((a) => a.id as number));
+  const spmScores = spm && hf !== undefined ? scoresFromMerges(hf, n) : undefined;
+  // With the HF tokenizer, its added tokens are the specials (a `.t` only knows "from bos_id on").
+  const hfAddedIds = hf !== undefined ? new Set(hfAdded.filter((a) => typeof a.id === 'number').map((a) => a.id as number)) : undefined;
   let unkId = -1;
   for (let id = 0; id < n; id++) {
     const p = tok.vocab[id]!;
@@ -114,14 +127,14 @@ export function ggufTokenizerMetadata(tok: TokenizerData, modelVocab: number, ar
         tokens.push(spacesToSpm(p));
         types.push(GgufTokenType.NORMAL);
       }
-    } else if (id < tok.bosId || tok.bosId < 0) {
+    } else if (hfAddedIds !== undefined ? !hfAddedIds.has(id) : id < tok.bosId || tok.bosId < 0) {
       tokens.push(utf8.encode(bytesToGpt2Text(p)));
       types.push(control.has(id) ? GgufTokenType.CONTROL : GgufTokenType.NORMAL);
     } else {
       tokens.push(p);
-      types.push(GgufTokenType.CONTROL);
+      types.push(hfUserDefined.has(id) ? GgufTokenType.USER_DEFINED : GgufTokenType.CONTROL);
     }
-    scores.push(tok.scores[id]!);
+    scores.push(spmScores?.[id] ?? tok.scores[id]!);
   }
   for (let id = n; id < modelVocab; id++) {
     tokens.push(utf8.encode(`[PAD${id}]`));
@@ -141,17 +154,22 @@ export function ggufTokenizerMetadata(tok: TokenizerData, modelVocab: number, ar
 
   const entries: [string, GgufWriteValue][] = [];
   let derivedMerges = 0;
+  const hfModel = hf?.tokenizer.model as { merges?: unknown } | undefined;
+  const hfMergeList = !spm && Array.isArray(hfModel?.merges) ? hfModel.merges.map((m: unknown) => (Array.isArray(m) ? m.join(' ') : String(m))) : undefined;
   if (spm) {
     entries.push(['tokenizer.ggml.model', { type: GgufValueType.STRING, value: 'llama' }]);
   } else {
-    const pre = arch === ArchType.QWEN3 || arch === ArchType.QWEN3_MOE ? 'qwen2' : tok.bosId === 128000 ? 'llama-bpe' : 'default';
+    const guess = arch === ArchType.QWEN3 || arch === ArchType.QWEN3_MOE ? 'qwen2' : tok.bosId === 128000 ? 'llama-bpe' : 'default';
+    const pre = (hf !== undefined ? ggufPreNameOf(hf.tokenizer.pre_tokenizer) : undefined) ?? guess;
     entries.push(['tokenizer.ggml.model', { type: GgufValueType.STRING, value: 'gpt2' }]);
     entries.push(['tokenizer.ggml.pre', { type: GgufValueType.STRING, value: pre }]);
   }
   entries.push(['tokenizer.ggml.tokens', { type: GgufValueType.ARRAY, itemType: GgufValueType.STRING, items: tokens }]);
   if (spm) entries.push(['tokenizer.ggml.scores', { type: GgufValueType.ARRAY, itemType: GgufValueType.FLOAT32, items: scores }]);
   entries.push(['tokenizer.ggml.token_type', { type: GgufValueType.ARRAY, itemType: GgufValueType.INT32, items: types }]);
-  if (!spm) {
+  if (hfMergeList !== undefined) {
+    entries.push(['tokenizer.ggml.merges', { type: GgufValueType.ARRAY, itemType: GgufValueType.STRING, items: hfMergeList }]);
+  } else if (!spm) {
     const merges = deriveMerges(tok);
     derivedMerges = merges.length;
     entries.push(['tokenizer.ggml.merges', { type: GgufValueType.ARRAY, itemType: GgufValueType.STRING, items: merges }]);
@@ -165,7 +183,31 @@ export function ggufTokenizerMetadata(tok: TokenizerData, modelVocab: number, ar
   // The SentencePiece "dummy prefix" space; the engine's SentencePiece encoder adds it too.
   if (spm) entries.push(['tokenizer.ggml.add_space_prefix', { type: GgufValueType.BOOL, value: true }]);
   if (tok.chatTemplate !== undefined) entries.push(['tokenizer.chat_template', { type: GgufValueType.STRING, value: tok.chatTemplate }]);
-  return { style: spm ? 'sentencepiece' : 'bytelevel', entries, derivedMerges };
+  return { style: spm ? 'sentencepiece' : 'bytelevel', entries, derivedMerges, hfMerges: hfMergeList?.length ?? 0 };
+}
+
+/**
+ * SentencePiece scores that give back the HF tokenizer's merge order: a `.t` converted from a
+ * tokenizer.json has score −id, which is not the order of its merges (Llama 2's and Mistral's
+ * runs of "▁" merge late, though their ids are low). A piece scores −(rank of the first merge
+ * that makes it); pieces no merge makes score below all of them. llama.cpp merges by these
+ * scores, and Hugging Face's converter derives the same merge order back from them
+ * (mergesFromScores).
+ */
+function scoresFromMerges(hf: HfTokenizerSidecar, n: number): Float32Array | undefined {
+  const model = hf.tokenizer.model as { vocab?: unknown; merges?: unknown } | undefined;
+  if (typeof model?.vocab !== 'object' || model.vocab === null || !Array.isArray(model.merges)) return undefined;
+  const vocab = model.vocab as Record<string, number>;
+  const merges = model.merges as unknown[];
+  const scores = new Float32Array(n);
+  const rank = new Map<number, number>();
+  merges.forEach((m, r) => {
+    const [a, b] = Array.isArray(m) ? (m as string[]) : String(m).split(' ');
+    const id = vocab[`${a}${b}`];
+    if (id !== undefined && !rank.has(id)) rank.set(id, r);
+  });
+  for (let id = 0; id < n; id++) scores[id] = -(rank.get(id) ?? merges.length + id);
+  return scores;
 }
 
 /** Every split of a regular token into two regular tokens, ranked by the merged token's score (desc), then id. */
@@ -263,9 +305,11 @@ export function ggufTensorsFor(layout: ModelLayout): GgufExportTensor[] {
 }
 
 export interface GgufExportOptions {
-  /** `.t` file whose vocabulary becomes the GGUF tokenizer metadata (llama.cpp needs one to load). */
+  /** `.t` file whose vocabulary becomes the GGUF tokenizer metadata (llama.cpp needs one to load); its HF tokenizer sidecar is used when present. */
   tokenizerPath?: string;
   tokenizer?: TokenizerData;
+  /** The HF tokenizer of `tokenizer` (default: the sidecar beside `tokenizerPath`, if any). */
+  hfTokenizer?: HfTokenizerSidecar;
   name?: string;
   overwrite?: boolean;
   onProgress?: ProgressCallback;
@@ -279,6 +323,8 @@ export interface GgufExportResult {
   readonly tensors: readonly GgufExportTensor[];
   readonly tokenizerStyle?: 'sentencepiece' | 'bytelevel';
   readonly derivedMerges: number;
+  /** Merges taken from the HF tokenizer sidecar. */
+  readonly hfMerges: number;
 }
 
 const COPY_CHUNK = 8 << 20;
@@ -294,18 +340,28 @@ export async function exportGguf(modelPath: string, outPath: string, options: Gg
   const h = layout.header;
   let tok = options.tokenizer;
   if (tok === undefined && options.tokenizerPath !== undefined) {
-    const bytes = await readSmallFile(options.tokenizerPath, 16 + TOKENIZER_LIMITS.maxVocab * 16 + TOKENIZER_LIMITS.maxTemplateBytes + (64 << 20));
+    const bytes = await readSmallFile(options.tokenizerPath, TOKENIZER_MAX_FILE_BYTES);
     try {
       tok = parseTokenizer(bytes);
     } catch (e) {
       throw e instanceof FormatError ? e.withPath(options.tokenizerPath) : e;
     }
   }
+  let hf = options.hfTokenizer;
+  if (hf === undefined && tok !== undefined && options.tokenizerPath !== undefined && (await exists(hfSidecarPath(options.tokenizerPath)))) {
+    const sidecarPath = hfSidecarPath(options.tokenizerPath);
+    try {
+      hf = parseHfSidecar(await readSmallFile(sidecarPath, HF_SIDECAR_MAX_BYTES), sidecarPath);
+      checkHfSidecarVocab(hf, tok, sidecarPath);
+    } catch (e) {
+      throw e instanceof FormatError ? e.withPath(sidecarPath) : e;
+    }
+  }
   const md = ggufModelMetadata(h, options.name);
   let tokMeta: GgufTokenizerMetadata | undefined;
   if (tok !== undefined) {
     try {
-      tokMeta = ggufTokenizerMetadata(tok, h.vocabSize, h.archType);
+      tokMeta = ggufTokenizerMetadata(tok, h.vocabSize, h.archType, hf);
     } catch (e) {
       throw e instanceof FormatError && options.tokenizerPath !== undefined ? e.withPath(options.tokenizerPath) : e;
     }
@@ -318,7 +374,7 @@ export async function exportGguf(modelPath: string, outPath: string, options: Gg
   try {
     src = await open(modelPath, 'r');
   } catch (e) {
-    throw fsError(e, modelPath, 'open the model');
+    throw fileError(e, modelPath, 'open the model');
   }
   const { fh, partialPath } = await openPartial(outPath, options.overwrite ?? false).catch(async (e: unknown) => {
     await src.close();
@@ -356,10 +412,10 @@ export async function exportGguf(modelPath: string, outPath: string, options: Gg
   } catch (e) {
     await fh.close().catch(() => undefined);
     await removeQuietly(partialPath);
-    throw e instanceof FormatError ? e : fsError(e, outPath, 'write the GGUF file');
+    throw e instanceof FormatError ? e : fileError(e, outPath, 'write the GGUF file');
   } finally {
     await src.close();
   }
-  return { fileSize: enc.fileSize, tensors, tokenizerStyle: tokMeta?.style, derivedMerges: tokMeta?.derivedMerges ?? 0 };
+  return { fileSize: enc.fileSize, tensors, tokenizerStyle: tokMeta?.style, derivedMerges: tokMeta?.derivedMerges ?? 0, hfMerges: tokMeta?.hfMerges ?? 0 };
 }
 

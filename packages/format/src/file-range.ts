@@ -1,6 +1,5 @@
 import type { FileHandle } from 'node:fs/promises';
-import { TruncatedError } from './errors.js';
-import { fsError } from './fs-util.js';
+import { fileError, TruncatedError } from './errors.js';
 
 /**
  * Read exactly `length` bytes at `position`. Callers have already checked the range against
@@ -14,7 +13,7 @@ export async function readRange(fh: FileHandle, path: string, position: number, 
     try {
       ({ bytesRead } = await fh.read(out, done, length - done, position + done));
     } catch (e) {
-      throw fsError(e, path, 'read');
+      throw fileError(e, path, 'read');
     }
     if (bytesRead === 0) {
       throw new TruncatedError('file ended early (changed while reading?)', { path, field, offset: position + done, expected: `${length} bytes` });

@@ -1,4 +1,4 @@
-import { UnsupportedModelError } from './convert-errors.js';
+import { UnsupportedModelError } from './errors.js';
 import { FloatType } from './dtypes.js';
 import { ArchType } from './header.js';
 import type { TensorInfo } from './layout.js';

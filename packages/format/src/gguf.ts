@@ -1,6 +1,5 @@
 import { open, type FileHandle } from 'node:fs/promises';
-import { FormatError, InvalidValueError, BadMagicError, SizeOverflowError, TruncatedError, OldFormatError } from './errors.js';
-import { fsError } from './fs-util.js';
+import { FormatError, InvalidValueError, BadMagicError, SizeOverflowError, TruncatedError, OldFormatError, fileError } from './errors.js';
 import { readRange } from './file-range.js';
 
 /**
@@ -166,7 +165,8 @@ class NeedMoreBytes extends Error {
   }
 }
 
-const decoder = new TextDecoder('utf-8');
+// ignoreBOM: a string that starts with U+FEFF (a token can be exactly that) keeps it.
+const decoder = new TextDecoder('utf-8', { ignoreBOM: true });
 
 class Cursor {
   readonly view: DataView;
@@ -429,7 +429,7 @@ export class GgufFile {
     try {
       fh = await open(path, 'r');
     } catch (e) {
-      throw fsError(e, path, 'open the GGUF file');
+      throw fileError(e, path, 'open the GGUF file');
     }
     try {
       const st = await fh.stat();
@@ -437,7 +437,7 @@ export class GgufFile {
       return new GgufFile(path, fh, st.size, await readGgufHeader(fh, path, st.size));
     } catch (e) {
       await fh.close();
-      throw e instanceof FormatError ? e.withPath(path) : fsError(e, path, 'read');
+      throw e instanceof FormatError ? e.withPath(path) : fileError(e, path, 'read');
     }
   }
 

@@ -1,5 +1,4 @@
-import { UnsupportedModelError } from './convert-errors.js';
-import { InvalidValueError } from './errors.js';
+import { InvalidValueError, UnsupportedModelError } from './errors.js';
 import { parseTokenizer, TOKENIZER_LIMITS, writeTokenizer, type TokenizerData } from './tokenizer-file.js';
 
 /**
@@ -96,20 +95,26 @@ function pickChatTemplate(v: unknown): string | undefined {
   return undefined;
 }
 
+/** A tokenizer.json's tokens as `.t` pieces (raw bytes), by id, with what convertHfTokenizer needs besides. */
+export interface HfVocab {
+  readonly style: HfTokenizerStyle;
+  /** Bytes of every id; ids the tokenizer leaves unused get a `<|unused_N|>` placeholder. */
+  readonly vocab: Uint8Array[];
+  /** Unigram scores, else −id. */
+  readonly scores: Float32Array;
+  /** Token text → id (an added token wins over a model token of the same text). */
+  readonly idOf: Map<string, number>;
+  readonly added: readonly Record<string, unknown>[];
+}
+
 /**
- * tokenizer.json (+ tokenizer_config.json, config.json) → `.t` data, as dllama's
- * convert-tokenizer-hf.py does it:
- * - byte-level BPE (a `ByteLevel` pre-tokenizer or decoder): tokens mapped from GPT-2's
- *   unicode spelling back to raw bytes, added tokens as their UTF-8 text, score = −id;
- * - SentencePiece-style (BPE with byte fallback, or Unigram): "▁" → space, `<0xNN>` → the raw
- *   byte, control/added tokens as their text; Unigram keeps its scores, BPE gets score = −id
- *   (SentencePiece numbers BPE pieces in merge order, so the order is the same).
- * BOS/EOS come from tokenizer_config.json, else config.json; several EOS ids are kept.
- * add_bos follows `add_bos_token`; when it is absent, BOS is added only if the tokenizer
- * declares a BOS token (Qwen declares none and must not get one prepended).
+ * The vocabulary of a parsed tokenizer.json, each token as the bytes it stands for:
+ * - byte-level BPE (a `ByteLevel` pre-tokenizer or decoder): GPT-2's unicode spelling mapped
+ *   back to raw bytes;
+ * - SentencePiece-style (BPE with byte fallback, or Unigram): "▁" → space, `<0xNN>` → the byte;
+ * - added tokens as their UTF-8 text.
  */
-export function convertHfTokenizer(input: HfTokenizerInput): HfTokenizerResult {
-  const tj = input.tokenizer;
+export function readHfVocab(tj: unknown): HfVocab {
   if (!isObject(tj) || !isObject(tj.model)) {
     throw new InvalidValueError('tokenizer.json has no "model" object', { field: 'model' });
   }
@@ -176,6 +181,24 @@ export function convertHfTokenizer(input: HfTokenizerInput): HfTokenizerResult {
     vocab.push(bytes);
     scores[id] = scoresIn[id] ?? -id;
   }
+  return { style, vocab, scores, idOf, added };
+}
+
+/**
+ * tokenizer.json (+ tokenizer_config.json, config.json) → `.t` data, as dllama's
+ * convert-tokenizer-hf.py does it:
+ * - byte-level BPE (a `ByteLevel` pre-tokenizer or decoder): tokens mapped from GPT-2's
+ *   unicode spelling back to raw bytes, added tokens as their UTF-8 text, score = −id;
+ * - SentencePiece-style (BPE with byte fallback, or Unigram): "▁" → space, `<0xNN>` → the raw
+ *   byte, control/added tokens as their text; Unigram keeps its scores, BPE gets score = −id
+ *   (SentencePiece numbers BPE pieces in merge order, so the order is the same).
+ * BOS/EOS come from tokenizer_config.json, else config.json; several EOS ids are kept.
+ * add_bos follows `add_bos_token`; when it is absent, BOS is added only if the tokenizer
+ * declares a BOS token (Qwen declares none and must not get one prepended).
+ */
+export function convertHfTokenizer(input: HfTokenizerInput): HfTokenizerResult {
+  const { style, vocab, scores, idOf, added } = readHfVocab(input.tokenizer);
+  const size = vocab.length;
 
   const tc = isObject(input.tokenizerConfig) ? input.tokenizerConfig : {};
   const cfg = isObject(input.config) ? input.config : {};

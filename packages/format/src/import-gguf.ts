@@ -1,6 +1,5 @@
-import { MissingTensorError, UnsupportedModelError } from './convert-errors.js';
 import { DTYPES, FloatType, floatTypeName } from './dtypes.js';
-import { FormatError, InvalidValueError, TensorMismatchError } from './errors.js';
+import { FormatError, InvalidValueError, MissingTensorError, TensorMismatchError, UnsupportedModelError } from './errors.js';
 import { writeFileAtomic } from './fs-util.js';
 import { ArchType, HeaderKey, HiddenAct, RopeType, type HeaderValues } from './header.js';
 import { gpt2TextToBytes, spmPieceToBytes } from './hf-tokenizer.js';
@@ -10,6 +9,8 @@ import { ModelFileWriter, type ProgressCallback } from './model-writer.js';
 import { GgufFile, GgufMetadataReader, ggmlTypeName, GgmlType, type GgufHeader, type GgufTensorInfo } from './gguf.js';
 import { GGUF_ARCHS, floatTypeOfGgml, ggufDimsOf, ggufSourceOf, llama3RopeFactors } from './gguf-arch.js';
 import { GgufTokenType } from './export-gguf.js';
+import { ggufToHfTokenizer } from './gguf-tokenizer.js';
+import { encodeHfSidecar, hfSidecarPath, type HfTokenizerSidecar } from './hf-sidecar.js';
 import { parseTokenizer, writeTokenizer, type TokenizerData } from './tokenizer-file.js';
 
 export interface GgufModelPlan {
@@ -215,6 +216,10 @@ export interface GgufImportResult {
   readonly plan: GgufModelPlan;
   readonly layout: ModelLayout;
   readonly tokenizer?: TokenizerData;
+  /** Where the HF tokenizer sidecar was written (Hugging Face-exact prompts), when it could be rebuilt. */
+  readonly sidecarPath?: string;
+  /** Why no sidecar was written (e.g. a pre-tokenizer that is not known here); the `.t` still is. */
+  readonly sidecarError?: string;
   /** Tensors whose GGUF type differs from their `.m` type (decoded and re-encoded, lossy when quantizing). */
   readonly reencoded: readonly string[];
 }
@@ -289,14 +294,25 @@ export async function importGgufModel(path: string, outPath: string, options: Gg
   }
 }
 
-/** GGUF → `.m` and (when `tokenizerOut` is given) `.t` from the GGUF's tokenizer metadata. */
+/**
+ * GGUF → `.m` and (when `tokenizerOut` is given) `.t` from the GGUF's tokenizer metadata, with the
+ * HF tokenizer sidecar rebuilt from the same metadata (ggufToHfTokenizer) beside the `.t`.
+ */
 export async function importGguf(paths: { gguf: string; model: string; tokenizerOut?: string }, options: GgufImportOptions = {}): Promise<GgufImportResult> {
   let tokenizer: TokenizerData | undefined;
+  let sidecar: HfTokenizerSidecar | undefined;
+  let sidecarError: string | undefined;
   if (paths.tokenizerOut !== undefined) {
     // Tokenizer first: cheap, and a failure should not cost a long model write.
     const f = await GgufFile.open(paths.gguf);
     try {
       tokenizer = ggufTokenizerToData(f.header, paths.gguf);
+      try {
+        sidecar = ggufToHfTokenizer(f.header, paths.gguf);
+      } catch (e) {
+        if (!(e instanceof FormatError)) throw e;
+        sidecarError = e.message;
+      }
     } catch (e) {
       throw e instanceof FormatError ? e.withPath(paths.gguf) : e;
     } finally {
@@ -304,8 +320,12 @@ export async function importGguf(paths: { gguf: string; model: string; tokenizer
     }
   }
   const result = await importGgufModel(paths.gguf, paths.model, options);
-  if (tokenizer !== undefined && paths.tokenizerOut !== undefined) {
-    await writeFileAtomic(paths.tokenizerOut, writeTokenizer(tokenizer), { overwrite: options.overwrite });
+  if (tokenizer === undefined || paths.tokenizerOut === undefined) return result;
+  let sidecarPath: string | undefined;
+  if (sidecar !== undefined) {
+    sidecarPath = hfSidecarPath(paths.tokenizerOut);
+    await writeFileAtomic(sidecarPath, encodeHfSidecar(sidecar), { overwrite: options.overwrite });
   }
-  return { ...result, tokenizer };
+  await writeFileAtomic(paths.tokenizerOut, writeTokenizer(tokenizer), { overwrite: options.overwrite });
+  return { ...result, tokenizer, sidecarPath, sidecarError };
 }

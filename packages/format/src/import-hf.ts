@@ -1,10 +1,10 @@
 import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { MissingTensorError, UnsupportedModelError } from './convert-errors.js';
 import { FloatType } from './dtypes.js';
-import { FileAccessError, FormatError, InvalidValueError, TensorMismatchError } from './errors.js';
+import { fileError, FormatError, InvalidValueError, MissingTensorError, TensorMismatchError, UnsupportedModelError } from './errors.js';
 import { exists, readSmallFile, writeFileAtomic } from './fs-util.js';
 import { ArchType, HeaderKey, HiddenAct, RopeType, type HeaderValues } from './header.js';
+import { encodeHfSidecar, hfSidecarConfig, hfSidecarPath, type HfTokenizerSidecar } from './hf-sidecar.js';
 import { convertHfTokenizer, type HfTokenizerStyle } from './hf-tokenizer.js';
 import type { ModelLayout, TensorInfo } from './layout.js';
 import { ModelFileWriter, type ProgressCallback } from './model-writer.js';
@@ -240,7 +240,7 @@ export async function listSafetensorsShards(dir: string): Promise<string[]> {
   try {
     names = await readdir(dir);
   } catch (e) {
-    throw new FileAccessError(`cannot list the model directory (${(e as NodeJS.ErrnoException).code ?? 'EIO'})`, { path: dir });
+    throw fileError(e, dir, 'list the model directory');
   }
   const files = names.filter((n) => n.endsWith('.safetensors') && !n.startsWith('.')).sort();
   if (files.length === 0) throw new MissingTensorError('no *.safetensors files in the model directory', { path: dir });
@@ -259,13 +259,20 @@ export interface HfImportOptions {
 export interface HfImportResult {
   readonly plan: HfModelPlan;
   readonly layout: ModelLayout;
-  readonly tokenizer?: { readonly style: HfTokenizerStyle; readonly data: TokenizerData };
+  readonly tokenizer?: ConvertedHfTokenizer & { readonly sidecarPath: string };
   /** HF tensors present in the files that the `.m` model does not use. */
   readonly unusedTensors: readonly string[];
 }
 
+/** A checkpoint's tokenizer: the `.t` data and the HF tokenizer sidecar that goes beside it. */
+export interface ConvertedHfTokenizer {
+  readonly style: HfTokenizerStyle;
+  readonly data: TokenizerData;
+  readonly sidecar: HfTokenizerSidecar;
+}
+
 /** Convert the HF tokenizer files of `dir` (tokenizer.json, tokenizer_config.json, config.json, chat_template.jinja). */
-export async function convertHfTokenizerDir(dir: string): Promise<{ style: HfTokenizerStyle; data: TokenizerData }> {
+export async function convertHfTokenizerDir(dir: string): Promise<ConvertedHfTokenizer> {
   const tokPath = join(dir, 'tokenizer.json');
   if (!(await exists(tokPath))) {
     throw new UnsupportedModelError('no tokenizer.json (tokenizer.model alone is not supported)', { path: dir, field: 'tokenizer.json' });
@@ -278,7 +285,8 @@ export async function convertHfTokenizerDir(dir: string): Promise<{ style: HfTok
   const jinja = join(dir, 'chat_template.jinja');
   const chatTemplateFile = (await exists(jinja)) ? new TextDecoder().decode(await readSmallFile(jinja, HF_JSON_LIMITS.configBytes)) : undefined;
   try {
-    return convertHfTokenizer({ tokenizer, tokenizerConfig, config, chatTemplateFile });
+    const { style, data } = convertHfTokenizer({ tokenizer, tokenizerConfig, config, chatTemplateFile });
+    return { style, data, sidecar: { tokenizer: tokenizer as Record<string, unknown>, config: hfSidecarConfig(tokenizerConfig, chatTemplateFile) } };
   } catch (e) {
     throw e instanceof FormatError ? e.withPath(tokPath) : e;
   }
@@ -354,11 +362,12 @@ export async function importHfModel(dir: string, outPath: string, options: HfImp
 }
 
 /**
- * Convert a Hugging Face checkpoint directory to `.m` and (when `tokenizerOut` is given) `.t`.
- * The tokenizer is converted first: it is small and its failure should not cost a long write.
+ * Convert a Hugging Face checkpoint directory to `.m` and (when `tokenizerOut` is given) `.t`,
+ * with the HF tokenizer sidecar beside the `.t` (hfSidecarPath). The tokenizer is converted
+ * first: it is small and its failure should not cost a long write.
  */
 export async function importHf(paths: { dir: string; model: string; tokenizerOut?: string }, options: HfImportOptions): Promise<HfImportResult> {
-  let tokenizer: { style: HfTokenizerStyle; data: TokenizerData } | undefined;
+  let tokenizer: ConvertedHfTokenizer | undefined;
   if (paths.tokenizerOut !== undefined) {
     // config.json first, so a directory that is not a checkpoint is reported as such.
     const cfgPath = join(paths.dir, 'config.json');
@@ -371,7 +380,10 @@ export async function importHf(paths: { dir: string; model: string; tokenizerOut
   }
   const result = await importHfModel(paths.dir, paths.model, options);
   if (tokenizer !== undefined && paths.tokenizerOut !== undefined) {
+    const sidecarPath = hfSidecarPath(paths.tokenizerOut);
+    await writeFileAtomic(sidecarPath, encodeHfSidecar(tokenizer.sidecar), { overwrite: options.overwrite });
     await writeFileAtomic(paths.tokenizerOut, writeTokenizer(tokenizer.data), { overwrite: options.overwrite });
+    return { ...result, tokenizer: { ...tokenizer, sidecarPath } };
   }
-  return { ...result, tokenizer };
+  return result;
 }

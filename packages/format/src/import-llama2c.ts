@@ -1,7 +1,7 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { checkedAdd, checkedMul, FloatType } from './dtypes.js';
-import { BadMagicError, FileSizeMismatchError, FormatError, InvalidValueError, TruncatedError } from './errors.js';
-import { fsError, readSmallFile, writeFileAtomic } from './fs-util.js';
+import { BadMagicError, fileError, FileSizeMismatchError, FormatError, InvalidValueError, TruncatedError } from './errors.js';
+import { readSmallFile, writeFileAtomic } from './fs-util.js';
 import { ArchType, CONVERT_LLAMA_KEY_ORDER, HeaderKey, LIMITS, type HeaderValues } from './header.js';
 import type { ModelLayout } from './layout.js';
 import { ModelFileWriter, type ProgressCallback } from './model-writer.js';
@@ -264,7 +264,7 @@ export async function readLlama2cCheckpoint(path: string): Promise<Llama2cCheckp
   try {
     fh = await open(path, 'r');
   } catch (e) {
-    throw fsError(e, path, 'open the checkpoint');
+    throw fileError(e, path, 'open the checkpoint');
   }
   try {
     return await readHeader(fh, path);
@@ -282,7 +282,7 @@ async function readHeader(fh: FileHandle, path: string): Promise<Llama2cCheckpoi
     return parseLlama2cHeader(head.subarray(0, bytesRead), st.size);
   } catch (e) {
     if (e instanceof FormatError) throw e.withPath(path);
-    throw fsError(e, path, 'read the checkpoint');
+    throw fileError(e, path, 'read the checkpoint');
   }
 }
 
@@ -321,7 +321,7 @@ export async function importLlama2cModel(checkpointPath: string, outPath: string
   try {
     fh = await open(checkpointPath, 'r');
   } catch (e) {
-    throw fsError(e, checkpointPath, 'open the checkpoint');
+    throw fileError(e, checkpointPath, 'open the checkpoint');
   }
   try {
     const ck = await readHeader(fh, checkpointPath);
@@ -367,7 +367,7 @@ export async function importLlama2cModel(checkpointPath: string, outPath: string
       return await writer.close();
     } catch (e) {
       await writer.abort();
-      throw e instanceof FormatError ? e.withPath(checkpointPath) : fsError(e, checkpointPath, 'read the checkpoint');
+      throw e instanceof FormatError ? e.withPath(checkpointPath) : fileError(e, checkpointPath, 'read the checkpoint');
     }
   } finally {
     await fh.close();

@@ -1,41 +1,61 @@
-export * from './errors.js';
-export { f16ToF32, f32ToF16, f16Table32, roundToF16 } from './f16.js';
+/**
+ * @airllm/format: the byte level of airllm. Distributed-Llama `.m` model files (the header,
+ * the layout table, reading one from disk), the dtype table with its reference codecs, `.t`
+ * tokenizer files, and the error family every airllm package uses.
+ *
+ * Converters (Hugging Face, GGUF, llama2.c), the GGUF exporter, the `.m` writer and the
+ * synthetic-model generator are `@airllm/format/convert`; test-only builders are
+ * `@airllm/format/testing`.
+ */
+export {
+  AirllmError,
+  type ErrorDetails,
+  fileError,
+  FormatError,
+  BadMagicError,
+  OldFormatError,
+  TruncatedError,
+  UnknownKeyError,
+  InvalidValueError,
+  FileSizeMismatchError,
+  SizeOverflowError,
+  TensorMismatchError,
+  UnsupportedModelError,
+  MissingTensorError,
+  FileAccessError,
+  MissingFileError,
+  PermissionError,
+  NotRegularFileError,
+  EmptyFileError,
+  IoError,
+} from './errors.js';
 export {
   FloatType,
   DTYPES,
+  type DTypeInfo,
   Q_BLOCK,
   Q40_BLOCK_BYTES,
   Q80_BLOCK_BYTES,
-  type DTypeInfo,
-  dtypeInfo,
   floatTypeName,
   parseFloatType,
   byteSize,
-  checkedAdd,
-  checkedMul,
   quantizeQ40,
   dequantizeQ40,
   quantizeQ80,
   dequantizeQ80,
-  roundHalfEven,
 } from './dtypes.js';
+export { f16ToF32, f32ToF16, f16Table32 } from './f16.js';
 export {
-  MODEL_MAGIC,
-  OLD_MODEL_MAGICS,
   HeaderKey,
   HEADER_KEY_NAMES,
   ArchType,
   RopeType,
   HiddenAct,
-  NORM_EPSILON_CODES,
-  LIMITS,
   type ModelHeader,
   type HeaderValues,
   archName,
   parseModelHeader,
   writeModelHeader,
-  headerValues,
-  CONVERT_LLAMA_KEY_ORDER,
 } from './header.js';
 export {
   type TensorKind,
@@ -66,111 +86,13 @@ export {
   readAt,
   LayerOffsetCalculator,
 } from './model-file.js';
+export { type TokenizerData, TOKENIZER_MAX_FILE_BYTES, parseTokenizer, readTokenizerFile, writeTokenizer } from './tokenizer-file.js';
 export {
-  TOKENIZER_MAGIC,
-  TOKENIZER_MAGIC_LEGACY,
-  TokenizerKey,
-  TOKENIZER_LIMITS,
-  type TokenizerData,
-  parseTokenizer,
-  writeTokenizer,
-} from './tokenizer-file.js';
-export { ModelFileWriter, type ModelWriterOptions, type ProgressCallback } from './model-writer.js';
-export { generateSyntheticModel, type SyntheticModelOptions } from './synthetic.js';
-export {
-  LLAMA2C_MAGIC,
-  LLAMA2_CHAT_TEMPLATE,
-  type Llama2cCheckpoint,
-  type Llama2cTensor,
-  type Llama2cImportOptions,
-  type Llama2cImportResult,
-  parseLlama2cHeader,
-  readLlama2cCheckpoint,
-  importLlama2cModel,
-  convertLlama2cTokenizer,
-  importLlama2c,
-} from './import-llama2c.js';
-export { PARTIAL_SUFFIX, writeFileAtomic } from './fs-util.js';
-export { UnsupportedModelError, MissingTensorError } from './convert-errors.js';
-export {
-  SAFETENSORS_LIMITS,
-  SAFETENSORS_DTYPE_BYTES,
-  SAFETENSORS_FLOAT_DTYPES,
-  type SafetensorsFloatDtype,
-  type SafetensorsTensor,
-  type SafetensorsHeader,
-  safetensorsHeaderLength,
-  parseSafetensorsHeader,
-  SafetensorsFile,
-  decodeFloats,
-} from './safetensors.js';
-export {
-  GPT2_BYTE_TO_CHAR,
-  gpt2TextToBytes,
-  bytesToGpt2Text,
-  spmPieceToBytes,
-  type HfTokenizerStyle,
-  type HfTokenizerInput,
-  type HfTokenizerResult,
-  convertHfTokenizer,
-} from './hf-tokenizer.js';
-export {
-  HF_MODEL_TYPES,
-  CONVERT_HF_KEY_ORDER,
-  HF_JSON_LIMITS,
-  type HfModelPlan,
-  type HfImportOptions,
-  type HfImportResult,
-  hfConfigToHeader,
-  hfTensorNames,
-  permuteRowsForLlama,
-  listSafetensorsShards,
-  convertHfTokenizerDir,
-  importHfModel,
-  importHf,
-} from './import-hf.js';
-export {
-  GGUF_MAGIC,
-  GGUF_DEFAULT_ALIGNMENT,
-  GGUF_LIMITS,
-  GgufValueType,
-  GgmlType,
-  ggmlTypeName,
-  ggmlByteSize,
-  type GgufScalar,
-  type GgufArray,
-  type GgufEntry,
-  type GgufTensorInfo,
-  type GgufHeader,
-  type GgufWriteValue,
-  type GgufWriteTensor,
-  type GgufLayout,
-  parseGgufHeader,
-  readGgufHeader,
-  GgufFile,
-  encodeGgufHeader,
-  GgufMetadataReader,
-} from './gguf.js';
-export { GGUF_ARCHS, GGML_TO_FLOAT, FLOAT_TO_GGML, SUPPORTED_GGML_TYPES, llama3RopeFactors } from './gguf-arch.js';
-export {
-  type GgufModelPlan,
-  type GgufImportOptions,
-  type GgufImportResult,
-  fitLlama3RopeScaling,
-  ggufToHeader,
-  ggufTokenizerToData,
-  importGgufModel,
-  importGguf,
-} from './import-gguf.js';
-export {
-  GgufTokenType,
-  type GgufTokenizerMetadata,
-  type GgufExportTensor,
-  type GgufExportOptions,
-  type GgufExportResult,
-  findBytePieces,
-  ggufTokenizerMetadata,
-  ggufModelMetadata,
-  ggufTensorsFor,
-  exportGguf,
-} from './export-gguf.js';
+  HF_SIDECAR_MAX_BYTES,
+  type HfTokenizerSidecar,
+  hfSidecarPath,
+  parseHfSidecar,
+  checkHfSidecarVocab,
+} from './hf-sidecar.js';
+export { ggufToHfTokenizer } from './gguf-tokenizer.js';
+export { GgufFile } from './gguf.js';

@@ -1,5 +1,5 @@
 import { byteSize, checkedAdd, checkedMul, FloatType } from './dtypes.js';
-import { FormatError, type FormatErrorDetails } from './errors.js';
+import { FormatError, type ErrorDetails } from './errors.js';
 import { ArchType, RopeType, type HiddenAct, type ModelHeader } from './header.js';
 
 /**
@@ -156,8 +156,8 @@ class LayoutBuilder {
     } catch (e) {
       // Name where in the (hypothetical) file the arithmetic gave up.
       if (e instanceof FormatError && e.offset === undefined) {
-        const Ctor = e.constructor as new (m: string, d: FormatErrorDetails) => FormatError;
-        throw new Ctor(e.reason, { ...e.details(), offset: this.offset });
+        const Ctor = e.constructor as new (m: string, d: ErrorDetails) => FormatError;
+        throw new Ctor(e.reason, { ...e.details, offset: this.offset });
       }
       throw e;
     }

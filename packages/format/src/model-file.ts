@@ -1,5 +1,5 @@
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
-import { FileAccessError, FileSizeMismatchError, FormatError, InvalidValueError } from './errors.js';
+import { fileError, FileSizeMismatchError, FormatError, InvalidValueError } from './errors.js';
 import { LIMITS, parseModelHeader, type ModelHeader } from './header.js';
 import { buildModelLayout, type ModelLayout } from './layout.js';
 
@@ -12,15 +12,12 @@ export function openForRead(path: string): { fd: number; size: number } {
   try {
     fd = openSync(path, 'r');
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code ?? 'EIO';
-    const why =
-      code === 'ENOENT' ? 'no such file' : code === 'EACCES' || code === 'EPERM' ? 'permission denied' : code === 'EISDIR' ? 'is a directory' : `cannot open (${code})`;
-    throw new FileAccessError(why, { path });
+    throw fileError(e, path);
   }
   const st = fstatSync(fd);
   if (!st.isFile()) {
     closeSync(fd);
-    throw new FileAccessError(st.isDirectory() ? 'is a directory, not a model file' : 'not a regular file', { path });
+    throw fileError({ code: st.isDirectory() ? 'EISDIR' : 'ENOTREG' }, path);
   }
   return { fd, size: st.size };
 }

@@ -1,7 +1,7 @@
 import type { FileHandle } from 'node:fs/promises';
 import { dtypeInfo, floatTypeName, type DTypeInfo } from './dtypes.js';
-import { FileSizeMismatchError, FormatError, InvalidValueError, TensorMismatchError } from './errors.js';
-import { commitPartial, fsError, openPartial, removeQuietly } from './fs-util.js';
+import { fileError, FileSizeMismatchError, FormatError, InvalidValueError, TensorMismatchError } from './errors.js';
+import { commitPartial, openPartial, removeQuietly } from './fs-util.js';
 import { parseModelHeader, writeModelHeader, type HeaderKey, type HeaderValues, type ModelHeader } from './header.js';
 import { buildModelLayout, type ModelLayout, type TensorInfo } from './layout.js';
 
@@ -208,7 +208,7 @@ export class ModelFileWriter {
     try {
       return await fn();
     } catch (e) {
-      const err = e instanceof FormatError ? e : fsError(e, this.partialPath, 'write the model');
+      const err = e instanceof FormatError ? e : fileError(e, this.partialPath, 'write the model');
       await this.#fail(err);
       throw err;
     } finally {

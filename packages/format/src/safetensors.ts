@@ -1,8 +1,6 @@
 import { open, type FileHandle } from 'node:fs/promises';
 import { f16Table32 } from './f16.js';
-import { UnsupportedModelError } from './convert-errors.js';
-import { FormatError, InvalidValueError, SizeOverflowError, TruncatedError } from './errors.js';
-import { fsError } from './fs-util.js';
+import { fileError, FormatError, InvalidValueError, SizeOverflowError, TruncatedError, UnsupportedModelError } from './errors.js';
 import { HOST_LE, readRange } from './file-range.js';
 
 /**
@@ -166,7 +164,7 @@ export class SafetensorsFile {
     try {
       fh = await open(path, 'r');
     } catch (e) {
-      throw fsError(e, path, 'open the safetensors file');
+      throw fileError(e, path, 'open the safetensors file');
     }
     try {
       const st = await fh.stat();
@@ -179,7 +177,7 @@ export class SafetensorsFile {
       return new SafetensorsFile(path, fh, st.size, parseSafetensorsHeader(head, st.size));
     } catch (e) {
       await fh.close();
-      throw e instanceof FormatError ? e.withPath(path) : fsError(e, path, 'read');
+      throw e instanceof FormatError ? e.withPath(path) : fileError(e, path, 'read');
     }
   }
 

@@ -1,4 +1,5 @@
-import { BadMagicError, InvalidValueError, OldFormatError, TruncatedError, UnknownKeyError } from './errors.js';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { AirllmError, BadMagicError, fileError, InvalidValueError, NotRegularFileError, OldFormatError, TruncatedError, UnknownKeyError } from './errors.js';
 
 /** `.t` magic (current) and the legacy fixed-header magic (FORMAT.md §d.1). */
 export const TOKENIZER_MAGIC = 0x567124;
@@ -25,6 +26,12 @@ export const TOKENIZER_LIMITS = Object.freeze({
   maxTemplateBytes: 1 << 20,
   maxEosTokens: 1024,
 });
+
+/**
+ * Largest `.t` file read: the largest vocabulary at 16 bytes an entry, the longest template, and
+ * 64 MiB for long pieces. Real files are a few MiB.
+ */
+export const TOKENIZER_MAX_FILE_BYTES = 16 + TOKENIZER_LIMITS.maxVocab * 16 + TOKENIZER_LIMITS.maxTemplateBytes + (64 << 20);
 
 export interface TokenizerData {
   /** Pieces as raw bytes, indexed by token id. */
@@ -86,6 +93,45 @@ function rangeCheck(field: string, offset: number, v: number, min: number, max: 
     throw new InvalidValueError('value out of range', { field, offset, expected: `${min}..${max}`, actual: v });
   }
   return v;
+}
+
+/**
+ * Read and parse a `.t` file. Refuses what is not a regular file (a directory, /dev/zero, a
+ * pipe) and a file larger than TOKENIZER_MAX_FILE_BYTES before reading; every error names the
+ * file.
+ */
+export function readTokenizerFile(path: string): TokenizerData {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (e) {
+    throw fileError(e, path, 'open the tokenizer');
+  }
+  let bytes: Uint8Array;
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw new NotRegularFileError(st.isDirectory() ? 'is a directory, not a tokenizer file' : 'not a regular file (a device, pipe or socket), not a tokenizer file', { path });
+    if (st.size > TOKENIZER_MAX_FILE_BYTES) {
+      throw new InvalidValueError('file is larger than a tokenizer can be', { path, field: 'file size', expected: `≤ ${TOKENIZER_MAX_FILE_BYTES} bytes`, actual: st.size });
+    }
+    bytes = new Uint8Array(st.size);
+    let done = 0;
+    while (done < bytes.length) {
+      const n = readSync(fd, bytes, done, bytes.length - done, done);
+      if (n === 0) break;
+      done += n;
+    }
+    if (done < bytes.length) bytes = bytes.subarray(0, done);
+  } catch (e) {
+    throw fileError(e, path, 'read the tokenizer');
+  } finally {
+    closeSync(fd);
+  }
+  try {
+    return parseTokenizer(bytes);
+  } catch (e) {
+    throw e instanceof AirllmError ? e.withPath(path) : e;
+  }
 }
 
 /** Parse a `.t` file (current or legacy magic). Every claimed size is checked before use. */
@@ -214,8 +260,9 @@ function readVocab(r: Reader, vocabSize: number, maxTokenLength: number): { voca
 }
 
 function checkIds(bosId: number, eosIds: number[], vocabSize: number, offset?: number): void {
-  if (bosId >= vocabSize) {
-    throw new InvalidValueError('bos_id outside the vocabulary', { field: 'bos_id', offset, expected: `< ${vocabSize}`, actual: bosId });
+  // -1 is "no BOS"; anything else must be a token.
+  if (bosId >= vocabSize || bosId < -1) {
+    throw new InvalidValueError('bos_id outside the vocabulary', { field: 'bos_id', offset, expected: `-1 (none) or 0..${vocabSize - 1}`, actual: bosId });
   }
   for (const id of eosIds) {
     if (id < 0 || id >= vocabSize) {

@@ -4,16 +4,12 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   ArchType,
-  convertHfTokenizer,
   DTYPES,
   FloatType,
   FormatError,
   HeaderKey,
-  importHf,
-  importHfModel,
   InvalidValueError,
   MissingTensorError,
-  parseSafetensorsHeader,
   parseTokenizer,
   readModelFile,
   RopeType,
@@ -22,6 +18,8 @@ import {
   type ModelLayout,
   type TensorInfo,
 } from '../src/index.js';
+import { convertHfTokenizer, importHf, importHfModel } from '../src/convert.js';
+import { parseSafetensorsHeader } from '../src/safetensors.js';
 import { safetensorsBytes, tinyHfCheckpoint, writeHfDir, type TinyHfCheckpoint } from '../src/testing/index.js';
 import { tempDir } from './helpers.js';
 

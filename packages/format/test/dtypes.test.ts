@@ -2,7 +2,6 @@ import { describe, expect, it } from 'vitest';
 import {
   byteSize,
   DTYPES,
-  dtypeInfo,
   f16ToF32,
   f32ToF16,
   FloatType,
@@ -11,9 +10,9 @@ import {
   Q_BLOCK,
   quantizeQ40,
   quantizeQ80,
-  roundHalfEven,
   SizeOverflowError,
 } from '../src/index.js';
+import { dtypeInfo, roundHalfEven } from '../src/dtypes.js';
 import { Rng } from '../src/testing/index.js';
 import { expectFormatError } from './helpers.js';
 

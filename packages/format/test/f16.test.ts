@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { f16ToF32, f32ToF16, roundToF16 } from '../src/index.js';
+import { f16ToF32, f32ToF16 } from '../src/index.js';
+import { roundToF16 } from '../src/f16.js';
 
 // Independent decoder: build the binary32 bit pattern of a normal binary16 value directly.
 const u32 = new Uint32Array(1);

@@ -2,7 +2,6 @@ import { describe, expect, it } from 'vitest';
 import {
   ArchType,
   buildModelLayout,
-  CONVERT_LLAMA_KEY_ORDER,
   dequantizeQ40,
   DTYPES,
   f16ToF32,
@@ -15,6 +14,7 @@ import {
   readModelFile,
   RopeType,
 } from '../src/index.js';
+import { CONVERT_LLAMA_KEY_ORDER } from '../src/header.js';
 import { F32_FIXTURE, Q40_FIXTURE, readBytes } from './helpers.js';
 
 describe('official fixtures', () => {

@@ -3,13 +3,12 @@ import { describe, expect, it } from 'vitest';
 import {
   buildModelLayout,
   checkFileSize,
-  convertLlama2cTokenizer,
   FormatError,
   MAX_MODEL_HEADER_BYTES,
-  parseLlama2cHeader,
   parseModelHeader,
   parseTokenizer,
 } from '../src/index.js';
+import { convertLlama2cTokenizer, parseLlama2cHeader } from '../src/convert.js';
 import { rawModelHeader } from '../src/testing/index.js';
 import { F32_FIXTURE, Q40_FIXTURE, readBytes, STORIES_BIN, TOK512_BIN, TOKENIZER_FIXTURE } from './helpers.js';
 

@@ -5,25 +5,12 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   ArchType,
-  convertHfTokenizer,
   DTYPES,
-  encodeGgufHeader,
-  exportGguf,
   FloatType,
   FormatError,
-  GgmlType,
-  GgufFile,
-  ggufTokenizerMetadata,
-  ggufTokenizerToData,
   HeaderKey,
-  importGguf,
-  importGgufModel,
-  importHfModel,
-  importLlama2c,
   InvalidValueError,
-  llama3RopeFactors,
   MissingTensorError,
-  parseGgufHeader,
   parseTokenizer,
   readModelFile,
   RopeType,
@@ -32,6 +19,11 @@ import {
   UnsupportedModelError,
   writeTokenizer,
 } from '../src/index.js';
+import { convertHfTokenizer, exportGguf, importGguf, importGgufModel, importHfModel, importLlama2c } from '../src/convert.js';
+import { encodeGgufHeader, GgmlType, GgufFile, parseGgufHeader } from '../src/gguf.js';
+import { ggufTokenizerMetadata } from '../src/export-gguf.js';
+import { ggufTokenizerToData } from '../src/import-gguf.js';
+import { llama3RopeFactors } from '../src/gguf-arch.js';
 import {
   GT,
   ggufBytes,

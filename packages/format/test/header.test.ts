@@ -6,9 +6,7 @@ import {
   FloatType,
   FormatError,
   HeaderKey,
-  headerValues,
   InvalidValueError,
-  MODEL_MAGIC,
   OldFormatError,
   parseModelHeader,
   TruncatedError,
@@ -16,6 +14,7 @@ import {
   writeModelHeader,
   type HeaderValues,
 } from '../src/index.js';
+import { headerValues, MODEL_MAGIC } from '../src/header.js';
 import { rawModelHeader } from '../src/testing/index.js';
 import { expectFormatError, Q40_FIXTURE, readBytes, TOK512_BIN } from './helpers.js';
 

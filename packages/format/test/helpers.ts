@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'vitest';
-import { FormatError } from '../src/index.js';
+import { AirllmError } from '../src/index.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 /** ../shared next to the repository root (CI has it at the same place). */
@@ -26,8 +26,8 @@ export function tempDir(): { dir: string; cleanup: () => void } {
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-/** Run fn, expect a FormatError of the given class, and return it for field/offset checks. */
-export function expectFormatError<T extends FormatError>(fn: () => unknown, cls: new (...a: never[]) => T): T {
+/** Run fn, expect an AirllmError of the given class, and return it for field/offset checks. */
+export function expectFormatError<T extends AirllmError>(fn: () => unknown, cls: new (...a: never[]) => T): T {
   let caught: unknown;
   try {
     fn();
@@ -38,7 +38,7 @@ export function expectFormatError<T extends FormatError>(fn: () => unknown, cls:
   return caught as T;
 }
 
-export async function expectFormatRejection<T extends FormatError>(p: Promise<unknown>, cls: new (...a: never[]) => T): Promise<T> {
+export async function expectFormatRejection<T extends AirllmError>(p: Promise<unknown>, cls: new (...a: never[]) => T): Promise<T> {
   let caught: unknown;
   try {
     await p;

@@ -3,24 +3,20 @@ import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
   BadMagicError,
-  convertLlama2cTokenizer,
   DTYPES,
   f16ToF32,
   FileAccessError,
   FileSizeMismatchError,
   FloatType,
   FormatError,
-  importLlama2c,
-  importLlama2cModel,
   InvalidValueError,
-  LLAMA2_CHAT_TEMPLATE,
   parseTokenizer,
-  readLlama2cCheckpoint,
   readModelFile,
   TruncatedError,
   type ModelLayout,
   type TensorInfo,
 } from '../src/index.js';
+import { convertLlama2cTokenizer, importLlama2c, importLlama2cModel, LLAMA2_CHAT_TEMPLATE, readLlama2cCheckpoint } from '../src/convert.js';
 import { concatBytes, readLegacyLlama2c, writeVersionedLlama2c } from '../src/testing/index.js';
 import { expectFormatError, expectFormatRejection, F32_FIXTURE, Q40_FIXTURE, readBytes, STORIES_BIN, tempDir, TOK512_BIN, TOKENIZER_FIXTURE } from './helpers.js';
 

@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { ArchType, DTYPES, f16ToF32, FloatType, generateSyntheticModel, HeaderKey, readModelFile, type HeaderValues, type TensorInfo } from '../src/index.js';
+import { ArchType, DTYPES, f16ToF32, FloatType, HeaderKey, readModelFile, type HeaderValues, type TensorInfo } from '../src/index.js';
+import { generateSyntheticModel } from '../src/convert.js';
 import { TINY_LLAMA31, TINY_QWEN3, TINY_QWEN3_MOE, withDtype, writeTinyModel } from '../src/testing/index.js';
 import { tempDir } from './helpers.js';
 

@@ -1,16 +1,22 @@
+import { closeSync, mkdtempSync, openSync, rmSync, ftruncateSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   BadMagicError,
+  FileAccessError,
   FormatError,
   InvalidValueError,
   OldFormatError,
   parseTokenizer,
-  TokenizerKey,
+  readTokenizerFile,
+  TOKENIZER_MAX_FILE_BYTES,
   TruncatedError,
   UnknownKeyError,
   writeTokenizer,
 } from '../src/index.js';
+import { TokenizerKey } from '../src/tokenizer-file.js';
 import { concatBytes, legacyTokenizerBytes } from '../src/testing/index.js';
 import { expectFormatError, readBytes, TOKENIZER_FIXTURE } from './helpers.js';
 
@@ -208,5 +214,47 @@ describe('.t tokenizer files', () => {
       const big = Array.from({ length: 200_000 }, (_, i) => enc.encode(String(i)));
       expect(parseTokenizer(writeTokenizer({ ...base, vocab: big, scores: new Float32Array(big.length) })).maxTokenLength).toBe(6);
     });
+  });
+});
+
+describe('readTokenizerFile', () => {
+  it('reads the fixture as parseTokenizer does', () => {
+    expect(readTokenizerFile(TOKENIZER_FIXTURE)).toEqual(parseTokenizer(fixture));
+  });
+
+  it('refuses a device, a directory and an oversized file before reading, naming the path', () => {
+    // /dev/zero never ends: reading it whole allocated without bound (issue #24 D2).
+    const zero = expectFormatError(() => readTokenizerFile('/dev/zero'), FileAccessError);
+    expect(zero.message).toBe('/dev/zero: not a regular file (a device, pipe or socket), not a tokenizer file');
+    const dir = mkdtempSync(join(tmpdir(), 'airllm-tok-'));
+    try {
+      expect(expectFormatError(() => readTokenizerFile(dir), FileAccessError).message).toBe(`${dir}: is a directory, not a tokenizer file`);
+      // Sparse: takes no disk space.
+      const big = join(dir, 'big.t');
+      const fd = openSync(big, 'w');
+      ftruncateSync(fd, TOKENIZER_MAX_FILE_BYTES + 1);
+      closeSync(fd);
+      const e = expectFormatError(() => readTokenizerFile(big), InvalidValueError);
+      expect(e.path).toBe(big);
+      expect(e.message).toMatch(/file is larger than a tokenizer can be/);
+      expect(expectFormatError(() => readTokenizerFile(join(dir, 'none.t')), FileAccessError).message).toBe(`${join(dir, 'none.t')}: cannot open the tokenizer: no such file`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a malformed file: the parse error names the file', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'airllm-tok-'));
+    try {
+      const bad = join(dir, 'bad.t');
+      writeFileSync(bad, 'garbage!');
+      const e = expectFormatError(() => readTokenizerFile(bad), BadMagicError);
+      expect(e.path).toBe(bad);
+      expect(e.message).toMatch(new RegExp(`^${bad}, field magic, byte offset 0: not a Distributed-Llama tokenizer file`));
+      writeFileSync(bad, fixture.subarray(0, fixture.length - 3));
+      expect(expectFormatError(() => readTokenizerFile(bad), TruncatedError).message).toMatch(new RegExp(`^${bad}, field vocab`));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

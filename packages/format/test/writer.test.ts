@@ -1,19 +1,20 @@
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { CONVERT_LLAMA_KEY_ORDER, headerValues } from '../src/header.js';
 import {
-  CONVERT_LLAMA_KEY_ORDER,
   DTYPES,
   FileAccessError,
   FloatType,
   FormatError,
-  headerValues,
   InvalidValueError,
-  ModelFileWriter,
   readModelFile,
   TensorMismatchError,
   type ModelLayout,
 } from '../src/index.js';
+import { ModelFileWriter, removePartialFilesSync } from '../src/convert.js';
 import { TINY_QWEN3_MOE, withDtype } from '../src/testing/index.js';
 import { expectFormatRejection, F32_FIXTURE, Q40_FIXTURE, readBytes, tempDir } from './helpers.js';
 
@@ -146,7 +147,7 @@ describe('ModelFileWriter', () => {
     expect(readdirSync(dir)).toEqual([]);
   });
 
-  it('never overwrites an existing file unless asked; refuses a stale partial file', async () => {
+  it('never overwrites an existing file unless asked', async () => {
     const path = join(dir, 'precious.m');
     writeFileSync(path, 'keep me');
     const e = await expectFormatRejection(ModelFileWriter.open(path, TINY_QWEN3_MOE), FileAccessError);
@@ -168,11 +169,61 @@ describe('ModelFileWriter', () => {
     await w3.close();
     expect(readModelFile(path).layout.fileSize).toBe(w3.layout.fileSize);
 
-    // A leftover partial file blocks a new write unless overwrite is given.
-    const p4 = join(dir, 'stale.m');
-    writeFileSync(p4 + '.partial', 'half');
+  });
+
+  it('a partial file whose writer is gone (killed) is replaced; one whose writer runs is refused, naming it', async () => {
+    const model = async (path: string): Promise<void> => {
+      const w = await ModelFileWriter.open(path, TINY_QWEN3_MOE);
+      for (const t of w.layout.tensors) await w.writeTensor(new Uint8Array(t.byteLength));
+      await w.close();
+    };
+    // Left by a crash before the lock existed, or with its lock removed: nobody owns it.
+    const p1 = join(dir, 'orphan.m');
+    writeFileSync(p1 + '.partial', 'half');
+    await model(p1);
+    expect(readModelFile(p1).layout.fileSize).toBeGreaterThan(4);
+    expect(readdirSync(dir).filter((f) => f.startsWith('orphan'))).toEqual(['orphan.m']);
+
+    // Left by a process that was killed: its lock names a pid that no longer runs.
+    const dead = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+    const p2 = join(dir, 'killed.m');
+    writeFileSync(p2 + '.partial', 'half');
+    writeFileSync(p2 + '.partial.lock', JSON.stringify({ pid: Number(dead.stdout), host: hostname(), id: 'x' }));
+    await model(p2);
+    expect(readdirSync(dir).filter((f) => f.startsWith('killed'))).toEqual(['killed.m']);
+
+    // A running writer (another process here) keeps its partial file, with or without overwrite.
+    const live = spawn('sleep', ['30']);
+    try {
+      const p3 = join(dir, 'busy.m');
+      writeFileSync(p3 + '.partial', 'half');
+      writeFileSync(p3 + '.partial.lock', JSON.stringify({ pid: live.pid, host: hostname(), id: 'y' }));
+      for (const overwrite of [false, true]) {
+        const e = await expectFormatRejection(ModelFileWriter.open(p3, TINY_QWEN3_MOE, { overwrite }), FileAccessError);
+        expect(e.message).toBe(`${p3}.partial: process ${live.pid} is writing this file (remove ${p3}.partial.lock if it is not running)`);
+      }
+      expect(readFileSync(p3 + '.partial', 'utf8')).toBe('half');
+    } finally {
+      live.kill('SIGKILL');
+    }
+
+    // Two writers of one file in this process: the second is refused while the first writes.
+    const p4 = join(dir, 'twice.m');
+    const first = await ModelFileWriter.open(p4, TINY_QWEN3_MOE);
     await expectFormatRejection(ModelFileWriter.open(p4, TINY_QWEN3_MOE), FileAccessError);
-    expect(readFileSync(p4 + '.partial', 'utf8')).toBe('half');
+    await first.abort();
+    expect(readdirSync(dir).filter((f) => f.startsWith('twice'))).toEqual([]);
+    await model(p4);
+  });
+
+  it('removePartialFilesSync removes the partial files and locks of the writers still open (for a signal handler)', async () => {
+    const a = await ModelFileWriter.open(join(dir, 'a.m'), TINY_QWEN3_MOE);
+    const b = await ModelFileWriter.open(join(dir, 'b.m'), TINY_QWEN3_MOE);
+    await b.abort();
+    expect(readdirSync(dir).sort()).toEqual(['a.m.partial', 'a.m.partial.lock']);
+    expect(removePartialFilesSync()).toEqual([join(dir, 'a.m.partial')]);
+    expect(readdirSync(dir)).toEqual([]);
+    await a.abort();
   });
 
   it('rejects invalid headers before creating any file, and missing directories as FileAccessError', async () => {

@@ -4,7 +4,7 @@
  * except the read-only path tables.
  *
  * Each op validates its arguments in O(1) (types, ranges, that every array is long enough for
- * the requested rows) and throws a TypeError/RangeError with code ERR_AIRLLM_KERNEL_ARG instead
+ * the requested rows) and throws a TypeError/RangeError with code AIRLLM_KERNELS_ARG instead
  * of touching memory it was not given. Typed arrays are used in place through
  * napi_get_typedarray_info (ArrayBuffer or SharedArrayBuffer); no op copies or allocates, apart
  * from growing the per-thread scratch the first time a larger size is seen.
@@ -18,7 +18,7 @@
 
 #include "kernels.h"
 
-#define ARG_CODE "ERR_AIRLLM_KERNEL_ARG"
+#define ARG_CODE "AIRLLM_KERNELS_ARG"
 #define MAX_ARGS 12
 
 typedef struct {
@@ -131,7 +131,7 @@ static void check_scratch(napi_env env, kscratch *s, const char *op) {
     s->failed = 0;
     char m[96];
     snprintf(m, sizeof m, "%s: could not allocate per-thread scratch", op);
-    napi_throw_error(env, "ERR_AIRLLM_KERNEL_NOMEM", m);
+    napi_throw_error(env, "AIRLLM_KERNELS_NOMEM", m);
   }
 }
 
@@ -448,6 +448,258 @@ static napi_value js_vexp(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/* ---- dllama's numerics (dllama.c) ---- */
+
+/* rmsnormDllama(out, x, weight, n, eps, r0, r1); rmsnormQ80(out, outq, x, weight, n, eps, r0, r1) */
+static napi_value do_rmsnorm_dl(napi_env env, napi_callback_info info, int q80) {
+  const char *op = q80 ? "rmsnormQ80" : "rmsnormDllama";
+  napi_value a[MAX_ARGS];
+  const kpath *p;
+  if (!get_args(env, info, q80 ? 8 : 7, a, &p, op)) return NULL;
+  napi_value *r = a + (q80 ? 1 : 0);
+  ctx_t c = {env, 1};
+  size_t oLen, qLen = 0, xLen, wLen;
+  float *out = typed(&c, op, a[0], napi_float32_array, "out", &oLen);
+  uint8_t *outq = q80 ? typed(&c, op, a[1], napi_uint8_array, "outq", &qLen) : NULL;
+  float *x = typed(&c, op, r[1], napi_float32_array, "x", &xLen);
+  float *w = typed(&c, op, r[2], napi_float32_array, "weight", &wLen);
+  int64_t n = integer(&c, op, r[3], "n", 1, INT_LIMIT);
+  double eps = number(&c, op, r[4], "eps");
+  int64_t r0 = integer(&c, op, r[5], "r0", 0, INT_LIMIT);
+  int64_t r1 = integer(&c, op, r[6], "r1", 0, INT_LIMIT);
+  if (c.ok && r0 > r1) fail_range(&c, op, "need r0 <= r1");
+  if (c.ok && q80 && n % QK != 0) fail_range(&c, op, "n must be a multiple of 32");
+  need(&c, op, "weight", wLen, (uint64_t)n);
+  need(&c, op, "x", xLen, (uint64_t)r1 * (uint64_t)n);
+  need(&c, op, "out", oLen, (uint64_t)r1 * (uint64_t)n);
+  if (q80) need(&c, op, "outq", qLen, (uint64_t)r1 * (uint64_t)(n / QK) * Q80_BYTES);
+  if (!c.ok) return NULL;
+  k_dl_rmsnorm(k_dl_ops(p), out, x, w, (int)n, (float)eps, (int)r0, (int)r1);
+  if (q80 && r1 > r0)
+    p->quantize_q80(outq + (size_t)r0 * (size_t)(n / QK) * Q80_BYTES, out + (size_t)r0 * n,
+                    (size_t)(r1 - r0) * (size_t)(n / QK));
+  return NULL;
+}
+static napi_value js_rmsnorm_dl(napi_env env, napi_callback_info info) { return do_rmsnorm_dl(env, info, 0); }
+static napi_value js_rmsnorm_q80(napi_env env, napi_callback_info info) { return do_rmsnorm_dl(env, info, 1); }
+
+/* softmaxDllama(x, n, r0, r1) */
+static napi_value js_softmax_dl(napi_env env, napi_callback_info info) {
+  const char *op = "softmaxDllama";
+  napi_value a[MAX_ARGS];
+  const kpath *p;
+  if (!get_args(env, info, 4, a, &p, op)) return NULL;
+  ctx_t c = {env, 1};
+  size_t xLen;
+  float *x = typed(&c, op, a[0], napi_float32_array, "x", &xLen);
+  int64_t n, r0, r1;
+  if (!rows(&c, op, a + 1, &n, &r0, &r1, 0)) return NULL;
+  need(&c, op, "x", xLen, (uint64_t)r1 * (uint64_t)n);
+  if (!c.ok || n == 0) return NULL;
+  const kdl_ops *d = k_dl_ops(p);
+  for (int64_t r = r0; r < r1; r++) d->softmax(x + (size_t)r * n, (int)n);
+  return NULL;
+}
+
+/* attentionDllama: the arguments of attention */
+static napi_value js_attention_dl(napi_env env, napi_callback_info info) {
+  const char *op = "attentionDllama";
+  napi_value a[MAX_ARGS];
+  const kpath *p;
+  if (!get_args(env, info, 12, a, &p, op)) return NULL;
+  ctx_t c = {env, 1};
+  size_t oLen, qLen, kLen, vLen, attLen;
+  float *out = typed(&c, op, a[0], napi_float32_array, "out", &oLen);
+  float *q = typed(&c, op, a[1], napi_float32_array, "q", &qLen);
+  float *kc = typed(&c, op, a[2], napi_float32_array, "kCache", &kLen);
+  float *vc = typed(&c, op, a[3], napi_float32_array, "vCache", &vLen);
+  float *att = typed(&c, op, a[4], napi_float32_array, "att", &attLen);
+  int64_t nHeads = integer(&c, op, a[5], "nHeads", 1, INT_LIMIT);
+  int64_t nKv = integer(&c, op, a[6], "nKvHeads", 1, INT_LIMIT);
+  int64_t hd = integer(&c, op, a[7], "headDim", 1, 1 << 16);
+  int64_t pos0 = integer(&c, op, a[8], "pos0", 0, INT_LIMIT);
+  int64_t batch = integer(&c, op, a[9], "batch", 0, INT_LIMIT);
+  int64_t h0 = integer(&c, op, a[10], "h0", 0, INT_LIMIT);
+  int64_t h1 = integer(&c, op, a[11], "h1", 0, INT_LIMIT);
+  if (!c.ok) return NULL;
+  if (nHeads % nKv != 0) fail_range(&c, op, "nHeads must be a multiple of nKvHeads");
+  if (h0 > h1 || h1 > nHeads) fail_range(&c, op, "need 0 <= h0 <= h1 <= nHeads");
+  if (pos0 + batch > INT_LIMIT) fail_range(&c, op, "pos0 + batch too large");
+  if (!c.ok || batch == 0 || h0 == h1) return NULL;
+  uint64_t qDim = (uint64_t)nHeads * hd, kvDim = (uint64_t)nKv * hd;
+  need(&c, op, "q", qLen, (uint64_t)batch * qDim);
+  need(&c, op, "out", oLen, (uint64_t)batch * qDim);
+  need(&c, op, "kCache", kLen, (uint64_t)(pos0 + batch) * kvDim);
+  need(&c, op, "vCache", vLen, (uint64_t)(pos0 + batch) * kvDim);
+  need(&c, op, "att", attLen, (uint64_t)(pos0 + batch));
+  if (!c.ok) return NULL;
+  k_dl_attention(k_dl_ops(p), out, q, kc, vc, att, (int)nHeads, (int)nKv, (int)hd, (int)pos0, (int)batch, (int)h0,
+                 (int)h1);
+  return NULL;
+}
+
+/* swigluDllama(out, gate, up, i0, i1); swigluQ80(out, outq, gate, up, i0, i1) */
+static napi_value do_swiglu_dl(napi_env env, napi_callback_info info, int q80) {
+  const char *op = q80 ? "swigluQ80" : "swigluDllama";
+  napi_value a[MAX_ARGS];
+  const kpath *p;
+  if (!get_args(env, info, q80 ? 6 : 5, a, &p, op)) return NULL;
+  napi_value *r = a + (q80 ? 1 : 0);
+  ctx_t c = {env, 1};
+  size_t oLen, qLen = 0, gLen, uLen;
+  float *out = typed(&c, op, a[0], napi_float32_array, "out", &oLen);
+  uint8_t *outq = q80 ? typed(&c, op, a[1], napi_uint8_array, "outq", &qLen) : NULL;
+  float *g = typed(&c, op, r[1], napi_float32_array, "gate", &gLen);
+  float *u = typed(&c, op, r[2], napi_float32_array, "up", &uLen);
+  int64_t i0, i1;
+  if (!elems(&c, op, r[3], r[4], &i0, &i1)) return NULL;
+  if (q80 && (i0 % QK != 0 || i1 % QK != 0)) fail_range(&c, op, "i0 and i1 must be multiples of 32");
+  need(&c, op, "out", oLen, (uint64_t)i1);
+  need(&c, op, "gate", gLen, (uint64_t)i1);
+  need(&c, op, "up", uLen, (uint64_t)i1);
+  if (q80) need(&c, op, "outq", qLen, (uint64_t)(i1 / QK) * Q80_BYTES);
+  if (!c.ok) return NULL;
+  k_dl_ops(p)->silu_mul(out + i0, g + i0, u + i0, (size_t)(i1 - i0));
+  if (q80 && i1 > i0) p->quantize_q80(outq + (size_t)(i0 / QK) * Q80_BYTES, out + i0, (size_t)((i1 - i0) / QK));
+  return NULL;
+}
+static napi_value js_swiglu_dl(napi_env env, napi_callback_info info) { return do_swiglu_dl(env, info, 0); }
+static napi_value js_swiglu_q80(napi_env env, napi_callback_info info) { return do_swiglu_dl(env, info, 1); }
+
+/* ropeDllama: the arguments of rope */
+static napi_value js_rope_dl(napi_env env, napi_callback_info info) {
+  const char *op = "ropeDllama";
+  napi_value a[MAX_ARGS];
+  const kpath *p;
+  if (!get_args(env, info, 9, a, &p, op)) return NULL;
+  (void)p;
+  ctx_t c = {env, 1};
+  size_t xLen, fLen;
+  float *x = typed(&c, op, a[0], napi_float32_array, "x", &xLen);
+  int64_t nHeads = integer(&c, op, a[1], "nHeads", 0, INT_LIMIT);
+  int64_t headDim = integer(&c, op, a[2], "headDim", 2, 1 << 16);
+  int64_t pos0 = integer(&c, op, a[3], "pos0", 0, 1 << 24);
+  int64_t batch = integer(&c, op, a[4], "batch", 0, INT_LIMIT);
+  float *freqs = typed(&c, op, a[5], napi_float32_array, "freqs", &fLen);
+  bool halfSplit = false;
+  if (c.ok && napi_get_value_bool(env, a[6], &halfSplit) != napi_ok) fail_type(&c, op, "halfSplit must be a boolean");
+  int64_t h0 = integer(&c, op, a[7], "h0", 0, INT_LIMIT);
+  int64_t h1 = integer(&c, op, a[8], "h1", 0, INT_LIMIT);
+  if (!c.ok) return NULL;
+  if (headDim % 2 != 0) fail_range(&c, op, "headDim must be even");
+  if (h0 > h1 || h1 > nHeads) fail_range(&c, op, "need 0 <= h0 <= h1 <= nHeads");
+  if (pos0 + batch > (1 << 24)) fail_range(&c, op, "positions must stay below 2^24 (exact in float32)");
+  need(&c, op, "freqs", fLen, (uint64_t)headDim / 2);
+  need(&c, op, "x", xLen, (uint64_t)batch * (uint64_t)nHeads * (uint64_t)headDim);
+  if (!c.ok) return NULL;
+  k_dl_rope(x, (int)nHeads, (int)headDim, (int)pos0, (int)batch, freqs, halfSplit, (int)h0, (int)h1);
+  return NULL;
+}
+
+/* moeRouteDllama: the arguments of moeRoute */
+static napi_value js_moe_route_dl(napi_env env, napi_callback_info info) {
+  const char *op = "moeRouteDllama";
+  napi_value a[MAX_ARGS];
+  const kpath *p;
+  if (!get_args(env, info, 7, a, &p, op)) return NULL;
+  ctx_t c = {env, 1};
+  size_t eLen, wLen, lLen;
+  int32_t *experts = typed(&c, op, a[0], napi_int32_array, "experts", &eLen);
+  float *weights = typed(&c, op, a[1], napi_float32_array, "weights", &wLen);
+  float *logits = typed(&c, op, a[2], napi_float32_array, "logits", &lLen);
+  int64_t nE = integer(&c, op, a[3], "nExperts", 1, 1 << 20);
+  int64_t k = integer(&c, op, a[4], "k", 1, 1 << 20);
+  int64_t r0 = integer(&c, op, a[5], "r0", 0, INT_LIMIT);
+  int64_t r1 = integer(&c, op, a[6], "r1", 0, INT_LIMIT);
+  if (!c.ok) return NULL;
+  if (k > nE) fail_range(&c, op, "need k <= nExperts");
+  if (r0 > r1) fail_range(&c, op, "need r0 <= r1");
+  need(&c, op, "logits", lLen, (uint64_t)r1 * (uint64_t)nE);
+  need(&c, op, "experts", eLen, (uint64_t)r1 * (uint64_t)k);
+  need(&c, op, "weights", wLen, (uint64_t)r1 * (uint64_t)k);
+  if (!c.ok) return NULL;
+  k_dl_moe_route(k_dl_ops(p), experts, weights, logits, (int)nE, (int)k, (int)r0, (int)r1);
+  return NULL;
+}
+
+/* matmulF32Dllama(out, x, w, nIn, nOut, batch, r0, r1) */
+static napi_value js_matmul_f32_dl(napi_env env, napi_callback_info info) {
+  const char *op = "matmulF32Dllama";
+  napi_value a[MAX_ARGS];
+  const kpath *p;
+  if (!get_args(env, info, 8, a, &p, op)) return NULL;
+  ctx_t c = {env, 1};
+  size_t outLen, xLen, wLen;
+  float *out = typed(&c, op, a[0], napi_float32_array, "out", &outLen);
+  float *x = typed(&c, op, a[1], napi_float32_array, "x", &xLen);
+  uint8_t *w = typed(&c, op, a[2], napi_uint8_array, "w", &wLen);
+  int64_t nIn = integer(&c, op, a[3], "nIn", 1, INT_LIMIT);
+  int64_t nOut = integer(&c, op, a[4], "nOut", 0, INT_LIMIT);
+  int64_t batch = integer(&c, op, a[5], "batch", 0, INT_LIMIT);
+  int64_t r0 = integer(&c, op, a[6], "r0", 0, INT_LIMIT);
+  int64_t r1 = integer(&c, op, a[7], "r1", 0, INT_LIMIT);
+  if (!c.ok) return NULL;
+  if (r0 > r1 || r1 > nOut) fail_range(&c, op, "need 0 <= r0 <= r1 <= nOut");
+  if (!c.ok || batch == 0 || r0 == r1) return NULL;
+  need(&c, op, "x", xLen, (uint64_t)batch * (uint64_t)nIn);
+  need(&c, op, "out", outLen, (uint64_t)(batch - 1) * (uint64_t)nOut + (uint64_t)r1);
+  need(&c, op, "w", wLen, (uint64_t)r1 * (uint64_t)nIn * 4);
+  if (!c.ok) return NULL;
+  kscratch *s = scratch_of(env);
+  k_dl_matmul_f32(k_dl_ops(p), out, x, w, (int)nIn, (int)nOut, (int)batch, (int)r0, (int)r1, s);
+  check_scratch(env, s, op);
+  return NULL;
+}
+
+/* residualQ80(x, o, i0, i1) */
+static napi_value js_residual_q80(napi_env env, napi_callback_info info) {
+  const char *op = "residualQ80";
+  napi_value a[MAX_ARGS];
+  const kpath *p;
+  if (!get_args(env, info, 4, a, &p, op)) return NULL;
+  ctx_t c = {env, 1};
+  size_t xLen, oLen;
+  float *x = typed(&c, op, a[0], napi_float32_array, "x", &xLen);
+  float *o = typed(&c, op, a[1], napi_float32_array, "o", &oLen);
+  int64_t i0, i1;
+  if (!elems(&c, op, a[2], a[3], &i0, &i1)) return NULL;
+  if (i0 % QK != 0 || i1 % QK != 0) fail_range(&c, op, "i0 and i1 must be multiples of 32");
+  need(&c, op, "x", xLen, (uint64_t)i1);
+  need(&c, op, "o", oLen, (uint64_t)i1);
+  if (!c.ok) return NULL;
+  k_dl_residual_q80(p, k_dl_ops(p), x + i0, o + i0, (size_t)((i1 - i0) / QK));
+  return NULL;
+}
+
+/* mathf(kind, out, x, libm): test hook, expf (0), sinf (1) or cosf (2) of each x, from the C
+ * library when libm is true, else from dllama.c's versions of glibc's algorithms. */
+static napi_value js_mathf(napi_env env, napi_callback_info info) {
+  const char *op = "mathf";
+  size_t argc = 4;
+  napi_value a[4];
+  napi_get_cb_info(env, info, &argc, a, NULL, NULL);
+  ctx_t c = {env, 1};
+  if (argc < 4) {
+    fail_type(&c, op, "expected 4 arguments");
+    return NULL;
+  }
+  int kind = (int)integer(&c, op, a[0], "kind", 0, 2);
+  size_t oLen, xLen;
+  float *out = typed(&c, op, a[1], napi_float32_array, "out", &oLen);
+  float *x = typed(&c, op, a[2], napi_float32_array, "x", &xLen);
+  bool libm = false;
+  if (c.ok && napi_get_value_bool(env, a[3], &libm) != napi_ok) fail_type(&c, op, "libm must be a boolean");
+  need(&c, op, "out", oLen, xLen);
+  if (!c.ok) return NULL;
+  for (size_t i = 0; i < xLen; i++) {
+    float v = x[i];
+    if (kind == 0) out[i] = libm ? expf(v) : k_dl_expf(v);
+    else if (kind == 1) out[i] = libm ? sinf(v) : k_dl_sinf(v);
+    else out[i] = libm ? cosf(v) : k_dl_cosf(v);
+  }
+  return NULL;
+}
+
 /* ---- CPU detection and path tables ---- */
 
 #define MAX_PATHS 6
@@ -486,6 +738,10 @@ static const opdef OPS[] = {
     {"attention", js_attention}, {"softmax", js_softmax},     {"swiglu", js_swiglu},
     {"addScaled", js_add_scaled}, {"argmax", js_argmax},      {"moeRoute", js_moe_route},
     {"vexp", js_vexp},
+    {"rmsnormDllama", js_rmsnorm_dl}, {"softmaxDllama", js_softmax_dl}, {"attentionDllama", js_attention_dl},
+    {"swigluDllama", js_swiglu_dl},   {"ropeDllama", js_rope_dl},       {"moeRouteDllama", js_moe_route_dl},
+    {"matmulF32Dllama", js_matmul_f32_dl}, {"residualQ80", js_residual_q80}, {"rmsnormQ80", js_rmsnorm_q80},
+    {"swigluQ80", js_swiglu_q80},
 };
 
 static napi_value str(napi_env env, const char *s) {
@@ -531,7 +787,7 @@ static napi_value js_create(napi_env env, napi_callback_info info) {
   if (p == NULL) {
     char m[128];
     snprintf(m, sizeof m, "create: kernel path '%s' is not available on this CPU", name);
-    napi_throw_error(env, "ERR_AIRLLM_KERNEL_PATH", m);
+    napi_throw_error(env, "AIRLLM_KERNELS_PATH", m);
     return NULL;
   }
   napi_value obj;
@@ -616,5 +872,7 @@ NAPI_MODULE_INIT() {
   napi_set_named_property(env, exports, "create", fn);
   napi_create_function(env, "readSum", NAPI_AUTO_LENGTH, js_readsum, NULL, &fn);
   napi_set_named_property(env, exports, "readSum", fn);
+  napi_create_function(env, "mathf", NAPI_AUTO_LENGTH, js_mathf, NULL, &fn);
+  napi_set_named_property(env, exports, "mathf", fn);
   return exports;
 }

@@ -25,16 +25,12 @@
  * (block k - 1, into slot (k - 1) & 1 of cbuf, 2 x 4 KiB) between its own products, a tile store
  * between two tdpbssd overlapping with them; after every second step the epilogue takes the two
  * blocks in the slots at once (amx_epi: one load and one store of each accumulator for two
- * FMAs). Measured on the Emerald Rapids VM: vector work that loads or stores does not overlap
- * with tile stores (a tile store and the float epilogue add up exactly), while register-only
- * vector work hides behind every tile instruction (native/check/amx_overlap.c). This order took a
- * batch of 32 of 11008x4096 from 6.6-7.8 to 5.8-6.5 ms against the 16-row order with the accumulators in registers (0.82-0.97 of its time side by side; 0.67
- * when the other tenant shares the core); the two-block epilogue took 0.87-1.03 of the time of
- * one block per step (mostly 0.94-1.0). Measured slower: epilogue pieces between the products,
- * the epilogue a step behind or over four blocks (four cbuf slots: the L1 footprint counts), its
- * two halves on alternate steps (three slots), one position's accumulators in registers (spills),
- * a GFNI nibble unpack (no faster than vpermb here), bf16 tiles (exact, but twice the tile bytes:
- * 1.26-1.53x) and unpacking each block just ahead into an L1 ring (see the package README).
+ * FMAs). Why this shape: vector work that loads or stores does not overlap with tile stores (a
+ * tile store and the float epilogue add up), while register-only vector work hides behind every
+ * tile instruction (native/check/amx_overlap.c). So what costs is the number of vector memory
+ * operations per output, and this order (one tile load per C tile, accumulators in L1, two blocks
+ * per epilogue pass) has the fewest among the layouts measured; the others, and the figures, are
+ * in docs/benchmarks/2026-11-26-amx-batch.md.
  *
  * The next group is unpacked into a second buffer a little after each step, as one linear walk
  * over its rows (one stream for the hardware prefetcher, plus software prefetch), so the weights
@@ -69,9 +65,8 @@
 #define BF_TILE (PIECES * 256) /* int32 words of the B tiles of one block, F32 input: 3 x 16 rows x 16 */
 /* Most blocks per chunk of a row, F32 input (rows are cut into even chunks as equal as can be):
  * a chunk's B tiles (2 x 3 KiB per block for 32 batch rows) and A buffers (2 x 32 rows x 64 bytes
- * per block) stay in L2. Unchunked, 4096x11008 (344 blocks) took 21-36 ms against 11.3-11.6 for
- * 11008x4096; in chunks of at most 64 / 128 / 176 blocks 15.7-17.2 / 14.2-14.5 / 15.4-26.9 ms
- * (2048x5632: 3.9-8.0 ms unchunked, 3.2-6.8 in chunks of 88), side by side in the same runs. */
+ * per block) stay in L2; a longer row would read them from L3 for every group of weight rows.
+ * 128 measured fastest of 64, 128 and 176 (docs/benchmarks/2026-11-26-amx-batch.md). */
 #ifndef KCF
 #define KCF 128
 #endif
@@ -178,14 +173,10 @@ static inline size_t amx_dw_index(int r, int k) { return ((size_t)(k / UB) * 32 
  * below 2^-96 (whose lo piece or partial sums could be subnormal) or non-finite ones are left to
  * the caller's kernel (k_amx_mmf returns 0): the check costs one pass over x.
  *
- * Measured on the Emerald Rapids VM (11008x4096 from DRAM, 1 thread, side by side with the
- * avx512vnni kernels): batch 32 11.6-12.2 ms against 23.4-24.9 ms for the lanes kernel (2.0-2.1x),
- * batch 5-16 6.0-7.4 against 13.2-13.5 ms (batch 4: 6.5 against 8.4 ms for the rows kernel, but
- * slower end to end, see K_AMX_MIN_BATCH_F32). A tile load costs about as much as a tdp here and
- * they do not overlap (a micro-benchmark: 4 independent tdpbf16ps 14.8 ns each, 21.9 ns each with
- * one 16-row tile load per two), so the 8 tile loads and 12 tdpbf16ps per step (against 4 loads,
- * two of them 8 rows, and 4 tdpbssd for Q80 input) bound it: tile loads and products alone took
- * 9.5-10 ms of the 12. Three pieces are the fewest that carry float32's 24 bits exactly.
+ * What bounds it: a tile load costs about as much as a tdp and the two do not overlap, so the 8
+ * tile loads and 12 tdpbf16ps per step (against 4 loads, two of them 8 rows, and 4 tdpbssd for
+ * Q80 input) set its speed, about twice the avx512vnni lanes kernel's. Three pieces are the
+ * fewest that carry float32's 24 bits exactly (figures: docs/benchmarks/2026-11-26-amx-batch.md).
  */
 
 /*

@@ -2,14 +2,15 @@
  * AVX2 + FMA + F16C path. Every function carries the target attribute, so this file builds
  * into the same binary as the scalar path and only runs when CPU detection chose it.
  *
- * Matmul strategy (see README "Matmul kernels"):
+ * Matmul strategy (see README "Matmul kernels"), F32 input:
  * - batch <= 4 ("rows" kernels): SIMD lanes run along the input; each weight block is decoded
  *   once into registers and every batch row is multiplied against it.
  * - batch > 4 ("lanes" kernels): the activations are transposed once per call so SIMD lanes run
  *   along the batch (8 rows per register); each weight value is broadcast and feeds 8..32 batch
  *   rows at once. Either way a weight row is read from memory once per call.
- * Q80 input: unsigned x signed byte products (maddubs) on the nibble values 0..15 plus an exact
- * integer correction -8*sum(x) prepared with the activations, so block dots are exact integers.
+ * Q80 input ("weight lanes", dllama's order, below): SIMD lanes run along 8 output rows;
+ * unsigned x signed byte products (maddubs) on the nibble values 0..15 plus an exact integer
+ * correction -8*sum(x), so block dots are exact integers.
  */
 #include "kernels.h"
 
@@ -430,228 +431,207 @@ static TGT void mm_q80(float *o, const void *x, const uint8_t *w, int nIn, int n
 
 /* ---- Q80-input matmul ---- */
 
-/* f16 scales d of up to 8 consecutive blocks (stride bytes apart), as floats; lanes >= n are 0. */
-INL __m256 gather_d8(const uint8_t *blk0, int stride, int n) {
-  __m256i idx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(stride));
-  __m256i g = _mm256_mask_i32gather_epi32(_mm256_setzero_si256(), (const int *)(const void *)blk0, idx, tailmask8(n), 1);
-  g = _mm256_and_si256(g, _mm256_set1_epi32(0xffff));
-  g = _mm256_permute4x64_epi64(_mm256_packus_epi32(g, g), 0x08);
-  return _mm256_cvtph_ps(_mm256_castsi256_si128(g));
-}
-
-/* Nibbles of a Q40 block as 32 unsigned bytes 0..15 in element order (low nibbles, then high). */
-INL __m256i q40_nibbles(const uint8_t *blk) {
-  __m256i q = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(blk + 2)));
-  return _mm256_and_si256(_mm256_srlv_epi64(q, _mm256_setr_epi64x(0, 0, 4, 4)), _mm256_set1_epi8(0x0f));
-}
+/*
+ * dllama's exact arithmetic: each output is the chain acc = fma(float(block dot), dw * dx, acc)
+ * over its blocks in order, so SIMD lanes run along the output rows (see the AVX-512 "weight
+ * lanes" kernel in avx512_tmpl.h for the idea): per block, the 8 rows of a tile are transposed
+ * so that lane i holds row i (2 x 4 rows into the 128-bit halves of 4 registers, 8 unpacks),
+ * and every batch row meets them with vpmaddubsw (Q40 nibbles 0..15 x int8: 8 quads summed in
+ * int16 cannot overflow; the -8 * sum(x) correction seeds the int32 sum) or, for Q80 weights,
+ * with vpmaddwd on both sides sign-extended to int16 (exact, no saturation anywhere). The 8 scales
+ * come from one gather. Batches above WL_BT rows go through chunks of WL_KC blocks whose
+ * transposed weights are kept in a buffer for the other batch tiles; the accumulators pass from
+ * chunk to chunk through the output, so the bits are those of one pass.
+ */
+#define WL_BT 4
+#define WL_KC 64
 
 typedef struct {
-  int8_t *qs;
-  int32_t *corr;
-  float *dx;
-} rows_prep;
+  __m256i q[16]; /* Q40: quad t of each row (unsigned bytes); Q80: even / odd bytes of quad t as int16 */
+  __m256 dw;
+} wl_blk;
 
-static int prep_rows(kscratch *s, const uint8_t *xq, int nb, int nrows, int off, rows_prep *p) {
-  size_t qsB = k_align64((size_t)nrows * nb * QK), cB = k_align64((size_t)nrows * nb * 32);
-  size_t dB = k_align64((size_t)nrows * (nb + DX_PAD) * 4);
-  uint8_t *m = (uint8_t *)kscratch_get(s, qsB + cB + dB);
+typedef struct {
+  int32_t *corr; /* (batch, nb) -8 * sum of the block's activation bytes (Q40), else 0 */
+  float *dx;     /* (batch, nb) */
+  int32_t *xs16; /* Q80 weights: (batch, nb, 16) even / odd activation byte pairs as int16 */
+  wl_blk *buf;   /* WL_KC transposed blocks */
+} wl_prep;
+
+static inline int32_t ld32(const uint8_t *p) {
+  int32_t v;
+  memcpy(&v, p, 4);
+  return v;
+}
+
+static int wl_prepare(kscratch *s, int type, const uint8_t *xq, int nb, int batch, wl_prep *p) {
+  size_t n = (size_t)batch * nb;
+  size_t bufB = k_align64((size_t)WL_KC * sizeof(wl_blk));
+  size_t cB = k_align64(n * 4), xB = type == FT_Q80 ? k_align64(n * 64) : 0;
+  uint8_t *m = (uint8_t *)kscratch_get(s, bufB + 2 * cB + xB);
   if (m == NULL) return 0;
-  p->qs = (int8_t *)m;
-  p->corr = (int32_t *)(void *)(m + qsB);
-  p->dx = (float *)(void *)(m + qsB + cB);
-  k_prep_q80_rows(xq, nb, nrows, off, off, p->qs, p->corr, p->dx);
+  p->buf = (wl_blk *)(void *)m;
+  p->corr = (int32_t *)(void *)(m + bufB);
+  p->dx = (float *)(void *)(m + bufB + cB);
+  p->xs16 = (int32_t *)(void *)(m + bufB + 2 * cB);
+  for (size_t i = 0; i < n; i++) {
+    const uint8_t *blk = xq + i * Q80_BYTES;
+    int sum = 0;
+    for (int j = 0; j < QK; j++) sum += (int8_t)blk[2 + j];
+    p->corr[i] = type == FT_Q40 ? -8 * sum : 0;
+    p->dx[i] = k_f16_to_f32(k_rd16(blk));
+    if (type == FT_Q80)
+      for (int t = 0; t < 8; t++) {
+        const int8_t *q = (const int8_t *)blk + 2 + 4 * t;
+        p->xs16[i * 16 + 2 * t] = (int32_t)(((uint32_t)(uint16_t)q[2] << 16) | (uint16_t)q[0]);
+        p->xs16[i * 16 + 2 * t + 1] = (int32_t)(((uint32_t)(uint16_t)q[3] << 16) | (uint16_t)q[1]);
+      }
+  }
   return 1;
 }
 
-/* One Q40 block k of a row against B batch rows, into accumulator column u. */
-INL void q40_block_rows(int B, const rows_prep *p, const uint8_t *row, int nb, int b0, int k, const float (*sc)[8],
-                        int j, __m256 (*acc)[4], int u) {
-  const __m256i ones = _mm256_set1_epi16(1);
-  __m256i wq = q40_nibbles(row + (size_t)k * Q40_BYTES);
-  for (int b = 0; b < B; b++) {
-    size_t bk = (size_t)(b0 + b) * nb + k;
-    __m256i d = _mm256_madd_epi16(_mm256_maddubs_epi16(wq, _mm256_load_si256((const __m256i *)(p->qs + bk * QK))), ones);
-    d = _mm256_add_epi32(d, _mm256_load_si256((const __m256i *)(p->corr + bk * 8)));
-    acc[b][u] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_broadcast_ss(&sc[b][j]), acc[b][u]);
-  }
+/* 16 bytes at each of p[0..7] -> T[0..3], lane i of T[j] = dword j of p[i] */
+INL void t8x4(const uint8_t *const *p, __m256i *T) {
+  __m256i z[4];
+  for (int g = 0; g < 4; g++) /* z[g] = [row g | row 4 + g] */
+    z[g] = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)p[g])),
+                                   _mm_loadu_si128((const __m128i *)p[4 + g]), 1);
+  __m256i t0 = _mm256_unpacklo_epi32(z[0], z[1]), t1 = _mm256_unpackhi_epi32(z[0], z[1]);
+  __m256i t2 = _mm256_unpacklo_epi32(z[2], z[3]), t3 = _mm256_unpackhi_epi32(z[2], z[3]);
+  T[0] = _mm256_unpacklo_epi64(t0, t2);
+  T[1] = _mm256_unpackhi_epi64(t0, t2);
+  T[2] = _mm256_unpacklo_epi64(t1, t3);
+  T[3] = _mm256_unpackhi_epi64(t1, t3);
 }
 
-/* One Q80 block: both sides sign-extended to int16 and multiplied exactly (madd). */
-INL void q80_block_rows(int B, const rows_prep *p, const uint8_t *row, int nb, int b0, int k, const float (*sc)[8],
-                        int j, __m256 (*acc)[4], int u) {
-  const uint8_t *blk = row + (size_t)k * Q80_BYTES;
-  __m256i w0 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 2)));
-  __m256i w1 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(blk + 18)));
-  for (int b = 0; b < B; b++) {
-    const int8_t *xq = p->qs + ((size_t)(b0 + b) * nb + k) * QK;
-    __m256i x0 = _mm256_cvtepi8_epi16(_mm_load_si128((const __m128i *)xq));
-    __m256i x1 = _mm256_cvtepi8_epi16(_mm_load_si128((const __m128i *)(xq + 16)));
-    __m256i d = _mm256_add_epi32(_mm256_madd_epi16(w0, x0), _mm256_madd_epi16(w1, x1));
-    acc[b][u] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_broadcast_ss(&sc[b][j]), acc[b][u]);
+/* Block k (byte offset koff in each row) of the tile's 8 rows, transposed into o. */
+INL void wl_block(int type, const uint8_t *const *rowp, size_t koff, __m256i gidx, wl_blk *o) {
+  const uint8_t *p[8];
+  for (int i = 0; i < 8; i++) p[i] = rowp[i] + koff + 2;
+  __m256i T[4];
+  t8x4(p, T);
+  if (type == FT_Q40) {
+    const __m256i m = _mm256_set1_epi8(0x0f);
+    for (int j = 0; j < 4; j++) {
+      o->q[j] = _mm256_and_si256(T[j], m);
+      o->q[4 + j] = _mm256_and_si256(_mm256_srli_epi16(T[j], 4), m);
+    }
+  } else {
+    __m256i T2[4];
+    for (int i = 0; i < 8; i++) p[i] += 16;
+    t8x4(p, T2);
+    for (int j = 0; j < 4; j++) {
+      o->q[2 * j] = _mm256_srai_epi16(_mm256_slli_epi16(T[j], 8), 8);
+      o->q[2 * j + 1] = _mm256_srai_epi16(T[j], 8);
+      o->q[8 + 2 * j] = _mm256_srai_epi16(_mm256_slli_epi16(T2[j], 8), 8);
+      o->q[8 + 2 * j + 1] = _mm256_srai_epi16(T2[j], 8);
+    }
   }
+  /* the gathered dwords hold d and two data bytes; d is their low half */
+  __m256i g = _mm256_i32gather_epi32((const int *)(const void *)(rowp[0] + koff), gidx, 1);
+  g = _mm256_and_si256(g, _mm256_set1_epi32(0xffff));
+  g = _mm256_permute4x64_epi64(_mm256_packus_epi32(g, g), 0x08);
+  o->dw = _mm256_cvtph_ps(_mm256_castsi256_si128(g));
 }
 
-/*
- * Q40/Q80 weights x Q80 input, batch <= 4: per group of 8 blocks the weight scales are
- * gathered and multiplied by each row's dx once; U accumulators per (row, batch row) hide the
- * FMA latency (the group loop is unrolled so accumulator indices are constants). S distant rows
- * (r, r + step, ...) are computed together: S sequential weight streams, which the hardware
- * prefetchers follow in parallel, get more bytes from DRAM per core than one. U depends on B
- * only, so a row's result does not depend on the tile it falls in.
- */
-INL void mmq_tile(int type, int B, int S, float *out, const rows_prep *p, const uint8_t *w, int nb, int nOut, int b0,
-                  int r, int step) {
-  const int U = B == 1 ? 2 : 1;
+/* The 8 block dots of one batch row (its Q80 block at xb), as floats. */
+INL __m256 wl_dot(int type, const wl_blk *W, const uint8_t *xb, int32_t corr, const int32_t *xs16) {
+  if (type == FT_Q40) {
+    /* int16 sums of all 8 quads stay exact: |sum| <= 8 * 2 * 15 * 128 < 32768 */
+    __m256i s0 = _mm256_maddubs_epi16(W->q[0], _mm256_set1_epi32(ld32(xb + 2)));
+    __m256i s1 = _mm256_maddubs_epi16(W->q[1], _mm256_set1_epi32(ld32(xb + 6)));
+    for (int t = 2; t < 8; t += 2) {
+      s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(W->q[t], _mm256_set1_epi32(ld32(xb + 2 + 4 * t))));
+      s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(W->q[t + 1], _mm256_set1_epi32(ld32(xb + 6 + 4 * t))));
+    }
+    __m256i is = _mm256_madd_epi16(_mm256_add_epi16(s0, s1), _mm256_set1_epi16(1));
+    return _mm256_cvtepi32_ps(_mm256_add_epi32(is, _mm256_set1_epi32(corr)));
+  }
+  __m256i i0 = _mm256_setzero_si256(), i1 = _mm256_setzero_si256();
+  for (int t = 0; t < 16; t += 2) {
+    i0 = _mm256_add_epi32(i0, _mm256_madd_epi16(W->q[t], _mm256_set1_epi32(xs16[t])));
+    i1 = _mm256_add_epi32(i1, _mm256_madd_epi16(W->q[t + 1], _mm256_set1_epi32(xs16[t + 1])));
+  }
+  return _mm256_cvtepi32_ps(_mm256_add_epi32(i0, i1));
+}
+
+INL __m256i lanemask8(int n) { return tailmask8(n); }
+
+/* Batch rows [b0, b0 + B) of the tile at row r (n valid lanes) over blocks [kc, kc + kn). mode:
+ * 0 transpose each block, 1 also keep it in the chunk buffer, 2 read it from there. */
+INL void wl_run(int type, int B, int mode, float *out, const uint8_t *xq, const wl_prep *p, const uint8_t *const *rowp,
+                __m256i gidx, int nv, int nb, int nOut, int r, int b0, int kc, int kn, int fresh) {
   const int bb = type == FT_Q40 ? Q40_BYTES : Q80_BYTES;
-  const int pf = S == 1 ? K_PREFETCH_BYTES : K_PREFETCH_Q40;
-  const uint8_t *rows[4];
-  __m256 acc[4][4][4];
-  for (int s = 0; s < S; s++) {
-    rows[s] = w + (size_t)(r + s * step) * nb * bb;
-    for (int b = 0; b < B; b++)
-      for (int u = 0; u < 4; u++) acc[s][b][u] = _mm256_setzero_ps();
-  }
-  for (int kg = 0; kg < nb; kg += 8) {
-    int m = nb - kg < 8 ? nb - kg : 8;
-    float sc[4][4][8] __attribute__((aligned(32)));
-    for (int s = 0; s < S; s++) {
-      const uint8_t *g = rows[s] + (size_t)kg * bb;
-      for (int o = 0; o < 8 * bb; o += 64) _mm_prefetch((const char *)(g + pf + o), _MM_HINT_T0);
-      __m256 dw = gather_d8(g, bb, m);
-      for (int b = 0; b < B; b++)
-        _mm256_store_ps(sc[s][b], _mm256_mul_ps(dw, _mm256_loadu_ps(p->dx + (size_t)(b0 + b) * (nb + DX_PAD) + kg)));
-    }
-    if (m == 8) {
-#pragma GCC unroll 8
-      for (int j = 0; j < 8; j++)
-        for (int s = 0; s < S; s++) {
-          if (type == FT_Q40) q40_block_rows(B, p, rows[s], nb, b0, kg + j, (const float(*)[8])sc[s], j, acc[s], j % U);
-          else q80_block_rows(B, p, rows[s], nb, b0, kg + j, (const float(*)[8])sc[s], j, acc[s], j % U);
-        }
-    } else {
-      for (int j = 0; j < m; j++)
-        for (int s = 0; s < S; s++) {
-          if (type == FT_Q40) q40_block_rows(B, p, rows[s], nb, b0, kg + j, (const float(*)[8])sc[s], j, acc[s], 0);
-          else q80_block_rows(B, p, rows[s], nb, b0, kg + j, (const float(*)[8])sc[s], j, acc[s], 0);
-        }
+  const __m256i mask = lanemask8(nv);
+  __m256 acc[WL_BT];
+#pragma GCC unroll 4
+  for (int b = 0; b < B; b++)
+    acc[b] = fresh ? _mm256_setzero_ps() : _mm256_maskload_ps(out + (size_t)(b0 + b) * nOut + r, mask);
+  /* the next tile (8 adjacent rows, one contiguous region) is fetched into L2 as one linear stream
+   * while this one computes, as in the AVX-512 kernel */
+  const uint8_t *next = rowp[0] + 8 * (size_t)nb * bb;
+  const size_t per = (8 * (size_t)bb + 63) / 64 * 64;
+  for (int k = kc; k < kc + kn; k++) {
+    if (mode != 2)
+      for (size_t o = 0; o < per; o += 64) _mm_prefetch((const char *)(next + (size_t)k * per + o), _MM_HINT_T1);
+    wl_blk W;
+    if (mode == 2) W = p->buf[k - kc];
+    else wl_block(type, rowp, (size_t)k * bb, gidx, &W);
+    if (mode == 1) p->buf[k - kc] = W;
+#pragma GCC unroll 4
+    for (int b = 0; b < B; b++) {
+      size_t bk = (size_t)(b0 + b) * nb + k;
+      __m256 f = wl_dot(type, &W, xq + bk * Q80_BYTES, p->corr[bk], p->xs16 + bk * 16);
+      acc[b] = _mm256_fmadd_ps(f, _mm256_mul_ps(W.dw, _mm256_set1_ps(p->dx[bk])), acc[b]);
     }
   }
-  for (int s = 0; s < S; s++)
-    for (int b = 0; b < B; b++)
-      out[(size_t)(b0 + b) * nOut + r + s * step] =
-          hsum8(_mm256_add_ps(_mm256_add_ps(acc[s][b][0], acc[s][b][1]), _mm256_add_ps(acc[s][b][2], acc[s][b][3])));
+#pragma GCC unroll 4
+  for (int b = 0; b < B; b++) _mm256_maskstore_ps(out + (size_t)(b0 + b) * nOut + r, mask, acc[b]);
 }
 
-INL void mmq_rows(int type, int B, int S, float *out, const rows_prep *p, const uint8_t *w, int nb, int nOut, int b0,
-                  int r0, int r1) {
-  int part = (r1 - r0) / S;
-  for (int i = 0; i < part; i++) mmq_tile(type, B, S, out, p, w, nb, nOut, b0, r0 + i, part);
-  for (int r = r0 + S * part; r < r1; r++) mmq_tile(type, B, 1, out, p, w, nb, nOut, b0, r, 0);
-}
-
-/* Q40 x Q80, batch > 4: lanes along the batch, a tile of R weight rows x BT registers
- * of 8 batch rows. Per block, 8 broadcast quads of nibbles meet 8 quads of every batch row;
- * int16 partial sums stay exact (8 * 2 * 15 * 128 < 32768) and are widened once per block. */
-INL void mmq40_lanes_tile(int R, int BT, float *out, const int32_t *xT, const int32_t *corrT, const float *dxT, int NL,
-                          int lane0, const uint8_t *w, int nb, int nOut, int b0, int nrows, int r) {
-  const __m256i ones = _mm256_set1_epi16(1);
-  __m256 acc[2][4];
-  for (int rr = 0; rr < R; rr++)
-    for (int bt = 0; bt < BT; bt++) acc[rr][bt] = _mm256_setzero_ps();
-  for (int k = 0; k < nb; k++) {
-    int32_t wq[2][8] __attribute__((aligned(32)));
-    float dw[2];
-    for (int rr = 0; rr < R; rr++) {
-      const uint8_t *blk = w + ((size_t)(r + rr) * nb + k) * Q40_BYTES;
-      _mm256_store_si256((__m256i *)wq[rr], q40_nibbles(blk));
-      dw[rr] = _cvtsh_ss(k_rd16(blk));
-    }
-    __m256i s16[2][4];
-    for (int rr = 0; rr < R; rr++)
-      for (int bt = 0; bt < BT; bt++) s16[rr][bt] = _mm256_setzero_si256();
-    const int32_t *xk = xT + (size_t)k * 8 * NL + lane0;
-    for (int t = 0; t < 8; t++) {
-      __m256i xv[4];
-      for (int bt = 0; bt < BT; bt++) xv[bt] = _mm256_load_si256((const __m256i *)(xk + (size_t)t * NL + 8 * bt));
-      for (int rr = 0; rr < R; rr++) {
-        __m256i wt = _mm256_set1_epi32(wq[rr][t]);
-        for (int bt = 0; bt < BT; bt++) s16[rr][bt] = _mm256_add_epi16(s16[rr][bt], _mm256_maddubs_epi16(wt, xv[bt]));
-      }
-    }
-    for (int bt = 0; bt < BT; bt++) {
-      __m256i c = _mm256_load_si256((const __m256i *)(corrT + (size_t)k * NL + lane0 + 8 * bt));
-      __m256 dx = _mm256_load_ps(dxT + (size_t)k * NL + lane0 + 8 * bt);
-      for (int rr = 0; rr < R; rr++) {
-        __m256i d = _mm256_add_epi32(_mm256_madd_epi16(s16[rr][bt], ones), c);
-        acc[rr][bt] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(d), _mm256_mul_ps(_mm256_set1_ps(dw[rr]), dx), acc[rr][bt]);
-      }
-    }
+#define WL_RUN(BN, MODE, ...)                                                                                         \
+  switch (BN) {                                                                                                       \
+    case 1: wl_run(type, 1, MODE, __VA_ARGS__); break;                                                                \
+    case 2: wl_run(type, 2, MODE, __VA_ARGS__); break;                                                                \
+    case 3: wl_run(type, 3, MODE, __VA_ARGS__); break;                                                                \
+    default: wl_run(type, 4, MODE, __VA_ARGS__); break;                                                               \
   }
-  for (int rr = 0; rr < R; rr++)
-    for (int bt = 0; bt < BT; bt++) {
-      float t[8] __attribute__((aligned(32)));
-      _mm256_store_ps(t, acc[rr][bt]);
-      int first = lane0 + 8 * bt;
-      for (int j = 0; j < 8 && first + j < nrows; j++) out[(size_t)(b0 + first + j) * nOut + r + rr] = t[j];
-    }
-}
 
-INL void mmq40_lanes(float *out, const int32_t *xT, const int32_t *corrT, const float *dxT, int NL, const uint8_t *w,
-                     int nb, int nOut, int b0, int nrows, int r0, int r1) {
-  /* one weight row x up to 4 registers (32 batch rows): the register budget of AVX2 */
-  for (int r = r0; r < r1; r++) {
-    for (int lane0 = 0; lane0 < NL; lane0 += 32) {
-      switch ((NL - lane0) / 8 < 4 ? (NL - lane0) / 8 : 4) {
-        case 1: mmq40_lanes_tile(1, 1, out, xT, corrT, dxT, NL, lane0, w, nb, nOut, b0, nrows, r); break;
-        case 2: mmq40_lanes_tile(1, 2, out, xT, corrT, dxT, NL, lane0, w, nb, nOut, b0, nrows, r); break;
-        case 3: mmq40_lanes_tile(1, 3, out, xT, corrT, dxT, NL, lane0, w, nb, nOut, b0, nrows, r); break;
-        default: mmq40_lanes_tile(1, 4, out, xT, corrT, dxT, NL, lane0, w, nb, nOut, b0, nrows, r); break;
-      }
-    }
-  }
-}
-
-/* Q80-input matmul driver: rows kernels for small batches (and, for Q80 weights, in groups of
- * 4 batch rows with the row hot in L1), lanes kernels for larger Q40 batches. */
 INL void mmq(int type, float *out, const void *xv, const uint8_t *w, int nIn, int nOut, int batch, int r0, int r1,
              kscratch *s) {
   const uint8_t *xq = (const uint8_t *)xv;
   int nb = nIn / QK;
-  if (type == FT_Q40 && batch > 4) {
-    int maxNL = ((batch < SUPER_ROWS ? batch : SUPER_ROWS) + 7) / 8 * 8;
-    size_t xB = k_align64((size_t)nb * 8 * maxNL * 4), cB = k_align64((size_t)nb * maxNL * 4);
-    uint8_t *m = (uint8_t *)kscratch_get(s, xB + 2 * cB);
-    if (m == NULL) return;
-    int32_t *xT = (int32_t *)(void *)m;
-    int32_t *corrT = (int32_t *)(void *)(m + xB);
-    float *dxT = (float *)(void *)(m + xB + cB);
-    for (int b0 = 0; b0 < batch; b0 += SUPER_ROWS) {
-      int nrows = batch - b0 < SUPER_ROWS ? batch - b0 : SUPER_ROWS;
-      int NL = (nrows + 7) / 8 * 8;
-      k_prep_q80_lanes(xq, nb, b0, nrows, NL, 8, xT, corrT, dxT);
-      mmq40_lanes(out, xT, corrT, dxT, NL, w, nb, nOut, b0, nrows, r0, r1);
+  wl_prep p;
+  if (!wl_prepare(s, type, xq, nb, batch, &p)) return;
+  const size_t rowBytes = (size_t)nb * (type == FT_Q40 ? Q40_BYTES : Q80_BYTES);
+  for (int r = r0; r < r1; r += 8) {
+    int nv = r1 - r < 8 ? r1 - r : 8;
+    const uint8_t *rowp[8];
+    int32_t gi[8] __attribute__((aligned(32)));
+    for (int i = 0; i < 8; i++) {
+      int ii = i < nv ? i : nv - 1; /* lanes past the range repeat its last row, never stored */
+      rowp[i] = w + (size_t)(r + ii) * rowBytes;
+      gi[i] = (int32_t)((size_t)ii * rowBytes);
     }
-    return;
-  }
-  rows_prep p;
-  if (!prep_rows(s, xq, nb, batch, type == FT_Q40 ? 8 : 0, &p)) return;
-  if (batch <= 4) {
-    /* row streams as measured best on 11008x4096 from DRAM (1.2-1.5x over one stream) */
-    switch (batch) {
-      case 1: mmq_rows(type, 1, 4, out, &p, w, nb, nOut, 0, r0, r1); break;
-      case 2: mmq_rows(type, 2, 4, out, &p, w, nb, nOut, 0, r0, r1); break;
-      case 3: mmq_rows(type, 3, 2, out, &p, w, nb, nOut, 0, r0, r1); break;
-      default: mmq_rows(type, 4, 2, out, &p, w, nb, nOut, 0, r0, r1); break;
+    __m256i gidx = _mm256_load_si256((const __m256i *)gi);
+    if (batch <= WL_BT) {
+      WL_RUN(batch, 0, out, xq, &p, rowp, gidx, nv, nb, nOut, r, 0, 0, nb, 1)
+      continue;
     }
-    return;
-  }
-  /* Q80 weights, batch > 4: per row, groups of 4 batch rows (the row stays in L1). */
-  for (int r = r0; r < r1; r++) {
-    int b0 = 0;
-    for (; b0 + 4 <= batch; b0 += 4) mmq_rows(FT_Q80, 4, 1, out, &p, w, nb, nOut, b0, r, r + 1);
-    for (; b0 < batch; b0++) mmq_rows(FT_Q80, 1, 1, out, &p, w, nb, nOut, b0, r, r + 1);
+    for (int kc = 0; kc < nb; kc += WL_KC) {
+      int kn = nb - kc < WL_KC ? nb - kc : WL_KC;
+      for (int b0 = 0; b0 < batch; b0 += WL_BT) {
+        int bn = batch - b0 < WL_BT ? batch - b0 : WL_BT;
+        if (b0 == 0) {
+          WL_RUN(bn, 1, out, xq, &p, rowp, gidx, nv, nb, nOut, r, b0, kc, kn, kc == 0)
+        } else {
+          WL_RUN(bn, 2, out, xq, &p, rowp, gidx, nv, nb, nOut, r, b0, kc, kn, kc == 0)
+        }
+      }
+    }
   }
 }
+#undef WL_RUN
 
 static TGT void mmq_q40(float *o, const void *x, const uint8_t *w, int nIn, int nOut, int B, int r0, int r1, kscratch *s) {
   mmq(FT_Q40, o, x, w, nIn, nOut, B, r0, r1, s);

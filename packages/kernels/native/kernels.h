@@ -72,7 +72,8 @@ int k_amx_available(void);
 void k_amx_mmq(int type, float *out, const void *x, const uint8_t *w, int nIn, int nOut, int batch, int r0, int r1,
                kscratch *s);
 /* Smallest batches the avx512amx path sends to k_amx_mmq (smaller ones run the avx512vnni
- * kernels): where AMX measured faster on 11008x4096 (the VNNI rows kernels win up to 4). */
+ * kernels): where AMX measured faster on 11008x4096 than the VNNI kernels of that time (rows
+ * kernels, up to 4); not measured again against the weight-lanes kernel (no AMX machine since). */
 #define K_AMX_MIN_BATCH_Q40 5
 #define K_AMX_MIN_BATCH_Q80 5
 /* 1 when k_amx_available() and the CPU also has AMX-BF16 and AVX512-BF16. */
@@ -83,9 +84,8 @@ int k_amx_bf16_available(void);
  * caller runs its own kernel instead. */
 int k_amx_mmf(int type, float *out, const float *x, const uint8_t *w, int nIn, int nOut, int batch, int r0, int r1,
               kscratch *s);
-/* Smallest F32-input batch that k_amx_mmf gets: from 5 it beat the avx512vnni lanes kernel
- * 2x on 11008x4096; at 4 it beat the rows kernel there (6.5 against 8.4 ms) but lost end to end on
- * a TinyLlama-shaped model (decoding 4 sequences, 2 threads: 33-34.5 against 36-40 tok/s). */
+/* Smallest F32-input batch that k_amx_mmf gets: at 4 the kernel beats the rows kernel per call
+ * but decoding 4 sequences end to end was slower with it (docs/benchmarks/2026-11-26-amx-batch.md). */
 #define K_AMX_MIN_BATCH_F32 5
 /* AVX2 functions the AVX-512 tables reuse for ops where 512-bit brings nothing. */
 float k_avx2_dot(const float *a, const float *b, int n);
@@ -251,30 +251,49 @@ int k_argmax(const float *x, int n);
 void k_moe_route(const kpath *p, int32_t *experts, float *weights, float *logits, int nExperts, int k, int r0, int r1);
 
 /*
- * Activation layouts prepared once per call (per thread) so the SIMD kernels read x with plain
- * aligned loads while each weight row streams through once:
- *
- * "rows" layout (few batch rows, SIMD lanes along the input): per row and block, the 32 int8
- * values (qs), 8 int32 lane corrections corr[j] = -off * (sum of x bytes 4j..4j+3) that turn an
- * unsigned-weight dot (nibble q in 0..15, or q80 ^ 0x80) into the signed one exactly (off is
- * offLo for lanes 0-3 and offHi for lanes 4-7, see the VNNI Q40 kernel), and the
- * block scale dx as float. dx rows have DX_PAD extra zero floats so 8/16-wide loads stay inside.
- *
- * "lanes" layout (many batch rows, SIMD lanes along the batch): for block k and byte quad t,
- * NL consecutive int32 words hold bytes 4t..4t+3 of block k of batch rows b0..b0+NL-1 (zero
- * past the last row); corrT and dxT hold per (block, lane) -off * sum(x) and dx.
+ * F32 activations prepared once per call (per thread) for the "lanes" kernels (many batch rows,
+ * SIMD lanes along the batch), so the SIMD kernels read x with plain aligned loads while each
+ * weight row streams through once.
  */
-#define DX_PAD 16
 static inline size_t k_align64(size_t n) { return (n + 63) & ~(size_t)63; }
-void k_prep_q80_rows(const uint8_t *xq, int nb, int nrows, int offLo, int offHi, int8_t *qs, int32_t *corr,
-                     float *dx);
-void k_prep_q80_lanes(const uint8_t *xq, int nb, int b0, int nrows, int NL, int off, int32_t *xT, int32_t *corrT,
-                      float *dxT);
 /* F32 lanes layout: xT[i * NL + lane] = x[(b0 + lane) * nIn + i], zero past the last row. */
 void k_prep_f32_lanes(const float *x, int nIn, int b0, int nrows, int NL, float *xT);
 
 /* Scalar exp used by the scalar path: expf evaluated in double and rounded once, as the
  * reference's fround(Math.exp(x)) does. */
 float k_scalar_exp(float x);
+
+/*
+ * Distributed-Llama's numerics (dllama.c, `--activations q80`): the ops whose arithmetic differs
+ * from the reference's, in two implementations with the same bits (portable C; AVX2 for every x86
+ * SIMD path), chosen per path by k_dl_ops.
+ */
+typedef struct kdl_ops {
+  /* sum of a[i] * b[i] in 8 FMA lanes, dllama's horizontal sum, then the tail one FMA each */
+  float (*dot)(const float *a, const float *b, int n);
+  void (*softmax)(float *x, int n);
+  void (*rmsnorm)(float *out, const float *x, const float *w, int n, float eps);
+  /* y[i] = fma(a, v[i], y[i]) */
+  void (*axpy)(float *y, const float *v, float a, int n);
+  /* out[i] = (g / (1 + e^-g)) * u with dllama's exp: groups of 8 from the start, expf after */
+  void (*silu_mul)(float *out, const float *g, const float *u, size_t n);
+  /* x[i] = fma(q_i, f16(d), x[i]) over one Q80 block */
+  void (*merge_q80)(float *x, const uint8_t *blk);
+} kdl_ops;
+const kdl_ops *k_dl_ops(const kpath *p);
+float k_dl_expf(float x);
+float k_dl_sinf(float x);
+float k_dl_cosf(float x);
+void k_dl_rmsnorm(const kdl_ops *d, float *out, const float *x, const float *w, int n, float eps, int r0, int r1);
+void k_dl_attention(const kdl_ops *d, float *out, const float *q, const float *kc, const float *vc, float *att,
+                    int nHeads, int nKvHeads, int headDim, int pos0, int batch, int h0, int h1);
+void k_dl_rope(float *x, int nHeads, int headDim, int pos0, int batch, const float *freqs, int halfSplit, int h0,
+               int h1);
+void k_dl_moe_route(const kdl_ops *d, int32_t *experts, float *weights, float *logits, int nExperts, int k, int r0,
+                    int r1);
+void k_dl_matmul_f32(const kdl_ops *d, float *out, const float *x, const uint8_t *w, int nIn, int nOut, int batch,
+                     int r0, int r1, kscratch *s);
+/* x += Q80 cast of o, merged with FMA, over nBlocks blocks of 32 */
+void k_dl_residual_q80(const kpath *p, const kdl_ops *d, float *x, const float *o, size_t nBlocks);
 
 #endif

@@ -263,38 +263,63 @@ static inline int32x4_t dot16(int32x4_t acc, int8x16_t a, int8x16_t b) {
 #endif
 }
 
-/* Q80 input: per weight row, every batch row; per block an exact integer dot times
- * f16(dw) * f16(dx), summed in float (two accumulators). */
+/*
+ * Q80 input in dllama's exact arithmetic: each output is the chain acc = fma(float(block dot),
+ * dw * dx, acc) over its blocks in order. Lanes run along the output rows: a tile of 4 weight rows
+ * gets its 4 exact block dots of block k into one vector (pairwise adds), then one vfmaq_f32
+ * advances the 4 chains. Each block of the tile is decoded once for a tile of 8 batch rows.
+ */
+/* The 32 weight values of a block as two int8 vectors (elements 0..15, 16..31). */
+static inline void block_weights(int type, const uint8_t *wb, int8x16_t *w) {
+  if (type == FT_Q40) {
+    uint8x16_t q = vld1q_u8(wb + 2);
+    w[0] = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0x0f))), vdupq_n_s8(8));
+    w[1] = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(q, 4)), vdupq_n_s8(8));
+  } else {
+    w[0] = vld1q_s8((const int8_t *)(wb + 2));
+    w[1] = vld1q_s8((const int8_t *)(wb + 18));
+  }
+}
+
+#define NEON_BT 8 /* batch rows per tile */
+
 static void mmq(int type, float *out, const void *xv, const uint8_t *w, int nIn, int nOut, int batch, int r0, int r1,
                 kscratch *s) {
   (void)s;
   const uint8_t *xq = (const uint8_t *)xv;
   int nb = nIn / QK;
   int bb = type == FT_Q40 ? Q40_BYTES : Q80_BYTES;
-  for (int r = r0; r < r1; r++) {
-    const uint8_t *row = w + (size_t)r * nb * bb;
-    for (int b = 0; b < batch; b++) {
-      const uint8_t *xr = xq + (size_t)b * nb * Q80_BYTES;
-      float32x4_t acc0 = vdupq_n_f32(0), acc1 = acc0;
+  for (int r = r0; r < r1; r += 4) {
+    int nv = r1 - r < 4 ? r1 - r : 4;
+    const uint8_t *rows[4];
+    for (int i = 0; i < 4; i++) rows[i] = w + (size_t)(r + (i < nv ? i : nv - 1)) * nb * bb;
+    for (int b0 = 0; b0 < batch; b0 += NEON_BT) {
+      int bn = batch - b0 < NEON_BT ? batch - b0 : NEON_BT;
+      float32x4_t acc[NEON_BT];
+      for (int b = 0; b < bn; b++) acc[b] = vdupq_n_f32(0);
       for (int k = 0; k < nb; k++) {
-        const uint8_t *wb = row + (size_t)k * bb;
-        const uint8_t *xb = xr + (size_t)k * Q80_BYTES;
-        int8x16_t w0, w1;
-        if (type == FT_Q40) {
-          uint8x16_t q = vld1q_u8(wb + 2);
-          w0 = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0x0f))), vdupq_n_s8(8));
-          w1 = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(q, 4)), vdupq_n_s8(8));
-        } else {
-          w0 = vld1q_s8((const int8_t *)(wb + 2));
-          w1 = vld1q_s8((const int8_t *)(wb + 18));
+        int8x16_t wv[4][2];
+        float dw[4];
+        for (int i = 0; i < 4; i++) {
+          const uint8_t *wb = rows[i] + (size_t)k * bb;
+          block_weights(type, wb, wv[i]);
+          dw[i] = k_f16_to_f32(k_rd16(wb));
         }
-        int32x4_t d = dot16(vdupq_n_s32(0), w0, vld1q_s8((const int8_t *)(xb + 2)));
-        d = dot16(d, w1, vld1q_s8((const int8_t *)(xb + 18)));
-        float sc = k_f16_to_f32(k_rd16(wb)) * k_f16_to_f32(k_rd16(xb));
-        if (k & 1) acc1 = vfmaq_n_f32(acc1, vcvtq_f32_s32(d), sc);
-        else acc0 = vfmaq_n_f32(acc0, vcvtq_f32_s32(d), sc);
+        float32x4_t dwv = vld1q_f32(dw);
+        for (int b = 0; b < bn; b++) {
+          const uint8_t *xb = xq + ((size_t)(b0 + b) * nb + k) * Q80_BYTES;
+          int8x16_t x0 = vld1q_s8((const int8_t *)(xb + 2)), x1 = vld1q_s8((const int8_t *)(xb + 18));
+          int32x4_t d[4];
+          for (int i = 0; i < 4; i++) d[i] = dot16(dot16(vdupq_n_s32(0), wv[i][0], x0), wv[i][1], x1);
+          int32x4_t sums = vpaddq_s32(vpaddq_s32(d[0], d[1]), vpaddq_s32(d[2], d[3]));
+          acc[b] = vfmaq_f32(acc[b], vcvtq_f32_s32(sums), vmulq_n_f32(dwv, k_f16_to_f32(k_rd16(xb))));
+        }
       }
-      out[(size_t)b * nOut + r] = hsum4(vaddq_f32(acc0, acc1));
+      for (int b = 0; b < bn; b++) {
+        float a[4];
+        vst1q_f32(a, acc[b]);
+        for (int i = 0; i < nv; i++) out[(size_t)(b0 + b) * nOut + r + i] = a[i];
+      }
     }
   }
 }

@@ -115,47 +115,6 @@ void k_moe_route(const kpath *p, int32_t *experts, float *weights, float *logits
   }
 }
 
-void k_prep_q80_rows(const uint8_t *xq, int nb, int nrows, int offLo, int offHi, int8_t *qs, int32_t *corr,
-                     float *dx) {
-  for (int b = 0; b < nrows; b++) {
-    float *dxr = dx + (size_t)b * (nb + DX_PAD);
-    for (int k = 0; k < nb; k++) {
-      const uint8_t *blk = xq + ((size_t)b * nb + k) * Q80_BYTES;
-      int8_t *q = qs + ((size_t)b * nb + k) * QK;
-      int32_t *c = corr + ((size_t)b * nb + k) * 8;
-      memcpy(q, blk + 2, QK);
-      for (int j = 0; j < 8; j++) c[j] = -(j < 4 ? offLo : offHi) * (q[4 * j] + q[4 * j + 1] + q[4 * j + 2] + q[4 * j + 3]);
-      dxr[k] = k_f16_to_f32(k_rd16(blk));
-    }
-    for (int k = nb; k < nb + DX_PAD; k++) dxr[k] = 0.0f;
-  }
-}
-
-void k_prep_q80_lanes(const uint8_t *xq, int nb, int b0, int nrows, int NL, int off, int32_t *xT, int32_t *corrT,
-                      float *dxT) {
-  for (int k = 0; k < nb; k++) {
-    for (int lane = 0; lane < NL; lane++) {
-      int32_t *dst = xT + (size_t)k * 8 * NL + lane;
-      if (lane < nrows) {
-        const uint8_t *blk = xq + ((size_t)(b0 + lane) * nb + k) * Q80_BYTES;
-        int sum = 0;
-        for (int t = 0; t < 8; t++) {
-          int32_t v;
-          memcpy(&v, blk + 2 + 4 * t, 4);
-          dst[(size_t)t * NL] = v;
-        }
-        for (int i = 0; i < QK; i++) sum += (int8_t)blk[2 + i];
-        corrT[(size_t)k * NL + lane] = -off * sum;
-        dxT[(size_t)k * NL + lane] = k_f16_to_f32(k_rd16(blk));
-      } else {
-        for (int t = 0; t < 8; t++) dst[(size_t)t * NL] = 0;
-        corrT[(size_t)k * NL + lane] = 0;
-        dxT[(size_t)k * NL + lane] = 0.0f;
-      }
-    }
-  }
-}
-
 void k_prep_f32_lanes(const float *x, int nIn, int b0, int nrows, int NL, float *xT) {
   for (int lane = 0; lane < NL; lane++) {
     if (lane < nrows) {

@@ -74,7 +74,7 @@ static void mm_q80(float *o, const void *x, const uint8_t *w, int nIn, int nOut,
   mm_any(FT_Q80, o, x, w, nIn, nOut, B, r0, r1, s);
 }
 
-/* Q80 input: exact integer dot per block, times f16(dw)·f16(dx), summed in f32. */
+/* Q80 input, dllama's arithmetic: exact integer dot per block, acc = fma(dot, f16(dw)·f16(dx), acc). */
 static void mmq_q40(float *out, const void *xv, const uint8_t *w, int nIn, int nOut, int batch, int r0, int r1,
                     kscratch *s) {
   (void)s;
@@ -95,7 +95,7 @@ static void mmq_q40(float *out, const void *xv, const uint8_t *w, int nIn, int n
         }
         float dw = k_f16_to_f32(k_rd16(wb));
         float dx = k_f16_to_f32(k_rd16(xb));
-        sum = sum + (float)isum * (dw * dx);
+        sum = fmaf((float)isum, dw * dx, sum);
       }
       out[(size_t)b * nOut + r] = sum;
     }
@@ -119,7 +119,7 @@ static void mmq_q80(float *out, const void *xv, const uint8_t *w, int nIn, int n
         for (int j = 0; j < 32; j++) isum += (int8_t)wb[2 + j] * (int8_t)xb[2 + j];
         float dw = k_f16_to_f32(k_rd16(wb));
         float dx = k_f16_to_f32(k_rd16(xb));
-        sum = sum + (float)isum * (dw * dx);
+        sum = fmaf((float)isum, dw * dx, sum);
       }
       out[(size_t)b * nOut + r] = sum;
     }

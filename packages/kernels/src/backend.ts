@@ -38,8 +38,9 @@ export interface KernelBackend {
 
   /**
    * Same product with Q80-quantized input rows (`xq`: batch rows of nIn/32 blocks of 34 bytes)
-   * and Q40 or Q80 weights: per block an exact integer dot of the 32 pairs, times
-   * f16(d_w)·f16(d_x), summed in f32 (dllama's and ggml's scheme).
+   * and Q40 or Q80 weights, in dllama's exact arithmetic: per output, blocks in order,
+   * acc = fma(float(exact integer dot of the block's 32 pairs), f16(d_w)·f16(d_x), acc) from
+   * acc = 0. Every path and every batch size gives these bits.
    */
   matmulQ80(
     wType: FloatType,
@@ -131,4 +132,71 @@ export interface KernelBackend {
     r0: number,
     r1: number,
   ): void;
+
+  // ---- dllama's numerics (`--activations q80`, see dllama.ts): variants and fused Q80 ops ----
+
+  /** rmsnorm with the sum of squares in 8 FMA lanes (dllama's order). */
+  rmsnormDllama(out: Float32Array, x: Float32Array, weight: Float32Array, n: number, eps: number, r0: number, r1: number): void;
+
+  /** softmax with dllama's polynomial exp over full groups of 8, expf for the rest, 8-lane sum. */
+  softmaxDllama(x: Float32Array, n: number, r0: number, r1: number): void;
+
+  /** attention with 8-lane FMA scores, softmaxDllama, outputs accumulated by FMA. */
+  attentionDllama(
+    out: Float32Array,
+    q: Float32Array,
+    kCache: Float32Array,
+    vCache: Float32Array,
+    att: Float32Array,
+    nHeads: number,
+    nKvHeads: number,
+    headDim: number,
+    pos0: number,
+    batch: number,
+    h0: number,
+    h1: number,
+  ): void;
+
+  /** out[i] = (gate/(1 + e^−gate)) · up with dllama's exp (groups of 8 from i0) and its division. */
+  swigluDllama(out: Float32Array, gate: Float32Array, up: Float32Array, i0: number, i1: number): void;
+
+  /** rope with glibc's cosf/sinf; the half-split (FALCON) rotation with FMAs, as dllama. */
+  ropeDllama(
+    x: Float32Array,
+    nHeads: number,
+    headDim: number,
+    pos0: number,
+    batch: number,
+    freqs: Float32Array,
+    halfSplit: boolean,
+    h0: number,
+    h1: number,
+  ): void;
+
+  /** moeRoute over softmaxDllama probabilities. */
+  moeRouteDllama(
+    experts: Int32Array,
+    weights: Float32Array,
+    logits: Float32Array,
+    nExperts: number,
+    k: number,
+    r0: number,
+    r1: number,
+  ): void;
+
+  /** matmul with F32 weights, each output summed in 8 FMA lanes (dllama's F32 matmul). */
+  matmulF32Dllama(out: Float32Array, x: Float32Array, w: Uint8Array, nIn: number, nOut: number, batch: number, r0: number, r1: number): void;
+
+  /**
+   * x[i] = fma(q_i, f16(d), x[i]) for i ∈ [i0, i1) (multiples of 32), (d, q) being the Q80 block
+   * of `o` that holds i: dllama's Q80 cast of a partial result merged into the residual, fused.
+   */
+  residualQ80(x: Float32Array, o: Float32Array, i0: number, i1: number): void;
+
+  /** rmsnormDllama of rows [r0, r1) into `out`, and those rows as Q80 into `outq` (fused cast). */
+  rmsnormQ80(out: Float32Array, outq: Uint8Array, x: Float32Array, weight: Float32Array, n: number, eps: number, r0: number, r1: number): void;
+
+  /** swigluDllama on [i0, i1) (multiples of 32) into `out`, and those blocks as Q80 into `outq`. */
+  swigluQ80(out: Float32Array, outq: Uint8Array, gate: Float32Array, up: Float32Array, i0: number, i1: number): void;
 }
+

@@ -1,5 +1,6 @@
 export type { KernelBackend } from './backend.js';
 export { referenceBackend } from './reference.js';
+export { dllamaNumerics } from './dllama.js';
 export {
   loadBackend,
   nativeBackend,
@@ -9,6 +10,6 @@ export {
   type NativePath,
   type BackendPreference,
 } from './native.js';
-export { KernelError, NativeUnavailableError } from './errors.js';
+export { AirllmError, KernelError, NativeUnavailableError } from './errors.js';
 export { splitRange } from './split.js';
 export { ropeFrequencies, ropeForHeader, type RopeScaling } from './rope.js';

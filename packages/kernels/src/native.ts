@@ -28,6 +28,16 @@ const OPS = [
   'addScaled',
   'argmax',
   'moeRoute',
+  'rmsnormDllama',
+  'softmaxDllama',
+  'attentionDllama',
+  'swigluDllama',
+  'ropeDllama',
+  'moeRouteDllama',
+  'matmulF32Dllama',
+  'residualQ80',
+  'rmsnormQ80',
+  'swigluQ80',
 ] as const satisfies readonly (keyof KernelBackend)[];
 
 type Op = (typeof OPS)[number];
@@ -40,11 +50,16 @@ export interface AddonOps extends Partial<Pick<KernelBackend, Op>> {
   readonly vexp?: (out: Float32Array, x: Float32Array, n: number) => void;
 }
 
-interface Addon {
+export interface Addon {
   readonly available: readonly NativePath[];
   create(path: NativePath): AddonOps;
   /** Sum of a buffer read with the widest loads available (memory-bandwidth probe). */
   readSum(buffer: Uint8Array, streams?: number): number;
+  /**
+   * Test hook: expf (kind 0), sinf (1) or cosf (2) of each x into out, from the C library when
+   * `libm`, else from native/dllama.c's versions of glibc's algorithms.
+   */
+  mathf(kind: 0 | 1 | 2, out: Float32Array, x: Float32Array, libm: boolean): void;
 }
 
 /** A native backend and what it is made of. */

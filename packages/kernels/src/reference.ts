@@ -1,5 +1,7 @@
-import { f16Table32, FloatType, Q40_BLOCK_BYTES, Q80_BLOCK_BYTES, Q_BLOCK, quantizeQ80 as quantizeQ80Row } from '@airllm/format';
+import { DTYPES, f16Table32, FloatType, Q40_BLOCK_BYTES, Q80_BLOCK_BYTES, Q_BLOCK, quantizeQ80 as quantizeQ80Row } from '@airllm/format';
 import type { KernelBackend } from './backend.js';
+import { dllamaReferenceOps } from './dllama.js';
+import { fmaf } from './libm.js';
 
 /**
  * The reference backend: plain TypeScript that reads like the math and is the oracle for
@@ -17,79 +19,16 @@ function scratchRow(n: number): Float32Array {
   return rowScratch;
 }
 
-let f32View: Float32Array = new Float32Array(0);
-let f32ViewSource: ArrayBufferLike | undefined;
-let f32ViewOffset = -1;
-/** A Float32Array over 4-byte-aligned F32 weight bytes, cached for the last buffer seen. */
-function asF32(w: Uint8Array): Float32Array {
-  if (f32ViewSource !== w.buffer || f32ViewOffset !== w.byteOffset || f32View.length !== w.byteLength >> 2) {
-    f32View = new Float32Array(w.buffer, w.byteOffset, w.byteLength >> 2);
-    f32ViewSource = w.buffer;
-    f32ViewOffset = w.byteOffset;
-  }
-  return f32View;
-}
-
 /**
- * Aligned staging for one row of F32 weights that sit at an offset that is not a multiple of 4
- * (tensors in a .m file are packed back to back, so after Q40 data an F32 tensor can start at
- * any even offset). Only that row is copied; grown on demand, never per call once warm.
+ * Decode weight row r (nIn values) of a matrix of dtype wType into dst, with format's reference
+ * codecs (each value is the f16 scale times the quant, rounded once to float32, as llama2.c and
+ * dllama compute it; F32 rows are copied bytewise, so they need no alignment).
  */
-let rowBytesScratch: Float32Array = new Float32Array(0);
-let rowBytesView: Uint8Array = new Uint8Array(0);
-function unalignedF32Row(w: Uint8Array, r: number, nIn: number): Float32Array {
-  if (rowBytesScratch.length < nIn) {
-    rowBytesScratch = new Float32Array(nIn);
-    rowBytesView = new Uint8Array(rowBytesScratch.buffer);
-  }
-  rowBytesView.set(w.subarray(r * nIn * 4, (r + 1) * nIn * 4));
-  return rowBytesScratch;
-}
-
-/** Decode weight row r (nIn values) of a matrix of dtype wType into dst. */
 function decodeRow(wType: FloatType, w: Uint8Array, r: number, nIn: number, dst: Float32Array): void {
-  const t = f16Table32();
-  switch (wType) {
-    case FloatType.F32: {
-      if (w.byteOffset % 4 !== 0) {
-        const f = unalignedF32Row(w, r, nIn);
-        for (let i = 0; i < nIn; i++) dst[i] = f[i]!;
-        return;
-      }
-      const f = asF32(w);
-      for (let i = 0; i < nIn; i++) dst[i] = f[r * nIn + i]!;
-      return;
-    }
-    case FloatType.F16: {
-      const o = r * nIn * 2;
-      for (let i = 0; i < nIn; i++) dst[i] = t[w[o + 2 * i]! | (w[o + 2 * i + 1]! << 8)]!;
-      return;
-    }
-    case FloatType.Q40: {
-      const nb = nIn / Q_BLOCK;
-      for (let b = 0; b < nb; b++) {
-        const o = (r * nb + b) * Q40_BLOCK_BYTES;
-        const d = t[w[o]! | (w[o + 1]! << 8)]!;
-        for (let k = 0; k < 16; k++) {
-          const q = w[o + 2 + k]!;
-          dst[b * 32 + k] = fround(((q & 0x0f) - 8) * d);
-          dst[b * 32 + k + 16] = fround(((q >>> 4) - 8) * d);
-        }
-      }
-      return;
-    }
-    case FloatType.Q80: {
-      const nb = nIn / Q_BLOCK;
-      for (let b = 0; b < nb; b++) {
-        const o = (r * nb + b) * Q80_BLOCK_BYTES;
-        const d = t[w[o]! | (w[o + 1]! << 8)]!;
-        for (let k = 0; k < 32; k++) dst[b * 32 + k] = fround(((w[o + 2 + k]! << 24) >> 24) * d);
-      }
-      return;
-    }
-    default:
-      throw new RangeError(`unsupported weight type ${wType}`);
-  }
+  const info = DTYPES[wType];
+  if (info === undefined) throw new RangeError(`unsupported weight type ${wType}`);
+  const rowBytes = (nIn / info.blockSize) * info.bytesPerBlock;
+  info.dequantize(w.subarray(r * rowBytes, (r + 1) * rowBytes), dst.length === nIn ? dst : dst.subarray(0, nIn));
 }
 
 function matmul(
@@ -150,7 +89,7 @@ function matmulQ80(
         }
         const dw = t[w[wo]! | (w[wo + 1]! << 8)]!;
         const dx = t[xq[xo]! | (xq[xo + 1]! << 8)]!;
-        sum = fround(sum + fround(isum * fround(dw * dx)));
+        sum = fmaf(isum, fround(dw * dx), sum);
       }
       out[b * nOut + r] = sum;
     }
@@ -163,11 +102,8 @@ function quantizeQ80(out: Uint8Array, x: Float32Array, n: number, r0: number, r1
 }
 
 function dequantizeQ80(out: Float32Array, xq: Uint8Array, n: number, r0: number, r1: number): void {
-  decodeRows(FloatType.Q80, out, xq, n, r0, r1);
-}
-
-function decodeRows(wType: FloatType, out: Float32Array, w: Uint8Array, n: number, r0: number, r1: number): void {
-  for (let r = r0; r < r1; r++) decodeRow(wType, w, r, n, out.subarray(r * n, (r + 1) * n));
+  const rowBytes = (n / Q_BLOCK) * Q80_BLOCK_BYTES;
+  DTYPES[FloatType.Q80].dequantize(xq.subarray(r0 * rowBytes, r1 * rowBytes), out.subarray(r0 * n, r1 * n));
 }
 
 function rmsnorm(out: Float32Array, x: Float32Array, weight: Float32Array, n: number, eps: number, r0: number, r1: number): void {
@@ -336,5 +272,6 @@ export const referenceBackend: KernelBackend = Object.freeze({
   addScaled,
   argmax,
   moeRoute,
+  ...dllamaReferenceOps,
 });
 

@@ -2,7 +2,9 @@
  * Every native op against the reference backend, for every weight dtype and every CPU path this
  * machine has (each path forced explicitly), on deterministic inputs of awkward sizes. The
  * scalar path reproduces the reference's operation order and must match it bit for bit; SIMD
- * paths sum in other orders and must stay within the bounds of tolerances.ts.
+ * paths sum in other orders and must stay within the bounds of tolerances.ts, except matmulQ80
+ * (dllama's arithmetic, one order on every path: bit for bit everywhere). The dllama-numerics
+ * ops are tested in dllama.test.ts.
  */
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -93,7 +95,8 @@ describe('matmul (F32 input) and matmulQ80 (Q80 input) vs the reference', () => 
   for (const { type, shapes } of DTYPE_TABLE) {
     for (const [nOut, nIn, batch] of shapes) {
       const quant = type === FloatType.Q40 || type === FloatType.Q80;
-      it(`${FloatType[type]} ${nOut}x${nIn} batch ${batch}`, () => {
+      // the reference takes seconds on the 4097-row shapes of a loaded machine
+      it(`${FloatType[type]} ${nOut}x${nIn} batch ${batch}`, { timeout: 60_000 }, () => {
         const w = randomWeights(type, nOut, nIn, nOut * 31 + nIn * 7 + batch);
         const x = randomFloats(batch * nIn, nIn * 3 + batch);
         const want = new Float32Array(batch * nOut);
@@ -103,8 +106,6 @@ describe('matmul (F32 input) and matmulQ80 (Q80 input) vs the reference', () => 
         const xq = quant ? quantize(x) : undefined;
         const wantQ = new Float32Array(batch * nOut);
         if (xq) ref.matmulQ80(type, wantQ, xq, w, nIn, nOut, batch, 0, nOut);
-        const scaleQ = xq ? absScale(type, w, (() => { const d = new Float32Array(batch * nIn); DTYPES[FloatType.Q80].dequantize(xq, d); return d; })(), nIn, nOut, batch) : scale;
-        const tolQ = scaleQ.map((s) => F32_SUM_REL(nIn) * s);
         // a sub-range of rows: everything outside it must stay untouched
         const [r0, r1] = nOut > 2 ? [1, nOut - 1] : [0, nOut];
         for (const be of BACKENDS) {
@@ -123,8 +124,7 @@ describe('matmul (F32 input) and matmulQ80 (Q80 input) vs the reference', () => 
           if (xq) {
             const gotQ = new Float32Array(batch * nOut);
             be.matmulQ80(type, gotQ, xq, w, nIn, nOut, batch, 0, nOut);
-            if (be.path === 'scalar') expectExact(`${be.path} matmulQ80`, gotQ, wantQ);
-            else expectWithin(`${be.path} matmulQ80`, gotQ, wantQ, tolQ);
+            expectExact(`${be.path} matmulQ80`, gotQ, wantQ);
             const partQ = new Float32Array(batch * nOut).fill(SENTINEL);
             be.matmulQ80(type, partQ, xq, w, nIn, nOut, batch, r0, r1);
             for (let b = 0; b < batch; b++)
@@ -237,29 +237,19 @@ describe('AMX path (avx512amx)', () => {
     [40, 4096, 32], [2, 96, 300],
   ];
   const amx = BACKENDS.find((b) => b.path === 'avx512amx');
-  const vnni = BACKENDS.find((b) => b.path === 'avx512vnni');
   for (const type of [FloatType.Q40, FloatType.Q80]) {
     for (const [nOut, nIn, batch] of AMX_SHAPES) {
-      it.runIf(amx !== undefined)(`${FloatType[type]} ${nOut}x${nIn} batch ${batch}: reference, sub-ranges, VNNI lanes kernel`, () => {
+      it.runIf(amx !== undefined)(`${FloatType[type]} ${nOut}x${nIn} batch ${batch}: reference bit for bit, sub-ranges`, () => {
         const be = amx!;
         const w = randomWeights(type, nOut, nIn, nOut * 13 + nIn + batch + type);
         const xq = quantize(randomFloats(batch * nIn, nIn + 5 * batch));
         const want = new Float32Array(batch * nOut);
         ref.matmulQ80(type, want, xq, w, nIn, nOut, batch, 0, nOut);
-        const xd = new Float32Array(batch * nIn);
-        DTYPES[FloatType.Q80].dequantize(xq, xd);
-        const tol = absScale(type, w, xd, nIn, nOut, batch).map((s) => F32_SUM_REL(nIn) * s);
         const got = new Float32Array(batch * nOut).fill(SENTINEL);
         be.matmulQ80(type, got, xq, w, nIn, nOut, batch, 0, nOut);
-        expectWithin(`${be.path} matmulQ80`, got, want, tol);
+        // the tile epilogue is acc = fma(float(block dot), dw * dx, acc) per row in block order: dllama's
+        expectExact(`${be.path} matmulQ80`, got, want);
         expectRangesAsWhole(got, nOut, batch, (part, r0, r1) => be.matmulQ80(type, part, xq, w, nIn, nOut, batch, r0, r1));
-        // where the VNNI path runs its lanes kernel the operations are the same, so the results are too
-        const lanes = type === FloatType.Q80 ? batch > 4 : batch > 7;
-        if (vnni && lanes) {
-          const v = new Float32Array(batch * nOut);
-          vnni.matmulQ80(type, v, xq, w, nIn, nOut, batch, 0, nOut);
-          expectExact(`${be.path} vs avx512vnni lanes`, got, v);
-        }
       });
     }
   }
@@ -621,7 +611,7 @@ describe('argument validation: typed errors, never a crash', () => {
         err = e;
       }
       expect(err).toBeInstanceOf(kind === 'RangeError' ? RangeError : TypeError);
-      expect((err as { code?: string }).code).toBe('ERR_AIRLLM_KERNEL_ARG');
+      expect((err as { code?: string }).code).toBe('AIRLLM_KERNELS_ARG');
     });
   }
 });

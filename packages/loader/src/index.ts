@@ -61,6 +61,15 @@
  * The file is fstat'ed at open, before each load and on each acquire: a size change is a
  * FileChangedError. A page faulting past a truncated end of file reads as zeros instead of
  * killing the process with SIGBUS (mmap backend), and the next check reports it.
+ *
+ * ## Models from a hub
+ *
+ *   const { modelPath, tokenizerPath } = await resolveHubModel('hf:owner/repo/model.gguf');
+ *   const r = await pullModel('hf:owner/repo', { dtype: FloatType.Q40, onEvent });  // safetensors → .m + .t
+ *
+ * Downloads from a Hugging Face-style hub into a user-visible cache, resumable (`.partial` +
+ * Range), checked against the hub's sha256 / git sha1 before the file takes its name; see
+ * README.md for the cache layout and the hub contract.
  */
 export { MemoryMappedWeights, ALIGN_MIRROR, type WeightsOptions } from './weights.js';
 export { tensorViewAt, tensorBytesAt, tensorOffsetIn, MAX_VIEW_ELEMENTS, type TensorView } from './views.js';
@@ -80,3 +89,18 @@ export { nativeAddon, type Advice, type NativeAddon } from './native.js';
 export { diskReadBytes, memoryStatus, resetPeakRss, type MemoryStatus } from './proc.js';
 export { dropFileCache, pageCacheBytes } from './cache.js';
 export * from './errors.js';
+export {
+  HUB_SPEC_PREFIX,
+  DEFAULT_REVISION,
+  type HubSpec,
+  isHubSpec,
+  parseHubSpec,
+  formatHubSpec,
+  defaultCacheDir,
+  repoCacheDir,
+  cachedFilePath,
+  convertedModelPath,
+} from './hub/spec.js';
+export { DEFAULT_ENDPOINT, HUB_LIMITS, HubClient, defaultEndpoint, type HubClientOptions, type RemoteFile, type ChecksumAlgorithm } from './hub/client.js';
+export { downloadFile, readPullRecord, type DownloadOptions, type DownloadResult, type PullEvent, type PullRecord } from './hub/download.js';
+export { pullModel, resolveHubModel, cachedModel, type PullOptions, type PullResult, type PulledFile, type ConvertedRecord } from './hub/pull.js';

@@ -99,7 +99,7 @@ async function converse(
   process.on('SIGINT', onInterrupt);
 
   if (tty) {
-    process.stderr.write(dim(`airllm chat · ${engine.modelPath} · ${format.name} template · context ${engine.maxSeqLen} tokens\n${HELP}\n`));
+    process.stderr.write(dim(`airllm chat · ${engine.modelPath} · ${format.name === 'jinja' ? "the model's" : format.name} chat template · context ${engine.maxSeqLen} tokens\n${HELP}\n`));
   }
   const conversation = (user: string): ChatMessage[] => [...(system ? [{ role: 'system' as const, content: system }] : []), ...history, { role: 'user', content: user }];
   const encode = (messages: ChatMessage[]): number[] => format.encode(messages, o.thinking === false ? { enableThinking: false } : {});

@@ -23,15 +23,18 @@ export function register(program: Command): void {
     .option('--json', 'print one JSON summary instead of text')
     .action(async (dir: string, opts: ConvertOptions) => {
       const F = await import('@airllm/format');
+      const C = await import('@airllm/format/convert');
       const dtype = parseDtype(F, opts.dtype);
       const tokenizerOut = tokenizerPath(opts);
       const bar = progressBar('converting', opts.json);
+      const signalsOff = removePartialsOnSignal(C.removePartialFilesSync);
       try {
-        const r = await F.importHf({ dir, model: opts.out, tokenizerOut }, { dtype, overwrite: opts.overwrite, onProgress: bar.update });
+        const r = await C.importHf({ dir, model: opts.out, tokenizerOut }, { dtype, overwrite: opts.overwrite, onProgress: bar.update });
         bar.stop();
         report(F, opts, r.layout, tokenizerOut, r.tokenizer?.data, { source: 'hf', modelType: r.plan.modelType, tokenizerStyle: r.tokenizer?.style, unusedTensors: r.unusedTensors });
       } finally {
         bar.stop();
+        signalsOff();
       }
     });
 
@@ -47,15 +50,18 @@ export function register(program: Command): void {
     .option('--json', 'print one JSON summary instead of text')
     .action(async (file: string, opts: ConvertOptions) => {
       const F = await import('@airllm/format');
+      const C = await import('@airllm/format/convert');
       const dtype = opts.dtype === undefined ? undefined : parseDtype(F, opts.dtype);
       const tokenizerOut = tokenizerPath(opts);
       const bar = progressBar('converting', opts.json);
+      const signalsOff = removePartialsOnSignal(C.removePartialFilesSync);
       try {
-        const r = await F.importGguf({ gguf: file, model: opts.out, tokenizerOut }, { dtype, overwrite: opts.overwrite, onProgress: bar.update });
+        const r = await C.importGguf({ gguf: file, model: opts.out, tokenizerOut }, { dtype, overwrite: opts.overwrite, onProgress: bar.update });
         bar.stop();
         report(F, opts, r.layout, tokenizerOut, r.tokenizer, { source: 'gguf', architecture: r.plan.archName, reencoded: r.reencoded });
       } finally {
         bar.stop();
+        signalsOff();
       }
     });
 
@@ -72,17 +78,20 @@ export function register(program: Command): void {
     .option('--json', 'print one JSON summary instead of text')
     .action(async (checkpoint: string, tokenizer: string, opts: ConvertOptions & { hiddenMultiple: string }) => {
       const F = await import('@airllm/format');
+      const C = await import('@airllm/format/convert');
       const dtype = parseDtype(F, opts.dtype);
       const hiddenDimMultiple = Number(opts.hiddenMultiple);
       if (!Number.isSafeInteger(hiddenDimMultiple) || hiddenDimMultiple < 1) throw new CliError(`--hidden-multiple must be a positive integer, got ${opts.hiddenMultiple}`);
       const tokenizerOut = tokenizerPath(opts) ?? defaultTokenizerPath(opts.out);
       const bar = progressBar('converting', opts.json);
+      const signalsOff = removePartialsOnSignal(C.removePartialFilesSync);
       try {
-        const r = await F.importLlama2c({ checkpoint, tokenizer, model: opts.out, tokenizerOut }, { dtype, hiddenDimMultiple, overwrite: opts.overwrite, onProgress: bar.update });
+        const r = await C.importLlama2c({ checkpoint, tokenizer, model: opts.out, tokenizerOut }, { dtype, hiddenDimMultiple, overwrite: opts.overwrite, onProgress: bar.update });
         bar.stop();
         report(F, opts, r.layout, tokenizerOut, r.tokenizer, { source: 'llama2c', checkpointVersion: r.checkpoint.version });
       } finally {
         bar.stop();
+        signalsOff();
       }
     });
 }
@@ -139,6 +148,28 @@ function report(
   const unused = extra.unusedTensors as string[] | undefined;
   if (unused !== undefined && unused.length > 0) lines.push(`ignored ${unused.length} tensor(s) the .m format has no place for: ${unused.slice(0, 4).join(', ')}${unused.length > 4 ? ', …' : ''}`);
   writeOut(lines.join('\n'));
+}
+
+const STOP_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
+
+/**
+ * For a command that writes files through `.partial` files (convert, export): on Ctrl-C, SIGTERM
+ * or SIGHUP, remove the partial files (and their locks) at once, say so, and end the process by
+ * the same signal, as an interrupted program does; Node's default action would leave
+ * `out.m.partial` behind. Returns the function that takes the handlers off again.
+ */
+export function removePartialsOnSignal(removePartialFilesSync: () => string[]): () => void {
+  const off = (): void => {
+    for (const s of STOP_SIGNALS) process.off(s, onSignal);
+  };
+  const onSignal = (sig: NodeJS.Signals): void => {
+    const removed = removePartialFilesSync();
+    process.stderr.write(`airllm: ${sig}: stopped${removed.length > 0 ? `, removed ${removed.join(', ')}` : ''}\n`);
+    off();
+    process.kill(process.pid, sig);
+  };
+  for (const s of STOP_SIGNALS) process.on(s, onSignal);
+  return off;
 }
 
 /**

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { formatBytes, writeJson, writeOut } from '../output.js';
-import { progressBar } from './convert.js';
+import { progressBar, removePartialsOnSignal } from './convert.js';
 
 /** `airllm export gguf model.m --out file.gguf [--tokenizer model.t]`: a GGUF llama.cpp loads. */
 export function register(program: Command): void {
@@ -15,10 +15,11 @@ export function register(program: Command): void {
     .option('--overwrite', 'replace an existing output file')
     .option('--json', 'print one JSON summary instead of text')
     .action(async (model: string, opts: { out: string; tokenizer?: string; name: string; overwrite?: boolean; json?: boolean }) => {
-      const F = await import('@airllm/format');
+      const { exportGguf, removePartialFilesSync } = await import('@airllm/format/convert');
       const bar = progressBar('exporting', opts.json);
+      const signalsOff = removePartialsOnSignal(removePartialFilesSync);
       try {
-        const r = await F.exportGguf(model, opts.out, { tokenizerPath: opts.tokenizer, name: opts.name, overwrite: opts.overwrite, onProgress: bar.update });
+        const r = await exportGguf(model, opts.out, { tokenizerPath: opts.tokenizer, name: opts.name, overwrite: opts.overwrite, onProgress: bar.update });
         bar.stop();
         const summary = { path: opts.out, bytes: r.fileSize, tensors: r.tensors.length, tokenizer: r.tokenizerStyle ?? null, derivedMerges: r.derivedMerges };
         if (opts.json) writeJson(summary);
@@ -30,6 +31,7 @@ export function register(program: Command): void {
         }
       } finally {
         bar.stop();
+        signalsOff();
       }
     });
 }

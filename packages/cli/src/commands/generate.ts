@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { createReadStream, writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { CliError } from '../errors.js';
 import { runGeneration } from '../generation.js';
@@ -20,6 +20,34 @@ interface GenerateCliOptions extends ModelCliOptions {
   bos: boolean;
   stats?: boolean;
   json?: boolean;
+}
+
+/** Largest prompt read from a file or stdin: far beyond any context, short of exhausting memory. */
+const MAX_PROMPT_BYTES = 16 << 20;
+
+/**
+ * The prompt from a file or stdin ("-"), read up to MAX_PROMPT_BYTES: a device or a pipe that
+ * never ends (/dev/zero, `yes |`) is cut off with an error instead of filling memory.
+ */
+async function readPrompt(file: string): Promise<string> {
+  const where = file === '-' ? 'stdin' : file;
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  try {
+    for await (const chunk of file === '-' ? process.stdin : createReadStream(file)) {
+      bytes += (chunk as Buffer).length;
+      if (bytes > MAX_PROMPT_BYTES) throw new CliError(`the prompt from ${where} is longer than ${MAX_PROMPT_BYTES >> 20} MiB`);
+      chunks.push(chunk as Buffer);
+    }
+  } catch (e) {
+    if (e instanceof CliError) throw e;
+    const code = (e as NodeJS.ErrnoException).code;
+    const why = code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a directory' : code === 'EACCES' || code === 'EPERM' ? 'permission denied' : (e as Error).message;
+    throw new CliError(`cannot read the prompt from ${where}: ${why}`);
+  } finally {
+    if (file === '-') process.stdin.destroy();
+  }
+  return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
 }
 
 /** `airllm generate [prompt]`: stream a completion of the prompt to stdout. */
@@ -58,13 +86,7 @@ Examples:
       if (given > 1) throw new CliError('give the prompt one way: as an argument, with --prompt or with --prompt-file', 2);
       const file = o.promptFile ?? (positional === '-' ? '-' : undefined);
       let prompt = positional ?? o.prompt ?? '';
-      if (file !== undefined) {
-        try {
-          prompt = readFileSync(file === '-' ? 0 : file, 'utf8').replace(/\r?\n$/, '');
-        } catch (e) {
-          throw new CliError(`cannot read the prompt from ${file === '-' ? 'stdin' : file}: ${(e as Error).message}`);
-        }
-      }
+      if (file !== undefined) prompt = await readPrompt(file);
       const sampling = {
         maxTokens: tokenLimit(command, o, 0),
         temperature: parseNumber(o.temperature, '--temperature', 0, 100),

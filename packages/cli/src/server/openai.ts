@@ -1,24 +1,30 @@
 /**
  * The OpenAI request shapes this server accepts, checked field by field into plain options, and
- * the error body OpenAI clients understand (`{"error": {message, type, param, code}}`).
+ * the error body OpenAI clients understand (`{"error": {message, type, param, code}}`). The
+ * response bodies are in openai-response.ts.
  */
 import type { ChatMessage } from '@airllm/engine';
+import { AirllmError } from '@airllm/format';
 
-export class ApiError extends Error {
+/**
+ * A request the API answers with an HTTP error: `status`, and OpenAI's error body fields
+ * (`type`, `param`, and OpenAI's own error code as `apiCode`, e.g. "context_length_exceeded").
+ */
+export class ApiError extends AirllmError {
+  static override readonly code = 'AIRLLM_API';
   constructor(
     readonly status: number,
     message: string,
     readonly param: string | null = null,
-    readonly code: string | null = null,
+    readonly apiCode: string | null = null,
     readonly type: string = status === 401 ? 'authentication_error' : status === 429 ? 'rate_limit_error' : status >= 500 ? 'server_error' : 'invalid_request_error',
     readonly headers: Record<string, string> = {},
   ) {
-    super(message);
-    this.name = 'ApiError';
+    super(message, { status, type, param: param ?? undefined, apiCode: apiCode ?? undefined });
   }
 
   body(): { error: { message: string; type: string; param: string | null; code: string | null } } {
-    return { error: { message: this.message, type: this.type, param: this.param, code: this.code } };
+    return { error: { message: this.message, type: this.type, param: this.param, code: this.apiCode } };
   }
 }
 
@@ -200,9 +206,4 @@ export function parseCompletionRequest(body: unknown, vocabSize: number): Comple
   const base = sampling(o);
   if (prompts.length * base.n > MAX_CHOICES) throw bad('n', `prompts × n must be at most ${MAX_CHOICES}, got ${prompts.length * base.n}`);
   return { ...base, prompts, echo: optBoolean(o, 'echo') ?? false };
-}
-
-/** OpenAI's finish reasons from the engine's. */
-export function finishReason(r: string): 'stop' | 'length' {
-  return r === 'length' || r === 'context' ? 'length' : 'stop';
 }

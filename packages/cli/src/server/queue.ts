@@ -3,24 +3,29 @@
  * requests hold the engine, at most `maxWaiting` wait behind them, and a waiter whose client
  * goes away leaves the queue at once (its place goes to the next one).
  */
-export class QueueFullError extends Error {
+import { AirllmError } from '@airllm/format';
+
+/** Every waiting place is taken (the server answers 429 with Retry-After). */
+export class QueueFullError extends AirllmError {
+  static override readonly code = 'AIRLLM_QUEUE_FULL';
   constructor(readonly retryAfterSeconds: number) {
-    super('the server is busy: the request queue is full');
-    this.name = 'QueueFullError';
+    super('the server is busy: the request queue is full', { retryAfterSeconds });
   }
 }
 
-export class QueueClosedError extends Error {
+/** The queue was closed (the server is shutting down). */
+export class QueueClosedError extends AirllmError {
+  static override readonly code = 'AIRLLM_QUEUE_CLOSED';
   constructor() {
     super('the server is shutting down');
-    this.name = 'QueueClosedError';
   }
 }
 
-export class WaitCancelledError extends Error {
+/** The waiter's signal aborted before its turn came. */
+export class WaitCancelledError extends AirllmError {
+  static override readonly code = 'AIRLLM_WAIT_CANCELLED';
   constructor() {
     super('cancelled while waiting in the queue');
-    this.name = 'WaitCancelledError';
   }
 }
 

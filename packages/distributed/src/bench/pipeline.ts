@@ -13,7 +13,8 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ArchType, FloatType, HeaderKey, generateSyntheticModel } from '@airllm/format';
+import { ArchType, FloatType, HeaderKey } from '@airllm/format';
+import { generateSyntheticModel } from '@airllm/format/convert';
 import { LayerWiseInferenceEngine, type EngineOptions } from '@airllm/engine';
 import { DistributedEngine } from '../index.js';
 

@@ -8,3 +8,4 @@ export { TINY_LLAMA31, TINY_QWEN3, TINY_QWEN3_MOE, withDtype, type TinyModel, ti
 export { Rng } from '../rng.js';
 export { scatteredLayout } from './scattered.js';
 export { type StDtype, type StTensor, roundTo, safetensorsBytes, type TinyHfCheckpoint, type TinyHfOptions, tinyHfCheckpoint, writeHfDir, GT, type GgufKv, type GgufTensorSpec, ggufBytes } from './converters.js';
+export { checkErrorFamily, type ErrorFamilyCheck } from './errors.js';

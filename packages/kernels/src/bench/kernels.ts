@@ -8,14 +8,17 @@
  * sequential stream and as four streams in lockstep, the way the matvec kernels walk four distant
  * weight rows) runs in the same process, interleaved with the kernels, and every figure is a
  * median; ratios are taken between figures measured side by side (a batch against 32 matvecs:
- * the median of the alternating rounds' ratios). With --json the last line of
+ * the median of the alternating rounds' ratios). `--baseline <addon.node>` adds another build of
+ * the addon to the batch-ratio rounds, interleaved (before/after); `--ratios` runs only those.
+ * With --json the last line of
  * output is one JSON object holding every figure.
  */
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { FloatType, Q40_BLOCK_BYTES, Q80_BLOCK_BYTES, Q_BLOCK, quantizeQ80 } from '@airllm/format';
-import { nativeBackend, nativePaths, readSum, type NativePath } from '../native.js';
+import { assembleBackend, nativeBackend, nativePaths, readSum, type AddonOps, type NativePath } from '../native.js';
 import { referenceBackend } from '../reference.js';
 import { fillRandomQ40, randomFloats, rng } from '../testing/builders.js';
 import { CTRL, type WorkerData } from './shared.js';
@@ -128,6 +131,74 @@ function matvecFigure(label: string, bytes: number, fn: () => void): MatvecFigur
   };
 }
 
+// ---- batches of 4, 8, 16, 32 against as many matvecs, both layer shapes; optionally A/B against another build ----
+/*
+ * `--baseline <addon.node>` (another build of this addon, e.g. main's) runs the same rounds on that
+ * build too, interleaved: baseline batch, baseline matvecs, this batch, these matvecs, round by round,
+ * so both builds see the same machine load. Q40 weights x Q80 input from DRAM. Timed in process CPU
+ * time (only this thread works meanwhile): on a shared host, time slices given to other processes
+ * do not count, while stalls on memory do.
+ */
+const cpuMs = (fn: () => void): number => {
+  const t0 = process.cpuUsage();
+  fn();
+  const d = process.cpuUsage(t0);
+  return (d.user + d.system) / 1000;
+};
+const baselineFile = argValue('--baseline');
+const baseBe = baselineFile
+  ? assembleBackend((createRequire(import.meta.url)(baselineFile) as { create(p: NativePath): AddonOps }).create(path))
+  : undefined;
+type RatioFigure = { shape: string; batch: number; batchedMs: number; matvecsMs: number; speedup: number; baseline?: { batchedMs: number; matvecsMs: number; speedup: number } };
+function batchRatios(): RatioFigure[] {
+  const figures: RatioFigure[] = [];
+  for (const [nOut, nIn] of [[NOUT, NIN], [NIN, NOUT]] as const) {
+    const rowQ2 = (nIn / Q_BLOCK) * Q80_BLOCK_BYTES;
+    const xq = new Uint8Array(32 * rowQ2);
+    quantizeQ80(randomFloats(32 * nIn, 4), xq);
+    for (const n of [4, 8, 16, 32]) {
+      const timers = (k: typeof be): [() => number, () => number] => [
+        () => cpuMs(() => k.matmulQ80(FloatType.Q40, out, xq, nextQ40(), nIn, nOut, n, 0, nOut)),
+        () => cpuMs(() => {
+          for (let b = 0; b < n; b++) k.matmulQ80(FloatType.Q40, out.subarray(b * nOut), xq.subarray(b * rowQ2), nextQ40(), nIn, nOut, 1, 0, nOut);
+        }),
+      ];
+      const [tb, tm] = timers(be);
+      const [bb, bm] = baseBe ? timers(baseBe) : [undefined, undefined];
+      const mine: [number[], number[]] = [[], []];
+      const theirs: [number[], number[]] = [[], []];
+      tb();
+      bb?.();
+      for (let r = 0; r < Math.max(5, REPS); r++) {
+        if (bb && bm) {
+          theirs[0].push(bb());
+          theirs[1].push(bm());
+        }
+        mine[0].push(tb());
+        mine[1].push(tm());
+      }
+      const fig = (t: [number[], number[]]): { batchedMs: number; matvecsMs: number; speedup: number } => ({
+        batchedMs: round(median(t[0]), 2),
+        matvecsMs: round(median(t[1]), 2),
+        speedup: round(median(t[1].map((m, i) => m / t[0][i]!)), 2),
+      });
+      const f: RatioFigure = { shape: `${nOut}x${nIn}`, batch: n, ...fig(mine), ...(baseBe ? { baseline: fig(theirs) } : {}) };
+      figures.push(f);
+      log(
+        `Q40xQ80 ${f.shape} batch ${n} (CPU time): ${f.batchedMs.toFixed(2)} ms vs ${n} matvecs ${f.matvecsMs.toFixed(2)} ms = ${f.speedup.toFixed(2)}x` +
+          (f.baseline ? `; baseline ${f.baseline.batchedMs.toFixed(2)} vs ${f.baseline.matvecsMs.toFixed(2)} ms = ${f.baseline.speedup.toFixed(2)}x` : ''),
+      );
+    }
+  }
+  return figures;
+}
+if (args.includes('--ratios')) {
+  // only the batch-ratio rounds (quick before/after checks with --baseline)
+  const r = batchRatios();
+  if (json) process.stdout.write(`${JSON.stringify({ path: be.path, q40q80BatchRatios: r })}\n`);
+  process.exit(0);
+}
+
 // ---- single thread, weights from DRAM ----
 const q40q80 = matvecFigure('Q40xQ80 matvec 11008x4096, 1 thread', Q40_BYTES, () =>
   be.matmulQ80(FloatType.Q40, out, xq, nextQ40(), NIN, NOUT, 1, 0, NOUT),
@@ -136,7 +207,7 @@ const q40f32 = matvecFigure('Q40xF32 matvec 11008x4096, 1 thread', Q40_BYTES, ()
   be.matmul(FloatType.Q40, out, x, nextQ40(), NIN, NOUT, 1, 0, NOUT),
 );
 
-// ---- Q40xQ80 cost by batch size (weights from DRAM): where the rows kernels hand over to the lanes (or AMX) kernels ----
+// ---- Q40xQ80 cost by batch size (weights from DRAM; on avx512amx, AMX from batch 5) ----
 const SWEEP = [1, 2, 3, 4, 5, 6, 7, 8, 16, 32, 64];
 type SweepFigure = { batch: number; ms: number; relativeToBatch1: number; tokensPerMatvecTime: number };
 function batchSweep(k: typeof be): SweepFigure[] {
@@ -213,6 +284,8 @@ const batchF32Vnni = vnniBe && be.features.includes('amx-bf16')
       (b) => vnniBe.matmul(FloatType.Q40, out.subarray(b * NOUT), x.subarray(b * NIN), nextQ40(), NIN, NOUT, 1, 0, NOUT),
     )
   : undefined;
+
+const ratios = batchRatios();
 
 // ---- two threads (worker_threads, Atomics start/stop) vs a two-thread read probe ----
 async function twoThreads(): Promise<{
@@ -350,6 +423,7 @@ const result = {
   batch32Q40q80Vnni: batchQ80Vnni,
   batch32Q40f32: batchF32,
   batch32Q40f32Vnni: batchF32Vnni,
+  q40q80BatchRatios: ratios,
   nativeOverReference: { q40q80: refQ80, q40f32: refF32in, f32: refF32 },
   targets: {
     q40q80RatioToProbeAtLeast: 0.6,

@@ -1,5 +1,5 @@
 import type { TensorInfo } from '@airllm/format';
-import { ClosedError, FileChangedError, IoError, OutOfRangeError, SlotsExhaustedError, StateError, type FormatError } from '../errors.js';
+import { ClosedError, FileChangedError, IoError, OutOfRangeError, SlotsExhaustedError, StateError, type AirllmError } from '../errors.js';
 import { nativeAddon, type NativeAddon } from '../native.js';
 import { tensorOffsetIn, tensorViewAt, type TensorView } from '../views.js';
 import { checkUnchanged, readRowsAt } from '../weights.js';
@@ -247,7 +247,7 @@ export class ResidencyCore {
   }
 
   /** The typed error for an ErrorCode stored by the prefetcher. */
-  error(code: number, seg: number): FormatError {
+  error(code: number, seg: number): AirllmError {
     const s = this.shared;
     const t = this.times;
     const base = s.segments.length * SEG_TIMES;

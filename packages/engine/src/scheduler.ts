@@ -2,10 +2,16 @@
  * Continuous batching: one loop owns the engine's KV cache slots and decodes every sequence in
  * flight together, one token each per forward step (each layer's weights are read once for all
  * of them). A new sequence takes a free slot at the next step, where its prompt runs as a chunk
- * beside the tokens being decoded; one that finishes, or whose client went away, leaves after
+ * beside the tokens being decoded; one that finishes, or whose caller went away, leaves after
  * the step it is in and frees its slot for the next waiting one (first come, first served).
+ * It drives only the engine's public sequence API (beginSequence, forwardSequences,
+ * Sequence.advance), as any caller could; the server runs every request through one.
+ *
+ *   const scheduler = new BatchScheduler(engine, engine.maxSequences);
+ *   const r = await scheduler.run({ prompt, options, signal, onText: (t) => process.stdout.write(t) });
  */
-import type { LayerWiseInferenceEngine, Sequence, SequenceOptions } from '@airllm/engine';
+import type { LayerWiseInferenceEngine } from './engine.js';
+import type { Sequence, SequenceOptions } from './sequence.js';
 
 export interface SequenceJob {
   prompt: readonly number[];

@@ -1,0 +1,92 @@
+/** Response mapping: the engine's results as OpenAI response bodies and stream chunks. */
+import { randomBytes } from 'node:crypto';
+import { ContextOverflowError, TokenizerError, type FinishReason } from '@airllm/engine';
+import { ApiError } from './openai.js';
+
+/** OpenAI's finish reasons from the engine's. */
+export function finishReason(r: FinishReason | string): 'stop' | 'length' {
+  return r === 'length' || r === 'context' ? 'length' : 'stop';
+}
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+}
+
+/** One choice of a finished answer. */
+export interface ChoiceResult {
+  index: number;
+  text: string;
+  finishReason: FinishReason;
+}
+
+/**
+ * The bodies of one response, chat (`chat.completion`, `chat.completion.chunk`) or legacy
+ * completion (`text_completion`): one id and creation time for the whole answer or stream.
+ */
+export class CompletionShape {
+  readonly id: string;
+  readonly created = Math.floor(Date.now() / 1000);
+
+  constructor(
+    readonly isChat: boolean,
+    readonly model: string,
+  ) {
+    this.id = `${isChat ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`;
+  }
+
+  /** The whole answer (stream: false). */
+  response(choices: readonly ChoiceResult[], usage: Usage): Record<string, unknown> {
+    return {
+      id: this.id,
+      object: this.isChat ? 'chat.completion' : 'text_completion',
+      created: this.created,
+      model: this.model,
+      choices: choices.map((c) =>
+        this.isChat
+          ? { index: c.index, message: { role: 'assistant', content: c.text, refusal: null }, logprobs: null, finish_reason: finishReason(c.finishReason) }
+          : { index: c.index, text: c.text, logprobs: null, finish_reason: finishReason(c.finishReason) },
+      ),
+      usage,
+    };
+  }
+
+  /** A choice's first chunk: the assistant role (chat), or the echoed prompt (completion, if any). */
+  start(index: number, echo: string): Record<string, unknown> | undefined {
+    if (this.isChat) return this.#chunk({ index, delta: { role: 'assistant', content: '' }, logprobs: null, finish_reason: null });
+    return echo ? this.#chunk({ index, text: echo, logprobs: null, finish_reason: null }) : undefined;
+  }
+
+  /** A piece of a choice's text. */
+  delta(index: number, text: string): Record<string, unknown> {
+    return this.#chunk(this.isChat ? { index, delta: { content: text }, logprobs: null, finish_reason: null } : { index, text, logprobs: null, finish_reason: null });
+  }
+
+  /** A choice's last chunk, with its finish reason. */
+  finish(index: number, reason: FinishReason): Record<string, unknown> {
+    const r = finishReason(reason);
+    return this.#chunk(this.isChat ? { index, delta: {}, logprobs: null, finish_reason: r } : { index, text: '', logprobs: null, finish_reason: r });
+  }
+
+  /** The usage chunk after every choice has finished (stream_options.include_usage). */
+  usage(usage: Usage): Record<string, unknown> {
+    return { id: this.id, object: this.#chunkObject(), created: this.created, model: this.model, choices: [], usage };
+  }
+
+  #chunk(choice: Record<string, unknown>): Record<string, unknown> {
+    return { id: this.id, object: this.#chunkObject(), created: this.created, model: this.model, choices: [choice] };
+  }
+
+  #chunkObject(): string {
+    return this.isChat ? 'chat.completion.chunk' : 'text_completion';
+  }
+}
+
+/** The API error for an engine error a client caused (400), or undefined for any other error. */
+export function toApiError(e: unknown): ApiError | undefined {
+  if (e instanceof ApiError) return e;
+  if (e instanceof ContextOverflowError) return new ApiError(400, e.message, 'messages', 'context_length_exceeded');
+  if (e instanceof TokenizerError) return new ApiError(400, e.message, 'prompt');
+  return undefined;
+}
