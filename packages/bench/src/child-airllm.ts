@@ -208,7 +208,7 @@ async function stepsTask(
   const pinnedRanges = engine
     .residencyStats()
     .perSegment.filter((p) => p.pinned)
-    .map((p) => (p.layer >= 0 ? { offset: layout.layers[p.layer]!.offset, size: layout.layers[p.layer]!.size } : { offset: layout.finalNorm.offset, size: layout.fileSize - layout.finalNorm.offset }));
+    .flatMap((p) => (p.kind === 'head' ? layout.head : layout.layers[p.layer]!).extents);
   const addon = nativeAddon();
   const probe = pinnedRanges.length > 0 && addon ? await new MemoryMappedWeights(job.modelPath, { backend: 'mmap' }).open() : undefined;
   const pinnedCached = (): number | undefined => {

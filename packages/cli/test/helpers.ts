@@ -1,6 +1,6 @@
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { ChatFormatter, LayerWiseInferenceEngine, type ChatMessage, type EngineOptions, type GenerateOptions } from '@airllm/engine';
+import { ChatFormatter, LayerWiseInferenceEngine, type ChatMessage, type EngineOptions, type GenerateOptions, type InitializeOptions } from '@airllm/engine';
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const BIN = resolve(here, '../bin/airllm.js');
@@ -17,12 +17,21 @@ export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeou
  */
 export class SlowEngine extends LayerWiseInferenceEngine {
   delayMs = 0;
+  #slowed = false;
   constructor(options: EngineOptions = {}) {
     super(MODEL, { threads: 1, ...options });
   }
-  protected override async forwardItems(items: readonly { slot: number; pos: number; tokens: readonly number[] }[]): Promise<Float32Array[]> {
-    if (this.delayMs > 0) await sleep(this.delayMs);
-    return super.forwardItems(items);
+  override async initialize(init?: InitializeOptions): Promise<void> {
+    await super.initialize(init);
+    if (this.#slowed) return;
+    this.#slowed = true;
+    const model = this.model;
+    this.model = {
+      forward: async (items) => {
+        if (this.delayMs > 0) await sleep(this.delayMs);
+        return model.forward(items);
+      },
+    };
   }
 }
 

@@ -23,22 +23,25 @@ export const CTRL = Object.freeze({
 });
 export const CTRL_INTS = 4;
 
-/** Task words: rows, layerStart, layerEnd, nSeqs, nLogitRows, then 4 per sequence, then the logit rows. */
+/** Task words: rows, layers.start, layers.end, nSeqs, nLogitRows, then 4 per sequence, then the logit rows. */
 const TASK_HEAD = 5;
 
 export function taskInts(maxRows: number): number {
   return TASK_HEAD + 4 * maxRows + maxRows;
 }
 
-/** Report doubles per thread: count, then [segment, waitStart, waitEnd, computeEnd] per segment. */
-export function reportDoubles(segments: number): number {
-  return 1 + 4 * segments;
+/** Doubles per span of a report: [SpanKind, layer, waitStart, waitEnd, computeEnd]. */
+export const SPAN_DOUBLES = 5;
+
+/** Report doubles per thread: count, then SPAN_DOUBLES per span (a layer or the head). */
+export function reportDoubles(spans: number): number {
+  return 1 + SPAN_DOUBLES * spans;
 }
 
 export function writeTask(ints: Int32Array, task: Omit<StepTask, 'thread'>): void {
   ints[0] = task.rows;
-  ints[1] = task.layerStart;
-  ints[2] = task.layerEnd;
+  ints[1] = task.layers.start;
+  ints[2] = task.layers.end;
   ints[3] = task.seqs.length;
   ints[4] = task.logitRows.length;
   let o = TASK_HEAD;
@@ -58,17 +61,17 @@ export function readTask(ints: Int32Array, thread: number): StepTask {
   let o = TASK_HEAD;
   for (let i = 0; i < nSeqs; i++, o += 4) seqs.push({ slot: ints[o]!, pos0: ints[o + 1]!, row0: ints[o + 2]!, rows: ints[o + 3]! });
   const logitRows = Array.from(ints.subarray(o, o + nLogit));
-  return { thread, rows: ints[0]!, layerStart: ints[1]!, layerEnd: ints[2]!, seqs, logitRows };
+  return { thread, rows: ints[0]!, layers: { start: ints[1]!, end: ints[2]! }, seqs, logitRows };
 }
 
 export function writeReport(doubles: Float64Array, thread: number, stride: number, spans: readonly number[]): void {
   const base = thread * stride;
-  doubles[base] = spans.length / 4;
+  doubles[base] = spans.length / SPAN_DOUBLES;
   for (let i = 0; i < spans.length; i++) doubles[base + 1 + i] = spans[i]!;
 }
 
 export function readReport(doubles: Float64Array, thread: number, stride: number): ThreadReport {
   const base = thread * stride;
   const n = doubles[base]!;
-  return { thread, spans: Array.from(doubles.subarray(base + 1, base + 1 + 4 * n)) };
+  return { thread, spans: Array.from(doubles.subarray(base + 1, base + 1 + SPAN_DOUBLES * n)) };
 }

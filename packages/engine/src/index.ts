@@ -11,6 +11,9 @@ export {
   type MemoryMode,
 } from './engine.js';
 export { Sequence, type SequenceOptions, type ForwardItem } from './sequence.js';
+export type { LayerRunner, ModelForward } from './runner.js';
+export type { KvHistory } from './history.js';
+export type { Matrix, LayerWeights, HeadWeights } from './weights.js';
 export { BatchScheduler, type SequenceJob, type SequenceResult, type SequenceTimings, type SchedulerStats } from './scheduler.js';
 export { Tokenizer, TokenDecoder, type TokenizerKind, type TokenizerAlgorithm, type TokenizerOptions, type EncodeOptions } from './tokenizer.js';
 export { loadTokenizer, defaultTokenizerPath, type LoadTokenizerOptions } from './tokenizer-load.js';

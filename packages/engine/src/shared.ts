@@ -1,6 +1,7 @@
-import type { FloatType } from '@airllm/format';
-import type { WeightsDescriptor } from './weights.js';
+import type { FloatType, LayerRange } from '@airllm/format';
 import type { BackendPreference } from '@airllm/kernels';
+import type { EngineConfig } from './config.js';
+import type { WeightsDescriptor } from './weights.js';
 
 /** Activation numerics: plain float32, or dllama's Q80 casts at its seven points (FORMAT.md §e). */
 export type ActivationMode = 'f32' | 'q80';
@@ -40,20 +41,14 @@ export interface SharedBuffers {
 
 /** Everything a compute worker needs, sent once as piscina workerData. */
 export interface ComputeWorkerData {
-  /** The model header bytes (the worker rebuilds the layout from them). */
-  readonly headerBytes: Uint8Array;
-  readonly threads: number;
-  readonly maxRows: number;
-  readonly seqLen: number;
-  readonly firstLayer: number;
-  readonly lastLayer: number;
-  readonly activations: ActivationMode;
+  /** The model's hyper-parameters and the resolved options (threads, rows, context, layers). */
+  readonly config: EngineConfig;
   /** The kernel backend the main thread resolved: 'reference' or a native CPU path. */
   readonly kernels: BackendPreference;
   /** Spin iterations before sleeping at a barrier (0 when threads > cores). */
   readonly spin: number;
   readonly buffers: SharedBuffers;
-  /** How to attach to the weights (see weights.ts). */
+  /** How to attach to the weights, with the layout (see weights.ts). */
   readonly weights: WeightsDescriptor;
 }
 
@@ -70,16 +65,19 @@ export interface StepTask {
   readonly thread: number;
   readonly rows: number;
   readonly seqs: readonly SequenceRows[];
-  readonly layerStart: number;
-  readonly layerEnd: number;
-  /** Rows of x to turn into logits (final norm + classifier); empty for none. */
+  /** Layers to run, [start, end) (empty for none). */
+  readonly layers: LayerRange;
+  /** Rows of x to turn into logits (final norm + classifier, after the layers); empty for none. */
   readonly logitRows: readonly number[];
 }
+
+/** What a span of a thread report covers. */
+export const SpanKind = { LAYER: 0, HEAD: 1 } as const;
 
 /** Per-thread timings of one step, in ms since the Unix epoch (performance.timeOrigin based). */
 export interface ThreadReport {
   readonly thread: number;
-  /** [segment, waitStart, waitEnd, computeEnd] per layer (segment = nLayers for the head). */
+  /** [SpanKind, layer (0 for the head), waitStart, waitEnd, computeEnd] per layer and head. */
   readonly spans: number[];
 }
 

@@ -7,15 +7,14 @@ import { loadBackend } from '@airllm/kernels';
 import { CTRL, readTask, reportDoubles, writeReport } from './channel.js';
 import { ComputeThread } from './compute.js';
 import type { ComputeWorkerData } from './shared.js';
-import { attachWeightSource } from './weights.js';
 
 const data = workerData as ComputeWorkerData;
 // The main thread already resolved the backend (and said so once if it fell back).
-const thread = new ComputeThread(data, loadBackend(data.kernels), attachWeightSource(data.weights));
+const thread = new ComputeThread(data, loadBackend(data.kernels));
 const ctrl = new Int32Array(data.buffers.control);
 const task = new Int32Array(data.buffers.task);
 const reports = new Float64Array(data.buffers.reports);
-const stride = reportDoubles(thread.h.nLayers + 1);
+const stride = reportDoubles(data.config.layers.end - data.config.layers.start + 1);
 
 export interface ServeTask {
   readonly thread: number;

@@ -88,6 +88,9 @@ export function ggufSourceOf(t: TensorInfo): GgufSource {
     case 'q': return whole(`${b}attn_q.weight`);
     case 'k': return whole(`${b}attn_k.weight`);
     case 'v': return whole(`${b}attn_v.weight`);
+    case 'bq': return whole(`${b}attn_q.bias`);
+    case 'bk': return whole(`${b}attn_k.bias`);
+    case 'bv': return whole(`${b}attn_v.bias`);
     case 'wo': return whole(`${b}attn_output.weight`);
     case 'w1': return expert ? { name: `${b}ffn_gate_exps.weight`, slice: t.expert } : whole(`${b}ffn_gate.weight`);
     case 'w2': return expert ? { name: `${b}ffn_down_exps.weight`, slice: t.expert } : whole(`${b}ffn_down.weight`);

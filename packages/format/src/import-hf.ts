@@ -169,6 +169,9 @@ export function hfTensorNames(t: TensorInfo): string[] {
     case 'q': return [`${p}self_attn.q_proj.weight`];
     case 'k': return [`${p}self_attn.k_proj.weight`];
     case 'v': return [`${p}self_attn.v_proj.weight`];
+    case 'bq': return [`${p}self_attn.q_proj.bias`];
+    case 'bk': return [`${p}self_attn.k_proj.bias`];
+    case 'bv': return [`${p}self_attn.v_proj.bias`];
     case 'wo': return [`${p}self_attn.o_proj.weight`];
     case 'w1': return [`${e}gate_proj.weight`];
     case 'w2': return [`${e}down_proj.weight`];

@@ -67,7 +67,25 @@ export {
   parseModelHeader,
   writeModelHeader,
 } from './header.js';
-export { type TensorKind, type TensorInfo, type LayerInfo, type ModelLayout, buildModelLayout, layerTensor } from './layout.js';
+export {
+  type TensorKind,
+  type TensorInfo,
+  type Extent,
+  type TensorGroup,
+  type LayerInfo,
+  type LayerRange,
+  type ModelConfig,
+  type WeightsLayout,
+  type ModelLayout,
+  buildModelLayout,
+  configFromHeader,
+  extentsOf,
+  tensorGroup,
+  layoutFromTensors,
+  findTensor,
+  findOptionalTensor,
+  layerTensor,
+} from './layout.js';
 export {
   MAX_MODEL_HEADER_BYTES,
   type ModelFileInfo,

@@ -117,11 +117,12 @@ export class LayerOffsetCalculator {
     return (this.#layout ??= this.calculateOffsets());
   }
 
+  /** A `.m` layer is one contiguous range of the file. */
   getLayerOffset(layerId: number): { offset: number; size: number } {
     const layer = this.layout.layers[layerId];
     if (!Number.isInteger(layerId) || layer === undefined) {
       throw new RangeError(`layer ${layerId} out of range 0..${this.layout.layers.length - 1}`);
     }
-    return { offset: layer.offset, size: layer.size };
+    return { offset: layer.extents[0]!.offset, size: layer.size };
   }
 }

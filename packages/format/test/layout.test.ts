@@ -2,15 +2,22 @@ import { describe, expect, it } from 'vitest';
 import {
   ArchType,
   buildModelLayout,
+  extentsOf,
+  findOptionalTensor,
+  findTensor,
   FloatType,
   HeaderKey,
   layerTensor,
+  layoutFromTensors,
   parseModelHeader,
   RopeType,
   SizeOverflowError,
+  tensorGroup,
   writeModelHeader,
   type HeaderValues,
   type ModelLayout,
+  type TensorInfo,
+  type WeightsLayout,
 } from '../src/index.js';
 import { TINY_LLAMA31, TINY_QWEN3, TINY_QWEN3_MOE, withDtype } from '../src/testing/index.js';
 import { expectFormatError } from './helpers.js';
@@ -49,11 +56,13 @@ function checkAgainstFormula(v: HeaderValues): ModelLayout {
   const f = formulaSizes(v);
   expect(BigInt(L.layerBytes)).toBe(f.layer);
   L.layers.forEach((l, i) => {
-    expect(BigInt(l.offset)).toBe(f.layerStart(i));
+    expect(l.extents.length).toBe(1);
+    expect(BigInt(l.extents[0]!.offset)).toBe(f.layerStart(i));
     expect(BigInt(l.size)).toBe(f.layer);
   });
   expect(BigInt(L.finalNorm.offset)).toBe(f.finalNorm);
   expect(BigInt(L.wcls.offset)).toBe(f.wcls);
+  expect(L.head.extents.map((e) => [BigInt(e.offset), BigInt(e.size)])).toEqual([[f.finalNorm, f.fileSize - f.finalNorm]]);
   expect(BigInt(L.fileSize)).toBe(f.fileSize);
   return L;
 }
@@ -118,7 +127,7 @@ describe('layout table', () => {
     };
     const L = checkAgainstFormula(llama70b);
     expect(L.fileSize).toBeGreaterThan(2 ** 32 * 9);
-    expect(L.layers.filter((l) => l.offset > 2 ** 32).length).toBeGreaterThan(60);
+    expect(L.layers.filter((l) => l.extents[0]!.offset > 2 ** 32).length).toBeGreaterThan(60);
     const f405: HeaderValues = { ...llama70b, [K.Dim]: 16384, [K.HiddenDim]: 53248, [K.NLayers]: 126, [K.NHeads]: 128, [K.VocabSize]: 128256, [K.WeightsFloatType]: FloatType.F32 };
     const L405 = checkAgainstFormula(f405);
     expect(L405.fileSize).toBeGreaterThan(2 ** 40);
@@ -147,5 +156,45 @@ describe('layout table', () => {
     expect(e.field).toMatch(/^layers\.\d+\.experts\.\d+\.w[123]$/);
     expect(Number.isSafeInteger(e.offset)).toBe(true);
     expect(e.offset).toBeGreaterThan(2 ** 52);
+  });
+});
+
+describe('the format-neutral layout', () => {
+  it('a .m layout is plain data: a structured clone keeps every tensor, lookups work on it', () => {
+    const L = layoutOf(withDtype(TINY_QWEN3, FloatType.Q40));
+    const clone = structuredClone(L) as WeightsLayout;
+    expect(clone.tensors).toEqual(L.tensors);
+    expect(clone.layers).toEqual(L.layers);
+    expect(findTensor(clone, 'layers.1.k_norm')).toEqual(L.tensor('layers.1.k_norm'));
+    expect(layerTensor(clone, 1, 'wo')).toEqual(layerTensor(L, 1, 'wo'));
+    expect(findOptionalTensor(clone, 'layers.1.bq')).toBeUndefined();
+    expect(() => findTensor(clone, 'layers.9.q')).toThrow(RangeError);
+    // Its config, from the header: what the engine reads instead of the header.
+    expect(clone.config).toMatchObject({ archType: ArchType.QWEN3, dim: 64, qDim: 128, kvDim: 64, headDim: 32, qkNorm: true, qkvBias: false, tiedEmbeddings: false });
+    expect(clone.config.rope.type).toBe(RopeType.FALCON);
+  });
+
+  it('extents: file order, touching ranges merged, gaps up to maxGap read along', () => {
+    const t = (name: string, offset: number, byteLength: number): TensorInfo => ({ name, kind: 'q', layer: 0, expert: -1, dtype: FloatType.F32, shape: [byteLength / 4], offset, byteLength });
+    const ts = [t('c', 300, 40), t('a', 100, 40), t('b', 140, 20), t('d', 352, 8)];
+    expect(extentsOf(ts)).toEqual([{ offset: 100, size: 60 }, { offset: 300, size: 40 }, { offset: 352, size: 8 }]);
+    expect(extentsOf(ts, 12)).toEqual([{ offset: 100, size: 60 }, { offset: 300, size: 60 }]);
+    expect(tensorGroup(ts).size).toBe(108);
+  });
+
+  it('layoutFromTensors groups by layer and takes the head as final_norm + wcls (tied: the embedding bytes)', () => {
+    const L = layoutOf(TINY_LLAMA31);
+    const tied = layoutFromTensors(
+      { ...L.config, tiedEmbeddings: true },
+      [...L.tensors.filter((x) => x.kind !== 'wcls'), { ...L.embedding, name: 'wcls', kind: 'wcls' }],
+      { dataOffset: L.dataOffset, fileSize: L.wcls.offset },
+    );
+    expect(tied.layers).toEqual(L.layers);
+    expect(tied.wcls.offset).toBe(L.embedding.offset);
+    expect(tied.head.extents).toEqual([
+      { offset: L.embedding.offset, size: L.embedding.byteLength },
+      { offset: L.finalNorm.offset, size: L.finalNorm.byteLength },
+    ]);
+    expect(() => layoutFromTensors(L.config, L.tensors.filter((x) => x.kind !== 'final_norm'), { dataOffset: 0, fileSize: L.fileSize })).toThrow(RangeError);
   });
 });

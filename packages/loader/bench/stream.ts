@@ -180,7 +180,8 @@ async function cacheScan(path: string, layout: ModelLayout, policy: 'lru' | 'pin
   dropFileCache(path);
   const w = await new MemoryMappedWeights(path, { backend: 'mmap' }).open();
   const map = w.mapping!;
-  const segs = [...layout.layers.map((l) => ({ offset: l.offset, size: l.size }))];
+  // A .m layer is one extent.
+  const segs = [...layout.layers.map((l) => l.extents[0]!)];
   const n = segs.length;
   const pinned = new Set<number>();
   if (policy === 'pin') for (let j = 0; j < capacity - 2; j++) pinned.add(Math.floor(((j + 0.5) * n) / (capacity - 2)));
@@ -252,7 +253,7 @@ async function main(): Promise<void> {
     const path = join(dir, 'model.m');
     const tw = now();
     const layout = writeModel(path, args.layers);
-    const streamed = layout.fileSize - layout.layers[0]!.offset;
+    const streamed = layout.fileSize - layout.layers[0]!.extents[0]!.offset;
     log(`model: ${layout.layers.length} layers × ${round(layout.layerBytes / MB)} MB, file ${round(layout.fileSize / MB)} MB (streamed segments ${round(streamed / MB)} MB), written in ${round((now() - tw) / 1000)} s`);
     if (layout.fileSize < 2 ** 31) throw new Error('benchmark file must be ≥ 2 GiB (use more --layers)');
 

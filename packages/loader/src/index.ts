@@ -10,19 +10,23 @@
  *   w.readRows(w.layout.embedding, tokenId, 1, row);         // embedding rows (pread)
  *   w.close();
  *
+ * The layout (format's WeightsLayout) is the only description of where tensors are: a `.m`
+ * file's by default, or one given with `{ layout }` for another format. A layer (and the head)
+ * is a list of extents, file ranges in file order.
+ *
  * Backends: `mmap` (native addon: the file mapped into one SharedArrayBuffer) or `read` (pure
  * JS pread into SharedArrayBuffers), picked automatically with one stderr line when the addon is
  * missing; force one with `{ backend }` or AIRLLM_LOADER_BACKEND=mmap|read.
  *
  * ## Residency, as the engine uses it
  *
- * Segments are the units of residency: one per layer of the served range, then one head segment
- * (final_norm + wcls) when the range ends at the last layer. The engine visits them cyclically:
- * 0, 1, …, n−1, 0, … (one pass per forward step).
+ * Segments are the units of residency: one per layer of the served range [start, end), then one
+ * head segment (final_norm + wcls) when the range ends at the last layer. The engine visits them
+ * cyclically: 0, 1, …, n−1, 0, … (one pass per forward step).
  *
  * Main thread:
  *
- *   const r = await LayerResidency.create(w, { mode: 'stream', budgetBytes, firstLayer, lastLayer });
+ *   const r = await LayerResidency.create(w, { mode: 'stream', budgetBytes, layers: { start, end } });
  *   await r.warmup((done, total) => …);        // optional: load pinned segments now
  *   for (const worker of computeWorkers) worker.postMessage({ residency: r.shared });
  *   …
@@ -32,18 +36,19 @@
  * Inside each compute worker (blocking calls; never on the main thread):
  *
  *   const client = attachResidency(shared);
- *   for (each step) for (let seg = 0; seg < client.segments.length; seg++) {
- *     const { buffer, byteOffset } = client.acquire(seg);  // waits until resident
- *     const wq = client.tensorView(layerTensor(layout, layer, 'q'));
+ *   for (each step) for (let layer = start; layer < end; layer++) {
+ *     const loc = client.acquireLayer(layer);   // waits until resident
+ *     const wq = tensorViewAt(loc.buffer, tensorOffsetIn(extents, loc.extentOffsets, q), q);
  *     …compute this thread's rows…
  *     barrier();                                // the engine's own
- *     if (thread === 0) client.release(seg);    // once per use, after every thread is done
- *   }
+ *     if (thread === 0) client.releaseLayer(layer); // once per use, after every thread is done
+ *   }                                           // then acquireHead() / releaseHead()
  *
- * `acquire(seg)` is idempotent across threads (all compute threads acquire the same segment);
- * it returns where the segment's first byte lives (the file mapping itself in mmap mode, a slot
- * buffer in the read fallback; both keep file alignment modulo 4096) and tells the prefetcher
- * to start on the next segment of the cyclic order. The main thread uses `acquireAsync`
+ * `acquire(seg)` (and acquireLayer / acquireHead) is idempotent across threads (all compute
+ * threads acquire the same segment); it returns where each of the segment's extents lives (the
+ * file mapping itself in mmap mode; in the read fallback a slot buffer with the extents packed
+ * in file order, each at its file offset's alignment modulo 4096) and tells the prefetcher to
+ * start on the next segment of the cyclic order. The main thread uses `acquireAsync`
  * (Atomics.waitAsync) instead. `release(seg)` gives the segment back: pinned segments stay,
  * streamed ones are dropped (MADV_DONTNEED) and their slot reused.
  *
@@ -67,7 +72,7 @@
  * README.md for the cache layout and the hub contract.
  */
 export { MemoryMappedWeights, ALIGN_MIRROR, type WeightsOptions } from './weights.js';
-export { tensorViewAt, MAX_VIEW_ELEMENTS, type TensorView } from './views.js';
+export { tensorViewAt, tensorBytesAt, tensorOffsetIn, MAX_VIEW_ELEMENTS, type TensorView } from './views.js';
 export { LayerResidency, type ResidencyOptions, type ResidencyStats, type SegmentStats } from './residency/residency.js';
 export { attachResidency, ResidencyClient } from './residency/client.js';
 export { planResidency, type ResidencyPlan } from './residency/plan.js';

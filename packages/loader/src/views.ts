@@ -1,4 +1,4 @@
-import { FloatType, type TensorInfo } from '@airllm/format';
+import { FloatType, type Extent, type TensorInfo } from '@airllm/format';
 import { OutOfRangeError } from './errors.js';
 
 /** What a tensor view is: F32 → Float32Array, F16 → Uint16Array (raw halves), Q40/Q80 → raw block bytes. */
@@ -38,11 +38,37 @@ export function tensorViewAt(buffer: ArrayBufferLike, byteOffset: number, t: Ten
   return new Uint8Array(buffer, byteOffset, t.byteLength);
 }
 
+/**
+ * The raw bytes of tensor `t` at `byteOffset` in `buffer`, whatever its dtype: always zero-copy
+ * (what the kernels take for a weight matrix, which they decode row by row).
+ */
+export function tensorBytesAt(buffer: ArrayBufferLike, byteOffset: number, t: TensorInfo): Uint8Array {
+  if (t.byteLength > MAX_VIEW_ELEMENTS) throw tooLarge(t);
+  return new Uint8Array(buffer, byteOffset, t.byteLength);
+}
+
 function tooLarge(t: TensorInfo): OutOfRangeError {
   return new OutOfRangeError('tensor is larger than one typed array can address on this Node', {
     field: t.name,
     offset: t.offset,
     expected: `≤ ${MAX_VIEW_ELEMENTS} elements`,
     actual: t.byteLength,
+  });
+}
+
+/**
+ * Where tensor `t` starts in a buffer holding `extents` (file ranges) at `extentOffsets`: the
+ * extent that contains the tensor, shifted. Throws when no single extent holds the whole tensor.
+ */
+export function tensorOffsetIn(extents: readonly Extent[], extentOffsets: readonly number[], t: TensorInfo): number {
+  for (let i = 0; i < extents.length; i++) {
+    const e = extents[i]!;
+    if (t.offset >= e.offset && t.offset + t.byteLength <= e.offset + e.size) return extentOffsets[i]! + (t.offset - e.offset);
+  }
+  throw new OutOfRangeError('tensor is not inside the byte ranges of this segment', {
+    field: t.name,
+    offset: t.offset,
+    expected: extents.map((e) => `${e.offset}+${e.size}`).join(', '),
+    actual: `${t.offset}+${t.byteLength}`,
   });
 }

@@ -9,6 +9,7 @@ import {
   type ModelHeader,
   type ModelLayout,
   type TensorInfo,
+  type WeightsLayout,
 } from '@airllm/format';
 import { resolveBackend, type BackendChoice, type BackendKind } from './backend.js';
 import {
@@ -31,6 +32,11 @@ const MAX_READ = 1 << 30;
 export interface WeightsOptions {
   /** `auto` (default; or env AIRLLM_LOADER_BACKEND) uses mmap when the addon loads. */
   backend?: BackendChoice;
+  /**
+   * Where the file's tensors are, when it is not a `.m` file (a layout another reader built
+   * from the same file). Default: parse the file as `.m` and build its layout.
+   */
+  layout?: WeightsLayout;
 }
 
 /** What the residency and its workers need from an open weights object. Not public API. */
@@ -107,7 +113,8 @@ export function checkUnchanged(fd: number, size: number, path: string, map?: Sha
 export class MemoryMappedWeights {
   readonly path: string;
   readonly #options: WeightsOptions;
-  #layout: ModelLayout | undefined;
+  #layout: WeightsLayout | undefined;
+  #header: ModelHeader | undefined;
   #closed = false;
 
   constructor(path: string, options: WeightsOptions = {}) {
@@ -131,14 +138,22 @@ export class MemoryMappedWeights {
       if (st.isDirectory()) throw new NotRegularFileError('is a directory, not a model file', { path });
       if (!st.isFile()) throw new NotRegularFileError('not a regular file', { path });
       if (st.size === 0) throw new EmptyFileError('file is empty', { path, expected: '> 0 bytes', actual: 0 });
-      let header: ModelHeader;
-      try {
-        header = parseModelHeader(readAt(fd, 0, Math.min(st.size, MAX_MODEL_HEADER_BYTES)));
-        this.#layout = buildModelLayout(header);
-      } catch (e) {
-        throw e instanceof FormatError ? e.withPath(path) : e;
+      if (this.#options.layout !== undefined) {
+        this.#layout = this.#options.layout;
+        if (this.#layout.fileSize > st.size) {
+          throw new OutOfRangeError('the layout describes bytes past the end of the file', { path, field: 'file size', expected: `≥ ${this.#layout.fileSize}`, actual: st.size });
+        }
+      } else {
+        let layout: ModelLayout;
+        try {
+          layout = buildModelLayout(parseModelHeader(readAt(fd, 0, Math.min(st.size, MAX_MODEL_HEADER_BYTES))));
+        } catch (e) {
+          throw e instanceof FormatError ? e.withPath(path) : e;
+        }
+        checkFileSize(layout, st.size, path);
+        this.#layout = layout;
+        this.#header = layout.header;
       }
-      checkFileSize(this.#layout, st.size, path);
       const backend = resolveBackend(this.#options.backend);
       let map: SharedArrayBuffer | undefined;
       if (backend.kind === 'mmap') {
@@ -159,12 +174,14 @@ export class MemoryMappedWeights {
   get isOpen(): boolean {
     return internals.has(this);
   }
-  get layout(): ModelLayout {
+  get layout(): WeightsLayout {
     if (this.#layout === undefined || !this.isOpen) throw this.#closedError();
     return this.#layout;
   }
-  get header(): ModelHeader {
-    return this.layout.header;
+  /** The `.m` header (undefined when the layout was given: another format). */
+  get header(): ModelHeader | undefined {
+    if (!this.isOpen) throw this.#closedError();
+    return this.#header;
   }
   get backend(): BackendKind {
     return this.#internals().kind;
@@ -193,13 +210,13 @@ export class MemoryMappedWeights {
     return this.#readCopy(i, offset, size);
   }
 
-  /** Layer `l`'s bytes (all its tensors, contiguous), as `loadLayerWeights` returns them. */
-  layerWeights(layer: number): Uint8Array {
+  /** Layer `l`'s bytes, one array per extent (a `.m` layer has one), as `loadLayerWeights` returns them. */
+  layerWeights(layer: number): Uint8Array[] {
     const info = this.layout.layers[layer];
     if (!Number.isInteger(layer) || info === undefined) {
       throw new OutOfRangeError('no such layer', { path: this.path, field: 'layer', expected: `0..${this.layout.layers.length - 1}`, actual: layer });
     }
-    return this.loadLayerWeights(info.offset, info.size);
+    return info.extents.map((e) => this.loadLayerWeights(e.offset, e.size));
   }
 
   /** A typed view of one tensor of the layout (see `tensorViewAt` for dtypes and alignment). */

@@ -235,7 +235,7 @@ describe('pinned segments are locked in memory (mmap stream mode)', () => {
 describe('residency API', () => {
   it('serves a layer range (distributed node) with tensor views from the client', async () => {
     const w = await new MemoryMappedWeights(smallPath).open();
-    const r = await LayerResidency.create(w, { mode: 'stream', budgetBytes: 2 * L, firstLayer: 2, lastLayer: 4 });
+    const r = await LayerResidency.create(w, { mode: 'stream', budgetBytes: 2 * L, layers: { start: 2, end: 5 } });
     try {
       expect(r.segments.map((s) => s.layer)).toEqual([2, 3, 4]);
       expect(r.headSegment).toBe(-1);
@@ -243,7 +243,8 @@ describe('residency API', () => {
       expect(() => r.segmentOfLayer(5)).toThrow(OutOfRangeError);
       const client = attachResidency(r.shared); // main thread: only non-blocking calls below
       const loc = await r.acquireAsync(1);
-      expect(loc.byteLength).toBe(L);
+      expect(loc.extentOffsets.length).toBe(1);
+      expect(r.segments[1]!.size).toBe(L);
       const wo = layerTensor(small, 3, 'wo');
       const v = client.tensorView(wo) as Float32Array;
       const bytes = new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
@@ -266,8 +267,8 @@ describe('residency API', () => {
       expect(e).toBeInstanceOf(BudgetTooSmallError);
       expect((e as BudgetTooSmallError).expected).toBe(`≥ ${2 * L}`);
       await expect(LayerResidency.create(w, { mode: 'stream' })).rejects.toBeInstanceOf(BudgetTooSmallError);
-      await expect(LayerResidency.create(w, { mode: 'resident', firstLayer: 4, lastLayer: 2 })).rejects.toBeInstanceOf(OutOfRangeError);
-      await expect(LayerResidency.create(w, { mode: 'resident', lastLayer: 6 })).rejects.toBeInstanceOf(OutOfRangeError);
+      await expect(LayerResidency.create(w, { mode: 'resident', layers: { start: 4, end: 3 } })).rejects.toBeInstanceOf(OutOfRangeError);
+      await expect(LayerResidency.create(w, { mode: 'resident', layers: { start: 0, end: 7 } })).rejects.toBeInstanceOf(OutOfRangeError);
       await expect(LayerResidency.create(w, { mode: 'stream', budgetBytes: 4 * L, slots: 0 })).rejects.toBeInstanceOf(OutOfRangeError);
     } finally {
       w.close();
@@ -352,11 +353,11 @@ describe('residency API', () => {
       try {
         await r.acquireAsync(0);
         r.release(0);
-        truncateSync(path, layout.layers[3]!.offset);
+        truncateSync(path, layout.layers[3]!.extents[0]!.offset);
         const e = await r.acquireAsync(4).catch((x: unknown) => x);
         expect(e).toBeInstanceOf(FileChangedError);
         expect((e as FileChangedError).expected).toBe(layout.fileSize);
-        expect((e as FileChangedError).actual).toBe(layout.layers[3]!.offset);
+        expect((e as FileChangedError).actual).toBe(layout.layers[3]!.extents[0]!.offset);
         await expect(r.acquireAsync(1)).rejects.toBeInstanceOf(FileChangedError);
       } finally {
         await r.close();
@@ -418,9 +419,11 @@ describe('memory: measured from /proc/self/status', () => {
     try {
       for (let seg = 0; seg < r.segments.length; seg++) {
         const loc = await r.acquireAsync(seg);
-        const u8 = new Uint8Array(loc.buffer, loc.byteOffset, loc.byteLength);
         let sum = 0;
-        for (let i = 0; i < u8.length; i += 4096) sum += u8[i]!;
+        r.segments[seg]!.extents.forEach((e, x) => {
+          const u8 = new Uint8Array(loc.buffer, loc.extentOffsets[x]!, e.size);
+          for (let i = 0; i < u8.length; i += 4096) sum += u8[i]!;
+        });
         expect(sum).toBe(0); // sparse file: all holes
         peak = Math.max(peak, memoryStatus()!.rss);
         r.release(seg);

@@ -39,7 +39,7 @@ describe('a sparse 6 GiB model: offsets above 4 GiB', () => {
     };
     mark(4 * GiB, 64); // exactly 4 GiB: a 32-bit offset would wrap to 0
     mark(4 * GiB + 12_345, 5000); // unaligned, crosses a page boundary
-    mark(layout.layers[6]!.offset, 4096 + 3); // a layer start above 4 GiB
+    mark(layout.layers[6]!.extents[0]!.offset, 4096 + 3); // a layer start above 4 GiB
     mark(layerTensor(layout, 6, 'w2').offset, 16); // a tensor above 4 GiB
     mark(layout.fileSize - 777, 777); // the file's last bytes (end of wcls)
   });
@@ -81,9 +81,11 @@ describe('a sparse 6 GiB model: offsets above 4 GiB', () => {
     try {
       expect(w.mapping!.byteLength).toBe(layout.fileSize);
       const l6 = layout.layers[6]!;
-      const v = w.layerWeights(6);
+      const views = w.layerWeights(6);
+      expect(views.length).toBe(1);
+      const v = views[0]!;
       expect(v.buffer).toBe(w.mapping);
-      expect(v.byteOffset).toBe(l6.offset);
+      expect(v.byteOffset).toBe(l6.extents[0]!.offset);
       expect(v.length).toBe(l6.size);
       expect(v.subarray(0, 4099)).toEqual(marks[2]!.bytes);
     } finally {
@@ -195,9 +197,9 @@ describe('bad input gets typed errors', () => {
       const l = writeSyntheticModel(path, { dim: 64, hiddenDim: 128, nLayers: 4, nHeads: 2, nKvHeads: 2, vocabSize: 16 }, 'pattern');
       const w = await new MemoryMappedWeights(path, { backend }).open();
       try {
-        const last = l.layers[3]!;
+        const last = l.layers[3]!.extents[0]!;
         const before = w.loadLayerWeights(last.offset, last.size);
-        truncateSync(path, l.layers[2]!.offset);
+        truncateSync(path, l.layers[2]!.extents[0]!.offset);
         const err = (() => {
           try {
             w.loadLayerWeights(last.offset, last.size);
@@ -208,7 +210,7 @@ describe('bad input gets typed errors', () => {
         })();
         expect(err).toBeInstanceOf(FileChangedError);
         expect((err as FileChangedError).expected).toBe(l.fileSize);
-        expect((err as FileChangedError).actual).toBe(l.layers[2]!.offset);
+        expect((err as FileChangedError).actual).toBe(l.layers[2]!.extents[0]!.offset);
         expect(() => w.checkFile()).toThrow(FileChangedError);
         if (backend === 'mmap') {
           // A view taken before the truncation now points past the end of the file. Reading it

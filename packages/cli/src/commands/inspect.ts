@@ -96,7 +96,8 @@ function toJson(F: Format, info: ModelFileInfo): unknown {
     normEpsilon: h.normEpsilon,
     derived: { headDim: h.headDim, qDim: h.qDim, kvDim: h.kvDim, ffDim: h.ffDim },
     layerBytes: layout.layerBytes,
-    layers: layout.layers.map((l) => ({ layer: l.layer, offset: l.offset, size: l.size })),
+    // A .m layer is one range of the file.
+    layers: layout.layers.map((l) => ({ layer: l.layer, offset: l.extents[0]!.offset, size: l.size })),
     tensors: layout.tensors.map((t: TensorInfo) => ({
       name: t.name,
       kind: t.kind,
@@ -134,7 +135,7 @@ function toText(F: Format, info: ModelFileInfo): string {
   const lrows: (string | number)[][] = [['', 'offset', 'size', '']];
   const e = layout.embedding;
   lrows.push(['embedding', e.offset, e.byteLength, formatBytes(e.byteLength)]);
-  for (const l of layout.layers) lrows.push([`layer ${l.layer}`, l.offset, l.size, formatBytes(l.size)]);
+  for (const l of layout.layers) lrows.push([`layer ${l.layer}`, l.extents[0]!.offset, l.size, formatBytes(l.size)]);
   for (const t of [layout.finalNorm, layout.wcls]) lrows.push([t.name, t.offset, t.byteLength, formatBytes(t.byteLength)]);
   lines.push(table(lrows, '  '));
   const ok = layout.fileSize === info.actualSize;

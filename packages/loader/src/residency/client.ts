@@ -1,8 +1,8 @@
 import type { TensorInfo } from '@airllm/format';
 import { ClosedError, FileChangedError, IoError, OutOfRangeError, SlotsExhaustedError, StateError, type AirllmError } from '../errors.js';
 import { nativeAddon, type NativeAddon } from '../native.js';
-import { tensorViewAt, type TensorView } from '../views.js';
-import { ALIGN_MIRROR, checkUnchanged, readRowsAt } from '../weights.js';
+import { tensorOffsetIn, tensorViewAt, type TensorView } from '../views.js';
+import { checkUnchanged, readRowsAt } from '../weights.js';
 import {
   C,
   ErrorCode,
@@ -34,6 +34,7 @@ export class ResidencyCore {
   readonly counters: BigInt64Array;
   readonly times: Float64Array;
   readonly #addon: NativeAddon | undefined;
+  readonly #mapped: (readonly number[] | undefined)[] = [];
 
   constructor(shared: ResidencyShared) {
     if (shared.version !== 1) throw new StateError('residency descriptor of an unknown version', { expected: 1, actual: shared.version });
@@ -51,13 +52,20 @@ export class ResidencyCore {
     return this.shared.segments;
   }
 
-  /** The segment holding `layer`'s bytes. */
+  /** The segment holding `layer`'s tensors. */
   segmentOfLayer(layer: number): number {
-    const s = this.shared;
-    if (!Number.isInteger(layer) || layer < s.firstLayer || layer > s.lastLayer) {
-      throw new OutOfRangeError('layer outside this residency', { path: s.path, field: 'layer', expected: `${s.firstLayer}..${s.lastLayer}`, actual: layer });
+    const { start, end } = this.shared.layers;
+    if (!Number.isInteger(layer) || layer < start || layer >= end) {
+      throw new OutOfRangeError('layer outside this residency', { path: this.shared.path, field: 'layer', expected: `[${start}, ${end})`, actual: layer });
     }
-    return layer - s.firstLayer;
+    return layer - start;
+  }
+
+  /** The head's segment (final_norm + wcls). */
+  segmentOfHead(): number {
+    const seg = this.shared.headSegment;
+    if (seg < 0) throw new OutOfRangeError('this residency does not serve the head (final norm + classifier)', { path: this.shared.path, field: 'head' });
+    return seg;
   }
 
   checkSegment(seg: number): SegmentInfo {
@@ -141,17 +149,21 @@ export class ResidencyCore {
     return false;
   }
 
-  /** Where the segment's first byte is (valid while the segment is acquired). */
+  /** Where the segment's bytes are (valid while the segment is acquired). */
   location(seg: number): SegmentLocation {
     const s = this.shared;
     const info = this.checkSegment(seg);
-    if (s.map !== null) return { buffer: s.map, byteOffset: info.offset, byteLength: info.size };
-    const pad = info.offset % ALIGN_MIRROR;
+    if (s.map !== null) return { buffer: s.map, extentOffsets: this.#fileOffsets(seg) };
     const own = s.pinnedBuffers[seg];
-    if (own) return { buffer: own, byteOffset: pad, byteLength: info.size };
+    if (own) return { buffer: own, extentOffsets: info.packed };
     const slot = Atomics.load(this.ctrl, segWord(seg, S.SLOT));
     if (slot < 0) throw new StateError('segment is not resident', { path: s.path, field: 'segment', actual: seg });
-    return { buffer: s.slotBuffers[slot]!, byteOffset: pad, byteLength: info.size };
+    return { buffer: s.slotBuffers[slot]!, extentOffsets: info.packed };
+  }
+
+  /** In a mapping each extent is at its file offset (one array per segment, made once). */
+  #fileOffsets(seg: number): readonly number[] {
+    return (this.#mapped[seg] ??= Object.freeze(this.shared.segments[seg]!.extents.map((e) => e.offset)));
   }
 
   /** Throws SlotsExhaustedError when `seg` has waited `waitedMs` for a slot that cannot free up. */
@@ -212,13 +224,15 @@ export class ResidencyCore {
       throw new StateError('tensor view of a segment that is not acquired', { path: this.shared.path, field: t.name, actual: `state ${st}` });
     }
     const loc = this.location(seg);
-    return tensorViewAt(loc.buffer, loc.byteOffset + (t.offset - this.shared.segments[seg]!.offset), t);
+    return tensorViewAt(loc.buffer, tensorOffsetIn(this.shared.segments[seg]!.extents, loc.extentOffsets, t), t);
   }
 
+  /** The segment holding `t`: its layer's, or the head's when the head's ranges contain it. */
   segmentOfTensor(t: TensorInfo): number {
     const s = this.shared;
     if (t.layer >= 0) return this.segmentOfLayer(t.layer);
-    if ((t.kind === 'final_norm' || t.kind === 'wcls') && s.headSegment >= 0) return s.headSegment;
+    const head = s.segments[s.headSegment];
+    if (head !== undefined && head.extents.some((e) => t.offset >= e.offset && t.offset + t.byteLength <= e.offset + e.size)) return s.headSegment;
     throw new OutOfRangeError('tensor is not in any segment of this residency (the embedding is read with readRows)', { path: s.path, field: t.name });
   }
 
@@ -287,8 +301,23 @@ export class ResidencyClient {
     return this.#core.segmentOfLayer(layer);
   }
 
+  /** acquire() of layer `layer`'s segment. */
+  acquireLayer(layer: number): SegmentLocation {
+    return this.acquire(this.#core.segmentOfLayer(layer));
+  }
+  releaseLayer(layer: number): void {
+    this.#core.release(this.#core.segmentOfLayer(layer));
+  }
+  /** acquire() of the head's segment (OutOfRangeError when the head is not served). */
+  acquireHead(): SegmentLocation {
+    return this.acquire(this.#core.segmentOfHead());
+  }
+  releaseHead(): void {
+    this.#core.release(this.#core.segmentOfHead());
+  }
+
   /**
-   * Block until `seg` is resident and mark it in use; returns where its first byte lives.
+   * Block until `seg` is resident and mark it in use; returns where its bytes are.
    * Idempotent across threads: every compute thread may acquire the same segment; one of them
    * releases it once all are done. Acquiring also tells the prefetcher to start on the next
    * segment of the cyclic order.
@@ -312,7 +341,7 @@ export class ResidencyClient {
     this.#core.release(seg);
   }
 
-  /** Where an acquired segment's first byte is. */
+  /** Where an acquired segment's bytes are. */
   location(seg: number): SegmentLocation {
     return this.#core.location(seg);
   }

@@ -1,7 +1,8 @@
 import { performance } from 'node:perf_hooks';
 import { FileChangedError } from '../errors.js';
 import { nativeAddon, type NativeAddon } from '../native.js';
-import { ALIGN_MIRROR, checkUnchanged, preadFully } from '../weights.js';
+import type { Extent } from '@airllm/format';
+import { checkUnchanged, preadFully } from '../weights.js';
 import {
   C,
   ErrorCode,
@@ -137,15 +138,17 @@ export class Prefetcher {
   }
 
   /** mlock a pinned segment's (resident) pages; on the first failure, say why and stop trying. */
-  #lock(offset: number, size: number): void {
-    if (this.#lockFailed) return;
-    try {
-      this.#addon!.lock(this.#s.map!, offset, size);
-      Atomics.add(this.#counters, this.#n * SEG_COUNTERS + GC_LOCKED, BigInt(size));
-    } catch (e) {
-      this.#lockFailed = true;
-      const code = (e as { code?: string }).code ?? '';
-      this.#post({ type: 'lock-failed', message: `mlock of pinned weights failed (${code}: ${(e as Error).message}); they stay mapped but unlocked, so the kernel may reclaim them` });
+  #lock(extents: readonly Extent[]): void {
+    for (const e of extents) {
+      if (this.#lockFailed) return;
+      try {
+        this.#addon!.lock(this.#s.map!, e.offset, e.size);
+        Atomics.add(this.#counters, this.#n * SEG_COUNTERS + GC_LOCKED, BigInt(e.size));
+      } catch (err) {
+        this.#lockFailed = true;
+        const code = (err as { code?: string }).code ?? '';
+        this.#post({ type: 'lock-failed', message: `mlock of pinned weights failed (${code}: ${(err as Error).message}); they stay mapped but unlocked, so the kernel may reclaim them` });
+      }
     }
   }
 
@@ -265,7 +268,7 @@ export class Prefetcher {
     const info = this.#s.segments[seg]!;
     if (this.#addon !== undefined && this.#s.map !== null) {
       try {
-        this.#addon.advise(this.#s.map, info.offset, info.size, 'dontneed');
+        for (const e of info.extents) this.#addon.advise(this.#s.map, e.offset, e.size, 'dontneed');
       } catch {
         // The mapping was closed under us (weights closed): nothing left to drop.
       }
@@ -300,15 +303,16 @@ export class Prefetcher {
       // Refuse to touch pages past a new end of file: that is what would raise SIGBUS.
       checkUnchanged(s.fd, s.fileSize, s.path);
       if (s.map !== null) {
-        if (!this.#makeResident(seg, s.map, info.offset, info.size, this.#upNext(seg), slot >= 0)) {
+        if (!this.#makeResident(seg, s.map, info.extents, this.#upNext(seg), slot >= 0)) {
           this.#abandon(seg);
           return true;
         }
-        if (slot < 0 && s.lockPinned) this.#lock(info.offset, info.size);
+        if (slot < 0 && s.lockPinned) this.#lock(info.extents);
       } else {
         if (slot >= 0) this.#charge(seg, info.size);
         const buf = slot >= 0 ? s.slotBuffers[slot]! : s.pinnedBuffers[seg]!;
-        preadFully(s.fd, new Uint8Array(buf, info.offset % ALIGN_MIRROR, info.size), info.offset, s.path, s.fileSize);
+        // Extents in file order: sequential reads.
+        info.extents.forEach((e, i) => preadFully(s.fd, new Uint8Array(buf, info.packed[i]!, e.size), e.offset, s.path, s.fileSize));
       }
       checkUnchanged(s.fd, s.fileSize, s.path, s.map ?? undefined, this.#addon);
     } catch (e) {
@@ -324,7 +328,7 @@ export class Prefetcher {
     this.#times[seg * SEG_TIMES + T.LOAD_START] = startMs;
     this.#times[seg * SEG_TIMES + T.LOAD_END] = endMs;
     this.#setState(seg, State.LOADING, State.READY);
-    if (s.trace) this.#post({ type: 'load', event: { segment: seg, layer: info.layer, bytes: info.size, startMs, endMs, reason } });
+    if (s.trace) this.#post({ type: 'load', event: { segment: seg, kind: info.kind, layer: info.layer, bytes: info.size, startMs, endMs, reason } });
     return true;
   }
 
@@ -332,10 +336,10 @@ export class Prefetcher {
    * The segment this thread will most likely load after `seg`: the next one in cyclic order if
    * it is not resident (prefetch mode only; sequential mode must not overlap anything).
    */
-  #upNext(seg: number): { offset: number; size: number } | undefined {
+  #upNext(seg: number): readonly Extent[] | undefined {
     if (!this.#s.prefetch || this.#n < 2) return undefined;
     const next = (seg + 1) % this.#n;
-    return this.#state(next) === State.EMPTY ? this.#s.segments[next] : undefined;
+    return this.#state(next) === State.EMPTY ? this.#s.segments[next]!.extents : undefined;
   }
 
   /**
@@ -345,29 +349,25 @@ export class Prefetcher {
    * read-ahead runs on into the first chunks of the segment expected next, so the device does
    * not go idle between two loads. WILLNEED only fills the page cache, not this process's
    * page tables, so it costs no budget: the next segment's pages are mapped (RSS) only when
-   * its own load touches them, after a slot is free.
+   * its own load touches them, after a slot is free. Chunks run over the extents in file order.
    */
-  #makeResident(seg: number, map: SharedArrayBuffer, offset: number, size: number, next: { offset: number; size: number } | undefined, streamed: boolean): boolean {
+  #makeResident(seg: number, map: SharedArrayBuffer, extents: readonly Extent[], next: readonly Extent[] | undefined, streamed: boolean): boolean {
     const addon = this.#addon!;
-    const chunk = this.#s.chunkBytes;
     const ahead = this.#s.readaheadChunks;
-    const chunks = Math.ceil(size / chunk);
+    const mine = chunksOf(extents, this.#s.chunkBytes);
+    const theirs = next === undefined ? [] : chunksOf(next, this.#s.chunkBytes);
     const advise = (k: number): void => {
-      if (k < chunks) addon.advise(map, offset + k * chunk, Math.min(chunk, size - k * chunk), 'willneed');
-      else if (next !== undefined && (k - chunks) * chunk < next.size) {
-        const o = (k - chunks) * chunk;
-        addon.advise(map, next.offset + o, Math.min(chunk, next.size - o), 'willneed');
-      }
+      const c = k < mine.length ? mine[k] : theirs[k - mine.length];
+      if (c !== undefined) addon.advise(map, c.offset, c.size, 'willneed');
     };
     // Chunks up to `ahead` were already advised by the previous load's run-on (harmless twice).
     for (let k = 0; k < ahead; k++) advise(k);
-    for (let k = 0; k < chunks; k++) {
+    for (let k = 0; k < mine.length; k++) {
       advise(k + ahead);
-      const o = k * chunk;
-      const len = Math.min(chunk, size - o);
-      if (streamed && !this.#reserve(seg, len)) return Atomics.load(this.#ctrl, G.CLOSED) !== 0;
-      if (this.#s.populate) addon.advise(map, offset + o, len, 'populate');
-      else addon.touch(map, offset + o, len);
+      const { offset, size } = mine[k]!;
+      if (streamed && !this.#reserve(seg, size)) return Atomics.load(this.#ctrl, G.CLOSED) !== 0;
+      if (this.#s.populate) addon.advise(map, offset, size, 'populate');
+      else addon.touch(map, offset, size);
       if (Atomics.load(this.#ctrl, G.CLOSED) !== 0) return true;
     }
     return true;
@@ -404,4 +404,13 @@ export class Prefetcher {
       for (let i = 0; i < this.#n; i++) Atomics.notify(ctrl, segWord(i, S.STATE));
     }
   }
+}
+
+/** `extents` cut into pieces of at most `chunk` bytes, in order. */
+function chunksOf(extents: readonly Extent[], chunk: number): Extent[] {
+  const out: Extent[] = [];
+  for (const e of extents) {
+    for (let o = 0; o < e.size; o += chunk) out.push({ offset: e.offset + o, size: Math.min(chunk, e.size - o) });
+  }
+  return out;
 }

@@ -24,6 +24,7 @@
  * that a missed wake-up costs a slice, never a hang. Nobody spins.
  */
 
+import type { Extent, LayerRange } from '@airllm/format';
 import type { BackendKind } from '../backend.js';
 
 export const State = {
@@ -103,19 +104,27 @@ export const GLOBAL_TIMES = 4;
 
 export type ResidencyMode = 'resident' | 'stream' | 'sequential';
 
-/** One unit of residency: a layer's byte range, or the head (final_norm + wcls). */
+/** One unit of residency: a layer's tensors, or the head's (final_norm + wcls). */
 export interface SegmentInfo {
   readonly index: number;
   readonly kind: 'layer' | 'head';
-  /** The model layer, or -1 for the head. */
+  /** The model layer (kind 'layer'); -1 for the head. */
   readonly layer: number;
-  /** Absolute file offset of the segment's first byte. */
-  readonly offset: number;
+  /** The file ranges holding the segment's tensors, in file order (see format's TensorGroup). */
+  readonly extents: readonly Extent[];
+  /** Bytes of all the extents. */
   readonly size: number;
+  /**
+   * read backend: where each extent starts in the segment's buffer (slot or pinned buffer). The
+   * extents are packed in file order, each at an address congruent to its file offset modulo
+   * 4096, so every tensor has the alignment it has in the file (and in the mapping).
+   */
+  readonly packed: readonly number[];
+  /** read backend: bytes of a buffer that holds the packed extents. */
+  readonly packedBytes: number;
   /** Kept resident once loaded; otherwise streamed through a slot and released after use. */
   readonly pinned: boolean;
 }
-
 /**
  * Everything a thread needs to use the residency: SharedArrayBuffers and plain numbers only,
  * so it survives `postMessage` (structured clone) and the buffers are shared, not copied.
@@ -133,8 +142,9 @@ export interface ResidencyShared {
   /** mmap backend: the mapping of the whole file. */
   readonly map: SharedArrayBuffer | null;
   readonly segments: readonly SegmentInfo[];
-  readonly firstLayer: number;
-  readonly lastLayer: number;
+  /** The layers served, [start, end): segments 0..end−start−1, in order. */
+  readonly layers: LayerRange;
+  /** Index of the head segment (the last one), or -1 when the head is not served. */
   readonly headSegment: number;
   readonly slots: number;
   readonly slotBytes: number;
@@ -143,7 +153,7 @@ export interface ResidencyShared {
    * chunk by chunk only while this allowance has room (see plan.ts, windowBytes).
    */
   readonly streamBytes: number;
-  /** read backend: one buffer per slot (segment bytes at offset `offset % 4096`). */
+  /** read backend: one buffer per slot (a streamed segment's extents at their `packed` offsets). */
   readonly slotBuffers: readonly SharedArrayBuffer[];
   /** read backend: per segment, its own buffer if pinned, else null. */
   readonly pinnedBuffers: readonly (SharedArrayBuffer | null)[];
@@ -165,16 +175,18 @@ export interface ResidencyShared {
   readonly trace: boolean;
 }
 
-/** Where a resident segment's first byte lives. */
+/** Where a resident segment's bytes are. */
 export interface SegmentLocation {
   readonly buffer: SharedArrayBuffer;
-  readonly byteOffset: number;
-  readonly byteLength: number;
+  /** Where each extent of the segment starts in `buffer` (the file offset itself in a mapping). */
+  readonly extentOffsets: readonly number[];
 }
 
 /** One segment load, timestamps in epoch milliseconds (performance.timeOrigin-based). */
 export interface SegmentLoadEvent {
   readonly segment: number;
+  readonly kind: SegmentInfo['kind'];
+  /** The model layer (kind 'layer'); -1 for the head. */
   readonly layer: number;
   readonly bytes: number;
   readonly startMs: number;

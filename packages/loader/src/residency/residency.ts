@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { sep } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import type { TensorInfo } from '@airllm/format';
+import type { LayerRange, TensorGroup, TensorInfo } from '@airllm/format';
 import type { BackendKind } from '../backend.js';
 import { ClosedError, OutOfRangeError, StateError } from '../errors.js';
 import { diskReadBytes, memoryStatus, type MemoryStatus } from '../proc.js';
@@ -47,12 +47,10 @@ export interface ResidencyOptions {
   budgetBytes?: number;
   /** Streaming slots: 2 by default in stream mode (computing + prefetching), 1 in sequential. */
   slots?: number;
-  /** First layer served (default 0): distributed nodes serve a contiguous range. */
-  firstLayer?: number;
-  /** Last layer served, inclusive (default the model's last). */
-  lastLayer?: number;
-  /** Include the head segment (final_norm + wcls); default: when the range ends at the last layer. */
-  includeHead?: boolean;
+  /** Layers served, [start, end) (default all): distributed nodes serve a contiguous range. */
+  layers?: LayerRange;
+  /** Serve the head segment (final_norm + wcls); default: when the range ends at the last layer. */
+  head?: boolean;
   /** Prefetch granularity in bytes (default 8 MiB). */
   chunkBytes?: number;
   /** Chunks MADV_WILLNEED runs ahead of the touch (default 6: 48 MiB queued; 2 left the disk
@@ -82,6 +80,8 @@ export interface ResidencyOptions {
 
 export interface SegmentStats {
   readonly segment: number;
+  readonly kind: SegmentInfo['kind'];
+  /** The model layer (kind 'layer'); -1 for the head. */
   readonly layer: number;
   readonly pinned: boolean;
   readonly state: keyof typeof State;
@@ -204,12 +204,12 @@ export class LayerResidency {
     if (mode !== 'resident' && mode !== 'stream' && mode !== 'sequential') {
       throw new OutOfRangeError('unknown residency mode', { field: 'mode', expected: 'resident | stream | sequential', actual: String(mode) });
     }
-    const firstLayer = options.firstLayer ?? 0;
-    const lastLayer = options.lastLayer ?? nLayers - 1;
-    if (!Number.isInteger(firstLayer) || !Number.isInteger(lastLayer) || firstLayer < 0 || lastLayer >= nLayers || firstLayer > lastLayer) {
-      throw new OutOfRangeError('layer range outside the model', { path: w.path, field: 'firstLayer..lastLayer', expected: `within 0..${nLayers - 1}`, actual: `${firstLayer}..${lastLayer}` });
+    const start = options.layers?.start ?? 0;
+    const end = options.layers?.end ?? nLayers;
+    if (!Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end > nLayers || start >= end) {
+      throw new OutOfRangeError('layer range outside the model', { path: w.path, field: 'layers', expected: `[start, end) within [0, ${nLayers})`, actual: `[${start}, ${end})` });
     }
-    const includeHead = options.includeHead ?? lastLayer === nLayers - 1;
+    const includeHead = options.head ?? end === nLayers;
     const slots = options.slots ?? (mode === 'sequential' ? 1 : 2);
     if (!Number.isInteger(slots) || slots < 1 || slots > 64) {
       throw new OutOfRangeError('slots must be 1..64', { field: 'slots', expected: '1..64', actual: slots });
@@ -220,29 +220,25 @@ export class LayerResidency {
       throw new OutOfRangeError('chunkBytes must be ≥ 4096 and readaheadChunks ≥ 0', { field: 'chunkBytes', actual: chunkBytes });
     }
 
-    const ranges: Omit<SegmentInfo, 'index' | 'pinned'>[] = [];
-    for (let l = firstLayer; l <= lastLayer; l++) {
-      const info = layout.layers[l]!;
-      ranges.push({ kind: 'layer', layer: l, offset: info.offset, size: info.size });
-    }
-    if (includeHead) {
-      // final_norm and wcls are adjacent in the file (FORMAT.md §b): one contiguous segment.
-      const start = layout.finalNorm.offset;
-      ranges.push({ kind: 'head', layer: -1, offset: start, size: layout.wcls.offset + layout.wcls.byteLength - start });
-    }
+    const groups: { kind: SegmentInfo['kind']; layer: number; group: TensorGroup }[] = [];
+    for (let l = start; l < end; l++) groups.push({ kind: 'layer', layer: l, group: layout.layers[l]! });
+    if (includeHead) groups.push({ kind: 'head', layer: -1, group: layout.head });
     const windowBytes = options.windowBytes ?? 2 * chunkBytes;
     if (!Number.isSafeInteger(windowBytes) || windowBytes < 0) {
       throw new OutOfRangeError('windowBytes must be a byte count ≥ 0', { field: 'windowBytes', actual: windowBytes });
     }
     // Only mapped pages can be taken chunk by chunk; the read backend's slots are whole buffers.
     const plan = planResidency(
-      ranges.map((r) => r.size),
+      groups.map((g) => g.group.size),
       mode,
       options.budgetBytes,
       slots,
       w.kind === 'mmap' && mode === 'stream' ? windowBytes : undefined,
     );
-    const segments: SegmentInfo[] = ranges.map((r, index) => Object.freeze({ ...r, index, pinned: plan.pinned[index]! }));
+    const segments: SegmentInfo[] = groups.map(({ kind, layer, group }, index) => {
+      const { packed, packedBytes } = packExtents(group.extents);
+      return Object.freeze({ index, kind, layer, extents: group.extents, size: group.size, packed, packedBytes, pinned: plan.pinned[index]! });
+    });
     const n = segments.length;
 
     const ctrl = new SharedArrayBuffer(ctrlWords(n, plan.slots) * 4);
@@ -263,14 +259,13 @@ export class LayerResidency {
       prefetch: mode !== 'sequential',
       map: w.map ?? null,
       segments,
-      firstLayer,
-      lastLayer,
+      layers: Object.freeze({ start, end }),
       headSegment: includeHead ? n - 1 : -1,
       slots: plan.slots,
       slotBytes: plan.slotBytes,
       streamBytes: plan.streamBytes,
-      slotBuffers: read ? Array.from({ length: plan.slots }, () => new SharedArrayBuffer(plan.slotBytes + ALIGN_MIRROR)) : [],
-      pinnedBuffers: segments.map((s) => (read && s.pinned ? new SharedArrayBuffer((s.offset % ALIGN_MIRROR) + s.size) : null)),
+      slotBuffers: read ? Array.from({ length: plan.slots }, () => new SharedArrayBuffer(slotBufferBytes(segments, plan.slotBytes))) : [],
+      pinnedBuffers: segments.map((s) => (read && s.pinned ? new SharedArrayBuffer(s.packedBytes) : null)),
       ctrl,
       counters: new SharedArrayBuffer((n * SEG_COUNTERS + GLOBAL_COUNTERS) * 8),
       times: new SharedArrayBuffer((n * SEG_TIMES + GLOBAL_TIMES) * 8),
@@ -364,6 +359,7 @@ export class LayerResidency {
       loads += num(b + C.LOADS);
       return {
         segment: s.index,
+        kind: s.kind,
         layer: s.layer,
         pinned: s.pinned,
         state: STATE_NAMES[st]!,
@@ -428,14 +424,16 @@ export class LayerResidency {
       Atomics.notify(ctrl, at);
       if (map !== undefined && addon !== undefined && st !== State.EMPTY && st !== State.CLOSED && addon.isMapping(map)) {
         // Locked pages refuse MADV_DONTNEED.
-        if (s.pinned && this.shared.lockPinned) {
-          try {
-            addon.lock(map, s.offset, s.size, false);
-          } catch {
-            // Not locked (the lock had failed): nothing to undo.
+        for (const e of s.extents) {
+          if (s.pinned && this.shared.lockPinned) {
+            try {
+              addon.lock(map, e.offset, e.size, false);
+            } catch {
+              // Not locked (the lock had failed): nothing to undo.
+            }
           }
+          addon.advise(map, e.offset, e.size, 'dontneed');
         }
-        addon.advise(map, s.offset, s.size, 'dontneed');
       }
     }
   }
@@ -445,4 +443,24 @@ export class LayerResidency {
     Atomics.store(ctrl, G.BROKEN, code);
     for (let s = 0; s < this.segments.length; s++) Atomics.notify(ctrl, segWord(s, S.STATE));
   }
+}
+
+/**
+ * The read backend's buffer layout for a segment: its extents in file order, each at the first
+ * address after the previous one that is congruent to its file offset modulo ALIGN_MIRROR.
+ */
+export function packExtents(extents: readonly { offset: number; size: number }[]): { packed: readonly number[]; packedBytes: number } {
+  const packed: number[] = [];
+  let at = 0;
+  for (const e of extents) {
+    at += (((e.offset - at) % ALIGN_MIRROR) + ALIGN_MIRROR) % ALIGN_MIRROR;
+    packed.push(at);
+    at += e.size;
+  }
+  return { packed: Object.freeze(packed), packedBytes: at };
+}
+
+/** A slot holds any streamed segment: the largest packed size among segments that fit a slot. */
+function slotBufferBytes(segments: readonly SegmentInfo[], slotBytes: number): number {
+  return segments.reduce((m, s) => (!s.pinned && s.size <= slotBytes ? Math.max(m, s.packedBytes) : m), 0);
 }

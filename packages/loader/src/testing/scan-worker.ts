@@ -43,14 +43,15 @@ if (job.kind === 'sum') {
       for (let seg = 0; seg < client.segments.length; seg++) {
         const info = client.segments[seg]!;
         const loc = client.acquire(seg);
-        const u8 = new Uint8Array(loc.buffer, loc.byteOffset, loc.byteLength);
-        if (job.pattern) {
-          // Each thread checks an interleaved quarter-page stride of the segment.
+        info.extents.forEach((e, x) => {
+          const u8 = new Uint8Array(loc.buffer, loc.extentOffsets[x]!, e.size);
+          if (!job.pattern) return;
+          // Each thread checks an interleaved quarter-page stride of each extent.
           for (let i = job.thread * 1024; i < u8.length; i += 1024 * job.threads) {
             checked++;
-            if (u8[i] !== patternByte(info.offset + i)) mismatches++;
+            if (u8[i] !== patternByte(e.offset + i)) mismatches++;
           }
-        }
+        });
         if (job.computeMs > 0) Atomics.wait(sleeper, 0, 0, job.computeMs);
         barrierWait(b, job.threads);
         if (job.thread === 0) client.release(seg);

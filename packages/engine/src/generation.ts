@@ -1,0 +1,177 @@
+import type { EngineConfig } from './config.js';
+import { ContextOverflowError, OptionError } from './errors.js';
+import type { KvHistory } from './history.js';
+import { Sampler } from './sampler.js';
+import { Sequence, type FinishReason, type ForwardItem, type GeneratedToken, type SequenceOptions } from './sequence.js';
+import type { Tokenizer } from './tokenizer.js';
+
+export interface GenerateOptions extends SequenceOptions {
+  /** Cancel between tokens. */
+  signal?: AbortSignal;
+}
+
+/** Options of beginSequence: a sequence's own sampling, length and stop rules, and its slot. */
+export interface BeginSequenceOptions extends SequenceOptions {
+  /** KV cache slot, 0..maxSequences-1 (default 0). */
+  slot?: number;
+}
+
+export interface GenerationStats {
+  promptTokens: number;
+  /** Prompt tokens whose KV cache was reused from the previous generation. */
+  cachedPromptTokens: number;
+  generatedTokens: number;
+  prefillMs: number;
+  decodeMs: number;
+  prefillTokensPerSecond: number;
+  decodeTokensPerSecond: number;
+  /** Time compute threads waited for layers to become resident. */
+  loadWaitMs: number;
+  computeMs: number;
+  /** Bytes the process read from disk during the generation (/proc/self/io). */
+  diskBytesRead: number;
+  peakRssBytes: number;
+}
+
+export interface GenerationResult {
+  promptTokens: number[];
+  tokens: number[];
+  text: string;
+  finishReason: FinishReason;
+  stats: GenerationStats;
+}
+
+/** What starting a sequence needs from the engine. */
+export interface SequenceContext {
+  readonly config: EngineConfig;
+  readonly tokenizer: Tokenizer | undefined;
+  readonly history: KvHistory;
+  encode(prompt: string | readonly number[], bos?: boolean): number[];
+  checkTokens(tokens: readonly number[]): void;
+}
+
+/**
+ * A sequence in a KV cache slot: the prompt encoded and checked against the context, the slot's
+ * cached KV rows reused for the longest common prefix (the last prompt token is always
+ * recomputed for its logits).
+ */
+export function beginSequence(ctx: SequenceContext, prompt: string | readonly number[], options: BeginSequenceOptions, what: string): Sequence {
+  const c = ctx.config;
+  const slot = options.slot ?? 0;
+  if (!Number.isInteger(slot) || slot < 0 || slot >= c.maxSequences) throw new OptionError('slot', `must be 0..${c.maxSequences - 1}, got ${options.slot}`);
+  const maxTokens = options.maxTokens ?? 256;
+  if (!Number.isInteger(maxTokens) || maxTokens < 0) throw new OptionError('maxTokens', `must be a whole number ≥ 0, got ${options.maxTokens}`);
+  const promptTokens = ctx.encode(prompt, options.bos);
+  if (promptTokens.length === 0) throw new OptionError('prompt', `${what} encodes to no tokens (empty prompt without BOS)`);
+  if (promptTokens.length >= c.seqLen) {
+    throw new ContextOverflowError(
+      `${what} has ${promptTokens.length} tokens but the context holds ${c.seqLen} (one more is needed to generate)`,
+      promptTokens.length + 1,
+      c.seqLen,
+    );
+  }
+  ctx.checkTokens(promptTokens);
+  const tokenizer = ctx.tokenizer;
+  const vocabSize = tokenizer?.vocabSize ?? c.model.vocabSize;
+  return new Sequence(
+    {
+      slot,
+      promptTokens,
+      cached: Math.min(ctx.history.cachedPrefix(slot, promptTokens), promptTokens.length - 1),
+      seqLen: c.seqLen,
+      vocabSize,
+      decoder: tokenizer?.decoder(),
+      isEos: (t) => tokenizer?.isEos(t) ?? false,
+      endsOnBos: tokenizer?.endsOnBos === true ? tokenizer.bosId : undefined,
+      options,
+    },
+    new Sampler(vocabSize, options),
+  );
+}
+
+/**
+ * The rows each sequence runs in the next step: tokens to decode first, then prompt chunks
+ * sharing what is left of `maxRows` (a prompt that gets no room waits a step).
+ */
+export function packStep(seqs: readonly Sequence[], maxRows: number): { s: Sequence; item: ForwardItem }[] {
+  const run: { s: Sequence; item: ForwardItem }[] = [];
+  let rows = 0;
+  for (const s of seqs) {
+    const item = s.prefilled ? s.nextItem() : undefined;
+    if (item) {
+      run.push({ s, item });
+      rows += item.tokens.length;
+    }
+  }
+  for (const s of seqs) {
+    const item = s.prefilled ? undefined : s.nextItem(maxRows - rows);
+    if (item) {
+      run.push({ s, item });
+      rows += item.tokens.length;
+    }
+  }
+  return run;
+}
+
+/** Figures counted across steps, read before and after a generation. */
+export interface Counters {
+  waitMs: number;
+  computeMs: number;
+  diskBytes: number;
+}
+
+/**
+ * Decode sequences together until each finishes: `step` runs one forward step for all of them.
+ * Yields each token with the text it completes (the texts add up to each result's text); returns
+ * the results.
+ */
+export async function* generateSequences(
+  seqs: readonly Sequence[],
+  step: (seqs: readonly Sequence[]) => Promise<number>,
+  counters: () => Counters,
+  signal: AbortSignal | undefined,
+): AsyncGenerator<GeneratedToken & { index: number }, GenerationResult[]> {
+  const before = counters();
+  const t0 = performance.now();
+  await step(seqs);
+  const t1 = performance.now();
+
+  // A token after which text is held back (the possible start of a stop string, half a
+  // character) is yielded once the next token arrives, or with that text if the sequence ends
+  // without another token (EOS, cancelled): the yielded texts always add up to result.text.
+  const waiting = new Map<number, GeneratedToken>();
+  for (;;) {
+    for (const s of seqs) {
+      const t = s.advance(signal?.aborted ?? false);
+      const w = waiting.get(s.slot);
+      if (w && (t || s.finished)) {
+        waiting.delete(s.slot);
+        yield { index: s.slot, token: w.token, text: t ? w.text : w.text + s.takeTail() };
+      }
+      if (!t) continue;
+      if (!s.finished && s.holding) waiting.set(s.slot, t);
+      else yield { index: s.slot, token: t.token, text: t.text };
+    }
+    if (seqs.every((s) => s.finished)) break;
+    await step(seqs);
+  }
+  const t2 = performance.now();
+  const after = counters();
+  const generated = seqs.reduce((n, s) => n + s.tokens.length, 0);
+  return seqs.map((s): GenerationResult =>
+    s.result({
+      promptTokens: s.promptTokens.length,
+      cachedPromptTokens: s.cached,
+      generatedTokens: s.tokens.length,
+      prefillMs: t1 - t0,
+      decodeMs: t2 - t1,
+      prefillTokensPerSecond: seqs.reduce((n, q) => n + q.promptTokens.length - q.cached, 0) / ((t1 - t0) / 1000),
+      // Every step after the first sample produces one token per running sequence.
+      decodeTokensPerSecond: generated > seqs.length ? (generated - seqs.length) / ((t2 - t1) / 1000) : 0,
+      loadWaitMs: after.waitMs - before.waitMs,
+      computeMs: after.computeMs - before.computeMs,
+      diskBytesRead: after.diskBytes - before.diskBytes,
+      peakRssBytes: process.resourceUsage().maxRSS * 1024,
+    }),
+  );
+}
