@@ -6,7 +6,24 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { AirllmError } from '@airllm/format';
 import { ApiError } from './openai.js';
+
+/** The client closed its connection before its request body had arrived (nothing to answer). */
+export class ClientGoneError extends AirllmError {
+  static override readonly code = 'AIRLLM_CLIENT_GONE';
+  constructor(received: number, declared: number | undefined) {
+    super('the client closed the connection while sending its request body', { actual: received, ...(declared !== undefined ? { expected: declared } : {}) });
+  }
+}
+
+/** The server's shutdown grace ran out before the request finished (the reason its work is aborted with). */
+export class ShutdownCutError extends AirllmError {
+  static override readonly code = 'AIRLLM_SHUTDOWN_CUT';
+  constructor(graceMs: number) {
+    super(`the server shut down before the answer was complete (the ${graceMs / 1000} s grace ran out)`);
+  }
+}
 
 /** A route's handler; an ApiError it throws before answering is the answer (a refusal). */
 export type Handler = (req: IncomingMessage, res: ServerResponse, path: string) => void | Promise<void>;
@@ -88,7 +105,10 @@ export function sendError(res: ServerResponse, e: ApiError): void {
   sendJson(res, e.status, e.body(), e.headers);
 }
 
-/** The whole body, refusing more than `limit` bytes (413) without buffering them. */
+/**
+ * The whole body, refusing more than `limit` bytes (413) without buffering them. A client that
+ * closes the connection before the body is complete rejects with ClientGoneError.
+ */
 export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   const tooLarge = (): ApiError => new ApiError(413, `the request body is larger than ${limit} bytes`, null, 'request_too_large');
   const declared = Number(req.headers['content-length']);
@@ -97,6 +117,8 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
     const chunks: Buffer[] = [];
     let size = 0;
     let over = false;
+    let ended = false;
+    const gone = (): void => rejectBody(new ClientGoneError(size, Number.isFinite(declared) ? declared : undefined));
     req.on('data', (c: Buffer) => {
       if (over) return;
       size += c.length;
@@ -109,9 +131,14 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
       chunks.push(c);
     });
     req.on('end', () => {
+      ended = true;
       if (!over) resolve(Buffer.concat(chunks));
     });
-    req.on('error', (e) => rejectBody(e));
+    // Node reports a body cut short as an 'aborted' error (ECONNRESET) and then 'close'.
+    req.on('error', (e) => (req.readableAborted || (e as NodeJS.ErrnoException).code === 'ECONNRESET' ? gone() : rejectBody(e)));
+    req.on('close', () => {
+      if (!ended) gone();
+    });
   });
 }
 
@@ -123,6 +150,20 @@ export async function readJson(req: IncomingMessage, limit: number): Promise<unk
   } catch (e) {
     throw new ApiError(400, `the request body is not valid JSON: ${e instanceof Error ? e.message : String(e)}`, null, 'invalid_json');
   }
+}
+
+const notes = new WeakMap<ServerResponse, string>();
+
+/** Say how a request ended when its status code alone does not (for the request log). */
+export function noteOutcome(res: ServerResponse, note: string): void {
+  notes.set(res, note);
+}
+
+/** The request log's word on a response: its status, and how it ended if it did not end normally. */
+export function outcome(res: ServerResponse): string {
+  const note = notes.get(res);
+  if (note !== undefined) return res.headersSent ? `${res.statusCode} ${note}` : note;
+  return res.writableEnded ? String(res.statusCode) : res.headersSent ? `${res.statusCode} connection closed before the response ended` : 'connection closed without a response';
 }
 
 /** Start listening (port 0: any free port); resolves with the address. */
@@ -147,7 +188,8 @@ export interface InFlight {
 
 /**
  * Stop accepting connections, give the requests in flight up to `graceMs` to finish, abort the
- * rest, wait for them, then close every connection.
+ * rest (with a ShutdownCutError as the reason, so they can tell the client), wait for them, then
+ * close every connection.
  */
 export async function shutdown(http: Server, inflight: ReadonlySet<InFlight>, graceMs: number): Promise<void> {
   const closed = new Promise<void>((r) => http.close(() => r()));
@@ -156,7 +198,7 @@ export async function shutdown(http: Server, inflight: ReadonlySet<InFlight>, gr
   const grace = new Promise<void>((r) => (timer = setTimeout(r, graceMs)));
   await Promise.race([Promise.all([...inflight].map((e) => e.done)), grace]);
   clearTimeout(timer);
-  for (const e of inflight) e.abort.abort();
+  for (const e of inflight) e.abort.abort(new ShutdownCutError(graceMs));
   await Promise.all([...inflight].map((e) => e.done));
   http.closeAllConnections();
   await closed;
