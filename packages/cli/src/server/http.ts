@@ -37,6 +37,11 @@ export interface Route {
 export interface RouterOptions {
   /** Exact paths; a key ending in '/' is a prefix (`/v1/models/` serves `/v1/models/{id}`). */
   routes: Readonly<Record<string, Route>>;
+  /**
+   * Every request passes this first: it throws an ApiError to refuse one (Host/Origin checks),
+   * and returns true when it answered the request itself (a CORS preflight).
+   */
+  guard?: (req: IncomingMessage, res: ServerResponse) => boolean;
   /** Requests under /v1/ must pass this (401 otherwise). */
   authorize?: (req: IncomingMessage) => boolean;
   /** Called with every refusal before it is sent. */
@@ -44,7 +49,7 @@ export interface RouterOptions {
 }
 
 /**
- * The request handler for a route table: 401 for /v1 requests that fail `authorize`, 404 for
+ * The request handler for a route table: the guard's refusals, 401 for /v1 requests that fail `authorize`, 404 for
  * unknown paths, 405 for the wrong method, and the ApiError a handler throws as its answer.
  * Other errors reject (the caller answers 500).
  */
@@ -56,6 +61,7 @@ export function router(options: RouterOptions): (req: IncomingMessage, res: Serv
   return async (req, res) => {
     const path = new URL(req.url ?? '/', 'http://localhost').pathname.replace(/\/+$/, '') || '/';
     try {
+      if (options.guard?.(req, res)) return;
       const api = path.startsWith('/v1/');
       if (api && authorize && !authorize(req)) {
         throw new ApiError(401, 'missing or wrong API key: send Authorization: Bearer <key>', null, 'invalid_api_key', 'authentication_error', { 'www-authenticate': 'Bearer' });

@@ -17,6 +17,7 @@ import { BatchScheduler, ChatFormatter, ChatTemplateError, type LayerWiseInferen
 import { completionsHandler, type Counts } from './completions.js';
 import { bearerAuth, ClientGoneError, listen, noteOutcome, outcome, router, sendError, sendJson, shutdown, type InFlight } from './http.js';
 import { ApiError } from './openai.js';
+import { originPolicy } from './origin.js';
 import { FairQueue } from './queue.js';
 
 export interface ServerOptions {
@@ -37,6 +38,17 @@ export interface ServerOptions {
   maxBodyBytes?: number;
   /** Serve the web chat page at / (default true). */
   webPage?: boolean;
+  /**
+   * Host names accepted besides this server's address, localhost, 127.0.0.1 and [::1] (and this
+   * machine's addresses when listening on every interface); `.example.com` includes subdomains,
+   * `*` accepts any Host. Other Host headers get 403 (DNS rebinding).
+   */
+  allowedHosts?: readonly string[];
+  /**
+   * Origins allowed to call the server from a browser page of theirs (CORS, preflights answered);
+   * `*` allows any. Other cross-origin requests get 403; the server's own chat page is same-origin.
+   */
+  corsOrigins?: readonly string[];
   /** One line per finished request (default: silent). */
   log?: (line: string) => void;
 }
@@ -131,6 +143,10 @@ export function createServer(engine: LayerWiseInferenceEngine, options: ServerOp
   const modelObject = (): Record<string, unknown> => ({ id: modelName, object: 'model', created, owned_by: 'airllm', context_length: seqLen });
 
   const handle = router({
+    guard: originPolicy(options, () => {
+      const a = http.address();
+      return a !== null && typeof a === 'object' ? a.address : undefined;
+    }),
     authorize: options.apiKey !== undefined ? bearerAuth(options.apiKey) : undefined,
     onReject: () => counts.rejected++,
     routes: {
