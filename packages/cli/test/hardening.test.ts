@@ -1,13 +1,17 @@
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import OpenAI, { APIError } from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createServer, type AirllmServer } from '../src/index.js';
-import { SlowEngine, sleep, until } from './helpers.js';
+import { LayerWiseInferenceEngine } from '@airllm/engine';
+import { MODEL, SlowEngine, TOKENIZER, sleep, until } from './helpers.js';
 
 /**
  * What a hostile or unlucky client does to `serve` (issue #24): aborting mid-body, a shutdown
- * whose grace runs out mid-answer, foreign Host and Origin headers. The server runs in process on port 0, driven over real sockets.
+ * whose grace runs out mid-answer, foreign Host and Origin headers, a 130,000-character message. The server runs in process on port 0, driven over real sockets.
  */
 let engine: SlowEngine;
 const opened: AirllmServer[] = [];
@@ -190,5 +194,49 @@ describe('Host and Origin checks (D5)', () => {
     const a = await raw(any.url, '/v1/models', { headers: { origin: 'https://whatever.example' } });
     expect(a.status).toBe(200);
     expect(a.headers['access-control-allow-origin']).toBe('https://whatever.example');
+  });
+});
+
+describe('a chat message of 130,000 characters (D3)', () => {
+  it('is a 400 for its length, not a 500 "Maximum call stack size exceeded"', async () => {
+    // The issue's reproduction, end to end (engine/test/long-input.test.ts checks the encoding
+    // itself on the main thread, where the spread overflowed). The bundled model with a context
+    // of 200,000 in its header (the weights do not depend on it), served with 130,000: 130,000
+    // 'a's are 130,001 tokens, too many only once encoded.
+    const dir = mkdtempSync(join(tmpdir(), 'airllm-long-chat-'));
+    const model = join(dir, 'long.m');
+    copyFileSync(MODEL, model);
+    const bytes = readFileSync(model);
+    const headerSize = bytes.readInt32LE(4);
+    let patched = false;
+    for (let at = 8; at < headerSize; at += 8) {
+      if (bytes.readInt32LE(at) === 10) {
+        bytes.writeInt32LE(200_000, at + 4);
+        patched = true;
+      }
+    }
+    expect(patched).toBe(true);
+    writeFileSync(model, bytes);
+    const long = new LayerWiseInferenceEngine(model, { threads: 1, maxSequences: 1, maxSeqLen: 130_000, tokenizerPath: TOKENIZER });
+    try {
+      await long.initialize();
+      const s = createServer(long, { log: () => {} });
+      opened.push(s);
+      const { url } = await s.listen(0, '127.0.0.1');
+      const r = await fetch(`${url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ messages: [{ role: 'user', content: 'a'.repeat(130_000) }], max_tokens: 4 }),
+      });
+      const body = (await r.json()) as { error: { message: string; code: string } };
+      expect(r.status, body.error.message).toBe(400);
+      expect(body.error.code).toBe('context_length_exceeded');
+      expect(body.error.message).toMatch(/maximum context length is 130000 tokens\. However, you requested 1300\d\d tokens/);
+      expect(s.stats.failed).toBe(0);
+      await s.close({ graceMs: 0 });
+    } finally {
+      await long.cleanup();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
