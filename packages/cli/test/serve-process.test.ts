@@ -31,22 +31,7 @@ beforeAll(async () => {
   });
   url = (JSON.parse(line) as { url: string }).url;
   // On a thread of its own, so this thread's work (building and sending 1 MiB) does not delay it.
-  poller = new Worker(
-    `const { parentPort, workerData } = require('node:worker_threads');
-     let stop = false;
-     parentPort.on('message', () => (stop = true));
-     (async () => {
-       while (!stop) {
-         const t0 = performance.now();
-         const r = await fetch(workerData + '/health');
-         await r.text();
-         parentPort.postMessage({ at: performance.timeOrigin + t0, ms: performance.now() - t0 });
-         await new Promise((r) => setTimeout(r, 10));
-       }
-       parentPort.close();
-     })();`,
-    { eval: true, workerData: url },
-  );
+  poller = new Worker(new URL('../bench/health-poller.mjs', import.meta.url), { workerData: { url, everyMs: 10 } });
   poller.on('message', (m: { at: number; ms: number }) => latencies.push(m));
   // A server in service: one ordinary chat answered (its tokenizer thread up, its code compiled).
   const r = await fetch(`${url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ messages: [{ role: 'user', content: 'hi' }], max_tokens: 4 }) });
