@@ -1,7 +1,7 @@
 import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { connect } from 'node:net';
-import { tmpdir } from 'node:os';
+import { networkInterfaces, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI, { APIError } from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -140,6 +140,19 @@ describe('Host and Origin checks (D5)', () => {
     }
     const any = await start({ allowedHosts: ['*'] });
     expect((await raw(any.url, '/health', { headers: { host: 'anything.example' } })).status).toBe(200);
+  });
+
+  it('listening on every interface: any address of this machine is a name of the server, others are not', async () => {
+    const s = createServer(engine, { log: () => {} });
+    opened.push(s);
+    const { port } = await s.listen(0, '0.0.0.0');
+    const url = `http://127.0.0.1:${port}`;
+    const own = Object.values(networkInterfaces()).flatMap((l) => l ?? []).map((i) => (i.family === 'IPv6' ? `[${i.address}]` : i.address));
+    expect(own.length).toBeGreaterThan(0);
+    for (const a of own) expect((await raw(url, '/health', { headers: { host: `${a}:${port}` } })).status, a).toBe(200);
+    // A documentation address (RFC 5737) that this machine does not have.
+    const foreign = ['203.0.113.7', '198.51.100.7', '192.0.2.77'].find((a) => !own.includes(a))!;
+    expect((await raw(url, '/health', { headers: { host: `${foreign}:${port}` } })).status).toBe(403);
   });
 
   it('refuses a cross-origin POST, even a "simple" text/plain one, and cross-origin reads', async () => {
