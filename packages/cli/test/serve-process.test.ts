@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import { request } from 'node:http';
 import { createInterface } from 'node:readline';
 import { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -23,13 +24,24 @@ let poller: Worker;
 let latencies: { at: number; ms: number }[] = [];
 const MIB = 1024 * 1024;
 
-beforeAll(async () => {
-  child = spawn(process.execPath, [BIN, 'serve', '-m', MODEL, '--port', '0', '--json', '--threads', '1', '--max-body', '1MiB'], { stdio: ['ignore', 'pipe', 'inherit'] });
+/** `airllm serve` on a free port; resolves once it prints its address. */
+async function serve(args: string[]): Promise<{ child: ChildProcess; url: string }> {
+  const c = spawn(process.execPath, [BIN, 'serve', '-m', MODEL, '--port', '0', '--json', '--threads', '1', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
   const line = await new Promise<string>((resolve, reject) => {
-    child.once('exit', (code) => reject(new Error(`serve exited (${code})`)));
-    createInterface({ input: child.stdout! }).once('line', resolve);
+    c.once('exit', (code) => reject(new Error(`serve exited (${code})`)));
+    createInterface({ input: c.stdout! }).once('line', resolve);
   });
-  url = (JSON.parse(line) as { url: string }).url;
+  return { child: c, url: (JSON.parse(line) as { url: string }).url };
+}
+
+async function stop(c: ChildProcess | undefined): Promise<void> {
+  if (!c || c.exitCode !== null) return;
+  c.kill('SIGTERM');
+  await new Promise((r) => c.once('exit', r));
+}
+
+beforeAll(async () => {
+  ({ child, url } = await serve(['--max-body', '1MiB']));
   // On a thread of its own, so this thread's work (building and sending 1 MiB) does not delay it.
   poller = new Worker(new URL('../bench/health-poller.mjs', import.meta.url), { workerData: { url, everyMs: 10 } });
   poller.on('message', (m: { at: number; ms: number }) => latencies.push(m));
@@ -41,10 +53,7 @@ beforeAll(async () => {
 afterAll(async () => {
   poller?.postMessage('stop');
   if (poller) await new Promise((r) => poller.once('exit', r));
-  if (child && child.exitCode === null) {
-    child.kill('SIGTERM');
-    await new Promise((r) => child.once('exit', r));
-  }
+  await stop(child);
 });
 
 /** A 1 MiB-ish body of the shape legitimate chats have (many small messages). */
@@ -79,28 +88,40 @@ const cases: [string, string, () => string, RegExp?][] = [
   ['four stop strings of 256 KiB', '/v1/completions', () => JSON.stringify({ prompt: 'Once upon a time', max_tokens: 50, stop: Array.from({ length: 4 }, () => 'x'.repeat(MIB / 4 - 50)) })],
 ];
 
+/** Send one body; check its answer; the slowest /health check sent while it was on its way or handled. */
+async function slowestHealthCheck(path: string, body: string, refusal: RegExp | undefined): Promise<number> {
+  latencies = [];
+  const sent = performance.timeOrigin + performance.now();
+  const r = await fetch(`${url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+  const answer = (await r.json()) as { error?: { message: string } };
+  // The poller's check in flight when the answer came is counted too.
+  const seen = latencies.length;
+  while (latencies.length === seen) await new Promise((res) => setTimeout(res, 5));
+  expect(r.status, answer.error?.message).toBeLessThan(500);
+  if (refusal) {
+    expect(r.status).toBe(400);
+    expect(answer.error?.message).toMatch(refusal);
+  }
+  const during = latencies.filter((l) => l.at >= sent).map((l) => l.ms);
+  expect(during.length).toBeGreaterThan(0);
+  return Math.max(...during);
+}
+
 describe('/health answers while a client sends a maximal body (D1)', () => {
   for (const [name, path, make, refusal] of cases) {
     it(name, async () => {
       const body = make();
       expect(Buffer.byteLength(body)).toBeLessThanOrEqual(MIB);
-      const limit = 100 + 10 * calibrate();
-      latencies = [];
-      const sent = performance.timeOrigin + performance.now();
-      const r = await fetch(`${url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
-      const answer = (await r.json()) as { error?: { message: string } };
-      // The poller's request in flight when the answer came is counted too.
-      const seen = latencies.length;
-      while (latencies.length === seen) await new Promise((res) => setTimeout(res, 5));
-      expect(r.status, answer.error?.message).toBeLessThan(500);
-      if (refusal) {
-        expect(r.status).toBe(400);
-        expect(answer.error?.message).toMatch(refusal);
+      // A descheduled process on a loaded machine can miss one check's limit; a request that
+      // holds the event loop misses it every time. So a case gets a second attempt.
+      const worst: string[] = [];
+      for (let attempt = 0; attempt < 2; attempt++) {
+        const limit = 100 + 10 * calibrate();
+        const max = await slowestHealthCheck(path, body, refusal);
+        if (max < limit) return;
+        worst.push(`${max.toFixed(0)} ms (limit ${limit.toFixed(0)} ms)`);
       }
-      // Checks sent while the body was on its way or being handled (not one sent before).
-      const during = latencies.filter((l) => l.at >= sent).map((l) => l.ms);
-      expect(during.length).toBeGreaterThan(0);
-      expect(Math.max(...during), `limit ${limit.toFixed(0)} ms`).toBeLessThan(limit);
+      expect.fail(`/health took ${worst.join(', then ')} while the body was handled`);
     });
   }
 
@@ -109,5 +130,33 @@ describe('/health answers while a client sends a maximal body (D1)', () => {
     expect(r.status).toBe(200);
     const h = (await (await fetch(`${url}/health`)).json()) as { failed: number };
     expect(h.failed).toBe(0);
+  });
+});
+
+describe('--allowed-hosts and --cors-origin (D5)', () => {
+  /** A GET or preflight with any Host and Origin (node:http, which lets both be set). */
+  const ask = (base: string, method: string, headers: Record<string, string>): Promise<{ status: number; allowOrigin: unknown }> =>
+    new Promise((resolve, reject) => {
+      const u = new URL(base);
+      const req = request({ host: u.hostname, port: u.port, path: '/v1/models', method, headers }, (res) => {
+        res.resume();
+        res.on('end', () => resolve({ status: res.statusCode!, allowOrigin: res.headers['access-control-allow-origin'] }));
+      });
+      req.on('error', reject);
+      req.end();
+    });
+
+  it('the flags reach the server: named hosts and origins are accepted, others refused', async () => {
+    const s = await serve(['--allowed-hosts', 'models.example,.lan', '--cors-origin', 'https://app.example']);
+    try {
+      expect((await ask(s.url, 'GET', { host: 'models.example' })).status).toBe(200);
+      expect((await ask(s.url, 'GET', { host: 'box.lan:8080' })).status).toBe(200);
+      expect((await ask(s.url, 'GET', { host: 'attacker.example' })).status).toBe(403);
+      const pre = await ask(s.url, 'OPTIONS', { origin: 'https://app.example', 'access-control-request-method': 'POST' });
+      expect(pre).toEqual({ status: 204, allowOrigin: 'https://app.example' });
+      expect((await ask(s.url, 'GET', { origin: 'https://evil.example' })).status).toBe(403);
+    } finally {
+      await stop(s.child);
+    }
   });
 });
