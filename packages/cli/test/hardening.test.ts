@@ -127,7 +127,7 @@ describe('Host and Origin checks (D5)', () => {
     const r = await raw(url, '/v1/completions', { method: 'POST', headers: { host: 'attacker.com', 'content-type': 'text/plain' }, body: completion });
     expect(r.status).toBe(403);
     expect(server.stats.accepted).toBe(before);
-    for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, `[::1]:${port}`, 'LOCALHOST', `app.localhost:${port}`]) {
+    for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, `[::1]:${port}`, 'LOCALHOST', 'localhost.', `app.localhost:${port}`]) {
       expect((await raw(url, '/health', { headers: { host } })).status, host).toBe(200);
     }
     expect((await raw(url, '/health', { headers: { host: 'bad host' } })).status).toBe(400);

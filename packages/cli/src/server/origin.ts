@@ -60,7 +60,8 @@ export function originPolicy(options: OriginPolicyOptions, boundAddress: () => s
       let name: string;
       try {
         const u = new URL(`http://${host}`);
-        name = u.hostname;
+        // A fully qualified name may end in a dot ("localhost."): the same name.
+        name = u.hostname.replace(/\.$/, '');
         hostOrigin = u.origin;
       } catch {
         throw new ApiError(400, `the Host header "${host.slice(0, 100)}" is not a valid host`, null, 'invalid_host');
