@@ -18,9 +18,15 @@ export const CTRL = Object.freeze({
   DONE: 1,
   /** 1: serve loops return at the next wake-up. */
   SHUTDOWN: 2,
-  /** 1: a thread failed this step (its serve task rejects with the error). */
+  /**
+   * Nonzero: a thread failed this step (its serve task rejects with the error). `t + 1`: thread
+   * t's own step failed first (the root cause); FAILED_FOLLOWER: so far only threads stopped by
+   * the barrier abort that a failing thread raises (or a thread that died).
+   */
   FAILED: 3,
 });
+/** CTRL.FAILED while no thread has claimed to be the root cause. */
+export const FAILED_FOLLOWER = -1;
 export const CTRL_INTS = 4;
 
 /** Task words: rows, layers.start, layers.end, nSeqs, nLogitRows, then 4 per sequence, then the logit rows. */

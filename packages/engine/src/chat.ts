@@ -327,7 +327,7 @@ export class ChatFormatter {
     for (const p of this.parts(messages, options)) {
       if (typeof p !== 'string') out.push(idOf(p.token));
       else if (this.name !== 'jinja' || tok.algorithm !== 'llama2c') out.push(p);
-      else out.push(...splitControls(p, [[this.tokenTexts.bos, () => idOf('bos')], [this.tokenTexts.eos, () => idOf('eos')]]));
+      else for (const s of splitControls(p, [[this.tokenTexts.bos, () => idOf('bos')], [this.tokenTexts.eos, () => idOf('eos')]])) out.push(s);
     }
     return out;
   }
@@ -337,7 +337,7 @@ export class ChatFormatter {
     const ids: number[] = [];
     for (const s of this.#segments(messages, options)) {
       if (typeof s === 'number') ids.push(s);
-      else if (s !== '') ids.push(...this.tokenizer.encode(s, NO_BOS));
+      else if (s !== '') append(ids, this.tokenizer.encode(s, NO_BOS));
     }
     return ids;
   }
@@ -347,13 +347,18 @@ export class ChatFormatter {
     const ids: number[] = [];
     for (const s of this.#segments(messages, options)) {
       if (typeof s === 'number') ids.push(s);
-      else if (s !== '') ids.push(...(await this.tokenizer.encodeAsync(s, NO_BOS)));
+      else if (s !== '') append(ids, await this.tokenizer.encodeAsync(s, NO_BOS));
     }
     return ids;
   }
 }
 
 const NO_BOS: EncodeOptions = { bos: false };
+
+/** `to.push(...from)` without spreading: a spread of ~130k ids overflows the call stack. */
+function append(to: number[], from: readonly number[]): void {
+  for (const x of from) to.push(x);
+}
 
 /** Cut `text` at every occurrence of the given (non-empty) texts, which become their ids. */
 function splitControls(text: string, controls: [string, () => number][]): Segment[] {

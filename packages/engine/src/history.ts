@@ -32,6 +32,8 @@ export class KvHistory {
 
   /** The step succeeded: the slot now also holds `tokens`. */
   append(slot: number, tokens: readonly number[]): void {
-    this.#slots[slot]!.push(...tokens);
+    // A loop, not push(...tokens): a long prompt spread into a call overflows the stack.
+    const hist = this.#slots[slot]!;
+    for (const t of tokens) hist.push(t);
   }
 }

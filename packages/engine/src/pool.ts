@@ -1,7 +1,7 @@
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import { Barrier } from './barrier.js';
-import { CTRL, readReport, reportDoubles, writeTask } from './channel.js';
+import { CTRL, FAILED_FOLLOWER, readReport, reportDoubles, writeTask } from './channel.js';
 import { EngineStateError } from './errors.js';
 import type { ComputeWorkerData, StepTask, ThreadReport } from './shared.js';
 import type { ServeTask } from './worker.js';
@@ -78,23 +78,27 @@ export class ComputePool {
       if (done >= this.#threads) break;
       // A thread that died without counting itself done (worker crash) must not hang us.
       if (this.#serving.some((s) => s.settled) && Atomics.load(ctrl, CTRL.FAILED) === 0) {
-        Atomics.store(ctrl, CTRL.FAILED, 1);
+        Atomics.store(ctrl, CTRL.FAILED, FAILED_FOLLOWER);
         break;
       }
       const w = Atomics.waitAsync(ctrl, CTRL.DONE, done, 1000);
       if (w.async) await w.value;
     }
-    if (Atomics.load(ctrl, CTRL.FAILED) !== 0) {
+    const failed = Atomics.load(ctrl, CTRL.FAILED);
+    if (failed !== 0) {
       // Failed threads end their serve tasks with the error; the others see the barrier abort.
       new Barrier(new Int32Array(buffers.barrier), this.#threads, 0).abort();
       const results = await Promise.allSettled(this.#serving.map((s) => s.promise));
       this.#shutdownServing();
-      const failures = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason as unknown);
       // Threads that were still waiting ended their loops on shutdown; start fresh ones.
       Atomics.store(ctrl, CTRL.SHUTDOWN, 0);
       this.#startServing();
-      // Prefer the root cause over the other threads' "another compute thread failed".
-      throw failures.find((e) => !(e instanceof Error && e.name === 'BarrierAbortedError')) ?? failures[0] ?? new EngineStateError('a compute thread failed');
+      // The root cause: the error of the thread that failed first on its own (not the others'
+      // "another compute thread failed", whose class the thread boundary erased).
+      const root = failed > 0 ? results[failed - 1] : undefined;
+      if (root?.status === 'rejected') throw root.reason;
+      const any = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      throw any ? any.reason : new EngineStateError('a compute thread failed');
     }
     const reports = new Float64Array(buffers.reports);
     const { start, end } = this.#data.config.layers;

@@ -324,6 +324,8 @@ export class Tokenizer {
       }
       pending.push(text[i]!);
       i++;
+      // No piece is longer than maxPieceBytes: a longer run can never match (and must not grow).
+      if (pending.length > this.maxPieceBytes) throw this.#noMatch(pending.slice(0, this.maxPieceBytes), i);
       const id = this.#lookup.get(String.fromCharCode(...pending));
       if (id !== undefined) {
         tokens.push(id);

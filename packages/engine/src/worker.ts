@@ -4,7 +4,8 @@
  */
 import { workerData } from 'piscina';
 import { loadBackend } from '@airllm/kernels';
-import { CTRL, readTask, reportDoubles, writeReport } from './channel.js';
+import { BarrierAbortedError } from './barrier.js';
+import { CTRL, FAILED_FOLLOWER, readTask, reportDoubles, writeReport } from './channel.js';
 import { ComputeThread } from './compute.js';
 import type { ComputeWorkerData } from './shared.js';
 
@@ -33,13 +34,27 @@ export default function serve({ thread: index, seq }: ServeTask): void {
       const report = thread.run(readTask(task, index));
       writeReport(reports, index, stride, report.spans);
     } catch (e) {
-      Atomics.store(ctrl, CTRL.FAILED, 1);
+      claimFailure(index, e instanceof BarrierAbortedError);
       done();
       // Ends this serve task: the main thread gets the error itself and starts a new one.
       throw e;
     }
     done();
   }
+}
+
+/**
+ * Record this step's failure. The thread whose own work failed first is the root cause; one
+ * stopped by the barrier abort only follows it, and may get here first (the failing thread
+ * aborts the barrier before it reaches this), so a follower never takes the place of a cause.
+ * Errors lose their class crossing to the main thread, which is why the index is recorded here.
+ */
+function claimFailure(index: number, follower: boolean): void {
+  if (follower) {
+    Atomics.compareExchange(ctrl, CTRL.FAILED, 0, FAILED_FOLLOWER);
+    return;
+  }
+  if (Atomics.compareExchange(ctrl, CTRL.FAILED, 0, index + 1) === FAILED_FOLLOWER) Atomics.compareExchange(ctrl, CTRL.FAILED, FAILED_FOLLOWER, index + 1);
 }
 
 function done(): void {

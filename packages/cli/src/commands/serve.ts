@@ -15,8 +15,15 @@ interface ServeCliOptions extends ModelCliOptions {
   maxBody: string;
   web: boolean;
   grace: string;
+  allowedHosts?: string[];
+  corsOrigin?: string[];
   json?: boolean;
   quiet?: boolean;
+}
+
+/** A comma-separated option value added to the earlier ones (the option may be repeated). */
+function list(value: string, previous: string[] | undefined): string[] {
+  return [...(previous ?? []), ...value.split(',').map((v) => v.trim()).filter((v) => v !== '')];
 }
 
 /** `airllm serve`: the OpenAI-compatible HTTP API and the web chat page. */
@@ -31,6 +38,8 @@ export function register(program: Command): void {
     .option('--max-queue <n>', 'requests that may wait for a turn; more get 429', '32')
     .option('--max-body <size>', 'largest request body', '1MiB')
     .option('--no-web', 'do not serve the chat page at /')
+    .option('--allowed-hosts <names>', 'Host names to accept besides the listen address, localhost, 127.0.0.1 and [::1] (comma-separated; .example.com includes subdomains; * = any)', list)
+    .option('--cors-origin <origins>', 'origins whose web pages may call the API (comma-separated, e.g. https://app.example.com; * = any); others get 403', list)
     .option('--grace <seconds>', 'on Ctrl-C/SIGTERM, let running requests finish this long before cancelling them', '10')
     .option('--json', 'print one JSON line with the address when ready, and no request log')
     .option('-q, --quiet', 'no request log')
@@ -51,7 +60,18 @@ export function register(program: Command): void {
       try {
         await initializeWithProgress(engine, { json: o.json });
         const log = o.json || o.quiet ? undefined : (line: string): void => void process.stderr.write(`${new Date().toISOString()} ${line}\n`);
-        server = createServer(engine, { apiKey, chatTemplate: o.chatTemplate, modelName: o.modelName, maxQueue, parallel, maxBodyBytes, webPage: o.web, log });
+        server = createServer(engine, {
+          apiKey,
+          chatTemplate: o.chatTemplate,
+          modelName: o.modelName,
+          maxQueue,
+          parallel,
+          maxBodyBytes,
+          webPage: o.web,
+          allowedHosts: o.allowedHosts,
+          corsOrigins: o.corsOrigin,
+          log,
+        });
         const addr = await server.listen(port, o.host);
         const model = o.modelName ?? basename(engine.modelPath).replace(/\.m$/, '');
         if (o.json) process.stdout.write(`${JSON.stringify({ url: addr.url, host: addr.host, port: addr.port, model, auth: apiKey !== undefined })}\n`);

@@ -14,7 +14,7 @@ import {
   type SequenceResult,
   type Tokenizer,
 } from '@airllm/engine';
-import { readJson, sendError, sendJson, type InFlight } from './http.js';
+import { noteOutcome, readJson, sendError, sendJson, ShutdownCutError, type InFlight } from './http.js';
 import { ApiError, parseChatRequest, parseCompletionRequest, type SamplingRequest } from './openai.js';
 import { CompletionShape, toApiError, type Usage } from './openai-response.js';
 import { QueueClosedError, QueueFullError, WaitCancelledError, type FairQueue } from './queue.js';
@@ -173,7 +173,14 @@ export function completionsHandler(ctx: CompletionsContext): (req: IncomingMessa
       return;
     }
     if (!results) {
-      counts.cancelled++;
+      const cut = shutdownCut(abort);
+      if (cut) {
+        counts.failed++;
+        sendError(res, cut);
+      } else {
+        counts.cancelled++;
+        noteOutcome(res, 'cancelled: the client went away');
+      }
       return;
     }
     counts.completed++;
@@ -212,7 +219,17 @@ export function completionsHandler(ctx: CompletionsContext): (req: IncomingMessa
       return;
     }
     if (!results) {
-      counts.cancelled++;
+      const cut = shutdownCut(abort);
+      if (cut) {
+        // The client is still there: tell it the answer is incomplete, and end the stream properly.
+        counts.failed++;
+        noteOutcome(res, 'stream cut off by the shutdown (error event sent)');
+        events.send(cut.body());
+        events.send('[DONE]');
+      } else {
+        counts.cancelled++;
+        noteOutcome(res, 'stream cancelled: the client went away');
+      }
       events.end();
       return;
     }
@@ -220,6 +237,12 @@ export function completionsHandler(ctx: CompletionsContext): (req: IncomingMessa
     if (p.req.includeUsage) events.send(shape.usage(usage(p, results)));
     events.send('[DONE]');
     events.end();
+  }
+
+  /** The 503 for a request whose work the shutdown aborted (undefined: the client went away). */
+  function shutdownCut(abort: AbortController): ApiError | undefined {
+    const reason: unknown = abort.signal.reason;
+    return reason instanceof ShutdownCutError ? new ApiError(503, reason.message, null, 'shutting_down') : undefined;
   }
 
   return async (req, res, isChat) => {

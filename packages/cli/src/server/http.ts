@@ -6,7 +6,24 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { AirllmError } from '@airllm/format';
 import { ApiError } from './openai.js';
+
+/** The client closed its connection before its request body had arrived (nothing to answer). */
+export class ClientGoneError extends AirllmError {
+  static override readonly code = 'AIRLLM_CLIENT_GONE';
+  constructor(received: number, declared: number | undefined) {
+    super('the client closed the connection while sending its request body', { actual: received, ...(declared !== undefined ? { expected: declared } : {}) });
+  }
+}
+
+/** The server's shutdown grace ran out before the request finished (the reason its work is aborted with). */
+export class ShutdownCutError extends AirllmError {
+  static override readonly code = 'AIRLLM_SHUTDOWN_CUT';
+  constructor(graceMs: number) {
+    super(`the server shut down before the answer was complete (the ${graceMs / 1000} s grace ran out)`);
+  }
+}
 
 /** A route's handler; an ApiError it throws before answering is the answer (a refusal). */
 export type Handler = (req: IncomingMessage, res: ServerResponse, path: string) => void | Promise<void>;
@@ -20,6 +37,11 @@ export interface Route {
 export interface RouterOptions {
   /** Exact paths; a key ending in '/' is a prefix (`/v1/models/` serves `/v1/models/{id}`). */
   routes: Readonly<Record<string, Route>>;
+  /**
+   * Every request passes this first: it throws an ApiError to refuse one (Host/Origin checks),
+   * and returns true when it answered the request itself (a CORS preflight).
+   */
+  guard?: (req: IncomingMessage, res: ServerResponse) => boolean;
   /** Requests under /v1/ must pass this (401 otherwise). */
   authorize?: (req: IncomingMessage) => boolean;
   /** Called with every refusal before it is sent. */
@@ -27,7 +49,7 @@ export interface RouterOptions {
 }
 
 /**
- * The request handler for a route table: 401 for /v1 requests that fail `authorize`, 404 for
+ * The request handler for a route table: the guard's refusals, 401 for /v1 requests that fail `authorize`, 404 for
  * unknown paths, 405 for the wrong method, and the ApiError a handler throws as its answer.
  * Other errors reject (the caller answers 500).
  */
@@ -39,6 +61,7 @@ export function router(options: RouterOptions): (req: IncomingMessage, res: Serv
   return async (req, res) => {
     const path = new URL(req.url ?? '/', 'http://localhost').pathname.replace(/\/+$/, '') || '/';
     try {
+      if (options.guard?.(req, res)) return;
       const api = path.startsWith('/v1/');
       if (api && authorize && !authorize(req)) {
         throw new ApiError(401, 'missing or wrong API key: send Authorization: Bearer <key>', null, 'invalid_api_key', 'authentication_error', { 'www-authenticate': 'Bearer' });
@@ -88,7 +111,10 @@ export function sendError(res: ServerResponse, e: ApiError): void {
   sendJson(res, e.status, e.body(), e.headers);
 }
 
-/** The whole body, refusing more than `limit` bytes (413) without buffering them. */
+/**
+ * The whole body, refusing more than `limit` bytes (413) without buffering them. A client that
+ * closes the connection before the body is complete rejects with ClientGoneError.
+ */
 export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   const tooLarge = (): ApiError => new ApiError(413, `the request body is larger than ${limit} bytes`, null, 'request_too_large');
   const declared = Number(req.headers['content-length']);
@@ -97,6 +123,8 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
     const chunks: Buffer[] = [];
     let size = 0;
     let over = false;
+    let ended = false;
+    const gone = (): void => rejectBody(new ClientGoneError(size, Number.isFinite(declared) ? declared : undefined));
     req.on('data', (c: Buffer) => {
       if (over) return;
       size += c.length;
@@ -109,9 +137,14 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
       chunks.push(c);
     });
     req.on('end', () => {
+      ended = true;
       if (!over) resolve(Buffer.concat(chunks));
     });
-    req.on('error', (e) => rejectBody(e));
+    // Node reports a body cut short as an 'aborted' error (ECONNRESET) and then 'close'.
+    req.on('error', (e) => (req.readableAborted || (e as NodeJS.ErrnoException).code === 'ECONNRESET' ? gone() : rejectBody(e)));
+    req.on('close', () => {
+      if (!ended) gone();
+    });
   });
 }
 
@@ -123,6 +156,20 @@ export async function readJson(req: IncomingMessage, limit: number): Promise<unk
   } catch (e) {
     throw new ApiError(400, `the request body is not valid JSON: ${e instanceof Error ? e.message : String(e)}`, null, 'invalid_json');
   }
+}
+
+const notes = new WeakMap<ServerResponse, string>();
+
+/** Say how a request ended when its status code alone does not (for the request log). */
+export function noteOutcome(res: ServerResponse, note: string): void {
+  notes.set(res, note);
+}
+
+/** The request log's word on a response: its status, and how it ended if it did not end normally. */
+export function outcome(res: ServerResponse): string {
+  const note = notes.get(res);
+  if (note !== undefined) return res.headersSent ? `${res.statusCode} ${note}` : note;
+  return res.writableEnded ? String(res.statusCode) : res.headersSent ? `${res.statusCode} connection closed before the response ended` : 'connection closed without a response';
 }
 
 /** Start listening (port 0: any free port); resolves with the address. */
@@ -147,7 +194,8 @@ export interface InFlight {
 
 /**
  * Stop accepting connections, give the requests in flight up to `graceMs` to finish, abort the
- * rest, wait for them, then close every connection.
+ * rest (with a ShutdownCutError as the reason, so they can tell the client), wait for them, then
+ * close every connection.
  */
 export async function shutdown(http: Server, inflight: ReadonlySet<InFlight>, graceMs: number): Promise<void> {
   const closed = new Promise<void>((r) => http.close(() => r()));
@@ -156,7 +204,7 @@ export async function shutdown(http: Server, inflight: ReadonlySet<InFlight>, gr
   const grace = new Promise<void>((r) => (timer = setTimeout(r, graceMs)));
   await Promise.race([Promise.all([...inflight].map((e) => e.done)), grace]);
   clearTimeout(timer);
-  for (const e of inflight) e.abort.abort();
+  for (const e of inflight) e.abort.abort(new ShutdownCutError(graceMs));
   await Promise.all([...inflight].map((e) => e.done));
   http.closeAllConnections();
   await closed;

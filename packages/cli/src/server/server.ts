@@ -15,8 +15,9 @@ import { createServer as createHttpServer, type Server } from 'node:http';
 import { basename } from 'node:path';
 import { BatchScheduler, ChatFormatter, ChatTemplateError, type LayerWiseInferenceEngine } from '@airllm/engine';
 import { completionsHandler, type Counts } from './completions.js';
-import { bearerAuth, listen, router, sendError, sendJson, shutdown, type InFlight } from './http.js';
+import { bearerAuth, ClientGoneError, listen, noteOutcome, outcome, router, sendError, sendJson, shutdown, type InFlight } from './http.js';
 import { ApiError } from './openai.js';
+import { originPolicy } from './origin.js';
 import { FairQueue } from './queue.js';
 
 export interface ServerOptions {
@@ -37,6 +38,17 @@ export interface ServerOptions {
   maxBodyBytes?: number;
   /** Serve the web chat page at / (default true). */
   webPage?: boolean;
+  /**
+   * Host names accepted besides this server's address, localhost, 127.0.0.1 and [::1] (and this
+   * machine's addresses when listening on every interface); `.example.com` includes subdomains,
+   * `*` accepts any Host. Other Host headers get 403 (DNS rebinding).
+   */
+  allowedHosts?: readonly string[];
+  /**
+   * Origins allowed to call the server from a browser page of theirs (CORS, preflights answered);
+   * `*` allows any. Other cross-origin requests get 403; the server's own chat page is same-origin.
+   */
+  corsOrigins?: readonly string[];
   /** One line per finished request (default: silent). */
   log?: (line: string) => void;
 }
@@ -45,10 +57,11 @@ export interface ServerStats {
   /** Generation requests that passed validation and entered the queue. */
   accepted: number;
   completed: number;
-  /** Ended because the client went away (while queued or while generating). */
+  /** Ended because the client went away (while sending its body, queued or generating). */
   cancelled: number;
   /** Refused with 4xx before queueing (validation, auth, size, queue full). */
   rejected: number;
+  /** Ended by an error, or cut off when the shutdown grace ran out (answered 503 / an error event). */
   failed: number;
   generatedTokens: number;
   /** Requests running (holding a turn); at most `parallel`. */
@@ -72,7 +85,8 @@ export interface AirllmServer {
   listen(port?: number, host?: string): Promise<{ host: string; port: number; url: string }>;
   /**
    * Stop accepting, fail queued requests with 503, let running ones finish for up to `graceMs`
-   * (default 10 s), cancel the rest and close every connection. The engine stays open: it
+   * (default 10 s), then cut the rest off (a 503 error response, or an error event and `[DONE]`
+   * on a stream) and close every connection. The engine stays open: it
    * belongs to the caller.
    */
   close(options?: { graceMs?: number }): Promise<void>;
@@ -129,6 +143,10 @@ export function createServer(engine: LayerWiseInferenceEngine, options: ServerOp
   const modelObject = (): Record<string, unknown> => ({ id: modelName, object: 'model', created, owned_by: 'airllm', context_length: seqLen });
 
   const handle = router({
+    guard: originPolicy(options, () => {
+      const a = http.address();
+      return a !== null && typeof a === 'object' ? a.address : undefined;
+    }),
     authorize: options.apiKey !== undefined ? bearerAuth(options.apiKey) : undefined,
     onReject: () => counts.rejected++,
     routes: {
@@ -167,11 +185,18 @@ export function createServer(engine: LayerWiseInferenceEngine, options: ServerOp
   const http = createHttpServer((req, res) => {
     const t0 = performance.now();
     const done = handle(req, res).catch((e: unknown) => {
+      if (e instanceof ClientGoneError) {
+        // Nobody to answer: not a server failure.
+        counts.cancelled++;
+        noteOutcome(res, `cancelled: ${e.message}`);
+        res.destroy();
+        return;
+      }
       counts.failed++;
       if (!res.headersSent) sendError(res, new ApiError(500, `internal error: ${e instanceof Error ? e.message : String(e)}`));
       else res.destroy();
     });
-    void done.then(() => log(`${req.method} ${req.url} ${res.statusCode} ${Math.round(performance.now() - t0)} ms`));
+    void done.then(() => log(`${req.method} ${req.url} ${outcome(res)} ${Math.round(performance.now() - t0)} ms`));
   });
   // Stream answers can take long; only the request itself must arrive in time.
   http.requestTimeout = 60_000;
