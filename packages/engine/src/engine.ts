@@ -261,7 +261,8 @@ export class LayerWiseInferenceEngine {
       for (;;) {
         const r = await gen.next();
         if (r.done) return r.value[0]!;
-        yield { token: r.value.token, text: r.value.text };
+        const { token, text, logprob } = r.value;
+        yield logprob ? { token, text, logprob } : { token, text };
       }
     } finally {
       // A caller that stops early (break, return()) must also end the inner generator, which

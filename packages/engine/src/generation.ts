@@ -1,6 +1,7 @@
 import type { EngineConfig } from './config.js';
 import { ContextOverflowError, OptionError } from './errors.js';
 import type { KvHistory } from './history.js';
+import type { TokenLogprob } from './logprobs.js';
 import { Sampler } from './sampler.js';
 import { Sequence, type FinishReason, type ForwardItem, type GeneratedToken, type SequenceOptions } from './sequence.js';
 import type { Tokenizer } from './tokenizer.js';
@@ -38,6 +39,8 @@ export interface GenerationResult {
   tokens: number[];
   text: string;
   finishReason: FinishReason;
+  /** Each generated token's log-probability, when GenerateOptions.logprobs asked for them. */
+  logprobs?: TokenLogprob[];
   stats: GenerationStats;
 }
 
@@ -146,11 +149,11 @@ export async function* generateSequences(
       const w = waiting.get(s.slot);
       if (w && (t || s.finished)) {
         waiting.delete(s.slot);
-        yield { index: s.slot, token: w.token, text: t ? w.text : w.text + s.takeTail() };
+        yield { ...w, index: s.slot, text: t ? w.text : w.text + s.takeTail() };
       }
       if (!t) continue;
       if (!s.finished && s.holding) waiting.set(s.slot, t);
-      else yield { index: s.slot, token: t.token, text: t.text };
+      else yield { ...t, index: s.slot };
     }
     if (seqs.every((s) => s.finished)) break;
     await step(seqs);

@@ -1,3 +1,4 @@
+import { checkTopLogprobs, tokenLogprob, type TokenLogprob } from './logprobs.js';
 import { Sampler, type SamplingOptions } from './sampler.js';
 import type { TokenDecoder } from './tokenizer.js';
 
@@ -8,6 +9,8 @@ export interface GeneratedToken {
   token: number;
   /** Text this token completes (may be empty while UTF-8 or a possible stop string is held back). */
   text: string;
+  /** Its log-probability, when SequenceOptions.logprobs asked for it. */
+  logprob?: TokenLogprob;
 }
 
 /** What one sequence needs besides its prompt: sampling, length and stop rules. */
@@ -20,6 +23,12 @@ export interface SequenceOptions extends SamplingOptions {
   bos?: boolean;
   /** Stop at an end-of-sequence token (default true). */
   stopAtEos?: boolean;
+  /**
+   * Record each generated token's log-probability with this many most likely alternatives
+   * (0..20); absent: none. The values are the log-softmax of the logits the sampler was given,
+   * before temperature, top-k and top-p (which change what is drawn, not these numbers).
+   */
+  logprobs?: number;
 }
 
 /** The rows one sequence contributes to a forward step. */
@@ -59,6 +68,8 @@ export class Sequence {
   readonly promptTokens: number[];
   readonly cached: number;
   readonly tokens: number[] = [];
+  /** Each generated token's log-probability, when options.logprobs asked for them. */
+  readonly logprobs: TokenLogprob[] = [];
   text = '';
   finishReason: FinishReason | undefined;
   /** Prompt tokens whose KV rows are in the cache (cached ones included). */
@@ -73,6 +84,8 @@ export class Sequence {
   readonly #stops: readonly string[];
   readonly #stopAtEos: boolean;
   readonly #seqLen: number;
+  readonly #topLogprobs: number | undefined;
+  readonly #vocabSize: number;
 
   constructor(init: SequenceInit, sampler: Sampler) {
     this.slot = init.slot;
@@ -88,6 +101,9 @@ export class Sequence {
     this.#stops = (init.options.stop ?? []).filter((s) => s.length > 0);
     this.#stopAtEos = init.options.stopAtEos ?? true;
     this.#seqLen = init.seqLen;
+    this.#vocabSize = init.vocabSize;
+    this.#topLogprobs = init.options.logprobs;
+    if (this.#topLogprobs !== undefined) checkTopLogprobs(this.#topLogprobs);
   }
 
   /** The whole prompt is in the KV cache and the logits of its last token are known. */
@@ -167,6 +183,7 @@ export class Sequence {
       return undefined;
     }
     this.tokens.push(next);
+    if (this.#topLogprobs !== undefined) this.logprobs.push(tokenLogprob(logits, this.#vocabSize, next, this.#topLogprobs));
     this.#held += this.#decoder ? this.#decoder.push(next) : '';
     const stopAt = firstStop(this.#held, this.#stops);
     let piece: string;
@@ -187,7 +204,8 @@ export class Sequence {
       else if (this.promptTokens.length + this.tokens.length > this.#seqLen) this.finishReason = 'context';
       if (this.finishReason !== undefined) piece += this.takeTail();
     }
-    return { token: next, text: piece };
+    const logprob = this.logprobs.length === this.tokens.length ? this.logprobs[this.logprobs.length - 1] : undefined;
+    return logprob ? { token: next, text: piece, logprob } : { token: next, text: piece };
   }
 
   /**
@@ -215,6 +233,7 @@ export class Sequence {
     if (!this.#result) {
       this.#tail();
       this.#result = { promptTokens: this.promptTokens, tokens: this.tokens, text: this.text, finishReason: this.finishReason ?? 'length' };
+      if (this.#topLogprobs !== undefined) this.#result.logprobs = this.logprobs;
     }
     return { ...this.#result, stats };
   }
@@ -225,6 +244,8 @@ interface GenerationResultBase {
   tokens: number[];
   text: string;
   finishReason: FinishReason;
+  /** Each generated token's log-probability, when SequenceOptions.logprobs asked for them. */
+  logprobs?: TokenLogprob[];
 }
 
 /** Index of the first complete stop string in s, or -1. */
