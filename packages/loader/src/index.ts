@@ -88,6 +88,7 @@ export { BACKEND_ENV, resolveBackend, type BackendChoice, type BackendKind } fro
 export { nativeAddon, type Advice, type NativeAddon } from './native.js';
 export { diskReadBytes, memoryStatus, resetPeakRss, type MemoryStatus } from './proc.js';
 export { dropFileCache, pageCacheBytes } from './cache.js';
+export { readSystemMemory, availableMemory, parseMeminfo, cgroupRoom, type SystemMemory, type CgroupMemory, type AvailableMemory } from './memory.js';
 export * from './errors.js';
 export {
   HUB_SPEC_PREFIX,
