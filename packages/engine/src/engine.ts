@@ -212,6 +212,11 @@ export class LayerWiseInferenceEngine {
     return this.#need().config.mode as 'resident' | 'stream' | 'sequential';
   }
 
+  /** Load every pinned layer now (all of them when resident), as `initialize({ warmup })` does. */
+  async warmup(onProgress?: (loadedBytes: number, totalBytes: number) => void): Promise<void> {
+    await this.#need().weights.warmup(onProgress);
+  }
+
   /** Wait for the compute threads to be free; returns the function that frees them again. */
   async #lock(): Promise<() => void> {
     const prev = this.#busy;
