@@ -34,6 +34,7 @@ export async function runAirllmJob(job: AirllmJob, log: Log, control?: SessionCo
   const baselineRss = memoryStatus()?.rss ?? 0;
   resetPeakRss();
   const t0 = now();
+  let memoryPlan: string | undefined;
   const engine = new LayerWiseInferenceEngine(job.modelPath, {
     mode: job.engine.mode,
     maxMemory: job.engine.maxMemory,
@@ -46,15 +47,23 @@ export async function runAirllmJob(job: AirllmJob, log: Log, control?: SessionCo
     trace: job.engine.trace,
     // No tokenizer: every scenario feeds token ids (as the llama.cpp peer does).
     tokenizerPath: undefined,
+    onMemoryPlan: (line) => {
+      memoryPlan = line;
+      log(line);
+    },
   });
   const trace: TraceEvent[] = [];
   const results: TaskResult[] = [];
   try {
     const disk0 = diskReadBytes() ?? 0;
-    await engine.initialize({ warmup: job.warmup });
+    await engine.initialize();
     const initMs = now() - t0;
+    if (job.warmup) await engine.warmup();
+    const readyAtMs = now();
+    const warmupMs = readyAtMs - t0 - initMs;
     const warmupDiskBytes = (diskReadBytes() ?? 0) - disk0;
-    log(`${job.label}: engine ready in ${(initMs / 1000).toFixed(1)} s (${job.engine.mode}, ${job.engine.threads} threads)`);
+    const mode = engine.memoryMode;
+    log(`${job.label}: engine ready in ${((initMs + warmupMs) / 1000).toFixed(1)} s (${job.engine.mode}${mode !== job.engine.mode ? ` → ${mode}` : ''}, ${job.engine.threads} threads)`);
     const prompt = (n: number): number[] => Array.from({ length: n }, () => FIRST_WORD_TOKEN + rng.below(engine.header.vocabSize - FIRST_WORD_TOKEN));
     for (const task of job.tasks) {
       switch (task.kind) {
@@ -73,7 +82,7 @@ export async function runAirllmJob(job: AirllmJob, log: Log, control?: SessionCo
       }
     }
     const m = memoryStatus();
-    return { kind: 'airllm', label: job.label, initMs, memory: { peakRss: m?.peakRss ?? 0, baselineRss }, tasks: results, trace };
+    return { kind: 'airllm', label: job.label, initMs, warmupMs, readyAtMs, mode, memoryPlan, memory: { peakRss: m?.peakRss ?? 0, baselineRss }, tasks: results, trace };
   } finally {
     await engine.cleanup();
   }
@@ -210,7 +219,9 @@ async function stepsTask(
     .perSegment.filter((p) => p.pinned)
     .flatMap((p) => (p.kind === 'head' ? layout.head : layout.layers[p.layer]!).extents);
   const addon = nativeAddon();
-  const probe = pinnedRanges.length > 0 && addon ? await new MemoryMappedWeights(job.modelPath, { backend: 'mmap' }).open() : undefined;
+  // Only mapped pinned layers (mmap backend) are file pages; the read backend's are anonymous memory.
+  const mapped = engine.residencyStats().backend === 'mmap';
+  const probe = mapped && pinnedRanges.length > 0 && addon ? await new MemoryMappedWeights(job.modelPath, { backend: 'mmap' }).open() : undefined;
   const pinnedCached = (): number | undefined => {
     const map = probe?.mapping;
     if (!map || !addon) return undefined;
@@ -250,6 +261,7 @@ async function stepsTask(
   };
   const p = prompt(task.promptTokens);
   const first = await step(p, 0, false);
+  const promptEndAtMs = now();
   log(`${job.label}: prompt step (${p.length} tokens) ${(first.rec.ms / 1000).toFixed(2)} s, ${(first.rec.diskBytes / 1e6).toFixed(0)} MB from disk`);
   const decode: StepRecord[] = [];
   let token = first.next;
@@ -265,7 +277,7 @@ async function stepsTask(
   probe?.close();
   const st = engine.residencyStats();
   log(`${job.label}: median step ${median(decode.map((d) => d.ms)).toFixed(0)} ms; pinned ${(st.pinnedBytes / 1e6).toFixed(0)} MB of plan ${(st.plannedBytes / 1e6).toFixed(0)} MB`);
-  return { kind: 'steps', prompt: first.rec, decode, pinnedBytes: st.pinnedBytes, plannedBytes: st.plannedBytes, slotBytes: st.slotBytes, slots: st.slots, streamBytes: st.streamBytes, warmupDiskBytes, dropCacheMs: dropMs };
+  return { kind: 'steps', prompt: first.rec, promptEndAtMs, decode, pinnedBytes: st.pinnedBytes, plannedBytes: st.plannedBytes, slotBytes: st.slotBytes, slots: st.slots, streamBytes: st.streamBytes, warmupDiskBytes, dropCacheMs: dropMs };
 }
 
 /** The backend the engine's workers load for kernels: 'native' (the reference one if the addon is missing). */

@@ -5,7 +5,8 @@
  */
 import type { TraceEvent } from '@airllm/engine';
 
-export type MemoryMode = 'resident' | 'stream' | 'sequential';
+/** `auto`: the engine's automatic memory plan (with `maxMemory`, that budget instead of the machine's memory). */
+export type MemoryMode = 'auto' | 'resident' | 'stream' | 'sequential';
 
 export interface EngineSpec {
   readonly mode: MemoryMode;
@@ -177,6 +178,8 @@ export interface StepRecord {
 export interface StepsResult {
   readonly kind: 'steps';
   readonly prompt: StepRecord;
+  /** Milliseconds from the child process's start until the prompt step's logits (the first token). */
+  readonly promptEndAtMs: number;
   readonly decode: readonly StepRecord[];
   /** Bytes pinned by the residency plan, and the plan's total (pinned + slots). */
   readonly pinnedBytes: number;
@@ -205,7 +208,15 @@ export type TaskResult = GenerateResult | BatchResult | StepsResult | KernelProb
 export interface AirllmResult {
   readonly kind: 'airllm';
   readonly label: string;
+  /** initialize(), without loading the pinned layers. */
   readonly initMs: number;
+  /** Loading the pinned layers (job.warmup), after initMs. */
+  readonly warmupMs: number;
+  /** Milliseconds from the child process's start until the engine was ready (warmup done). */
+  readonly readyAtMs: number;
+  /** The mode the engine runs in (auto resolved) and the automatic plan's line, if it made one. */
+  readonly mode: string;
+  readonly memoryPlan: string | undefined;
   readonly memory: Memory;
   readonly tasks: readonly TaskResult[];
   /** Trace events kept by the tasks (Chrome trace format, absolute µs). */

@@ -2,6 +2,7 @@
  * The benchmark's results: the JSON document (BenchReport) and its Markdown rendering. Every
  * comparison is a ratio of two figures measured in the same run.
  */
+import type { AutoSummary } from './auto-plan.js';
 import type { KernelProbeResult } from './protocol.js';
 import type { DiskProbe, DramProbe } from './probes.js';
 import type { ShapeName } from './shapes.js';
@@ -133,6 +134,8 @@ export interface ShapeReport {
   readonly sequential: StepsSummary | undefined;
   readonly sweep: readonly SweepPoint[];
   readonly batch: readonly BatchPoint[];
+  /** The automatic memory plan's scenario (auto-plan.ts). */
+  readonly auto: AutoSummary | undefined;
   readonly rows: readonly TableRow[];
   readonly notes: readonly string[];
   readonly timelines: readonly { readonly scenario: string; readonly svg: string; readonly trace: string }[];
@@ -157,6 +160,8 @@ export interface BenchReport {
   };
   readonly options: Record<string, unknown>;
   readonly shapes: readonly ShapeReport[];
+  /** Shapes not run, and why (e.g. no room for the model on the scratch disk). */
+  readonly skipped: readonly string[];
 }
 
 // --- formatting --------------------------------------------------------------------------
@@ -295,6 +300,8 @@ export function markdownReport(r: BenchReport): string {
   out.push(`Options: \`${JSON.stringify(r.options)}\``, '');
   out.push('Every ratio compares two figures measured in this run (medians of the runs); higher is better for airllm.', '');
   out.push(markdownTable(r.shapes.flatMap((s) => s.rows)), '');
+  for (const k of r.skipped) out.push(`- skipped ${k}`);
+  if (r.skipped.length > 0) out.push('');
   for (const s of r.shapes) {
     out.push(`## ${s.shape}: ${s.description}`, '');
     out.push(

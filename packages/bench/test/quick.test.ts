@@ -99,6 +99,25 @@ describe('npm run bench -- --quick --no-peer', () => {
     expect(stderr).toContain('[mini');
   });
 
+  it('runs the automatic plan: half the model as budget streams it, pinning part, against read(2) of the same file', () => {
+    const s = report.shapes[0]!;
+    const a = s.auto!;
+    expect(a.budgetBytes).toBe(Math.floor(0.5 * s.stepBytes));
+    expect(a.mode).toBe('stream');
+    expect(a.memoryPlan).toMatch(/^airllm: memory plan: stream, .* \(model [\d.]+ GB > the weight budget [\d.]+ GB given\)$/);
+    expect(a.pinnedBytes).toBeGreaterThan(0);
+    expect(a.pinnedBytes).toBeLessThan(a.budgetBytes!);
+    expect(a.warmupMs).toBeGreaterThan(0);
+    expect(a.firstTokenAtMs).toBeGreaterThan(a.readyAtMs);
+    expect(a.disk.runs.length).toBe(4);
+    // A cold step reads what is not pinned (less what the prefetcher holds for the next pass).
+    expect(a.diskBytesPerStepMedian).toBeLessThan(1.1 * (s.stepBytes - a.pinnedBytes));
+    const names = s.rows.map((r) => r.scenario);
+    expect(names).toContain(`auto plan (--max-memory ${Math.round((a.budgetBytes! / 1e9) * 100) / 100} GB): decode s/token vs (model − pinned) ÷ disk`);
+    expect(names).toContain('auto: pinning throughput vs disk');
+    expect(names).toContain('auto: cold first token from process start');
+  });
+
   it('reads from disk what is not pinned, each step (cold cache), and pins more for larger budgets', () => {
     const s = report.shapes[0]!;
     // Each step starts with the file evicted from the page cache, except pages still mapped: the
@@ -119,10 +138,10 @@ describe('npm run bench -- --quick --no-peer', () => {
       expect(p.diskBytesPerToken).toBeGreaterThan(plo);
       expect(p.diskBytesPerToken).toBeLessThan(phi);
       expect(p.peakRssBytes).toBeGreaterThan(p.baselineRssBytes);
-      // A 50 MB model leaves the kernel no reason to reclaim the pinned layers' pages (mincore
-      // counts whole pages, so a little more than the pinned bytes is possible).
-      expect(p.pinnedCachedMinBytes!).toBeGreaterThanOrEqual(0.99 * p.pinnedBytes);
-      expect(p.pinnedCachedMinBytes!).toBeLessThanOrEqual(p.pinnedBytes + (s.nLayers + 1) * 2 * 4096);
+      // Stream mode reads pinned layers into the process's own memory (the read backend), not
+      // the page cache: there are no file pages of them to count, and the disk bytes above
+      // show they are not read again.
+      expect(p.pinnedCachedMinBytes).toBeUndefined();
     }
     const pinned = s.sweep.map((p) => p.pinnedBytes);
     expect(pinned).toEqual([...pinned].sort((a, b) => a - b));

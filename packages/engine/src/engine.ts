@@ -1,8 +1,8 @@
 import { availableParallelism } from 'node:os';
 import { readModelFile, type ModelConfig, type ModelHeader, type ModelLayout } from '@airllm/format';
 import { loadBackend, type BackendPreference, type NativeBackend } from '@airllm/kernels';
-import { diskReadBytes, type ResidencyStats } from '@airllm/loader';
-import { resolveConfig, type EngineConfig, type EngineOptions } from './config.js';
+import { availableMemory, diskReadBytes, readSystemMemory, type ResidencyStats } from '@airllm/loader';
+import { resolveConfig, withMemoryMode, type EngineConfig, type EngineOptions } from './config.js';
 import { EngineStateError, OptionError } from './errors.js';
 import {
   beginSequence,
@@ -14,6 +14,7 @@ import {
   type GenerationResult,
 } from './generation.js';
 import { KvHistory } from './history.js';
+import { describeMemoryPlan, kvCacheBytes, planMemory, workingBytes, type MemoryPlan } from './memory-plan.js';
 import { ComputePool } from './pool.js';
 import { LayerRunner, type ModelForward } from './runner.js';
 import type { ForwardItem, GeneratedToken, Sequence } from './sequence.js';
@@ -25,6 +26,7 @@ import { Trace } from './trace.js';
 import { WeightSource } from './weights.js';
 
 export type { EngineOptions, MemoryMode } from './config.js';
+export type { MemoryPlan } from './memory-plan.js';
 export type { BeginSequenceOptions, GenerateOptions, GenerationResult, GenerationStats } from './generation.js';
 export type { FinishReason, GeneratedToken } from './sequence.js';
 
@@ -42,6 +44,8 @@ interface Running {
   readonly header: ModelHeader;
   readonly layout: ModelLayout;
   readonly config: EngineConfig;
+  /** What the automatic memory plan chose (mode 'auto' only). */
+  readonly memoryPlan: MemoryPlan | undefined;
   readonly tokenizer: Tokenizer | undefined;
   readonly weights: WeightSource;
   pool: ComputePool | undefined;
@@ -150,17 +154,25 @@ export class LayerWiseInferenceEngine {
     if (this.#closed) throw new EngineStateError('engine was cleaned up');
     if (this.#run?.pool) return;
     const { header, layout } = this.#run ?? readModelFile(this.modelPath);
-    const config = this.#run?.config ?? resolveConfig(layout.config, this.options);
+    let config = this.#run?.config ?? resolveConfig(layout.config, this.options);
     if (!this.#run) {
+      const memoryPlan = config.mode === 'auto' ? this.#planMemory(config, layout) : undefined;
+      if (memoryPlan) config = withMemoryMode(config, memoryPlan.mode, memoryPlan.budgetBytes);
       const tokenizer = loadTokenizer(this.modelPath, { tokenizerPath: this.options.tokenizerPath, modelVocabSize: config.model.vocabSize });
       const weights = await WeightSource.open(this.modelPath, {
-        mode: config.mode,
+        mode: config.mode === 'auto' ? 'resident' : config.mode,
         budgetBytes: config.mode === 'resident' ? undefined : Number.isFinite(config.maxMemory) ? config.maxMemory : undefined,
         layers: config.layers,
         head: config.head,
         onLoad: config.trace ? (e) => this.trace.span(`load ${e.kind === 'head' ? 'head' : `layer ${e.layer}`}`, `load-${e.reason}`, 'prefetch', e.startMs, e.endMs, { bytes: e.bytes }) : undefined,
       });
-      this.#run = { header, layout, config, tokenizer, weights, pool: undefined, runner: undefined, history: new KvHistory(config.maxSequences) };
+      if (memoryPlan) {
+        const line = describeMemoryPlan(memoryPlan, weights.stats().pinnedBytes);
+        if (this.options.onMemoryPlan) this.options.onMemoryPlan(line, memoryPlan);
+        // A non-terminal stderr hears of the plan only when it streams (the case to know about).
+        else if (process.stderr.isTTY || memoryPlan.mode === 'stream') process.stderr.write(`${line}\n`);
+      }
+      this.#run = { header, layout, config, memoryPlan, tokenizer, weights, pool: undefined, runner: undefined, history: new KvHistory(config.maxSequences) };
     }
     const run = this.#run;
     const buffers = createRunState(config);
@@ -175,6 +187,34 @@ export class LayerWiseInferenceEngine {
     run.runner = new LayerRunner(config, run.weights, buffers, run.pool, this.trace);
     this.#model ??= run.runner;
     if (init.warmup) await run.weights.warmup(init.onProgress);
+  }
+
+  /** The automatic plan for `config` (mode auto): the served weights against the available memory. */
+  #planMemory(config: EngineConfig, layout: ModelLayout): MemoryPlan {
+    let weightBytes = 0;
+    for (let l = config.layers.start; l < config.layers.end; l++) weightBytes += layout.layers[l]!.size;
+    if (config.head) weightBytes += layout.head.size;
+    return planMemory({
+      weightBytes,
+      kvBytes: kvCacheBytes(config),
+      workingBytes: workingBytes(config),
+      available: this.options.availableMemory ?? availableMemory(readSystemMemory()),
+      maxMemory: this.options.maxMemory,
+    });
+  }
+
+  /** What the automatic memory plan chose, when the engine was created with mode 'auto' (the default). */
+  get memoryPlan(): MemoryPlan | undefined {
+    return this.#need().memoryPlan;
+  }
+  /** The memory mode in use (auto resolved). */
+  get memoryMode(): 'resident' | 'stream' | 'sequential' {
+    return this.#need().config.mode as 'resident' | 'stream' | 'sequential';
+  }
+
+  /** Load every pinned layer now (all of them when resident), as `initialize({ warmup })` does. */
+  async warmup(onProgress?: (loadedBytes: number, totalBytes: number) => void): Promise<void> {
+    await this.#need().weights.warmup(onProgress);
   }
 
   /** Wait for the compute threads to be free; returns the function that frees them again. */

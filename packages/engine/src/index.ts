@@ -10,6 +10,18 @@ export {
   type FinishReason,
   type MemoryMode,
 } from './engine.js';
+export {
+  planMemory,
+  describeMemoryPlan,
+  kvCacheBytes,
+  workingBytes,
+  HEADROOM_FRACTION,
+  HEADROOM_MIN_BYTES,
+  RUNTIME_BYTES,
+  THREAD_BYTES,
+  type MemoryPlan,
+  type MemoryPlanInput,
+} from './memory-plan.js';
 export { Sequence, type SequenceOptions, type ForwardItem } from './sequence.js';
 export type { LayerRunner, ModelForward } from './runner.js';
 export type { KvHistory } from './history.js';
