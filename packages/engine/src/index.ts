@@ -18,6 +18,8 @@ export { BatchScheduler, type SequenceJob, type SequenceResult, type SequenceTim
 export { Tokenizer, TokenDecoder, type TokenizerKind, type TokenizerAlgorithm, type TokenizerOptions, type EncodeOptions } from './tokenizer.js';
 export { loadTokenizer, defaultTokenizerPath, type LoadTokenizerOptions } from './tokenizer-load.js';
 export { Sampler, type SamplingOptions } from './sampler.js';
+export { verifyDraft, lookup, NgramDrafter, DEFAULT_DRAFT_MAX, type Draft, type Drafter, type Verdict } from './speculative.js';
+export { ModelDrafter, checkDraftModel } from './draft-model.js';
 export { Trace, type TraceEvent } from './trace.js';
 export type { ActivationMode } from './shared.js';
 export * from './errors.js';

@@ -1,4 +1,6 @@
 import { Sampler, type SamplingOptions } from './sampler.js';
+import type { LayerWiseInferenceEngine } from './engine.js';
+import { verifyDraft, type Draft, type Drafter } from './speculative.js';
 import type { TokenDecoder } from './tokenizer.js';
 
 /** Why a sequence ended; 'bos': the model began a new text (llama2.c-style vocabularies, as run.c stops). */
@@ -20,6 +22,15 @@ export interface SequenceOptions extends SamplingOptions {
   bos?: boolean;
   /** Stop at an end-of-sequence token (default true). */
   stopAtEos?: boolean;
+  /**
+   * Speculative decoding: 'ngram' (prompt lookup over the prompt and the text so far) or a
+   * resident draft model with the same vocabulary (an initialized engine). Each decode pass over
+   * the model then verifies up to draftMax drafted tokens; greedy output is unchanged and sampled
+   * output keeps the model's distribution.
+   */
+  draft?: 'ngram' | LayerWiseInferenceEngine;
+  /** The most tokens drafted per pass (default 8, at most batchSize − 1). */
+  draftMax?: number;
 }
 
 /** The rows one sequence contributes to a forward step. */
@@ -27,6 +38,8 @@ export interface ForwardItem {
   slot: number;
   pos: number;
   tokens: readonly number[];
+  /** Return the logits of every row (n × vocab), not just the last: a row of drafted tokens to verify. */
+  allLogits?: boolean;
 }
 
 /** What the engine hands a new Sequence (see LayerWiseInferenceEngine.beginSequence). */
@@ -42,6 +55,12 @@ export interface SequenceInit {
   /** BOS id when the model emitting it ends the text (Tokenizer.endsOnBos). */
   endsOnBos?: number;
   options: SequenceOptions;
+  /** Proposes tokens to verify in each decode pass (speculative decoding); none: one token per pass. */
+  drafter?: Drafter;
+  /** The most tokens drafted per pass. */
+  draftMax?: number;
+  /** Width of a logits row (the model's vocabulary). */
+  logitsWidth?: number;
 }
 
 /**
@@ -65,6 +84,16 @@ export class Sequence {
   #prefilled: number;
   #logits: Float32Array | undefined;
   #held = '';
+  /** Drafted tokens the next step verifies. */
+  #draft: Draft | undefined;
+  /** Tokens a verification pass decided, emitted one by one by advance(). */
+  #pending: number[] = [];
+  /** Draft tokens proposed and accepted so far. */
+  drafted = 0;
+  accepted = 0;
+  readonly #drafter: Drafter | undefined;
+  readonly #draftMax: number;
+  readonly #logitsWidth: number;
   readonly #sampler: Sampler;
   readonly #decoder: TokenDecoder | undefined;
   readonly #isEos: (token: number) => boolean;
@@ -88,6 +117,9 @@ export class Sequence {
     this.#stops = (init.options.stop ?? []).filter((s) => s.length > 0);
     this.#stopAtEos = init.options.stopAtEos ?? true;
     this.#seqLen = init.seqLen;
+    this.#drafter = init.drafter;
+    this.#draftMax = init.draftMax ?? 0;
+    this.#logitsWidth = init.logitsWidth ?? init.vocabSize;
   }
 
   /** The whole prompt is in the KV cache and the logits of its last token are known. */
@@ -112,6 +144,24 @@ export class Sequence {
     return this.#held.length > 0 || (this.#decoder?.pending ?? false);
   }
 
+  /** advance() has a token to emit without another forward step (decided by a verification pass). */
+  get ready(): boolean {
+    return this.finishReason === undefined && this.#pending.length > 0;
+  }
+
+  /**
+   * With a drafter: propose the tokens the next decode step verifies along with the last sampled
+   * token (at most draftMax, and no more than the length limit and the context can use).
+   */
+  async prepareDraft(): Promise<void> {
+    if (!this.#drafter || this.#draft || this.nextItem() === undefined || !this.prefilled) return;
+    const n = this.tokens.length;
+    const max = Math.min(this.#draftMax, this.#maxTokens - n - 1, this.#seqLen - this.promptTokens.length - n);
+    if (max < 1) return;
+    const draft = await this.#drafter.propose(this.slot, [...this.promptTokens, ...this.tokens], max, this.#sampler);
+    if (draft.tokens.length > 0) this.#draft = { tokens: draft.tokens.slice(0, max), probs: draft.probs?.slice(0, max) };
+  }
+
   /**
    * The rows this sequence runs in the next forward step: (at most `maxRows` of) the rest of
    * its prompt, then the last sampled token; undefined when it has nothing to run (finished,
@@ -123,22 +173,43 @@ export class Sequence {
       const n = Math.min(this.prefillRemaining, maxRows);
       return { slot: this.slot, pos: this.#prefilled, tokens: this.promptTokens.slice(this.#prefilled, this.#prefilled + n) };
     }
-    if (this.#logits !== undefined || this.tokens.length === 0) return undefined;
-    return { slot: this.slot, pos: this.promptTokens.length + this.tokens.length - 1, tokens: [this.tokens[this.tokens.length - 1]!] };
+    if (this.#logits !== undefined || this.#pending.length > 0 || this.tokens.length === 0) return undefined;
+    const pos = this.promptTokens.length + this.tokens.length - 1;
+    const last = this.tokens[this.tokens.length - 1]!;
+    if (this.#draft) return { slot: this.slot, pos, tokens: [last, ...this.#draft.tokens], allLogits: true };
+    return { slot: this.slot, pos, tokens: [last] };
   }
 
-  /** The forward step ran `item` (from nextItem()); `logits` are those of its last row. */
-  accept(item: ForwardItem, logits: Float32Array): void {
+  /**
+   * The forward step ran `item` (from nextItem()); `logits` are those of its last row, or of
+   * every row for drafted tokens, which are verified here. Returns how many of the item's rows
+   * stay valid in the KV cache (rows after a rejected draft token do not).
+   */
+  accept(item: ForwardItem, logits: Float32Array): number {
     if (!this.prefilled) {
       this.#prefilled += item.tokens.length;
       if (this.prefilled) this.#logits = logits;
-    } else this.#logits = logits;
+      return item.tokens.length;
+    }
+    const draft = this.#draft;
+    this.#draft = undefined;
+    if (!draft || !item.allLogits) {
+      this.#logits = logits;
+      return item.tokens.length;
+    }
+    const verdict = verifyDraft(this.#sampler, logits, draft, this.#logitsWidth);
+    this.#pending = verdict.tokens;
+    this.drafted += draft.tokens.length;
+    this.accepted += verdict.accepted;
+    return 1 + verdict.accepted;
   }
 
   /** Finish now with reason "cancelled" (the caller went away). */
   cancel(): void {
     this.finishReason ??= 'cancelled';
     this.#logits = undefined;
+    this.#pending = [];
+    this.#draft = undefined;
   }
 
   /**
@@ -155,13 +226,13 @@ export class Sequence {
       return undefined;
     }
     const logits = this.#logits;
-    if (logits === undefined) return undefined;
+    if (logits === undefined && this.#pending.length === 0) return undefined;
     this.#logits = undefined;
     if (this.tokens.length >= this.#maxTokens) {
       this.finishReason = 'length';
       return undefined;
     }
-    const next = this.#sampler.sample(logits);
+    const next = logits === undefined ? this.#pending.shift()! : this.#sampler.sample(logits);
     if (this.#stopAtEos && (this.#isEos(next) || next === this.#endsOnBos)) {
       this.finishReason = this.#isEos(next) ? 'eos' : 'bos';
       return undefined;
