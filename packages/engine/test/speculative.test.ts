@@ -1,8 +1,9 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { LayerWiseInferenceEngine, lookup, type EngineOptions, type GenerateOptions, type GenerationResult } from '@airllm/engine';
-import { F32_MODEL, FIXTURE_TOKENIZER, Q40_MODEL } from './helpers.js';
+import { TINY_LLAMA31, writeTinyModel } from '@airllm/format/testing';
+import { DraftModelError, LayerWiseInferenceEngine, lookup, OptionError, type EngineOptions, type GenerateOptions, type GenerationResult } from '@airllm/engine';
+import { F32_MODEL, FIXTURE_TOKENIZER, Q40_MODEL, tempDir } from './helpers.js';
 
 /** llama2.c's run.c on five prompts, each run greedily until it samples BOS (fixtures/llama2c/README.md). */
 const runc = JSON.parse(readFileSync(join(import.meta.dirname, 'fixtures', 'llama2c', 'stories260k_prompts.json'), 'utf8')) as {
@@ -69,3 +70,43 @@ for (const mode of MODES) {
     }
   });
 }
+
+describe('drafts that cannot be used are refused with typed errors', () => {
+  const tmp = tempDir();
+  let engine: LayerWiseInferenceEngine;
+  let tiny: LayerWiseInferenceEngine;
+  beforeAll(async () => {
+    const path = join(tmp.dir, 'tiny.m');
+    await writeTinyModel(path, TINY_LLAMA31);
+    engine = new LayerWiseInferenceEngine(F32_MODEL, { tokenizerPath: FIXTURE_TOKENIZER, maxSeqLen: 64, threads: 1, batchSize: 8 });
+    tiny = new LayerWiseInferenceEngine(path, { threads: 1 });
+    await engine.initialize();
+    await tiny.initialize();
+  });
+  afterAll(async () => {
+    await engine.cleanup();
+    await tiny.cleanup();
+    tmp.cleanup();
+  });
+
+  it('a draft model with another vocabulary: DraftModelError naming the file and the sizes', async () => {
+    const gen = engine.generate('Once', { maxTokens: 4, draft: tiny });
+    const error = await gen.next().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(error).toBeInstanceOf(DraftModelError);
+    const e = error as DraftModelError;
+    expect(e.code).toBe('AIRLLM_DRAFT_MODEL');
+    expect(e.path).toBe(tiny.modelPath);
+    expect(e.field).toBe('vocabSize');
+    expect([e.expected, e.actual]).toEqual([512, 128]);
+  });
+
+  it('draftMax beyond batchSize − 1, or a draft that is neither ngram nor an engine: OptionError', async () => {
+    expect(() => engine.beginSequence('Once', { draft: 'ngram', draftMax: 8 })).toThrow(OptionError);
+    expect(() => engine.beginSequence('Once', { draft: 'ngram', draftMax: 7 })).not.toThrow();
+    expect(() => engine.beginSequence('Once', { draft: 'bigram' as 'ngram' })).toThrow(/option draft/);
+    expect(() => engine.beginSequence('Once', { draft: engine })).toThrow(/another engine/);
+  });
+});
