@@ -48,6 +48,8 @@ export interface CompletionsContext {
   /** Requests past the queue; shutdown waits for them, then aborts them. */
   inflight: Set<InFlight>;
   closing: () => boolean;
+  /** Speculative decoding options every sequence gets. */
+  draft: Pick<SequenceOptions, 'draft' | 'draftMax'>;
 }
 
 /** One validated request: the prompts' token ids and the engine options of each choice. */
@@ -116,7 +118,7 @@ export function completionsHandler(ctx: CompletionsContext): (req: IncomingMessa
     return {
       jobs,
       req: r,
-      options: { maxTokens, temperature: r.temperature, topP: r.topP, topK: r.topK, stop, ...(r.seed !== undefined ? { seed: r.seed } : {}) },
+      options: { maxTokens, temperature: r.temperature, topP: r.topP, topK: r.topK, stop, ...(r.seed !== undefined ? { seed: r.seed } : {}), ...ctx.draft },
     };
   }
 
