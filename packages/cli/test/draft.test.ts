@@ -61,6 +61,23 @@ describe('generate --draft', () => {
   });
 });
 
+describe('chat --draft', () => {
+  it('answers two turns as it does without a draft (greedy), with ngram and with a draft model', () => {
+    const chat = (extra: string[]): { code: number | null; stdout: string; stderr: string } => {
+      const r = spawnSync(process.execPath, [BIN, 'chat', '--temperature', '0', '--steps', '40', ...extra], { encoding: 'utf8', timeout: 60_000, input: 'Hello\nTell me more\n/exit\n' });
+      return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+    };
+    const plain = chat([]);
+    expect(plain.code, plain.stderr).toBe(0);
+    expect(plain.stdout.length).toBeGreaterThan(40);
+    for (const draft of ['ngram', MODEL]) {
+      const r = chat(['--draft', draft]);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toBe(plain.stdout);
+    }
+  });
+});
+
 describe('serve with a draft', () => {
   const prompts = ['Once upon a time, a cat', 'Tom had a red ball', 'The sun was hot and', 'Lily saw a big tree', 'A little bird sang', 'The moon was bright'];
   let engine: LayerWiseInferenceEngine;

@@ -33,7 +33,7 @@ describe('prompt lookup', () => {
   });
 });
 
-const MODES: EngineOptions[] = [{ mode: 'resident' }, { mode: 'stream', maxMemory: 2 * 197120 }];
+const MODES: EngineOptions[] = [{ mode: 'resident' }, { mode: 'stream', maxMemory: 2 * 197120 }, { mode: 'sequential' }];
 
 for (const mode of MODES) {
   describe(`greedy decoding with a draft gives llama2.c's ids (${mode.mode})`, () => {
