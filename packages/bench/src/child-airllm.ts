@@ -19,6 +19,8 @@ import type {
   StepRecord,
   StepsResult,
   StepsTask,
+  VerifyResult,
+  VerifyTask,
   TaskResult,
 } from './protocol.js';
 import type { SessionControl } from './child.js';
@@ -78,6 +80,9 @@ export async function runAirllmJob(job: AirllmJob, log: Log, control?: SessionCo
           break;
         case 'kernel-probe':
           results.push(await kernelProbe(job, task, log));
+          break;
+        case 'verify':
+          results.push(await verifyTask(engine, job, task, prompt, log));
           break;
       }
     }
@@ -278,6 +283,24 @@ async function stepsTask(
   const st = engine.residencyStats();
   log(`${job.label}: median step ${median(decode.map((d) => d.ms)).toFixed(0)} ms; pinned ${(st.pinnedBytes / 1e6).toFixed(0)} MB of plan ${(st.plannedBytes / 1e6).toFixed(0)} MB`);
   return { kind: 'steps', prompt: first.rec, promptEndAtMs, decode, pinnedBytes: st.pinnedBytes, plannedBytes: st.plannedBytes, slotBytes: st.slotBytes, slots: st.slots, streamBytes: st.streamBytes, warmupDiskBytes, dropCacheMs: dropMs };
+}
+
+async function verifyTask(engine: LayerWiseInferenceEngine, job: AirllmJob, task: VerifyTask, prompt: (n: number) => number[], log: Log): Promise<VerifyResult> {
+  const tokens = prompt(task.rows);
+  const manyMs: number[] = [];
+  const oneMs: number[] = [];
+  const pass = async (n: number): Promise<number> => {
+    if (task.dropCache) dropFileCache(job.modelPath);
+    const t = now();
+    await engine.forwardBatch([{ slot: 0, pos: 0, tokens: tokens.slice(0, n), allLogits: n > 1 }]);
+    return now() - t;
+  };
+  for (let i = 0; i < task.repeats; i++) {
+    // Alternate the order, so a drift of the disk's speed weighs on both alike.
+    for (const n of i % 2 === 0 ? [task.rows, 1] : [1, task.rows]) (n === 1 ? oneMs : manyMs).push(await pass(n));
+    log(`${job.label}: pass of ${task.rows} rows ${manyMs.at(-1)!.toFixed(0)} ms, of 1 row ${oneMs.at(-1)!.toFixed(0)} ms`);
+  }
+  return { kind: 'verify', rows: task.rows, manyMs, oneMs };
 }
 
 /** The backend the engine's workers load for kernels: 'native' (the reference one if the addon is missing). */

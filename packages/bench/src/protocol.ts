@@ -79,7 +79,20 @@ export interface KernelProbeTask {
   readonly rows: readonly number[];
 }
 
-export type AirllmTask = GenerateTask | BatchTask | StepsTask | KernelProbeTask;
+/**
+ * What speculative decoding rests on: one pass over the model verifying `rows` rows (the last
+ * token and rows − 1 drafted ones, every row's logits) against a pass of 1 row, at the same
+ * position, alternating which comes first, `repeats` times each, the model file evicted from the
+ * page cache before every pass (untimed) as in a StepsTask.
+ */
+export interface VerifyTask {
+  readonly kind: 'verify';
+  readonly rows: number;
+  readonly repeats: number;
+  readonly dropCache: boolean;
+}
+
+export type AirllmTask = GenerateTask | BatchTask | StepsTask | KernelProbeTask | VerifyTask;
 
 export interface AirllmJob {
   readonly kind: 'airllm';
@@ -203,7 +216,15 @@ export interface KernelProbeResult {
   readonly preferred: string;
 }
 
-export type TaskResult = GenerateResult | BatchResult | StepsResult | KernelProbeResult;
+export interface VerifyResult {
+  readonly kind: 'verify';
+  readonly rows: number;
+  /** ms of each pass of `rows` rows, and of each pass of 1 row. */
+  readonly manyMs: readonly number[];
+  readonly oneMs: readonly number[];
+}
+
+export type TaskResult = GenerateResult | BatchResult | StepsResult | KernelProbeResult | VerifyResult;
 
 export interface AirllmResult {
   readonly kind: 'airllm';

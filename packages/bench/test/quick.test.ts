@@ -52,6 +52,7 @@ describe('npm run bench -- --quick --no-peer', () => {
     expect(md).toContain('| shape | scenario | airllm | compared with | ratio | target | status |');
     expect(md).toContain('| mini | resident decode vs DRAM floor |');
     expect(md).toContain('| mini | streaming decode (cold cache) vs disk floor |');
+    expect(md).toContain('| mini | streamed pass verifying 9 rows (speculative decoding) vs 1 row |');
     for (const s of ['resident', 'stream', 'sequential']) {
       const svg = readFileSync(join(dir, `timeline-mini-${s}.svg`), 'utf8');
       expect(svg.startsWith('<svg')).toBe(true);
@@ -91,6 +92,11 @@ describe('npm run bench -- --quick --no-peer', () => {
       expect(st.decodeSteps).toBeGreaterThanOrEqual(2);
       expect(st.pinnedBytes).toBe(0);
     }
+    const v = s.stream!.verify!;
+    expect(v.rows).toBe(9);
+    expect(v.manyRuns).toHaveLength(2);
+    expect(v.oneRuns).toHaveLength(2);
+    expect(Math.min(v.manyMs, v.oneMs)).toBeGreaterThan(0);
     expect(s.rows.length).toBeGreaterThanOrEqual(4);
     for (const row of s.rows) {
       expect(Number.isFinite(row.ratio), row.scenario).toBe(true);

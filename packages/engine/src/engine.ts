@@ -17,7 +17,9 @@ import { KvHistory } from './history.js';
 import { describeMemoryPlan, kvCacheBytes, planMemory, workingBytes, type MemoryPlan } from './memory-plan.js';
 import { ComputePool } from './pool.js';
 import { LayerRunner, type ModelForward } from './runner.js';
-import type { ForwardItem, GeneratedToken, Sequence } from './sequence.js';
+import { checkDraftModel, ModelDrafter } from './draft-model.js';
+import type { ForwardItem, GeneratedToken, Sequence, SequenceOptions } from './sequence.js';
+import { NgramDrafter, type Drafter } from './speculative.js';
 import type { ActivationMode, ComputeWorkerData } from './shared.js';
 import { createRunState } from './state.js';
 import type { Tokenizer } from './tokenizer.js';
@@ -350,11 +352,29 @@ export class LayerWiseInferenceEngine {
   #begin(prompt: string | readonly number[], options: BeginSequenceOptions, what: string): Sequence {
     const run = this.#need();
     return beginSequence(
-      { config: run.config, tokenizer: run.tokenizer, history: run.history, encode: (p, bos) => this.encode(p, bos), checkTokens: (t) => this.runner.checkTokens(t) },
+      {
+        config: run.config,
+        tokenizer: run.tokenizer,
+        history: run.history,
+        encode: (p, bos) => this.encode(p, bos),
+        checkTokens: (t) => this.runner.checkTokens(t),
+        drafter: (draft) => this.#drafter(draft),
+      },
       prompt,
       options,
       what,
     );
+  }
+
+  /** The drafter for a sequence's `draft` option, checked against this engine and its model. */
+  #drafter(draft: SequenceOptions['draft']): Drafter | undefined {
+    if (draft === undefined) return undefined;
+    if (!this.model.rowLogits) throw new OptionError('draft', 'this engine runs its model through a pipeline, which cannot verify drafted tokens');
+    if (draft === 'ngram') return new NgramDrafter();
+    if (!(draft instanceof LayerWiseInferenceEngine)) throw new OptionError('draft', `must be 'ngram' or an initialized engine with the draft model, got ${String(draft)}`);
+    if (draft === this) throw new OptionError('draft', 'the draft model must be another engine (its KV cache slots would collide)');
+    checkDraftModel(this, draft);
+    return new ModelDrafter(draft);
   }
 
   /**
@@ -389,10 +409,16 @@ export class LayerWiseInferenceEngine {
   }
 
   async #forwardSequences(seqs: readonly Sequence[], maxRows: number): Promise<number> {
+    for (const s of seqs) await s.prepareDraft();
     const run = packStep(seqs, maxRows);
     if (run.length === 0) return 0;
     const logits = await this.#forwardTokens(run.map((r) => r.item));
-    run.forEach((r, i) => r.s.accept(r.item, logits[i]!));
+    const history = this.#need().history;
+    run.forEach((r, i) => {
+      // Rows after a rejected draft token hold KV entries of tokens that are not in the text.
+      const kept = r.s.accept(r.item, logits[i]!);
+      if (kept < r.item.tokens.length) history.truncate(r.item.slot, r.item.pos + kept);
+    });
     return run.length;
   }
 
@@ -403,7 +429,7 @@ export class LayerWiseInferenceEngine {
 
   #counters(): Counters {
     const r = this.runner;
-    return { waitMs: r.waitMs, computeMs: r.computeMs, diskBytes: diskReadBytes() ?? 0 };
+    return { waitMs: r.waitMs, computeMs: r.computeMs, diskBytes: diskReadBytes() ?? 0, passes: r.passes };
   }
 
   /** Stop the compute threads and release the weights. Safe to call twice. */

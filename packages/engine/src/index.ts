@@ -31,6 +31,8 @@ export { Tokenizer, TokenDecoder, type TokenizerKind, type TokenizerAlgorithm, t
 export { loadTokenizer, defaultTokenizerPath, type LoadTokenizerOptions } from './tokenizer-load.js';
 export { Sampler, type SamplingOptions } from './sampler.js';
 export { tokenLogprob, MAX_TOP_LOGPROBS, type TokenLogprob, type IdLogprob } from './logprobs.js';
+export { verifyDraft, lookup, NgramDrafter, DEFAULT_DRAFT_MAX, type Draft, type Drafter, type Verdict } from './speculative.js';
+export { ModelDrafter, checkDraftModel } from './draft-model.js';
 export { Trace, type TraceEvent } from './trace.js';
 export type { ActivationMode } from './shared.js';
 export * from './errors.js';

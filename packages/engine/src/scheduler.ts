@@ -199,15 +199,18 @@ export class BatchScheduler {
         for (const e of running) {
           const seq = e.seq!;
           if (seq.prefilled && e.prefilled === 0) e.prefilled = now;
-          const t = seq.advance(e.job.signal.aborted);
-          if (t && (t.text || t.logprob)) {
-            try {
-              e.job.onText(t.text, newLogprobs(e));
-            } catch (error) {
-              e.failure = { error };
-              seq.cancel();
+          // A verification pass may have decided several tokens: stream them all now.
+          do {
+            const t = seq.advance(e.job.signal.aborted);
+            if (t && (t.text || t.logprob)) {
+              try {
+                e.job.onText(t.text, newLogprobs(e));
+              } catch (error) {
+                e.failure = { error };
+                seq.cancel();
+              }
             }
-          }
+          } while (seq.ready);
           if (seq.finished) this.#finish(e);
         }
       }

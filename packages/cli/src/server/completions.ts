@@ -50,6 +50,8 @@ export interface CompletionsContext {
   /** Requests past the queue; shutdown waits for them, then aborts them. */
   inflight: Set<InFlight>;
   closing: () => boolean;
+  /** Speculative decoding options every sequence gets. */
+  draft: Pick<SequenceOptions, 'draft' | 'draftMax'>;
 }
 
 /** One validated request: the prompts' token ids and the engine options of each choice. */
@@ -126,6 +128,7 @@ export function completionsHandler(ctx: CompletionsContext): (req: IncomingMessa
         stop,
         ...(r.seed !== undefined ? { seed: r.seed } : {}),
         ...(r.logprobs !== undefined ? { logprobs: r.logprobs } : {}),
+        ...ctx.draft,
       },
     };
   }
