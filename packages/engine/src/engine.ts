@@ -1,5 +1,5 @@
 import { availableParallelism } from 'node:os';
-import { readModelFile, type ModelConfig, type ModelHeader, type ModelLayout } from '@airllm/format';
+import { readAnyModelFile, type ModelConfig, type ModelFileFormat, type ModelHeader, type WeightsLayout } from '@airllm/format';
 import { loadBackend, type BackendPreference, type NativeBackend } from '@airllm/kernels';
 import { diskReadBytes, type ResidencyStats } from '@airllm/loader';
 import { resolveConfig, type EngineConfig, type EngineOptions } from './config.js';
@@ -39,8 +39,9 @@ const BARRIER_SPIN = 4000;
 
 /** What initialize() builds; cleanup() takes it apart. */
 interface Running {
+  readonly format: ModelFileFormat;
   readonly header: ModelHeader;
-  readonly layout: ModelLayout;
+  readonly layout: WeightsLayout;
   readonly config: EngineConfig;
   readonly tokenizer: Tokenizer | undefined;
   readonly weights: WeightSource;
@@ -74,11 +75,17 @@ export class LayerWiseInferenceEngine {
     this.options = options;
   }
 
+  /** The model's `.m` header (for a GGUF: the header it would convert to; see GgufModelInfo). */
   get header(): ModelHeader {
     return this.#need().header;
   }
-  get layout(): ModelLayout {
+  /** Where every tensor is in the model file. */
+  get layout(): WeightsLayout {
     return this.#need().layout;
+  }
+  /** The model file's format: `.m`, or a GGUF run in place. */
+  get format(): ModelFileFormat {
+    return this.#need().format;
   }
   /** The model's hyper-parameters, whatever its file format. */
   get config(): ModelConfig {
@@ -149,18 +156,21 @@ export class LayerWiseInferenceEngine {
   async initialize(init: InitializeOptions = {}): Promise<void> {
     if (this.#closed) throw new EngineStateError('engine was cleaned up');
     if (this.#run?.pool) return;
-    const { header, layout } = this.#run ?? readModelFile(this.modelPath);
+    const file = this.#run ?? readAnyModelFile(this.modelPath);
+    const { format, header, layout } = file;
     const config = this.#run?.config ?? resolveConfig(layout.config, this.options);
     if (!this.#run) {
-      const tokenizer = loadTokenizer(this.modelPath, { tokenizerPath: this.options.tokenizerPath, modelVocabSize: config.model.vocabSize });
+      const gguf = 'gguf' in file ? file.gguf : undefined;
+      const tokenizer = loadTokenizer(this.modelPath, { tokenizerPath: this.options.tokenizerPath, modelVocabSize: config.model.vocabSize, gguf });
       const weights = await WeightSource.open(this.modelPath, {
+        layout: format === 'gguf' ? layout : undefined,
         mode: config.mode,
         budgetBytes: config.mode === 'resident' ? undefined : Number.isFinite(config.maxMemory) ? config.maxMemory : undefined,
         layers: config.layers,
         head: config.head,
         onLoad: config.trace ? (e) => this.trace.span(`load ${e.kind === 'head' ? 'head' : `layer ${e.layer}`}`, `load-${e.reason}`, 'prefetch', e.startMs, e.endMs, { bytes: e.bytes }) : undefined,
       });
-      this.#run = { header, layout, config, tokenizer, weights, pool: undefined, runner: undefined, history: new KvHistory(config.maxSequences) };
+      this.#run = { format, header, layout, config, tokenizer, weights, pool: undefined, runner: undefined, history: new KvHistory(config.maxSequences) };
     }
     const run = this.#run;
     const buffers = createRunState(config);
