@@ -1,5 +1,5 @@
 import { availableParallelism } from 'node:os';
-import { readModelFile, type ModelConfig, type ModelHeader, type ModelLayout } from '@airllm/format';
+import { readAnyModelFile, type ModelConfig, type ModelFileFormat, type ModelHeader, type WeightsLayout } from '@airllm/format';
 import { loadBackend, type BackendPreference, type NativeBackend } from '@airllm/kernels';
 import { availableMemory, diskReadBytes, readSystemMemory, type ResidencyStats } from '@airllm/loader';
 import { resolveConfig, withMemoryMode, type EngineConfig, type EngineOptions } from './config.js';
@@ -43,8 +43,9 @@ const BARRIER_SPIN = 4000;
 
 /** What initialize() builds; cleanup() takes it apart. */
 interface Running {
+  readonly format: ModelFileFormat;
   readonly header: ModelHeader;
-  readonly layout: ModelLayout;
+  readonly layout: WeightsLayout;
   readonly config: EngineConfig;
   /** What the automatic memory plan chose (mode 'auto' only). */
   readonly memoryPlan: MemoryPlan | undefined;
@@ -80,11 +81,17 @@ export class LayerWiseInferenceEngine {
     this.options = options;
   }
 
+  /** The model's `.m` header (for a GGUF: the header it would convert to; see GgufModelInfo). */
   get header(): ModelHeader {
     return this.#need().header;
   }
-  get layout(): ModelLayout {
+  /** Where every tensor is in the model file. */
+  get layout(): WeightsLayout {
     return this.#need().layout;
+  }
+  /** The model file's format: `.m`, or a GGUF run in place. */
+  get format(): ModelFileFormat {
+    return this.#need().format;
   }
   /** The model's hyper-parameters, whatever its file format. */
   get config(): ModelConfig {
@@ -155,13 +162,16 @@ export class LayerWiseInferenceEngine {
   async initialize(init: InitializeOptions = {}): Promise<void> {
     if (this.#closed) throw new EngineStateError('engine was cleaned up');
     if (this.#run?.pool) return;
-    const { header, layout } = this.#run ?? readModelFile(this.modelPath);
+    const file = this.#run ?? readAnyModelFile(this.modelPath);
+    const { format, header, layout } = file;
     let config = this.#run?.config ?? resolveConfig(layout.config, this.options);
     if (!this.#run) {
       const memoryPlan = config.mode === 'auto' ? this.#planMemory(config, layout) : undefined;
       if (memoryPlan) config = withMemoryMode(config, memoryPlan.mode, memoryPlan.budgetBytes);
-      const tokenizer = loadTokenizer(this.modelPath, { tokenizerPath: this.options.tokenizerPath, modelVocabSize: config.model.vocabSize });
+      const gguf = 'gguf' in file ? file.gguf : undefined;
+      const tokenizer = loadTokenizer(this.modelPath, { tokenizerPath: this.options.tokenizerPath, modelVocabSize: config.model.vocabSize, gguf });
       const weights = await WeightSource.open(this.modelPath, {
+        layout: format === 'gguf' ? layout : undefined,
         mode: config.mode === 'auto' ? 'resident' : config.mode,
         budgetBytes: config.mode === 'resident' ? undefined : Number.isFinite(config.maxMemory) ? config.maxMemory : undefined,
         layers: config.layers,
@@ -174,7 +184,7 @@ export class LayerWiseInferenceEngine {
         // A non-terminal stderr hears of the plan only when it streams (the case to know about).
         else if (process.stderr.isTTY || memoryPlan.mode === 'stream') process.stderr.write(`${line}\n`);
       }
-      this.#run = { header, layout, config, memoryPlan, tokenizer, weights, pool: undefined, runner: undefined, history: new KvHistory(config.maxSequences) };
+      this.#run = { format, header, layout, config, memoryPlan, tokenizer, weights, pool: undefined, runner: undefined, history: new KvHistory(config.maxSequences) };
     }
     const run = this.#run;
     const buffers = createRunState(config);
@@ -192,7 +202,7 @@ export class LayerWiseInferenceEngine {
   }
 
   /** The automatic plan for `config` (mode auto): the served weights against the available memory. */
-  #planMemory(config: EngineConfig, layout: ModelLayout): MemoryPlan {
+  #planMemory(config: EngineConfig, layout: WeightsLayout): MemoryPlan {
     let weightBytes = 0;
     for (let l = config.layers.start; l < config.layers.end; l++) weightBytes += layout.layers[l]!.size;
     if (config.head) weightBytes += layout.head.size;
