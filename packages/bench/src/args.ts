@@ -27,6 +27,9 @@ export const USAGE = `airllm benchmark: airllm against the hardware limits and l
   --seed N             weights and prompts seed (default 1)
   --quiet-wait S       before timed work, wait up to S seconds for other work on the machine to
                        stop (CPUs ≤ 15% busy; default 90, quick 2; 0: do not wait)
+  --auto-only          only the automatic memory plan's scenario: auto mode with no memory flags
+                       (models larger than memory; 70b) or --max-memory half the model (the others),
+                       cold, against read(2) of the same file
   --verbose            pass the scenario processes' own output through
   -h, --help           this text`;
 
@@ -72,6 +75,9 @@ export function parseArgs(argv: readonly string[]): ParsedArgs {
         break;
       case '--verbose':
         o.verbose = true;
+        break;
+      case '--auto-only':
+        o.autoOnly = true;
         break;
       case '--shape':
         for (const s of value().split(',')) {

@@ -14,6 +14,8 @@ import { runKernelsAndBatch, runResident } from './resident.js';
 import { ShapeRun } from './shape-run.js';
 import type { ShapeName } from './shapes.js';
 import { runBudgetSweep, runStreaming } from './streaming.js';
+import { autoRows, runAutoPlan } from './auto-plan.js';
+import { DiskSpaceError } from './errors.js';
 
 export interface BenchOptions {
   /** Shapes to run, in order. */
@@ -47,6 +49,8 @@ export interface BenchOptions {
   /** …for at most this long (seconds; 0: never wait). */
   readonly quietMaxWaitSeconds: number;
   readonly verbose: boolean;
+  /** Run only the automatic memory plan's scenario (after writing the model). */
+  readonly autoOnly: boolean;
   readonly log: (line: string) => void;
 }
 
@@ -71,6 +75,7 @@ export function defaultOptions(quick: boolean): Omit<BenchOptions, 'resultsDir' 
     quietThreshold: 0.15,
     quietMaxWaitSeconds: quick ? 2 : 90,
     verbose: false,
+    autoOnly: false,
   };
 }
 
@@ -105,7 +110,17 @@ export async function runBench(o: BenchOptions): Promise<BenchOutcome> {
   };
   o.log(`airllm bench: ${o.shapes.join(', ')}${o.quick ? ' (quick)' : ''}; results in ${dir}`);
   const shapes: ShapeReport[] = [];
-  for (const name of o.shapes) shapes.push(await benchShape(name, o, dir));
+  const skipped: string[] = [];
+  for (const name of o.shapes) {
+    try {
+      shapes.push(await benchShape(name, o, dir));
+    } catch (e) {
+      // A shape whose files cannot fit on the scratch disk is skipped with the reason.
+      if (!(e instanceof DiskSpaceError)) throw e;
+      o.log(`${name} skipped: ${e.message}`);
+      skipped.push(`${name}: ${e.message}`);
+    }
+  }
   const report: BenchReport = {
     version: 1,
     startedAt: started.toISOString(),
@@ -127,8 +142,10 @@ export async function runBench(o: BenchOptions): Promise<BenchOutcome> {
       seed: o.seed,
       quietThreshold: o.quietThreshold,
       quietMaxWaitSeconds: o.quietMaxWaitSeconds,
+      autoOnly: o.autoOnly,
     },
     shapes,
+    skipped,
   };
   const markdown = markdownReport(report);
   writeFileSync(join(dir, 'report.json'), JSON.stringify(report, null, 2) + '\n');
@@ -147,11 +164,19 @@ async function benchShape(name: ShapeName, o: BenchOptions, outDir: string): Pro
   try {
     const { layout, stepBytes, segs } = run;
     const { generateSeconds, fitsInRam } = await prepareModel(run);
+    // The automatic plan: with no flags where the model is larger than memory, else with a
+    // budget of half the model (what a machine with less memory would see).
+    const autoBudget = fitsInRam ? Math.floor(0.5 * stepBytes) : undefined;
+    if (o.autoOnly) {
+      const auto = await runAutoPlan(run, autoBudget, o.streamSteps);
+      return shapeReport(run, { generateSeconds, ggufSeconds: undefined, dram: undefined, disk: auto.disk, resident: undefined, kernels: undefined, peers: [], stream: undefined, sequential: undefined, sweep: [], batch: [], auto, rows: autoRows(name, auto) });
+    }
     const { ggufPath, ggufSeconds } = await preparePeer(run, fitsInRam);
     const resident = fitsInRam ? await runResident(run, ggufPath) : undefined;
     const kernelsAndBatch = resident ? await runKernelsAndBatch(run, resident.engine, resident.resident.promptTokens) : undefined;
     const { stream, sequential, disk, minBudget } = await runStreaming(run, resident?.resident);
     const sweep = await runBudgetSweep(run, minBudget);
+    const auto = await runAutoPlan(run, autoBudget, o.streamSteps);
     const measured = {
       dram: resident?.dram,
       resident: resident?.resident,
@@ -162,14 +187,7 @@ async function benchShape(name: ShapeName, o: BenchOptions, outDir: string): Pro
       sweep,
       batch: kernelsAndBatch?.batch ?? [],
     };
-    return {
-      shape: name,
-      description: run.shape.description,
-      fileBytes: layout.fileSize,
-      stepBytes,
-      layerBytes: layout.layerBytes,
-      headBytes: segs.at(-1)!,
-      nLayers: layout.header.nLayers,
+    return shapeReport(run, {
       generateSeconds,
       ggufSeconds,
       dram: measured.dram,
@@ -181,13 +199,31 @@ async function benchShape(name: ShapeName, o: BenchOptions, outDir: string): Pro
       sequential,
       sweep,
       batch: measured.batch,
-      rows: tableRows({ shape: name, stepBytes, ...measured }),
-      notes: run.notes,
-      timelines: run.timelines,
-      loadAverages: run.loadAverages,
-      otherBusy: run.otherBusy,
-    };
+      auto,
+      rows: [...tableRows({ shape: name, stepBytes, ...measured }), ...autoRows(name, auto)],
+    });
   } finally {
     run.close();
   }
+}
+
+type Measured = Omit<ShapeReport, 'shape' | 'description' | 'fileBytes' | 'stepBytes' | 'layerBytes' | 'headBytes' | 'nLayers' | 'notes' | 'timelines' | 'loadAverages' | 'otherBusy'>;
+
+/** A shape's report: what it measured, with the shape's sizes and the run's notes and timelines. */
+function shapeReport(run: ShapeRun, m: Measured): ShapeReport {
+  const { layout } = run;
+  return {
+    shape: run.name,
+    description: run.shape.description,
+    fileBytes: layout.fileSize,
+    stepBytes: run.stepBytes,
+    layerBytes: layout.layerBytes,
+    headBytes: run.segs.at(-1)!,
+    nLayers: layout.header.nLayers,
+    ...m,
+    notes: run.notes,
+    timelines: run.timelines,
+    loadAverages: run.loadAverages,
+    otherBusy: run.otherBusy,
+  };
 }

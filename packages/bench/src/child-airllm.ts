@@ -19,6 +19,8 @@ import type {
   StepRecord,
   StepsResult,
   StepsTask,
+  VerifyResult,
+  VerifyTask,
   TaskResult,
 } from './protocol.js';
 import type { SessionControl } from './child.js';
@@ -34,6 +36,7 @@ export async function runAirllmJob(job: AirllmJob, log: Log, control?: SessionCo
   const baselineRss = memoryStatus()?.rss ?? 0;
   resetPeakRss();
   const t0 = now();
+  let memoryPlan: string | undefined;
   const engine = new LayerWiseInferenceEngine(job.modelPath, {
     mode: job.engine.mode,
     maxMemory: job.engine.maxMemory,
@@ -46,15 +49,23 @@ export async function runAirllmJob(job: AirllmJob, log: Log, control?: SessionCo
     trace: job.engine.trace,
     // No tokenizer: every scenario feeds token ids (as the llama.cpp peer does).
     tokenizerPath: undefined,
+    onMemoryPlan: (line) => {
+      memoryPlan = line;
+      log(line);
+    },
   });
   const trace: TraceEvent[] = [];
   const results: TaskResult[] = [];
   try {
     const disk0 = diskReadBytes() ?? 0;
-    await engine.initialize({ warmup: job.warmup });
+    await engine.initialize();
     const initMs = now() - t0;
+    if (job.warmup) await engine.warmup();
+    const readyAtMs = now();
+    const warmupMs = readyAtMs - t0 - initMs;
     const warmupDiskBytes = (diskReadBytes() ?? 0) - disk0;
-    log(`${job.label}: engine ready in ${(initMs / 1000).toFixed(1)} s (${job.engine.mode}, ${job.engine.threads} threads)`);
+    const mode = engine.memoryMode;
+    log(`${job.label}: engine ready in ${((initMs + warmupMs) / 1000).toFixed(1)} s (${job.engine.mode}${mode !== job.engine.mode ? ` → ${mode}` : ''}, ${job.engine.threads} threads)`);
     const prompt = (n: number): number[] => Array.from({ length: n }, () => FIRST_WORD_TOKEN + rng.below(engine.header.vocabSize - FIRST_WORD_TOKEN));
     for (const task of job.tasks) {
       switch (task.kind) {
@@ -70,10 +81,13 @@ export async function runAirllmJob(job: AirllmJob, log: Log, control?: SessionCo
         case 'kernel-probe':
           results.push(await kernelProbe(job, task, log));
           break;
+        case 'verify':
+          results.push(await verifyTask(engine, job, task, prompt, log));
+          break;
       }
     }
     const m = memoryStatus();
-    return { kind: 'airllm', label: job.label, initMs, memory: { peakRss: m?.peakRss ?? 0, baselineRss }, tasks: results, trace };
+    return { kind: 'airllm', label: job.label, initMs, warmupMs, readyAtMs, mode, memoryPlan, memory: { peakRss: m?.peakRss ?? 0, baselineRss }, tasks: results, trace };
   } finally {
     await engine.cleanup();
   }
@@ -210,7 +224,9 @@ async function stepsTask(
     .perSegment.filter((p) => p.pinned)
     .flatMap((p) => (p.kind === 'head' ? layout.head : layout.layers[p.layer]!).extents);
   const addon = nativeAddon();
-  const probe = pinnedRanges.length > 0 && addon ? await new MemoryMappedWeights(job.modelPath, { backend: 'mmap' }).open() : undefined;
+  // Only mapped pinned layers (mmap backend) are file pages; the read backend's are anonymous memory.
+  const mapped = engine.residencyStats().backend === 'mmap';
+  const probe = mapped && pinnedRanges.length > 0 && addon ? await new MemoryMappedWeights(job.modelPath, { backend: 'mmap' }).open() : undefined;
   const pinnedCached = (): number | undefined => {
     const map = probe?.mapping;
     if (!map || !addon) return undefined;
@@ -250,6 +266,7 @@ async function stepsTask(
   };
   const p = prompt(task.promptTokens);
   const first = await step(p, 0, false);
+  const promptEndAtMs = now();
   log(`${job.label}: prompt step (${p.length} tokens) ${(first.rec.ms / 1000).toFixed(2)} s, ${(first.rec.diskBytes / 1e6).toFixed(0)} MB from disk`);
   const decode: StepRecord[] = [];
   let token = first.next;
@@ -265,7 +282,25 @@ async function stepsTask(
   probe?.close();
   const st = engine.residencyStats();
   log(`${job.label}: median step ${median(decode.map((d) => d.ms)).toFixed(0)} ms; pinned ${(st.pinnedBytes / 1e6).toFixed(0)} MB of plan ${(st.plannedBytes / 1e6).toFixed(0)} MB`);
-  return { kind: 'steps', prompt: first.rec, decode, pinnedBytes: st.pinnedBytes, plannedBytes: st.plannedBytes, slotBytes: st.slotBytes, slots: st.slots, streamBytes: st.streamBytes, warmupDiskBytes, dropCacheMs: dropMs };
+  return { kind: 'steps', prompt: first.rec, promptEndAtMs, decode, pinnedBytes: st.pinnedBytes, plannedBytes: st.plannedBytes, slotBytes: st.slotBytes, slots: st.slots, streamBytes: st.streamBytes, warmupDiskBytes, dropCacheMs: dropMs };
+}
+
+async function verifyTask(engine: LayerWiseInferenceEngine, job: AirllmJob, task: VerifyTask, prompt: (n: number) => number[], log: Log): Promise<VerifyResult> {
+  const tokens = prompt(task.rows);
+  const manyMs: number[] = [];
+  const oneMs: number[] = [];
+  const pass = async (n: number): Promise<number> => {
+    if (task.dropCache) dropFileCache(job.modelPath);
+    const t = now();
+    await engine.forwardBatch([{ slot: 0, pos: 0, tokens: tokens.slice(0, n), allLogits: n > 1 }]);
+    return now() - t;
+  };
+  for (let i = 0; i < task.repeats; i++) {
+    // Alternate the order, so a drift of the disk's speed weighs on both alike.
+    for (const n of i % 2 === 0 ? [task.rows, 1] : [1, task.rows]) (n === 1 ? oneMs : manyMs).push(await pass(n));
+    log(`${job.label}: pass of ${task.rows} rows ${manyMs.at(-1)!.toFixed(0)} ms, of 1 row ${oneMs.at(-1)!.toFixed(0)} ms`);
+  }
+  return { kind: 'verify', rows: task.rows, manyMs, oneMs };
 }
 
 /** The backend the engine's workers load for kernels: 'native' (the reference one if the addon is missing). */

@@ -5,7 +5,8 @@
  */
 import type { TraceEvent } from '@airllm/engine';
 
-export type MemoryMode = 'resident' | 'stream' | 'sequential';
+/** `auto`: the engine's automatic memory plan (with `maxMemory`, that budget instead of the machine's memory). */
+export type MemoryMode = 'auto' | 'resident' | 'stream' | 'sequential';
 
 export interface EngineSpec {
   readonly mode: MemoryMode;
@@ -78,7 +79,20 @@ export interface KernelProbeTask {
   readonly rows: readonly number[];
 }
 
-export type AirllmTask = GenerateTask | BatchTask | StepsTask | KernelProbeTask;
+/**
+ * What speculative decoding rests on: one pass over the model verifying `rows` rows (the last
+ * token and rows − 1 drafted ones, every row's logits) against a pass of 1 row, at the same
+ * position, alternating which comes first, `repeats` times each, the model file evicted from the
+ * page cache before every pass (untimed) as in a StepsTask.
+ */
+export interface VerifyTask {
+  readonly kind: 'verify';
+  readonly rows: number;
+  readonly repeats: number;
+  readonly dropCache: boolean;
+}
+
+export type AirllmTask = GenerateTask | BatchTask | StepsTask | KernelProbeTask | VerifyTask;
 
 export interface AirllmJob {
   readonly kind: 'airllm';
@@ -177,6 +191,8 @@ export interface StepRecord {
 export interface StepsResult {
   readonly kind: 'steps';
   readonly prompt: StepRecord;
+  /** Milliseconds from the child process's start until the prompt step's logits (the first token). */
+  readonly promptEndAtMs: number;
   readonly decode: readonly StepRecord[];
   /** Bytes pinned by the residency plan, and the plan's total (pinned + slots). */
   readonly pinnedBytes: number;
@@ -200,12 +216,28 @@ export interface KernelProbeResult {
   readonly preferred: string;
 }
 
-export type TaskResult = GenerateResult | BatchResult | StepsResult | KernelProbeResult;
+export interface VerifyResult {
+  readonly kind: 'verify';
+  readonly rows: number;
+  /** ms of each pass of `rows` rows, and of each pass of 1 row. */
+  readonly manyMs: readonly number[];
+  readonly oneMs: readonly number[];
+}
+
+export type TaskResult = GenerateResult | BatchResult | StepsResult | KernelProbeResult | VerifyResult;
 
 export interface AirllmResult {
   readonly kind: 'airllm';
   readonly label: string;
+  /** initialize(), without loading the pinned layers. */
   readonly initMs: number;
+  /** Loading the pinned layers (job.warmup), after initMs. */
+  readonly warmupMs: number;
+  /** Milliseconds from the child process's start until the engine was ready (warmup done). */
+  readonly readyAtMs: number;
+  /** The mode the engine runs in (auto resolved) and the automatic plan's line, if it made one. */
+  readonly mode: string;
+  readonly memoryPlan: string | undefined;
   readonly memory: Memory;
   readonly tasks: readonly TaskResult[];
   /** Trace events kept by the tasks (Chrome trace format, absolute µs). */

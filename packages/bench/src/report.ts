@@ -2,6 +2,7 @@
  * The benchmark's results: the JSON document (BenchReport) and its Markdown rendering. Every
  * comparison is a ratio of two figures measured in the same run.
  */
+import type { AutoSummary } from './auto-plan.js';
 import type { KernelProbeResult } from './protocol.js';
 import type { DiskProbe, DramProbe } from './probes.js';
 import type { ShapeName } from './shapes.js';
@@ -81,6 +82,8 @@ export interface StepsSummary {
   readonly io: IoBreakdown | undefined;
   /** Time spent evicting the file between steps (outside every step's time). */
   readonly dropCacheMs: number;
+  /** A streamed pass verifying `rows` drafted rows against a pass of 1 row (median ms of each), when measured. */
+  readonly verify?: { readonly rows: number; readonly manyMs: number; readonly oneMs: number; readonly manyRuns: readonly number[]; readonly oneRuns: readonly number[] };
 }
 
 export interface SweepPoint {
@@ -133,6 +136,8 @@ export interface ShapeReport {
   readonly sequential: StepsSummary | undefined;
   readonly sweep: readonly SweepPoint[];
   readonly batch: readonly BatchPoint[];
+  /** The automatic memory plan's scenario (auto-plan.ts). */
+  readonly auto: AutoSummary | undefined;
   readonly rows: readonly TableRow[];
   readonly notes: readonly string[];
   readonly timelines: readonly { readonly scenario: string; readonly svg: string; readonly trace: string }[];
@@ -157,6 +162,8 @@ export interface BenchReport {
   };
   readonly options: Record<string, unknown>;
   readonly shapes: readonly ShapeReport[];
+  /** Shapes not run, and why (e.g. no room for the model on the scratch disk). */
+  readonly skipped: readonly string[];
 }
 
 // --- formatting --------------------------------------------------------------------------
@@ -234,6 +241,19 @@ export function tableRows(m: ShapeMeasurements): TableRow[] {
       target: '≥ 0.9',
       status: status(r >= 0.9),
     });
+    if (stream.verify) {
+      const v = stream.verify;
+      const r = v.manyMs / v.oneMs;
+      rows.push({
+        shape: name,
+        scenario: `streamed pass verifying ${v.rows} rows (speculative decoding) vs 1 row`,
+        airllm: fmt.ms(v.manyMs),
+        reference: fmt.ms(v.oneMs),
+        ratio: 1 / r,
+        target: '≥ 1/1.15 (≤ 1.15 × one row)',
+        status: status(r <= 1.15),
+      });
+    }
     for (const [what, pMs, sMs, pCompute, sCompute] of [
       ['decode step', stream.decodeMsMedian, sequential.decodeMsMedian, stream.decodeComputeMsMedian, sequential.decodeComputeMsMedian],
       [`prompt step (${stream.promptTokens} tokens)`, stream.promptMs, sequential.promptMs, stream.promptComputeMs, sequential.promptComputeMs],
@@ -295,6 +315,8 @@ export function markdownReport(r: BenchReport): string {
   out.push(`Options: \`${JSON.stringify(r.options)}\``, '');
   out.push('Every ratio compares two figures measured in this run (medians of the runs); higher is better for airllm.', '');
   out.push(markdownTable(r.shapes.flatMap((s) => s.rows)), '');
+  for (const k of r.skipped) out.push(`- skipped ${k}`);
+  if (r.skipped.length > 0) out.push('');
   for (const s of r.shapes) {
     out.push(`## ${s.shape}: ${s.description}`, '');
     out.push(

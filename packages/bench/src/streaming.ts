@@ -4,7 +4,7 @@
  */
 import { ioBreakdown, traceSteps } from './analysis.js';
 import { mergeDiskProbes, probeDisk, type DiskProbe } from './probes.js';
-import type { AirllmJob, AirllmResult, StepsResult } from './protocol.js';
+import type { AirllmJob, AirllmResult, StepsResult, VerifyResult, VerifyTask } from './protocol.js';
 import { fmt, type ResidentSummary, type StepsSummary, type SweepPoint } from './report.js';
 import { memAvailable, type ShapeRun } from './shape-run.js';
 import { kvBytes } from './shapes.js';
@@ -21,7 +21,17 @@ export interface StreamingPhase {
 }
 
 /** A steps job: a prompt step then decode steps, the page cache dropped before each. */
-function stepsJob(run: ShapeRun, label: string, mode: 'stream' | 'sequential', budget: number | undefined, promptTokens: number, decodeSteps: number, traceSteps: number, seed: number): AirllmJob {
+function stepsJob(
+  run: ShapeRun,
+  label: string,
+  mode: 'stream' | 'sequential',
+  budget: number | undefined,
+  promptTokens: number,
+  decodeSteps: number,
+  traceSteps: number,
+  seed: number,
+  extra: readonly VerifyTask[] = [],
+): AirllmJob {
   const o = run.o;
   return {
     kind: 'airllm',
@@ -31,7 +41,7 @@ function stepsJob(run: ShapeRun, label: string, mode: 'stream' | 'sequential', b
     warmup: true,
     coldStart: true,
     seed,
-    tasks: [{ kind: 'steps', promptTokens, decodeSteps, budgetSeconds: o.quick ? 15 : 120, minSteps: Math.min(2, decodeSteps), dropCache: true, traceSteps }],
+    tasks: [{ kind: 'steps', promptTokens, decodeSteps, budgetSeconds: o.quick ? 15 : 120, minSteps: Math.min(2, decodeSteps), dropCache: true, traceSteps }, ...extra],
   };
 }
 
@@ -59,8 +69,17 @@ function summarize(run: ShapeRun, r: AirllmResult, mode: 'stream' | 'sequential'
     baselineRssBytes: r.memory.baselineRss,
     io: ioBreakdown(r.trace, traceSteps(r.trace, run.header.nLayers)),
     dropCacheMs: s.dropCacheMs,
+    verify: verifySummary(r.tasks.find((t): t is VerifyResult => t.kind === 'verify')),
   };
 }
+
+function verifySummary(v: VerifyResult | undefined): StepsSummary['verify'] {
+  if (!v) return undefined;
+  return { rows: v.rows, manyMs: median([...v.manyMs]), oneMs: median([...v.oneMs]), manyRuns: v.manyMs.map((x) => round(x, 1)), oneRuns: v.oneMs.map((x) => round(x, 1)) };
+}
+
+/** Rows one speculative-decoding pass verifies in the bench: the last token and 8 drafted ones. */
+const VERIFY_ROWS = 9;
 
 /** Pipelined streaming and sequential (load, then compute), both from a cold cache, between two disk probes. */
 export async function runStreaming(run: ShapeRun, resident: ResidentSummary | undefined): Promise<StreamingPhase> {
@@ -74,7 +93,8 @@ export async function runStreaming(run: ShapeRun, resident: ResidentSummary | un
   const prefillMsPerToken = resident ? 1000 / resident.prefillTokensPerSecond : 0;
   const streamPrompt = prefillMsPerToken > 0 ? Math.max(1, Math.min(o.quick ? 16 : 64, Math.round(ioMs / prefillMsPerToken))) : 8;
   const minBudget = 2 * Math.max(...run.segs);
-  const streamRes = await runChild<AirllmResult>(stepsJob(run, 'stream', 'stream', minBudget, streamPrompt, o.streamSteps, 2, o.seed + 2), run.childOpts);
+  const verify: VerifyTask = { kind: 'verify', rows: VERIFY_ROWS, repeats: o.quick ? 2 : 3, dropCache: true };
+  const streamRes = await runChild<AirllmResult>(stepsJob(run, 'stream', 'stream', minBudget, streamPrompt, o.streamSteps, 2, o.seed + 2, [verify]), run.childOpts);
   const stream = summarize(run, streamRes, 'stream', minBudget);
   run.timeline('stream', streamRes.trace, 2, () => true, `${name}: pipelined streaming decode (cold page cache), 2 tokens`, `budget ${fmt.mb(minBudget)}: 2 slots, nothing pinned`);
   await run.settle('sequential');

@@ -41,6 +41,8 @@ const FLAGS: Record<string, string> = {
   topK: '--top-k',
   topP: '--top-p',
   seed: '--seed',
+  draft: '--draft',
+  draftMax: '--draft-max',
 };
 /** Of those, the ones whose values are byte counts, shown as sizes. */
 const BYTE_OPTIONS = new Set(['budgetBytes', 'maxMemory']);

@@ -38,8 +38,8 @@ export function addModelOptions(cmd: Command): Command {
   return cmd
     .option('-m, --model <path>', 'model .m file, or hf:<owner>/<repo>[/<file>] pulled into the model cache (default: the bundled stories260K demo)')
     .option('-t, --tokenizer <path>', `tokenizer .t file (default: ${TOKENIZER_LOOKUP})`)
-    .option('--mode <mode>', 'memory mode: resident | stream | sequential', 'resident')
-    .option('--max-memory <size>', 'weight budget for stream mode, e.g. 2GiB, 512MB, 25%')
+    .option('--mode <mode>', 'memory mode: auto (resident if the model fits in available memory, else stream) | resident | stream | sequential', 'auto')
+    .option('--max-memory <size>', 'weight budget (stream mode, or auto instead of the available memory), e.g. 2GiB, 512MB, 25%')
     .option('--threads <n>', 'compute threads (default: number of cores)')
     .option('--activations <type>', 'f32 (default) or q80 (dllama numerics for Q40 models)')
     .option('--kernels <backend>', 'native (default) or reference')
@@ -190,6 +190,17 @@ export function findTokenizer(model: string, given: string | undefined): string 
 }
 
 /**
+ * The tokenizer file for `model` as findTokenizer finds it; for a GGUF with no `.t` beside it,
+ * undefined: the engine then takes the tokenizer from the GGUF's metadata.
+ */
+export async function modelTokenizer(model: string, given: string | undefined): Promise<string | undefined> {
+  if (given !== undefined || tokenizerCandidates(model).some((c) => existsSync(c))) return findTokenizer(model, given);
+  const { modelFileFormat } = await import('@airllm/format');
+  // A missing or unreadable model is named before its tokenizer.
+  return modelFileFormat(model) === 'gguf' ? undefined : findTokenizer(model, given);
+}
+
+/**
  * Model path, tokenizer path and engine options from the shared flags. A worker runs layers
  * only and needs no tokenizer (`tokenizer: false`).
  */
@@ -198,15 +209,15 @@ export async function engineOptions(o: ModelCliOptions, need: { tokenizer: boole
   const model = pulled?.modelPath ?? BUNDLED_MODEL;
   // A pulled safetensors repository comes with the .t its conversion wrote.
   const given = o.tokenizer ?? pulled?.tokenizerPath;
-  const tokenizer = o.model === undefined && given === undefined ? BUNDLED_TOKENIZER : need.tokenizer ? findTokenizer(model, given) : undefined;
-  const mode = o.mode ?? 'resident';
-  if (!['resident', 'stream', 'sequential'].includes(mode)) throw new CliError(`--mode: expected resident, stream or sequential, got "${mode}"`, 2);
+  const tokenizer = o.model === undefined && given === undefined ? BUNDLED_TOKENIZER : need.tokenizer ? await modelTokenizer(model, given) : undefined;
+  const mode = o.mode ?? 'auto';
+  if (!['auto', 'resident', 'stream', 'sequential'].includes(mode)) throw new CliError(`--mode: expected auto, resident, stream or sequential, got "${mode}"`, 2);
   if (o.activations !== undefined && !['f32', 'q80'].includes(o.activations)) throw new CliError(`--activations: expected f32 or q80, got "${o.activations}"`, 2);
   if (o.kernels !== undefined && !['native', 'reference'].includes(o.kernels)) throw new CliError(`--kernels: expected native or reference, got "${o.kernels}"`, 2);
   let maxMemory: number | undefined;
   if (o.maxMemory !== undefined) {
-    const { readModelFile } = await import('@airllm/format');
-    maxMemory = parseBytes(o.maxMemory, '--max-memory', readModelFile(model).layout.fileSize);
+    const { readAnyModelFile } = await import('@airllm/format');
+    maxMemory = parseBytes(o.maxMemory, '--max-memory', readAnyModelFile(model).layout.fileSize);
   } else if (mode === 'stream') {
     throw new CliError('--mode stream needs --max-memory (e.g. --max-memory 2GiB or 25%)', 2);
   }

@@ -55,6 +55,16 @@ describe('generate', () => {
     for (const k of ['prefillTokensPerSecond', 'decodeTokensPerSecond', 'loadWaitMs', 'computeMs', 'diskBytesRead', 'peakRssBytes']) expect(Number.isFinite(j.stats[k])).toBe(true);
   });
 
+  it('with no --mode, a --max-memory below the model streams it (one stderr line says so) and the tokens stay llama2.c\'s', () => {
+    const r = airllm(['generate', '--prompt', '', '--steps', '40', '--json', '--max-memory', '600KB']);
+    expect(r.code, r.stderr).toBe(0);
+    const lines = r.stderr.split('\n').filter((l) => l !== '');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^airllm: memory plan: stream, 0\.000\d+ GB of the weights pinned, the rest read from disk each pass \(model 0\.00\d+ GB > the weight budget 0\.0006 GB given\)$/);
+    const j = JSON.parse(r.stdout) as { tokens: number[] };
+    expect(j.tokens).toEqual(llama2c.bos_only.generated_tokens.slice(0, 40));
+  });
+
   it('streams the prompt and its completion as text; the same from stdin with "-"', async () => {
     const want = await ref.completion('Once upon a time', 30);
     const r = airllmRef(['generate', 'Once upon a time', '-n', '30']);

@@ -347,7 +347,9 @@ describe('bad requests get a 4xx with a message, and the server keeps serving', 
     ['a prompt over the context', { messages: [{ role: 'user', content: 'the cat sat on the mat. '.repeat(200) }] }, /maximum context length is 512 tokens/],
     ['stream not boolean', { messages: [{ role: 'user', content: 'hi' }], stream: 'yes' }, /stream: expected true or false/],
     ['stream_options without stream', { messages: [{ role: 'user', content: 'hi' }], stream_options: { include_usage: true } }, /stream_options: only allowed when stream is true/],
-    ['logprobs', { messages: [{ role: 'user', content: 'hi' }], logprobs: true }, /logprobs: log probabilities are not supported/],
+    ['top_logprobs over 20', { messages: [{ role: 'user', content: 'hi' }], logprobs: true, top_logprobs: 21 }, /top_logprobs: must be between 0 and 20, got 21/],
+    ['top_logprobs without logprobs', { messages: [{ role: 'user', content: 'hi' }], top_logprobs: 3 }, /top_logprobs: requires logprobs: true/],
+    ['logprobs not boolean', { messages: [{ role: 'user', content: 'hi' }], logprobs: 3 }, /logprobs: expected true or false/],
   ];
   for (const [name, body, message] of cases) {
     it(name, async () => {
@@ -364,6 +366,8 @@ describe('bad requests get a 4xx with a message, and the server keeps serving', 
       [{ prompt: [1, 99999] }, /prompt\[1\]: token id 99999 is outside the vocabulary 0\.\.511/],
       [{ prompt: 'a '.repeat(600) }, /maximum context length/],
       [{ prompt: 'hi', best_of: 3 }, /best_of: only 1/],
+      [{ prompt: 'hi', logprobs: 6 }, /logprobs: must be between 0 and 5, got 6/],
+      [{ prompt: 'hi', logprobs: 2, echo: true }, /logprobs: log-probabilities of an echoed prompt are not supported/],
     ] as const) {
       const r = await post(url, '/v1/completions', body);
       expect(r.status).toBe(400);

@@ -18,7 +18,7 @@ import { open } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { crc32 } from 'node:zlib';
-import { readModelFile, type ModelLayout } from '@airllm/format';
+import { readAnyModelFile, type WeightsLayout } from '@airllm/format';
 import type { ModelFingerprint } from './protocol.js';
 
 /** Bytes read at a time (two buffers: the next read runs while the CRC of this one is taken). */
@@ -33,7 +33,7 @@ export interface Region {
 }
 
 /** The regions of a model file: the header, then each layer and each tensor outside the layers. */
-export function fingerprintRegions(layout: ModelLayout): Region[] {
+export function fingerprintRegions(layout: WeightsLayout): Region[] {
   const regions: Region[] = [{ name: 'header', extents: [{ offset: 0, length: layout.dataOffset }] }];
   for (const t of layout.tensors) {
     const name = t.layer >= 0 ? `layer ${t.layer}` : t.name;
@@ -72,7 +72,7 @@ interface CacheEntry {
  * to compare and show). Reads the whole file unless the cache holds the sums for this very file.
  */
 export async function modelFingerprint(path: string, options: FingerprintOptions = {}): Promise<ModelFingerprint> {
-  const { layout } = readModelFile(path);
+  const { layout } = readAnyModelFile(path);
   const regions = fingerprintRegions(layout);
   const cacheDir = options.cacheDir === undefined ? defaultChecksumDir() : options.cacheDir;
   const st = statSync(path, { bigint: true });

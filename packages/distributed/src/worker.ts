@@ -11,7 +11,7 @@
  */
 import { timingSafeEqual } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
-import { readModelFile, type ModelHeader, type ModelLayout } from '@airllm/format';
+import { readAnyModelFile, type ModelHeader, type WeightsLayout } from '@airllm/format';
 import { LayerWiseInferenceEngine, type EngineOptions } from '@airllm/engine';
 import { decodeRows, encodeRows } from './activations.js';
 import { ProtocolError } from './errors.js';
@@ -106,7 +106,7 @@ export class PipelineWorker {
   #port = 0;
   readonly #options: WorkerOptions;
   readonly #header: ModelHeader;
-  readonly #layout: ModelLayout;
+  readonly #layout: WeightsLayout;
   #fingerprint!: ModelFingerprint;
   readonly #codec: Codec;
   readonly #server: grpc.Server;
@@ -120,7 +120,7 @@ export class PipelineWorker {
     this.modelPath = options.modelPath;
     this.host = options.host ?? '127.0.0.1';
     this.#log = options.log ?? (() => {});
-    const file = readModelFile(options.modelPath);
+    const file = readAnyModelFile(options.modelPath);
     this.#header = file.header;
     this.#layout = file.layout;
     this.#codec = countingCodec(this.counters);
@@ -243,7 +243,7 @@ export class PipelineWorker {
   get fingerprint(): ModelFingerprint {
     return this.#fingerprint;
   }
-  get layout(): ModelLayout {
+  get layout(): WeightsLayout {
     return this.#layout;
   }
   get codec(): Codec {

@@ -1,17 +1,32 @@
 import { availableParallelism } from 'node:os';
 import { Q_BLOCK, type LayerRange, type ModelConfig } from '@airllm/format';
 import { OptionError, UnsupportedModelError } from './errors.js';
+import type { AvailableMemory } from '@airllm/loader';
+import type { MemoryPlan } from './memory-plan.js';
 import type { ActivationMode } from './shared.js';
 
-export type MemoryMode = 'resident' | 'stream' | 'sequential';
+/** How weights are kept in memory; `auto` picks resident or stream (see memory-plan.ts). */
+export type MemoryMode = 'auto' | 'resident' | 'stream' | 'sequential';
 
 export interface EngineOptions {
   /** `.t` file; default: the model path with `.t` instead of `.m`, when it exists. */
   tokenizerPath?: string;
-  /** resident (default): keep every layer; stream: keep what fits maxMemory; sequential: load, then compute. */
+  /**
+   * auto (default): resident when the model, KV cache and working memory fit in the available
+   * memory with headroom, else stream with what memory allows (one line says which and why;
+   * see `onMemoryPlan`); resident: keep every layer; stream: keep what fits maxMemory;
+   * sequential: load, then compute.
+   */
   mode?: MemoryMode;
-  /** Byte budget for weights in stream mode. */
+  /** Byte budget for weights in stream mode; in auto mode, the budget instead of the machine's memory. */
   maxMemory?: number;
+  /** auto mode: the memory to plan against instead of MemAvailable / the cgroup limit. */
+  availableMemory?: AvailableMemory;
+  /**
+   * auto mode: receives the plan and its one-line description. Default: the line goes to stderr
+   * when stderr is a terminal or the plan streams.
+   */
+  onMemoryPlan?: (line: string, plan: MemoryPlan) => void;
   /** Compute threads (default: the number of cores). */
   threads?: number;
   /** f32 (default) or q80 (dllama's numerics for Q40 models). */
@@ -62,8 +77,8 @@ export interface EngineConfig {
 
 /** Resolve `o` against the model; throws OptionError / UnsupportedModelError naming the option. */
 export function resolveConfig(m: ModelConfig, o: EngineOptions): EngineConfig {
-  const mode = o.mode ?? 'resident';
-  if (!['resident', 'stream', 'sequential'].includes(mode)) throw new OptionError('mode', `must be resident, stream or sequential, got ${mode}`);
+  const mode = o.mode ?? 'auto';
+  if (!['auto', 'resident', 'stream', 'sequential'].includes(mode)) throw new OptionError('mode', `must be auto, resident, stream or sequential, got ${mode}`);
   const threads = o.threads ?? availableParallelism();
   if (!Number.isInteger(threads) || threads < 1 || threads > 256) throw new OptionError('threads', `must be 1..256, got ${o.threads}`);
   const activations = o.activations ?? 'f32';
@@ -82,7 +97,7 @@ export function resolveConfig(m: ModelConfig, o: EngineOptions): EngineConfig {
   const maxSequences = o.maxSequences ?? 1;
   if (!Number.isInteger(maxSequences) || maxSequences < 1 || maxSequences > batchSize) throw new OptionError('maxSequences', `must be 1..batchSize (${batchSize}), got ${o.maxSequences}`);
   const maxMemory = o.maxMemory ?? Number.POSITIVE_INFINITY;
-  if (mode === 'stream' && !(maxMemory > 0)) throw new OptionError('maxMemory', `stream mode needs a positive byte budget, got ${o.maxMemory}`);
+  if ((mode === 'stream' || (mode === 'auto' && o.maxMemory !== undefined)) && !(maxMemory > 0)) throw new OptionError('maxMemory', `stream mode needs a positive byte budget, got ${o.maxMemory}`);
   const kernels = o.kernels ?? 'native';
   const start = o.layers?.start ?? 0;
   const end = o.layers?.end ?? m.nLayers;
@@ -104,6 +119,11 @@ export function resolveConfig(m: ModelConfig, o: EngineOptions): EngineConfig {
     layers: Object.freeze({ start, end }),
     head,
   });
+}
+
+/** `c` with an automatic memory plan's choice in place of `auto`. */
+export function withMemoryMode(c: EngineConfig, mode: 'resident' | 'stream', budget: number | undefined): EngineConfig {
+  return Object.freeze({ ...c, mode, maxMemory: budget ?? Number.POSITIVE_INFINITY });
 }
 
 /** Whether the engine serves the whole model (every layer and the head). */

@@ -1,8 +1,8 @@
 import { availableParallelism } from 'node:os';
-import { readModelFile, type ModelConfig, type ModelHeader, type ModelLayout } from '@airllm/format';
+import { readAnyModelFile, type ModelConfig, type ModelFileFormat, type ModelHeader, type WeightsLayout } from '@airllm/format';
 import { loadBackend, type BackendPreference, type NativeBackend } from '@airllm/kernels';
-import { diskReadBytes, type ResidencyStats } from '@airllm/loader';
-import { resolveConfig, type EngineConfig, type EngineOptions } from './config.js';
+import { availableMemory, diskReadBytes, readSystemMemory, type ResidencyStats } from '@airllm/loader';
+import { resolveConfig, withMemoryMode, type EngineConfig, type EngineOptions } from './config.js';
 import { EngineStateError, OptionError } from './errors.js';
 import {
   beginSequence,
@@ -14,9 +14,12 @@ import {
   type GenerationResult,
 } from './generation.js';
 import { KvHistory } from './history.js';
+import { describeMemoryPlan, kvCacheBytes, planMemory, workingBytes, type MemoryPlan } from './memory-plan.js';
 import { ComputePool } from './pool.js';
 import { LayerRunner, type ModelForward } from './runner.js';
-import type { ForwardItem, GeneratedToken, Sequence } from './sequence.js';
+import { checkDraftModel, ModelDrafter } from './draft-model.js';
+import type { ForwardItem, GeneratedToken, Sequence, SequenceOptions } from './sequence.js';
+import { NgramDrafter, type Drafter } from './speculative.js';
 import type { ActivationMode, ComputeWorkerData } from './shared.js';
 import { createRunState } from './state.js';
 import type { Tokenizer } from './tokenizer.js';
@@ -25,6 +28,7 @@ import { Trace } from './trace.js';
 import { WeightSource } from './weights.js';
 
 export type { EngineOptions, MemoryMode } from './config.js';
+export type { MemoryPlan } from './memory-plan.js';
 export type { BeginSequenceOptions, GenerateOptions, GenerationResult, GenerationStats } from './generation.js';
 export type { FinishReason, GeneratedToken } from './sequence.js';
 
@@ -39,9 +43,12 @@ const BARRIER_SPIN = 4000;
 
 /** What initialize() builds; cleanup() takes it apart. */
 interface Running {
+  readonly format: ModelFileFormat;
   readonly header: ModelHeader;
-  readonly layout: ModelLayout;
+  readonly layout: WeightsLayout;
   readonly config: EngineConfig;
+  /** What the automatic memory plan chose (mode 'auto' only). */
+  readonly memoryPlan: MemoryPlan | undefined;
   readonly tokenizer: Tokenizer | undefined;
   readonly weights: WeightSource;
   pool: ComputePool | undefined;
@@ -74,11 +81,17 @@ export class LayerWiseInferenceEngine {
     this.options = options;
   }
 
+  /** The model's `.m` header (for a GGUF: the header it would convert to; see GgufModelInfo). */
   get header(): ModelHeader {
     return this.#need().header;
   }
-  get layout(): ModelLayout {
+  /** Where every tensor is in the model file. */
+  get layout(): WeightsLayout {
     return this.#need().layout;
+  }
+  /** The model file's format: `.m`, or a GGUF run in place. */
+  get format(): ModelFileFormat {
+    return this.#need().format;
   }
   /** The model's hyper-parameters, whatever its file format. */
   get config(): ModelConfig {
@@ -149,18 +162,29 @@ export class LayerWiseInferenceEngine {
   async initialize(init: InitializeOptions = {}): Promise<void> {
     if (this.#closed) throw new EngineStateError('engine was cleaned up');
     if (this.#run?.pool) return;
-    const { header, layout } = this.#run ?? readModelFile(this.modelPath);
-    const config = this.#run?.config ?? resolveConfig(layout.config, this.options);
+    const file = this.#run ?? readAnyModelFile(this.modelPath);
+    const { format, header, layout } = file;
+    let config = this.#run?.config ?? resolveConfig(layout.config, this.options);
     if (!this.#run) {
-      const tokenizer = loadTokenizer(this.modelPath, { tokenizerPath: this.options.tokenizerPath, modelVocabSize: config.model.vocabSize });
+      const memoryPlan = config.mode === 'auto' ? this.#planMemory(config, layout) : undefined;
+      if (memoryPlan) config = withMemoryMode(config, memoryPlan.mode, memoryPlan.budgetBytes);
+      const gguf = 'gguf' in file ? file.gguf : undefined;
+      const tokenizer = loadTokenizer(this.modelPath, { tokenizerPath: this.options.tokenizerPath, modelVocabSize: config.model.vocabSize, gguf });
       const weights = await WeightSource.open(this.modelPath, {
-        mode: config.mode,
+        layout: format === 'gguf' ? layout : undefined,
+        mode: config.mode === 'auto' ? 'resident' : config.mode,
         budgetBytes: config.mode === 'resident' ? undefined : Number.isFinite(config.maxMemory) ? config.maxMemory : undefined,
         layers: config.layers,
         head: config.head,
         onLoad: config.trace ? (e) => this.trace.span(`load ${e.kind === 'head' ? 'head' : `layer ${e.layer}`}`, `load-${e.reason}`, 'prefetch', e.startMs, e.endMs, { bytes: e.bytes }) : undefined,
       });
-      this.#run = { header, layout, config, tokenizer, weights, pool: undefined, runner: undefined, history: new KvHistory(config.maxSequences) };
+      if (memoryPlan) {
+        const line = describeMemoryPlan(memoryPlan, weights.stats().pinnedBytes);
+        if (this.options.onMemoryPlan) this.options.onMemoryPlan(line, memoryPlan);
+        // A non-terminal stderr hears of the plan only when it streams (the case to know about).
+        else if (process.stderr.isTTY || memoryPlan.mode === 'stream') process.stderr.write(`${line}\n`);
+      }
+      this.#run = { format, header, layout, config, memoryPlan, tokenizer, weights, pool: undefined, runner: undefined, history: new KvHistory(config.maxSequences) };
     }
     const run = this.#run;
     const buffers = createRunState(config);
@@ -175,6 +199,34 @@ export class LayerWiseInferenceEngine {
     run.runner = new LayerRunner(config, run.weights, buffers, run.pool, this.trace);
     this.#model ??= run.runner;
     if (init.warmup) await run.weights.warmup(init.onProgress);
+  }
+
+  /** The automatic plan for `config` (mode auto): the served weights against the available memory. */
+  #planMemory(config: EngineConfig, layout: WeightsLayout): MemoryPlan {
+    let weightBytes = 0;
+    for (let l = config.layers.start; l < config.layers.end; l++) weightBytes += layout.layers[l]!.size;
+    if (config.head) weightBytes += layout.head.size;
+    return planMemory({
+      weightBytes,
+      kvBytes: kvCacheBytes(config),
+      workingBytes: workingBytes(config),
+      available: this.options.availableMemory ?? availableMemory(readSystemMemory()),
+      maxMemory: this.options.maxMemory,
+    });
+  }
+
+  /** What the automatic memory plan chose, when the engine was created with mode 'auto' (the default). */
+  get memoryPlan(): MemoryPlan | undefined {
+    return this.#need().memoryPlan;
+  }
+  /** The memory mode in use (auto resolved). */
+  get memoryMode(): 'resident' | 'stream' | 'sequential' {
+    return this.#need().config.mode as 'resident' | 'stream' | 'sequential';
+  }
+
+  /** Load every pinned layer now (all of them when resident), as `initialize({ warmup })` does. */
+  async warmup(onProgress?: (loadedBytes: number, totalBytes: number) => void): Promise<void> {
+    await this.#need().weights.warmup(onProgress);
   }
 
   /** Wait for the compute threads to be free; returns the function that frees them again. */
@@ -261,7 +313,8 @@ export class LayerWiseInferenceEngine {
       for (;;) {
         const r = await gen.next();
         if (r.done) return r.value[0]!;
-        yield { token: r.value.token, text: r.value.text };
+        const { token, text, logprob } = r.value;
+        yield logprob ? { token, text, logprob } : { token, text };
       }
     } finally {
       // A caller that stops early (break, return()) must also end the inner generator, which
@@ -309,11 +362,29 @@ export class LayerWiseInferenceEngine {
   #begin(prompt: string | readonly number[], options: BeginSequenceOptions, what: string): Sequence {
     const run = this.#need();
     return beginSequence(
-      { config: run.config, tokenizer: run.tokenizer, history: run.history, encode: (p, bos) => this.encode(p, bos), checkTokens: (t) => this.runner.checkTokens(t) },
+      {
+        config: run.config,
+        tokenizer: run.tokenizer,
+        history: run.history,
+        encode: (p, bos) => this.encode(p, bos),
+        checkTokens: (t) => this.runner.checkTokens(t),
+        drafter: (draft) => this.#drafter(draft),
+      },
       prompt,
       options,
       what,
     );
+  }
+
+  /** The drafter for a sequence's `draft` option, checked against this engine and its model. */
+  #drafter(draft: SequenceOptions['draft']): Drafter | undefined {
+    if (draft === undefined) return undefined;
+    if (!this.model.rowLogits) throw new OptionError('draft', 'this engine runs its model through a pipeline, which cannot verify drafted tokens');
+    if (draft === 'ngram') return new NgramDrafter();
+    if (!(draft instanceof LayerWiseInferenceEngine)) throw new OptionError('draft', `must be 'ngram' or an initialized engine with the draft model, got ${String(draft)}`);
+    if (draft === this) throw new OptionError('draft', 'the draft model must be another engine (its KV cache slots would collide)');
+    checkDraftModel(this, draft);
+    return new ModelDrafter(draft);
   }
 
   /**
@@ -348,10 +419,16 @@ export class LayerWiseInferenceEngine {
   }
 
   async #forwardSequences(seqs: readonly Sequence[], maxRows: number): Promise<number> {
+    for (const s of seqs) await s.prepareDraft();
     const run = packStep(seqs, maxRows);
     if (run.length === 0) return 0;
     const logits = await this.#forwardTokens(run.map((r) => r.item));
-    run.forEach((r, i) => r.s.accept(r.item, logits[i]!));
+    const history = this.#need().history;
+    run.forEach((r, i) => {
+      // Rows after a rejected draft token hold KV entries of tokens that are not in the text.
+      const kept = r.s.accept(r.item, logits[i]!);
+      if (kept < r.item.tokens.length) history.truncate(r.item.slot, r.item.pos + kept);
+    });
     return run.length;
   }
 
@@ -362,7 +439,7 @@ export class LayerWiseInferenceEngine {
 
   #counters(): Counters {
     const r = this.runner;
-    return { waitMs: r.waitMs, computeMs: r.computeMs, diskBytes: diskReadBytes() ?? 0 };
+    return { waitMs: r.waitMs, computeMs: r.computeMs, diskBytes: diskReadBytes() ?? 0, passes: r.passes };
   }
 
   /** Stop the compute threads and release the weights. Safe to call twice. */

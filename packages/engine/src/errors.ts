@@ -52,3 +52,11 @@ export class EngineStateError extends EngineError {
 export class CancelledError extends EngineError {
   static override readonly code = 'AIRLLM_CANCELLED';
 }
+
+/** A draft model cannot propose tokens for the target (speculative decoding): names the draft file and what differs. */
+export class DraftModelError extends EngineError {
+  static override readonly code = 'AIRLLM_DRAFT_MODEL';
+  constructor(path: string, field: string, expected: string | number, actual: string | number, reason: string) {
+    super(`the draft model ${reason}`, { path, field, expected, actual });
+  }
+}

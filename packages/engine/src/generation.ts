@@ -1,8 +1,10 @@
 import type { EngineConfig } from './config.js';
 import { ContextOverflowError, OptionError } from './errors.js';
 import type { KvHistory } from './history.js';
+import type { TokenLogprob } from './logprobs.js';
 import { Sampler } from './sampler.js';
 import { Sequence, type FinishReason, type ForwardItem, type GeneratedToken, type SequenceOptions } from './sequence.js';
+import { DEFAULT_DRAFT_MAX, type Drafter } from './speculative.js';
 import type { Tokenizer } from './tokenizer.js';
 
 export interface GenerateOptions extends SequenceOptions {
@@ -31,6 +33,12 @@ export interface GenerationStats {
   /** Bytes the process read from disk during the generation (/proc/self/io). */
   diskBytesRead: number;
   peakRssBytes: number;
+  /** Passes over the model's layers (forward steps) during the generation. */
+  passes: number;
+  /** Tokens proposed by the draft (speculative decoding; 0 without one). */
+  draftedTokens: number;
+  /** Of those, the tokens the model accepted. */
+  acceptedTokens: number;
 }
 
 export interface GenerationResult {
@@ -38,6 +46,8 @@ export interface GenerationResult {
   tokens: number[];
   text: string;
   finishReason: FinishReason;
+  /** Each generated token's log-probability, when GenerateOptions.logprobs asked for them. */
+  logprobs?: TokenLogprob[];
   stats: GenerationStats;
 }
 
@@ -48,6 +58,8 @@ export interface SequenceContext {
   readonly history: KvHistory;
   encode(prompt: string | readonly number[], bos?: boolean): number[];
   checkTokens(tokens: readonly number[]): void;
+  /** The drafter for options.draft (undefined for none); throws when the draft cannot be used. */
+  drafter(draft: SequenceOptions['draft']): Drafter | undefined;
 }
 
 /**
@@ -71,6 +83,11 @@ export function beginSequence(ctx: SequenceContext, prompt: string | readonly nu
     );
   }
   ctx.checkTokens(promptTokens);
+  const drafter = ctx.drafter(options.draft);
+  const draftMax = options.draftMax ?? Math.min(DEFAULT_DRAFT_MAX, c.batchSize - 1);
+  if (!Number.isInteger(draftMax) || draftMax < 0 || draftMax > c.batchSize - 1) {
+    throw new OptionError('draftMax', `must be a whole number 0..${c.batchSize - 1} (batchSize − 1: one pass verifies them), got ${options.draftMax}`);
+  }
   const tokenizer = ctx.tokenizer;
   const vocabSize = tokenizer?.vocabSize ?? c.model.vocabSize;
   return new Sequence(
@@ -84,6 +101,9 @@ export function beginSequence(ctx: SequenceContext, prompt: string | readonly nu
       isEos: (t) => tokenizer?.isEos(t) ?? false,
       endsOnBos: tokenizer?.endsOnBos === true ? tokenizer.bosId : undefined,
       options,
+      drafter,
+      draftMax,
+      logitsWidth: c.model.vocabSize,
     },
     new Sampler(vocabSize, options),
   );
@@ -118,6 +138,7 @@ export interface Counters {
   waitMs: number;
   computeMs: number;
   diskBytes: number;
+  passes: number;
 }
 
 /**
@@ -142,15 +163,18 @@ export async function* generateSequences(
   const waiting = new Map<number, GeneratedToken>();
   for (;;) {
     for (const s of seqs) {
-      const t = s.advance(signal?.aborted ?? false);
-      const w = waiting.get(s.slot);
-      if (w && (t || s.finished)) {
-        waiting.delete(s.slot);
-        yield { index: s.slot, token: w.token, text: t ? w.text : w.text + s.takeTail() };
-      }
-      if (!t) continue;
-      if (!s.finished && s.holding) waiting.set(s.slot, t);
-      else yield { index: s.slot, token: t.token, text: t.text };
+      // A verification pass may have decided several tokens: emit them all before the next step.
+      do {
+        const t = s.advance(signal?.aborted ?? false);
+        const w = waiting.get(s.slot);
+        if (w && (t || s.finished)) {
+          waiting.delete(s.slot);
+          yield { ...w, index: s.slot, text: t ? w.text : w.text + s.takeTail() };
+        }
+        if (!t) continue;
+        if (!s.finished && s.holding) waiting.set(s.slot, t);
+        else yield { ...t, index: s.slot };
+      } while (s.ready);
     }
     if (seqs.every((s) => s.finished)) break;
     await step(seqs);
@@ -166,12 +190,15 @@ export async function* generateSequences(
       prefillMs: t1 - t0,
       decodeMs: t2 - t1,
       prefillTokensPerSecond: seqs.reduce((n, q) => n + q.promptTokens.length - q.cached, 0) / ((t1 - t0) / 1000),
-      // Every step after the first sample produces one token per running sequence.
+      // Tokens after each sequence's first, over the decode time (several per step with a draft).
       decodeTokensPerSecond: generated > seqs.length ? (generated - seqs.length) / ((t2 - t1) / 1000) : 0,
       loadWaitMs: after.waitMs - before.waitMs,
       computeMs: after.computeMs - before.computeMs,
       diskBytesRead: after.diskBytes - before.diskBytes,
       peakRssBytes: process.resourceUsage().maxRSS * 1024,
+      passes: after.passes - before.passes,
+      draftedTokens: s.drafted,
+      acceptedTokens: s.accepted,
     }),
   );
 }

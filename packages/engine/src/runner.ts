@@ -14,6 +14,11 @@ import type { WeightSource } from './weights.js';
  */
 export interface ModelForward {
   forward(items: readonly ForwardItem[]): Promise<Float32Array[]>;
+  /**
+   * True when forward() honours `allLogits` (the logits of every row of such an item, n × vocab),
+   * which verifying drafted tokens needs; a model without it cannot decode speculatively.
+   */
+  readonly rowLogits?: boolean;
 }
 
 /** Rows one sequence contributes to a step: tokens (embedded here) or hidden states (n × dim). */
@@ -23,6 +28,8 @@ interface Rows {
   readonly n: number;
   readonly tokens?: readonly number[];
   readonly hidden?: Float32Array;
+  /** Logits of every row (n × vocab), not just the last. */
+  readonly allLogits?: boolean;
 }
 
 /**
@@ -32,6 +39,7 @@ interface Rows {
  * time (the steps share the run state's buffers).
  */
 export class LayerRunner implements ModelForward {
+  readonly rowLogits = true;
   readonly #c: EngineConfig;
   readonly #weights: WeightSource;
   readonly #pool: ComputePool;
@@ -41,6 +49,8 @@ export class LayerRunner implements ModelForward {
   /** Thread 0's time waiting for layers / computing, summed over every step. */
   waitMs = 0;
   computeMs = 0;
+  /** Steps run, each one pass over the layers it covers. */
+  passes = 0;
 
   constructor(config: EngineConfig, weights: WeightSource, buffers: SharedBuffers, pool: ComputePool, trace: Trace) {
     this.#c = config;
@@ -55,13 +65,16 @@ export class LayerRunner implements ModelForward {
     return this.#c;
   }
 
-  /** The whole model, tokens to logits (an engine that serves part of it refuses). */
+  /**
+   * The whole model, tokens to logits (an engine that serves part of it refuses): each item's
+   * last row, or every row (n × vocab) for an item with `allLogits`.
+   */
   async forward(items: readonly ForwardItem[]): Promise<Float32Array[]> {
     const c = this.#c;
     if (!servesWholeModel(c)) {
       throw new EngineStateError(`this engine serves layers ${c.layers.start}..${c.layers.end}${c.head ? ' and the head' : ''}, not the whole model`);
     }
-    const rows = items.map((it) => ({ slot: it.slot, pos: it.pos, tokens: it.tokens, n: it.tokens.length }));
+    const rows = items.map((it) => ({ slot: it.slot, pos: it.pos, tokens: it.tokens, n: it.tokens.length, allLogits: it.allLogits }));
     return (await this.run(rows, c.layers, true)).logits;
   }
 
@@ -128,7 +141,10 @@ export class LayerRunner implements ModelForward {
       let rows = 0;
       const seqs: SequenceRows[] = [];
       const logitRows: number[] = [];
-      const finishing: number[] = [];
+      /** Items whose last row is in this step: where its logits are. */
+      const finishing: { i: number; at: number }[] = [];
+      /** Items whose every row gets logits: where their rows start in this step's logits, and in the item. */
+      const spans: { i: number; from: number; n: number; at: number }[] = [];
       const chunks: { i: number; from: number; n: number; row0: number }[] = [];
       for (let i = next; i < items.length && rows < c.batchSize; i++) {
         const it = items[i]!;
@@ -140,14 +156,20 @@ export class LayerRunner implements ModelForward {
         chunks.push({ i, from, n, row0: rows });
         done[i] = from + n;
         rows += n;
-        if (done[i] === it.n && wantLogits) {
+        if (it.allLogits && wantLogits) {
+          spans.push({ i, from, n, at: logitRows.length });
+          for (let r = rows - n; r < rows; r++) logitRows.push(r);
+          logits[i] ??= new Float32Array(it.n * V);
+        } else if (done[i] === it.n && wantLogits) {
+          finishing.push({ i, at: logitRows.length });
           logitRows.push(rows - 1);
-          finishing.push(i);
         }
       }
       const reports = await this.#pool.run({ rows, seqs, layers, logitRows });
+      this.passes++;
       for (const r of reports) this.#account(r, rows);
-      finishing.forEach((i, j) => (logits[i] = this.#logits.slice(j * V, (j + 1) * V)));
+      for (const f of finishing) logits[f.i] = this.#logits.slice(f.at * V, (f.at + 1) * V);
+      for (const sp of spans) logits[sp.i]!.set(this.#logits.subarray(sp.at * V, (sp.at + sp.n) * V), sp.from * V);
       if (wantHidden) for (const ch of chunks) hidden[ch.i]!.set(x.subarray(ch.row0 * D, (ch.row0 + ch.n) * D), ch.from * D);
       while (next < items.length && done[next] === items[next]!.n) next++;
     }

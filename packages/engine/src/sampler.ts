@@ -66,6 +66,54 @@ export class Sampler {
       for (let i = 1; i < n; i++) if (logits[i]! > logits[best]!) best = i;
       return best;
     }
+    this.#fillProbs(logits);
+    const coin = this.nextF32();
+    return this.topP > 0 && this.topP < 1 ? this.#sampleTopP(coin) : this.#sampleMultinomial(coin);
+  }
+
+  /**
+   * The distribution sample() draws from, as full-vocabulary probabilities in `out`:
+   * temperature, top-k and the top-p nucleus applied (tokens outside it get 0). Greedy
+   * (temperature 0) is one-hot at the first maximal logit. Speculative decoding's acceptance rule
+   * works on these.
+   */
+  distribution(logits: Float32Array, out: Float32Array = new Float32Array(this.vocabSize)): Float32Array {
+    const n = this.vocabSize;
+    out.fill(0);
+    if (this.temperature === 0) {
+      let best = 0;
+      for (let i = 1; i < n; i++) if (logits[i]! > logits[best]!) best = i;
+      out[best] = 1;
+      return out;
+    }
+    this.#fillProbs(logits);
+    const p = this.#probs;
+    if (!(this.topP > 0 && this.topP < 1)) {
+      out.set(p.subarray(0, n));
+      return out;
+    }
+    const { idx, last, cumulative } = this.#nucleus();
+    for (let i = 0; i <= last; i++) out[idx[i]!] = p[idx[i]!]! / cumulative;
+    return out;
+  }
+
+  /** Draw a token from probabilities over the vocabulary (summing to `total`, default 1) with this sampler's generator. */
+  pick(probs: Float32Array, total = 1): number {
+    const r = this.nextF32() * total;
+    let cdf = 0;
+    let last = 0;
+    for (let i = 0; i < this.vocabSize; i++) {
+      if (probs[i]! <= 0) continue;
+      cdf += probs[i]!;
+      last = i;
+      if (r < cdf) return i;
+    }
+    return last;
+  }
+
+  /** Softmax of logits ÷ temperature, top-k applied, into #probs. */
+  #fillProbs(logits: Float32Array): void {
+    const n = this.vocabSize;
     const p = this.#probs;
     let max = -Infinity;
     for (let i = 0; i < n; i++) {
@@ -84,8 +132,6 @@ export class Sampler {
       sum += p[i]!;
     }
     for (let i = 0; i < n; i++) p[i] = Math.fround(p[i]! / sum);
-    const coin = this.nextF32();
-    return this.topP > 0 && this.topP < 1 ? this.#sampleTopP(coin) : this.#sampleMultinomial(coin);
   }
 
   #sampleMultinomial(coin: number): number {
@@ -98,7 +144,8 @@ export class Sampler {
     return this.vocabSize - 1;
   }
 
-  #sampleTopP(coin: number): number {
+  /** The top-p nucleus of #probs: token ids by falling probability, the last one kept, and their total. */
+  #nucleus(): { idx: Int32Array; last: number; cumulative: number } {
     const p = this.#probs;
     const n = this.vocabSize;
     // Tokens below this cutoff cannot be part of the nucleus (llama2.c's pre-filter).
@@ -115,6 +162,12 @@ export class Sampler {
         break;
       }
     }
+    return { idx, last, cumulative };
+  }
+
+  #sampleTopP(coin: number): number {
+    const p = this.#probs;
+    const { idx, last, cumulative } = this.#nucleus();
     const r = coin * cumulative;
     let cdf = 0;
     for (let i = 0; i <= last; i++) {

@@ -11,6 +11,7 @@
  *   const r = await scheduler.run({ prompt, options, signal, onText: (t) => process.stdout.write(t) });
  */
 import type { LayerWiseInferenceEngine } from './engine.js';
+import type { TokenLogprob } from './logprobs.js';
 import type { Sequence, SequenceOptions } from './sequence.js';
 
 export interface SequenceJob {
@@ -18,8 +19,12 @@ export interface SequenceJob {
   options: SequenceOptions;
   /** Aborted: the sequence leaves (while waiting for a slot: at once; in a slot: after this step). */
   signal: AbortSignal;
-  /** Each piece of text as it is decoded (complete UTF-8, never the start of a stop string). */
-  onText: (text: string) => void;
+  /**
+   * Each piece of text as it is decoded (complete UTF-8, never the start of a stop string), with
+   * the log-probabilities of the tokens generated since the last call when options.logprobs
+   * asked for them (then it is also called for tokens whose text is held back, with text '').
+   */
+  onText: (text: string, logprobs: readonly TokenLogprob[]) => void;
 }
 
 export interface SequenceTimings {
@@ -52,6 +57,8 @@ interface Entry {
   submitted: number;
   admitted: number;
   prefilled: number;
+  /** Log-probabilities already handed to onText. */
+  sentLogprobs: number;
   seq?: Sequence;
   failure?: { error: unknown };
 }
@@ -83,7 +90,7 @@ export class BatchScheduler {
    */
   run(job: SequenceJob): Promise<SequenceResult> {
     return new Promise((resolve, reject) => {
-      const entry: Entry = { job, resolve, reject, submitted: performance.now(), admitted: 0, prefilled: 0 };
+      const entry: Entry = { job, resolve, reject, submitted: performance.now(), admitted: 0, prefilled: 0, sentLogprobs: 0 };
       if (job.signal.aborted) {
         resolve(cancelledBeforeStart(job, entry.submitted));
         return;
@@ -149,9 +156,9 @@ export class BatchScheduler {
     const r = seq.result({ waitMs: e.admitted - e.submitted, prefillMs: prefilled - e.admitted, decodeMs: end - prefilled });
     // The tail held back while it could still start a stop string (or complete a character) is
     // part of the answer once the sequence ends otherwise: stream it too.
-    if (r.text.length > streamed && !e.job.signal.aborted) {
+    if ((r.text.length > streamed || seq.logprobs.length > e.sentLogprobs) && !e.job.signal.aborted) {
       try {
-        e.job.onText(r.text.slice(streamed));
+        e.job.onText(r.text.slice(streamed), newLogprobs(e));
       } catch (error) {
         e.reject(error);
         return;
@@ -192,15 +199,18 @@ export class BatchScheduler {
         for (const e of running) {
           const seq = e.seq!;
           if (seq.prefilled && e.prefilled === 0) e.prefilled = now;
-          const t = seq.advance(e.job.signal.aborted);
-          if (t && t.text) {
-            try {
-              e.job.onText(t.text);
-            } catch (error) {
-              e.failure = { error };
-              seq.cancel();
+          // A verification pass may have decided several tokens: stream them all now.
+          do {
+            const t = seq.advance(e.job.signal.aborted);
+            if (t && (t.text || t.logprob)) {
+              try {
+                e.job.onText(t.text, newLogprobs(e));
+              } catch (error) {
+                e.failure = { error };
+                seq.cancel();
+              }
             }
-          }
+          } while (seq.ready);
           if (seq.finished) this.#finish(e);
         }
       }
@@ -212,6 +222,14 @@ export class BatchScheduler {
       this.#driving = false;
     }
   }
+}
+
+/** The log-probabilities of `e`'s sequence not yet handed to onText (marked as handed). */
+function newLogprobs(e: Entry): readonly TokenLogprob[] {
+  const all = e.seq!.logprobs;
+  const fresh = e.sentLogprobs < all.length ? all.slice(e.sentLogprobs) : [];
+  e.sentLogprobs = all.length;
+  return fresh;
 }
 
 function cancelledBeforeStart(job: SequenceJob, submitted: number): SequenceResult {

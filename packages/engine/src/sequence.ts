@@ -1,4 +1,7 @@
+import { checkTopLogprobs, tokenLogprob, type TokenLogprob } from './logprobs.js';
 import { Sampler, type SamplingOptions } from './sampler.js';
+import type { LayerWiseInferenceEngine } from './engine.js';
+import { verifyDraft, type Draft, type Drafter } from './speculative.js';
 import type { TokenDecoder } from './tokenizer.js';
 
 /** Why a sequence ended; 'bos': the model began a new text (llama2.c-style vocabularies, as run.c stops). */
@@ -8,6 +11,8 @@ export interface GeneratedToken {
   token: number;
   /** Text this token completes (may be empty while UTF-8 or a possible stop string is held back). */
   text: string;
+  /** Its log-probability, when SequenceOptions.logprobs asked for it. */
+  logprob?: TokenLogprob;
 }
 
 /** What one sequence needs besides its prompt: sampling, length and stop rules. */
@@ -20,6 +25,21 @@ export interface SequenceOptions extends SamplingOptions {
   bos?: boolean;
   /** Stop at an end-of-sequence token (default true). */
   stopAtEos?: boolean;
+  /**
+   * Record each generated token's log-probability with this many most likely alternatives
+   * (0..20); absent: none. The values are the log-softmax of the logits the sampler was given,
+   * before temperature, top-k and top-p (which change what is drawn, not these numbers).
+   */
+  logprobs?: number;
+  /**
+   * Speculative decoding: 'ngram' (prompt lookup over the prompt and the text so far) or a
+   * resident draft model with the same vocabulary (an initialized engine). Each decode pass over
+   * the model then verifies up to draftMax drafted tokens; greedy output is unchanged and sampled
+   * output keeps the model's distribution.
+   */
+  draft?: 'ngram' | LayerWiseInferenceEngine;
+  /** The most tokens drafted per pass (default 8, at most batchSize − 1). */
+  draftMax?: number;
 }
 
 /** The rows one sequence contributes to a forward step. */
@@ -27,6 +47,8 @@ export interface ForwardItem {
   slot: number;
   pos: number;
   tokens: readonly number[];
+  /** Return the logits of every row (n × vocab), not just the last: a row of drafted tokens to verify. */
+  allLogits?: boolean;
 }
 
 /** What the engine hands a new Sequence (see LayerWiseInferenceEngine.beginSequence). */
@@ -42,6 +64,12 @@ export interface SequenceInit {
   /** BOS id when the model emitting it ends the text (Tokenizer.endsOnBos). */
   endsOnBos?: number;
   options: SequenceOptions;
+  /** Proposes tokens to verify in each decode pass (speculative decoding); none: one token per pass. */
+  drafter?: Drafter;
+  /** The most tokens drafted per pass. */
+  draftMax?: number;
+  /** Width of a logits row (the model's vocabulary). */
+  logitsWidth?: number;
 }
 
 /**
@@ -59,12 +87,26 @@ export class Sequence {
   readonly promptTokens: number[];
   readonly cached: number;
   readonly tokens: number[] = [];
+  /** Each generated token's log-probability, when options.logprobs asked for them. */
+  readonly logprobs: TokenLogprob[] = [];
   text = '';
   finishReason: FinishReason | undefined;
   /** Prompt tokens whose KV rows are in the cache (cached ones included). */
   #prefilled: number;
   #logits: Float32Array | undefined;
   #held = '';
+  /** Drafted tokens the next step verifies. */
+  #draft: Draft | undefined;
+  /** Tokens a verification pass decided, emitted one by one by advance(). */
+  #pending: number[] = [];
+  /** The log-probabilities of #pending's tokens (from their verification rows), when asked for. */
+  #pendingLogprobs: TokenLogprob[] = [];
+  /** Draft tokens proposed and accepted so far. */
+  drafted = 0;
+  accepted = 0;
+  readonly #drafter: Drafter | undefined;
+  readonly #draftMax: number;
+  readonly #logitsWidth: number;
   readonly #sampler: Sampler;
   readonly #decoder: TokenDecoder | undefined;
   readonly #isEos: (token: number) => boolean;
@@ -73,6 +115,8 @@ export class Sequence {
   readonly #stops: readonly string[];
   readonly #stopAtEos: boolean;
   readonly #seqLen: number;
+  readonly #topLogprobs: number | undefined;
+  readonly #vocabSize: number;
 
   constructor(init: SequenceInit, sampler: Sampler) {
     this.slot = init.slot;
@@ -88,6 +132,12 @@ export class Sequence {
     this.#stops = (init.options.stop ?? []).filter((s) => s.length > 0);
     this.#stopAtEos = init.options.stopAtEos ?? true;
     this.#seqLen = init.seqLen;
+    this.#vocabSize = init.vocabSize;
+    this.#topLogprobs = init.options.logprobs;
+    if (this.#topLogprobs !== undefined) checkTopLogprobs(this.#topLogprobs);
+    this.#drafter = init.drafter;
+    this.#draftMax = init.draftMax ?? 0;
+    this.#logitsWidth = init.logitsWidth ?? init.vocabSize;
   }
 
   /** The whole prompt is in the KV cache and the logits of its last token are known. */
@@ -112,6 +162,24 @@ export class Sequence {
     return this.#held.length > 0 || (this.#decoder?.pending ?? false);
   }
 
+  /** advance() has a token to emit without another forward step (decided by a verification pass). */
+  get ready(): boolean {
+    return this.finishReason === undefined && this.#pending.length > 0;
+  }
+
+  /**
+   * With a drafter: propose the tokens the next decode step verifies along with the last sampled
+   * token (at most draftMax, and no more than the length limit and the context can use).
+   */
+  async prepareDraft(): Promise<void> {
+    if (!this.#drafter || this.#draft || this.nextItem() === undefined || !this.prefilled) return;
+    const n = this.tokens.length;
+    const max = Math.min(this.#draftMax, this.#maxTokens - n - 1, this.#seqLen - this.promptTokens.length - n);
+    if (max < 1) return;
+    const draft = await this.#drafter.propose(this.slot, [...this.promptTokens, ...this.tokens], max, this.#sampler);
+    if (draft.tokens.length > 0) this.#draft = { tokens: draft.tokens.slice(0, max), probs: draft.probs?.slice(0, max) };
+  }
+
   /**
    * The rows this sequence runs in the next forward step: (at most `maxRows` of) the rest of
    * its prompt, then the last sampled token; undefined when it has nothing to run (finished,
@@ -123,22 +191,47 @@ export class Sequence {
       const n = Math.min(this.prefillRemaining, maxRows);
       return { slot: this.slot, pos: this.#prefilled, tokens: this.promptTokens.slice(this.#prefilled, this.#prefilled + n) };
     }
-    if (this.#logits !== undefined || this.tokens.length === 0) return undefined;
-    return { slot: this.slot, pos: this.promptTokens.length + this.tokens.length - 1, tokens: [this.tokens[this.tokens.length - 1]!] };
+    if (this.#logits !== undefined || this.#pending.length > 0 || this.tokens.length === 0) return undefined;
+    const pos = this.promptTokens.length + this.tokens.length - 1;
+    const last = this.tokens[this.tokens.length - 1]!;
+    if (this.#draft) return { slot: this.slot, pos, tokens: [last, ...this.#draft.tokens], allLogits: true };
+    return { slot: this.slot, pos, tokens: [last] };
   }
 
-  /** The forward step ran `item` (from nextItem()); `logits` are those of its last row. */
-  accept(item: ForwardItem, logits: Float32Array): void {
+  /**
+   * The forward step ran `item` (from nextItem()); `logits` are those of its last row, or of
+   * every row for drafted tokens, which are verified here. Returns how many of the item's rows
+   * stay valid in the KV cache (rows after a rejected draft token do not).
+   */
+  accept(item: ForwardItem, logits: Float32Array): number {
     if (!this.prefilled) {
       this.#prefilled += item.tokens.length;
       if (this.prefilled) this.#logits = logits;
-    } else this.#logits = logits;
+      return item.tokens.length;
+    }
+    const draft = this.#draft;
+    this.#draft = undefined;
+    if (!draft || !item.allLogits) {
+      this.#logits = logits;
+      return item.tokens.length;
+    }
+    const verdict = verifyDraft(this.#sampler, logits, draft, this.#logitsWidth);
+    this.#pending = verdict.tokens;
+    const top = this.#topLogprobs;
+    const width = this.#logitsWidth;
+    this.#pendingLogprobs = top === undefined ? [] : verdict.tokens.map((t, i) => tokenLogprob(logits.subarray(i * width, (i + 1) * width), this.#vocabSize, t, top));
+    this.drafted += draft.tokens.length;
+    this.accepted += verdict.accepted;
+    return 1 + verdict.accepted;
   }
 
   /** Finish now with reason "cancelled" (the caller went away). */
   cancel(): void {
     this.finishReason ??= 'cancelled';
     this.#logits = undefined;
+    this.#pending = [];
+    this.#pendingLogprobs = [];
+    this.#draft = undefined;
   }
 
   /**
@@ -155,18 +248,20 @@ export class Sequence {
       return undefined;
     }
     const logits = this.#logits;
-    if (logits === undefined) return undefined;
+    if (logits === undefined && this.#pending.length === 0) return undefined;
     this.#logits = undefined;
     if (this.tokens.length >= this.#maxTokens) {
       this.finishReason = 'length';
       return undefined;
     }
-    const next = this.#sampler.sample(logits);
+    const next = logits === undefined ? this.#pending.shift()! : this.#sampler.sample(logits);
+    const logprob = logits === undefined ? this.#pendingLogprobs.shift() : this.#topLogprobs === undefined ? undefined : tokenLogprob(logits, this.#vocabSize, next, this.#topLogprobs);
     if (this.#stopAtEos && (this.#isEos(next) || next === this.#endsOnBos)) {
       this.finishReason = this.#isEos(next) ? 'eos' : 'bos';
       return undefined;
     }
     this.tokens.push(next);
+    if (logprob !== undefined) this.logprobs.push(logprob);
     this.#held += this.#decoder ? this.#decoder.push(next) : '';
     const stopAt = firstStop(this.#held, this.#stops);
     let piece: string;
@@ -187,7 +282,7 @@ export class Sequence {
       else if (this.promptTokens.length + this.tokens.length > this.#seqLen) this.finishReason = 'context';
       if (this.finishReason !== undefined) piece += this.takeTail();
     }
-    return { token: next, text: piece };
+    return logprob ? { token: next, text: piece, logprob } : { token: next, text: piece };
   }
 
   /**
@@ -215,6 +310,7 @@ export class Sequence {
     if (!this.#result) {
       this.#tail();
       this.#result = { promptTokens: this.promptTokens, tokens: this.tokens, text: this.text, finishReason: this.finishReason ?? 'length' };
+      if (this.#topLogprobs !== undefined) this.#result.logprobs = this.logprobs;
     }
     return { ...this.#result, stats };
   }
@@ -225,6 +321,8 @@ interface GenerationResultBase {
   tokens: number[];
   text: string;
   finishReason: FinishReason;
+  /** Each generated token's log-probability, when SequenceOptions.logprobs asked for them. */
+  logprobs?: TokenLogprob[];
 }
 
 /** Index of the first complete stop string in s, or -1. */

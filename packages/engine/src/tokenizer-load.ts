@@ -1,5 +1,17 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
-import { checkHfSidecarVocab, FormatError, HF_SIDECAR_MAX_BYTES, hfSidecarPath, parseHfSidecar, readTokenizerFile, type HfTokenizerSidecar } from '@airllm/format';
+import {
+  checkHfSidecarVocab,
+  FormatError,
+  ggufToHfTokenizer,
+  ggufTokenizerToData,
+  HF_SIDECAR_MAX_BYTES,
+  hfSidecarPath,
+  parseHfSidecar,
+  readTokenizerFile,
+  type GgufHeader,
+  type HfTokenizerSidecar,
+  type TokenizerData,
+} from '@airllm/format';
 import { TokenizerError } from './errors.js';
 import { Tokenizer } from './tokenizer.js';
 
@@ -10,6 +22,8 @@ export interface LoadTokenizerOptions {
   modelVocabSize?: number;
   /** Use the Hugging Face tokenizer sidecar beside the `.t` when there is one (default true). */
   hf?: boolean;
+  /** The model is a GGUF with this header: with no `.t`, its tokenizer metadata is the tokenizer. */
+  gguf?: GgufHeader;
 }
 
 /** The `.t` path the engine uses for a model when none is given. */
@@ -30,15 +44,13 @@ export function defaultTokenizerPath(modelPath: string): string {
  */
 export function loadTokenizer(modelPath: string, options: LoadTokenizerOptions = {}): Tokenizer | undefined {
   const path = options.tokenizerPath ?? defaultTokenizerPath(modelPath);
-  if (options.tokenizerPath === undefined && !existsSync(path)) return undefined;
+  if (options.tokenizerPath === undefined && !existsSync(path)) {
+    return options.gguf !== undefined ? ggufTokenizer(modelPath, options.gguf, options) : undefined;
+  }
   // Refuses a device (/dev/zero), a directory or an oversized file before reading; errors name the file.
   const data = readTokenizerFile(path);
+  checkVocab(data, path, modelPath, options.modelVocabSize);
   const V = options.modelVocabSize;
-  if (V !== undefined && data.vocab.length > V) {
-    throw new TokenizerError(
-      `the tokenizer ${path} has ${data.vocab.length} tokens but the model ${modelPath} has ${V} (its vocab_size): they do not belong together`,
-    );
-  }
   let hf: HfTokenizerSidecar | undefined;
   const sidecarPath = hfSidecarPath(path);
   if ((options.hf ?? true) && existsSync(sidecarPath)) {
@@ -54,4 +66,37 @@ export function loadTokenizer(modelPath: string, options: LoadTokenizerOptions =
     }
   }
   return new Tokenizer(data, { hf, source: hf !== undefined ? sidecarPath : path, files: { tokenizer: path, modelVocabSize: V } });
+}
+
+function checkVocab(data: TokenizerData, path: string, modelPath: string, V: number | undefined): void {
+  if (V !== undefined && data.vocab.length > V) {
+    throw new TokenizerError(
+      `the tokenizer ${path} has ${data.vocab.length} tokens but the model ${modelPath} has ${V} (its vocab_size): they do not belong together`,
+    );
+  }
+}
+
+/**
+ * A GGUF's own tokenizer (`tokenizer.ggml.*` and `tokenizer.chat_template`): the same data a
+ * `.t` converted from it holds, with the Hugging Face tokenizer rebuilt from the same metadata
+ * (ggufToHfTokenizer) doing the encoding. When that rebuild is refused (a pre-tokenizer not
+ * known here), the `.t` algorithms encode, as they would for the converted `.t` alone.
+ */
+function ggufTokenizer(modelPath: string, gguf: GgufHeader, options: LoadTokenizerOptions): Tokenizer {
+  let data: TokenizerData;
+  let hf: HfTokenizerSidecar | undefined;
+  try {
+    data = ggufTokenizerToData(gguf, modelPath);
+    checkVocab(data, modelPath, modelPath, options.modelVocabSize);
+    if (options.hf ?? true) {
+      try {
+        hf = ggufToHfTokenizer(gguf, modelPath);
+      } catch (e) {
+        if (!(e instanceof FormatError)) throw e;
+      }
+    }
+  } catch (e) {
+    throw e instanceof FormatError ? e.withPath(modelPath) : e;
+  }
+  return new Tokenizer(data, { hf, source: modelPath });
 }

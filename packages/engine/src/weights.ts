@@ -1,6 +1,7 @@
 import { DTYPES, FloatType, findOptionalTensor, findTensor, type LayerRange, type TensorInfo, type WeightsLayout } from '@airllm/format';
 import {
   attachResidency,
+  backendForMode,
   LayerResidency,
   MemoryMappedWeights,
   tensorBytesAt,
@@ -161,7 +162,7 @@ export class WeightSource {
   }
 
   static async open(path: string, o: WeightSourceOptions): Promise<WeightSource> {
-    const weights = await new MemoryMappedWeights(path, o.layout ? { layout: o.layout } : {}).open();
+    const weights = await new MemoryMappedWeights(path, { backend: backendForMode(o.mode), ...(o.layout ? { layout: o.layout } : {}) }).open();
     try {
       const layout = weights.layout;
       let budgetBytes = o.budgetBytes;

@@ -2,6 +2,8 @@ import { InvalidValueError, UnsupportedModelError } from './errors.js';
 import { GgufMetadataReader, type GgufHeader } from './gguf.js';
 import { GgufTokenType } from './export-gguf.js';
 import type { HfTokenizerSidecar } from './hf-sidecar.js';
+import { gpt2TextToBytes, spmPieceToBytes } from './hf-tokenizer.js';
+import { parseTokenizer, writeTokenizer, type TokenizerData } from './tokenizer-file.js';
 
 /**
  * A Hugging Face tokenizer.json rebuilt from GGUF tokenizer metadata, so that a GGUF model
@@ -258,4 +260,68 @@ export function ggufToHfTokenizer(header: GgufHeader, path?: string): HfTokenize
   };
   if (template !== undefined && template !== '') config.chat_template = template;
   return { tokenizer, config };
+}
+
+/**
+ * GGUF tokenizer metadata → `.t` data.
+ * - "llama" (SentencePiece): BYTE tokens `<0xNN>` → the raw byte, control/unknown tokens kept
+ *   as text, "▁" → space elsewhere; scores kept.
+ * - "gpt2" (byte-level BPE): normal tokens mapped from GPT-2's unicode spelling to raw bytes;
+ *   control and user-defined tokens (stored as plain text by convert_hf_to_gguf.py) as UTF-8;
+ *   score = −id, as dllama's converter does.
+ * EOS: eos_token_id, then eot/eom ids when present.
+ */
+export function ggufTokenizerToData(header: GgufHeader, path?: string): TokenizerData {
+  const md = new GgufMetadataReader(header, path);
+  const model = md.string('tokenizer.ggml.model');
+  if (model !== 'llama' && model !== 'gpt2') {
+    throw new UnsupportedModelError('unsupported GGUF tokenizer model', { path, field: 'tokenizer.ggml.model', offset: md.entry('tokenizer.ggml.model')?.offset, expected: 'llama or gpt2', actual: String(model) });
+  }
+  const tokens = md.array('tokenizer.ggml.tokens');
+  if (tokens === undefined || tokens.raw === undefined) throw new InvalidValueError('tokenizer.ggml.tokens must be a string array', { path, field: 'tokenizer.ggml.tokens' });
+  const n = tokens.items.length;
+  const numArray = (key: string): readonly number[] | undefined => {
+    const arr = md.array(key);
+    if (arr === undefined) return undefined;
+    if (arr.items.length !== n || arr.items.some((x) => typeof x !== 'number')) {
+      throw new InvalidValueError('array must hold one number per token', { path, field: key, offset: md.entry(key)?.offset, expected: n, actual: arr.items.length });
+    }
+    return arr.items as number[];
+  };
+  const types = numArray('tokenizer.ggml.token_type');
+  const scoresIn = numArray('tokenizer.ggml.scores');
+  const vocab: Uint8Array[] = [];
+  const scores = new Float32Array(n);
+  for (let id = 0; id < n; id++) {
+    const raw = tokens.raw[id]!;
+    const text = tokens.items[id] as string;
+    const type = types?.[id] ?? GgufTokenType.NORMAL;
+    let bytes: Uint8Array;
+    if (type === GgufTokenType.CONTROL || type === GgufTokenType.UNKNOWN || type === GgufTokenType.USER_DEFINED || type === GgufTokenType.UNUSED) bytes = raw;
+    else if (model === 'llama') bytes = spmPieceToBytes(text, type === GgufTokenType.BYTE);
+    else bytes = gpt2TextToBytes(text);
+    // `.t` tokens are never empty; llama.cpp itself renames empty tokens.
+    vocab.push(bytes.length > 0 ? bytes : new TextEncoder().encode(`[EMPTY_${id}]`));
+    scores[id] = model === 'llama' ? (scoresIn?.[id] ?? 0) : -id;
+  }
+  const id = (key: string): number | undefined => {
+    const v = md.int(key);
+    if (v === undefined) return undefined;
+    if (v < 0 || v >= n) throw new InvalidValueError('token id outside the vocabulary', { path, field: key, offset: md.entry(key)?.offset, expected: `0..${n - 1}`, actual: v });
+    return v;
+  };
+  let bosId = id('tokenizer.ggml.bos_token_id');
+  if (bosId === undefined && types !== undefined) {
+    const first = types.findIndex((t) => t === GgufTokenType.CONTROL);
+    if (first >= 0) bosId = first;
+  }
+  if (bosId === undefined) throw new InvalidValueError('cannot resolve the BOS token', { path, field: 'tokenizer.ggml.bos_token_id', expected: 'present' });
+  const eosIds: number[] = [];
+  for (const k of ['tokenizer.ggml.eos_token_id', 'tokenizer.ggml.eot_token_id', 'tokenizer.ggml.eom_token_id']) {
+    const v = id(k);
+    if (v !== undefined && !eosIds.includes(v)) eosIds.push(v);
+  }
+  const addBos = md.bool('tokenizer.ggml.add_bos_token') ?? model === 'llama';
+  const chatTemplate = md.string('tokenizer.chat_template');
+  return parseTokenizer(writeTokenizer({ vocab, scores, bosId, eosIds, addBos, chatTemplate: chatTemplate === '' ? undefined : chatTemplate }));
 }

@@ -415,6 +415,25 @@ export async function readGgufHeader(fh: FileHandle, path: string, fileSize: num
   }
 }
 
+/**
+ * readGgufHeader on a file descriptor, synchronously: what opening a model in place needs
+ * (the `.m` reader is synchronous too). `readAt(position, length)` returns up to `length` bytes.
+ */
+export function readGgufHeaderSync(readAt: (position: number, length: number) => Uint8Array, path: string, fileSize: number): GgufHeader {
+  let want = Math.min(fileSize, 1 << 20);
+  for (;;) {
+    try {
+      return parse(readAt(0, want), fileSize);
+    } catch (e) {
+      if (!(e instanceof NeedMoreBytes)) throw e instanceof FormatError ? e.withPath(path) : e;
+      if (e.end > GGUF_LIMITS.maxHeaderBytes) {
+        throw new InvalidValueError('GGUF header is larger than the limit', { path, field: 'header', offset: 0, expected: `≤ ${GGUF_LIMITS.maxHeaderBytes} bytes`, actual: `≥ ${e.end}` });
+      }
+      want = Math.min(fileSize, GGUF_LIMITS.maxHeaderBytes, Math.max(want * 4, e.end + (1 << 20)));
+    }
+  }
+}
+
 /** An open GGUF file: the parsed header and ranged reads of tensor data. */
 export class GgufFile {
   private constructor(

@@ -104,5 +104,18 @@ export {
   parseHfSidecar,
   checkHfSidecarVocab,
 } from './hf-sidecar.js';
-export { ggufToHfTokenizer } from './gguf-tokenizer.js';
-export { GgufFile } from './gguf.js';
+export { ggufToHfTokenizer, ggufTokenizerToData } from './gguf-tokenizer.js';
+export { GgufFile, type GgufHeader } from './gguf.js';
+export {
+  GGML_IN_PLACE,
+  IN_PLACE_GGML_TYPES,
+  type ModelFileFormat,
+  type GgufModelInfo,
+  type AnyModelInfo,
+  inPlaceDtypeOf,
+  ggufModelLayout,
+  isGgufMagic,
+  readGgufModel,
+  modelFileFormat,
+  readAnyModelFile,
+} from './gguf-model.js';

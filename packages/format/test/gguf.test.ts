@@ -22,7 +22,7 @@ import {
 import { convertHfTokenizer, exportGguf, importGguf, importGgufModel, importHfModel, importLlama2c } from '../src/convert.js';
 import { encodeGgufHeader, GgmlType, GgufFile, parseGgufHeader } from '../src/gguf.js';
 import { ggufTokenizerMetadata } from '../src/export-gguf.js';
-import { ggufTokenizerToData } from '../src/import-gguf.js';
+import { ggufTokenizerToData } from '../src/gguf-tokenizer.js';
 import { llama3RopeFactors } from '../src/gguf-arch.js';
 import {
   GT,

@@ -14,6 +14,19 @@ export type BackendChoice = BackendKind | 'auto';
 /** Environment override for tests and users: `AIRLLM_LOADER_BACKEND=mmap|read|auto`. */
 export const BACKEND_ENV = 'AIRLLM_LOADER_BACKEND';
 
+/**
+ * The backend a residency mode uses unless the environment names one: `stream` reads its
+ * segments explicitly (the `read` backend, through the addon's parallel and O_DIRECT reads when
+ * it loads: faulting a file larger than RAM in through the mapping read at 0.60–0.86 of
+ * read(2), and pages of a mapping cost page-cache churn the explicit reads avoid), the other
+ * modes map the file.
+ */
+export function backendForMode(mode: 'resident' | 'stream' | 'sequential'): BackendChoice {
+  const env = process.env[BACKEND_ENV];
+  if (env === 'mmap' || env === 'read' || env === 'auto') return env;
+  return mode === 'stream' ? 'read' : 'auto';
+}
+
 let warned = false;
 
 /** Resolve a requested backend (option, else env, else auto) to the one used. */

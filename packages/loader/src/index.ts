@@ -16,7 +16,9 @@
  *
  * Backends: `mmap` (native addon: the file mapped into one SharedArrayBuffer) or `read` (pure
  * JS pread into SharedArrayBuffers), picked automatically with one stderr line when the addon is
- * missing; force one with `{ backend }` or AIRLLM_LOADER_BACKEND=mmap|read.
+ * missing; force one with `{ backend }` or AIRLLM_LOADER_BACKEND=mmap|read. The engine streams
+ * with `read` (`backendForMode`): its loads go through `SegmentReader`, several preads in flight
+ * from the addon's threads, O_DIRECT for block-aligned parts, into page-aligned buffers.
  *
  * ## Residency, as the engine uses it
  *
@@ -84,10 +86,12 @@ export type {
   SegmentLoadEvent,
 } from './residency/protocol.js';
 export { simulateCyclicScan, type CacheSimulation } from './policy.js';
-export { BACKEND_ENV, resolveBackend, type BackendChoice, type BackendKind } from './backend.js';
+export { BACKEND_ENV, backendForMode, resolveBackend, type BackendChoice, type BackendKind } from './backend.js';
 export { nativeAddon, type Advice, type NativeAddon } from './native.js';
 export { diskReadBytes, memoryStatus, resetPeakRss, type MemoryStatus } from './proc.js';
 export { dropFileCache, pageCacheBytes } from './cache.js';
+export { SegmentReader, allocateReadBuffer, DIRECT_READS, BUFFERED_READS, READ_CHUNK, type ReadPathInfo } from './reader.js';
+export { readSystemMemory, availableMemory, parseMeminfo, cgroupRoom, type SystemMemory, type CgroupMemory, type AvailableMemory } from './memory.js';
 export * from './errors.js';
 export {
   HUB_SPEC_PREFIX,

@@ -25,6 +25,15 @@ export interface NativeAddon {
   isMapping(value: unknown): boolean;
   /** fdatasync + posix_fadvise(DONTNEED) on the file's range (length 0 = to the end). */
   dropFileCache(path: string, offset?: number, length?: number): void;
+  /**
+   * pread file bytes [fileOffset, fileOffset + length) of `fd` into `target` at `targetOffset`
+   * with `threads` reads in flight (the caller's thread and threads − 1 of the addon's own),
+   * `chunkBytes` per read, the 4096-aligned parts through `directFd` (the file opened with
+   * O_DIRECT; −1: none). Blocks. Throws ERR_SHORT_READ if the file ends first, else errno codes.
+   */
+  readInto(fd: number, target: SharedArrayBuffer, targetOffset: number, fileOffset: number, length: number, threads: number, chunkBytes: number, directFd: number): number;
+  /** A SharedArrayBuffer over fresh page-aligned anonymous memory. */
+  allocate(bytes: number): SharedArrayBuffer;
   readonly pageSize: number;
 }
 

@@ -104,7 +104,7 @@ export function register(program: Command): void {
         const result = {
           model: engine.modelPath,
           modelBytes: statSync(engine.modelPath).size,
-          mode: engine.options.mode ?? 'resident',
+          mode: engine.memoryMode,
           threads: engine.threads,
           promptTokens: prompt.length,
           steps,

@@ -1,12 +1,13 @@
 import { createInterface } from 'node:readline';
 import type { Command } from 'commander';
 import type { ChatMessage } from '@airllm/engine';
+import { addDraftOptions, openDraft, type DraftCliOptions } from '../draft.js';
 import { CliError } from '../errors.js';
 import { runGeneration } from '../generation.js';
 import { addModelOptions, addTokenLimitOptions, createEngine, parseInteger, parseNumber, tokenLimit, type ModelCliOptions } from '../model-options.js';
 import { initializeWithProgress } from '../progress.js';
 
-interface ChatCliOptions extends ModelCliOptions {
+interface ChatCliOptions extends ModelCliOptions, DraftCliOptions {
   system?: string;
   chatTemplate?: string;
   steps: string;
@@ -27,7 +28,7 @@ const MIN_ANSWER_ROOM = 32;
 /** `airllm chat`: an interactive conversation using the model's chat template. */
 export function register(program: Command): void {
   addTokenLimitOptions(
-    addModelOptions(program.command('chat').description("talk with the model in a terminal, using the chat template in its tokenizer"))
+    addDraftOptions(addModelOptions(program.command('chat').description("talk with the model in a terminal, using the chat template in its tokenizer")))
       .option('-s, --system <text>', 'system prompt')
       .option('--chat-template <name>', "llama2, llama3 or chatml (default: from the tokenizer's template)"),
     'tokens per answer at most',
@@ -48,8 +49,10 @@ export function register(program: Command): void {
       };
       const { ChatFormatter, ChatTemplateError } = await import('@airllm/engine');
       const engine = await createEngine(o);
+      let draft: Awaited<ReturnType<typeof openDraft>> | undefined;
       try {
         await initializeWithProgress(engine);
+        draft = await openDraft(o, engine);
         let format: InstanceType<typeof ChatFormatter>;
         try {
           format = new ChatFormatter(engine.tokenizer, o.chatTemplate);
@@ -57,8 +60,9 @@ export function register(program: Command): void {
           if (e instanceof ChatTemplateError) throw new CliError(`${e.message}: pass --chat-template llama2|llama3|chatml`, 2);
           throw e;
         }
-        await converse(engine, format, o, maxAnswer, sampling);
+        await converse(engine, format, o, maxAnswer, { ...sampling, ...draft.options });
       } finally {
+        await draft?.cleanup();
         await engine.cleanup();
       }
     });
@@ -69,7 +73,7 @@ async function converse(
   format: import('@airllm/engine').ChatFormatter,
   o: ChatCliOptions,
   maxAnswer: number,
-  sampling: { temperature?: number; topK?: number; topP?: number; seed?: number },
+  sampling: Pick<import('@airllm/engine').GenerateOptions, 'temperature' | 'topK' | 'topP' | 'seed' | 'draft' | 'draftMax'>,
 ): Promise<void> {
   const tty = process.stdin.isTTY === true && process.stdout.isTTY === true;
   const rl = createInterface({ input: process.stdin, output: process.stdout, terminal: tty, prompt: '> ' });

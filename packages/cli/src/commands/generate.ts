@@ -1,12 +1,13 @@
 import { createReadStream, writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
+import { addDraftOptions, openDraft, type DraftCliOptions } from '../draft.js';
 import { CliError } from '../errors.js';
 import { runGeneration } from '../generation.js';
 import { addModelOptions, addTokenLimitOptions, createEngine, parseInteger, parseNumber, tokenLimit, type ModelCliOptions } from '../model-options.js';
 import { formatBytes, writeJson } from '../output.js';
 import { initializeWithProgress } from '../progress.js';
 
-interface GenerateCliOptions extends ModelCliOptions {
+interface GenerateCliOptions extends ModelCliOptions, DraftCliOptions {
   prompt?: string;
   promptFile?: string;
   steps: string;
@@ -53,12 +54,12 @@ async function readPrompt(file: string): Promise<string> {
 /** `airllm generate [prompt]`: stream a completion of the prompt to stdout. */
 export function register(program: Command): void {
   addTokenLimitOptions(
-    addModelOptions(
+    addDraftOptions(addModelOptions(
       program
         .command('generate')
         .description('complete a prompt, streaming the text as it is produced')
         .argument('[prompt]', 'prompt text (or use --prompt; "-" reads it from stdin)'),
-    )
+    ))
       .option('-p, --prompt <text>', 'prompt text')
       .option('-f, --prompt-file <path>', 'read the prompt from a file ("-" = stdin)'),
     'tokens to generate at most',
@@ -79,6 +80,7 @@ export function register(program: Command): void {
 Examples:
   airllm generate "Once upon a time"
   airllm generate -m llama.m -t llama.t --temperature 0.7 --top-p 0.9 --steps 200 "The capital of France"
+  airllm generate -m big.m --mode stream --max-memory 8GiB --draft ngram "Repeat after me: ..."
   echo "Once upon a time" | airllm generate - --json | jq .text`,
     )
     .action(async (positional: string | undefined, o: GenerateCliOptions, command: Command) => {
@@ -105,11 +107,13 @@ Examples:
         abort.abort();
       };
       process.on('SIGINT', onSigint);
+      let draft: Awaited<ReturnType<typeof openDraft>> | undefined;
       try {
         await initializeWithProgress(engine, { json: o.json });
+        draft = await openDraft(o, engine);
         // Echo the prompt, as llama2.c's run does, so the story reads whole.
         if (!o.json && o.echo && prompt) process.stdout.write(prompt);
-        const result = await runGeneration(engine, prompt, { ...sampling, signal: abort.signal }, o.json ? undefined : (text) => void process.stdout.write(text));
+        const result = await runGeneration(engine, prompt, { ...sampling, ...draft.options, signal: abort.signal }, o.json ? undefined : (text) => void process.stdout.write(text));
         if (o.trace) writeFileSync(o.trace, JSON.stringify(engine.trace.toJSON()));
         if (o.json) {
           writeJson({ promptTokens: result.promptTokens, tokens: result.tokens, text: result.text, finishReason: result.finishReason, stats: result.stats });
@@ -119,12 +123,14 @@ Examples:
           if (o.stats || process.stderr.isTTY) {
             process.stderr.write(
               `\n${s.generatedTokens} tokens (${result.finishReason}), prefill ${s.prefillTokensPerSecond.toFixed(1)} tok/s, decode ${s.decodeTokensPerSecond.toFixed(1)} tok/s, ` +
-                `load wait ${s.loadWaitMs.toFixed(0)} ms, compute ${s.computeMs.toFixed(0)} ms, disk ${formatBytes(s.diskBytesRead)}, peak RSS ${formatBytes(s.peakRssBytes)}\n`,
+                `load wait ${s.loadWaitMs.toFixed(0)} ms, compute ${s.computeMs.toFixed(0)} ms, disk ${formatBytes(s.diskBytesRead)}, peak RSS ${formatBytes(s.peakRssBytes)}\n` +
+                (draft.describe === undefined ? '' : `${draft.describe}: ${s.passes} passes over the model, ${s.draftedTokens} tokens drafted, ${s.acceptedTokens} accepted\n`),
             );
           }
         }
       } finally {
         process.off('SIGINT', onSigint);
+        await draft?.cleanup();
         await engine.cleanup();
       }
     });

@@ -2,16 +2,23 @@ import type { Command } from 'commander';
 import type { ModelFileInfo, ModelHeader, TensorInfo } from '@airllm/format';
 import { jsonError } from '../errors.js';
 import { formatBytes, table, writeJson, writeOut } from '../output.js';
+import { ggufToJson, ggufToText } from '../inspect-gguf.js';
 
-/** `airllm inspect model.m [--json]`: header, derived sizes, layer offsets, file-size check. */
+/** `airllm inspect model.m|model.gguf [--json]`: header, derived sizes, layer offsets, file-size check. */
 export function register(program: Command): void {
   program
     .command('inspect')
-    .description('show a .m model file: header, derived sizes, per-layer offsets, file-size check')
-    .argument('<model>', 'path of a Distributed-Llama .m model file')
+    .description('show a .m or GGUF model file: header, derived sizes, per-layer offsets, file-size check')
+    .argument('<model>', 'path of a Distributed-Llama .m model file, or a GGUF (as airllm runs it in place)')
     .option('--json', 'print one JSON object (header values, every tensor, the size check)')
     .action(async (model: string, opts: { json?: boolean }) => {
       const format = await import('@airllm/format');
+      if (format.modelFileFormat(model) === 'gguf') {
+        const info = format.readGgufModel(model);
+        if (opts.json) writeJson(ggufToJson(format, info));
+        else writeOut(ggufToText(format, info));
+        return;
+      }
       // A size mismatch still shows the header and layout; the check fails afterwards (with
       // --json, the error is part of the one document).
       const info = format.readModelFile(model, { allowSizeMismatch: true });

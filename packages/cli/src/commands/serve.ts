@@ -1,10 +1,11 @@
 import { basename } from 'node:path';
 import type { Command } from 'commander';
+import { addDraftOptions, openDraft, type DraftCliOptions } from '../draft.js';
 import { CliError } from '../errors.js';
 import { addModelOptions, createEngine, parseBytes, parseInteger, parseNumber, type ModelCliOptions } from '../model-options.js';
 import { initializeWithProgress } from '../progress.js';
 
-interface ServeCliOptions extends ModelCliOptions {
+interface ServeCliOptions extends ModelCliOptions, DraftCliOptions {
   host: string;
   port: string;
   apiKey?: string;
@@ -28,7 +29,7 @@ function list(value: string, previous: string[] | undefined): string[] {
 
 /** `airllm serve`: the OpenAI-compatible HTTP API and the web chat page. */
 export function register(program: Command): void {
-  addModelOptions(program.command('serve').description('serve an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions) and a chat page at /'))
+  addDraftOptions(addModelOptions(program.command('serve').description('serve an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions) and a chat page at /')))
     .option('--host <address>', 'address to listen on (0.0.0.0 for every interface)', '127.0.0.1')
     .option('--port <n>', 'port (0 = any free port)', '8080')
     .option('--api-key <key>', 'require "Authorization: Bearer <key>" on /v1 (default: $AIRLLM_API_KEY, else no auth)')
@@ -57,8 +58,10 @@ export function register(program: Command): void {
       // One KV cache slot per sequence decoded together; a step holds at least one row each.
       const engine = await createEngine(o, { maxSequences: parallel, ...(batchSize === undefined && parallel > 128 ? { batchSize: parallel } : {}) });
       let server: Awaited<ReturnType<typeof createServer>> | undefined;
+      let draft: Awaited<ReturnType<typeof openDraft>> | undefined;
       try {
         await initializeWithProgress(engine, { json: o.json });
+        draft = await openDraft(o, engine);
         const log = o.json || o.quiet ? undefined : (line: string): void => void process.stderr.write(`${new Date().toISOString()} ${line}\n`);
         server = createServer(engine, {
           apiKey,
@@ -71,6 +74,7 @@ export function register(program: Command): void {
           allowedHosts: o.allowedHosts,
           corsOrigins: o.corsOrigin,
           log,
+          draft: draft.options,
         });
         const addr = await server.listen(port, o.host);
         const model = o.modelName ?? basename(engine.modelPath).replace(/\.m$/, '');
@@ -81,15 +85,18 @@ export function register(program: Command): void {
               `  chat page  ${o.web ? `${addr.url}/` : '(off)'}\n` +
               `  API        ${addr.url}/v1  (OpenAI-compatible${apiKey !== undefined ? ', bearer key required' : ''})\n` +
               `  parallel   ${parallel} sequence${parallel === 1 ? '' : 's'} decoded together, ${maxQueue} may wait\n` +
+              (draft.describe === undefined ? '' : `  ${draft.describe}\n`) +
               `  Ctrl-C to stop\n`,
           );
         }
       } catch (e) {
         await server?.close({ graceMs: 0 });
+        await draft?.cleanup();
         await engine.cleanup();
         throw e;
       }
       const s = server;
+      const d = draft;
       // Stay up until SIGINT/SIGTERM; the first one shuts down gracefully, a second one exits now.
       await new Promise<void>((resolve, reject) => {
         let stopping = false;
@@ -101,6 +108,7 @@ export function register(program: Command): void {
           stopping = true;
           if (!o.json) process.stderr.write(`airllm: ${sig}: stopping (running requests get ${graceMs / 1000} s to finish)\n`);
           s.close({ graceMs })
+            .then(() => d.cleanup())
             .then(() => engine.cleanup())
             .then(() => {
               process.off('SIGINT', onSignal);

@@ -12,10 +12,12 @@ import {
   type ChatFormatter,
   type SequenceOptions,
   type SequenceResult,
+  type TokenLogprob,
   type Tokenizer,
 } from '@airllm/engine';
 import { nextTurn, noteOutcome, readJson, sendError, sendJson, ShutdownCutError, type InFlight } from './http.js';
 import { ApiError, parseChatRequest, parseCompletionRequest, type SamplingRequest } from './openai.js';
+import { TokenNames } from './logprobs.js';
 import { CompletionShape, toApiError, type Usage } from './openai-response.js';
 import { QueueClosedError, QueueFullError, WaitCancelledError, type FairQueue } from './queue.js';
 import { EventStream } from './sse.js';
@@ -48,6 +50,8 @@ export interface CompletionsContext {
   /** Requests past the queue; shutdown waits for them, then aborts them. */
   inflight: Set<InFlight>;
   closing: () => boolean;
+  /** Speculative decoding options every sequence gets. */
+  draft: Pick<SequenceOptions, 'draft' | 'draftMax'>;
 }
 
 /** One validated request: the prompts' token ids and the engine options of each choice. */
@@ -138,7 +142,16 @@ export function completionsHandler(ctx: CompletionsContext): (req: IncomingMessa
     return {
       jobs,
       req: r,
-      options: { maxTokens, temperature: r.temperature, topP: r.topP, topK: r.topK, stop, ...(r.seed !== undefined ? { seed: r.seed } : {}) },
+      options: {
+        maxTokens,
+        temperature: r.temperature,
+        topP: r.topP,
+        topK: r.topK,
+        stop,
+        ...(r.seed !== undefined ? { seed: r.seed } : {}),
+        ...(r.logprobs !== undefined ? { logprobs: r.logprobs } : {}),
+        ...ctx.draft,
+      },
     };
   }
 
@@ -149,7 +162,7 @@ export function completionsHandler(ctx: CompletionsContext): (req: IncomingMessa
   async function runChoices(
     p: Plan,
     abort: AbortController,
-    onText: (index: number, text: string) => void,
+    onText: (index: number, text: string, logprobs: readonly TokenLogprob[]) => void,
     onDone: (index: number, r: SequenceResult) => void,
   ): Promise<SequenceResult[] | undefined> {
     // One failed choice ends the others too (the request fails as a whole).
@@ -160,7 +173,7 @@ export function completionsHandler(ctx: CompletionsContext): (req: IncomingMessa
         // Different seeds per choice, so n > 1 samples differ (and reproduce with a seed).
         const seed = p.req.seed !== undefined ? p.req.seed + job.index : Number(randomBytes(4).readUInt32LE(0));
         try {
-          const r = await ctx.scheduler.run({ prompt: job.prompt, options: { ...p.options, seed }, signal, onText: (text) => onText(job.index, text) });
+          const r = await ctx.scheduler.run({ prompt: job.prompt, options: { ...p.options, seed }, signal, onText: (text, lps) => onText(job.index, text, lps) });
           counts.generatedTokens += r.tokens.length;
           if (r.finishReason !== 'cancelled') onDone(job.index, r);
           return r;
@@ -206,7 +219,7 @@ export function completionsHandler(ctx: CompletionsContext): (req: IncomingMessa
       return;
     }
     counts.completed++;
-    const choices = results.map((r, i) => ({ index: p.jobs[i]!.index, text: p.jobs[i]!.echo + r.text, finishReason: r.finishReason }));
+    const choices = results.map((r, i) => ({ index: p.jobs[i]!.index, text: p.jobs[i]!.echo + r.text, finishReason: r.finishReason, logprobs: r.logprobs }));
     sendJson(res, 200, shape.response(choices, usage(p, results)));
   }
 
@@ -224,9 +237,9 @@ export function completionsHandler(ctx: CompletionsContext): (req: IncomingMessa
       results = await runChoices(
         p,
         abort,
-        (index, text) => {
+        (index, text, lps) => {
           begin(index);
-          events.send(shape.delta(index, text));
+          events.send(shape.delta(index, text, lps));
         },
         (index, r) => {
           begin(index);
@@ -296,7 +309,7 @@ export function completionsHandler(ctx: CompletionsContext): (req: IncomingMessa
     const entry: InFlight = { abort, done: new Promise<void>((r) => (finished = r)) };
     ctx.inflight.add(entry);
     try {
-      const shape = new CompletionShape(isChat, ctx.modelName);
+      const shape = new CompletionShape(isChat, ctx.modelName, p.req.logprobs !== undefined ? new TokenNames(ctx.tokenizer) : undefined);
       if (abort.signal.aborted) counts.cancelled++;
       else await (p.req.stream ? stream(res, p, shape, abort) : respond(res, p, shape, abort));
     } finally {

@@ -1,6 +1,7 @@
 /** Response mapping: the engine's results as OpenAI response bodies and stream chunks. */
 import { randomBytes } from 'node:crypto';
-import { ContextOverflowError, TokenizerError, type FinishReason } from '@airllm/engine';
+import { ContextOverflowError, TokenizerError, type FinishReason, type TokenLogprob } from '@airllm/engine';
+import { chatLogprobs, completionLogprobs, type TokenNames } from './logprobs.js';
 import { ApiError } from './openai.js';
 
 /** OpenAI's finish reasons from the engine's. */
@@ -19,6 +20,8 @@ export interface ChoiceResult {
   index: number;
   text: string;
   finishReason: FinishReason;
+  /** Present when the request asked for log-probabilities. */
+  logprobs?: readonly TokenLogprob[];
 }
 
 /**
@@ -28,10 +31,14 @@ export interface ChoiceResult {
 export class CompletionShape {
   readonly id: string;
   readonly created = Math.floor(Date.now() / 1000);
+  /** Stream: where each completion choice's next token starts in its text (text_offset). */
+  readonly #offsets = new Map<number, number>();
 
+  /** `names`: how tokens are shown, when the request asked for log-probabilities. */
   constructor(
     readonly isChat: boolean,
     readonly model: string,
+    readonly names?: TokenNames,
   ) {
     this.id = `${isChat ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`;
   }
@@ -45,8 +52,8 @@ export class CompletionShape {
       model: this.model,
       choices: choices.map((c) =>
         this.isChat
-          ? { index: c.index, message: { role: 'assistant', content: c.text, refusal: null }, logprobs: null, finish_reason: finishReason(c.finishReason) }
-          : { index: c.index, text: c.text, logprobs: null, finish_reason: finishReason(c.finishReason) },
+          ? { index: c.index, message: { role: 'assistant', content: c.text, refusal: null }, logprobs: this.#logprobs(c.index, c.logprobs), finish_reason: finishReason(c.finishReason) }
+          : { index: c.index, text: c.text, logprobs: this.#logprobs(c.index, c.logprobs), finish_reason: finishReason(c.finishReason) },
       ),
       usage,
     };
@@ -58,9 +65,19 @@ export class CompletionShape {
     return echo ? this.#chunk({ index, text: echo, logprobs: null, finish_reason: null }) : undefined;
   }
 
-  /** A piece of a choice's text. */
-  delta(index: number, text: string): Record<string, unknown> {
-    return this.#chunk(this.isChat ? { index, delta: { content: text }, logprobs: null, finish_reason: null } : { index, text, logprobs: null, finish_reason: null });
+  /** A piece of a choice's text, with the log-probabilities of the tokens it came with. */
+  delta(index: number, text: string, logprobs?: readonly TokenLogprob[]): Record<string, unknown> {
+    const lp = this.#logprobs(index, logprobs);
+    return this.#chunk(this.isChat ? { index, delta: { content: text }, logprobs: lp, finish_reason: null } : { index, text, logprobs: lp, finish_reason: null });
+  }
+
+  #logprobs(index: number, lps: readonly TokenLogprob[] | undefined): Record<string, unknown> | null {
+    if (!this.names || !lps) return null;
+    if (this.isChat) return { ...chatLogprobs(this.names, lps) };
+    const r = completionLogprobs(this.names, lps, this.#offsets.get(index) ?? 0);
+    const last = r.tokens.length - 1;
+    if (last >= 0) this.#offsets.set(index, r.text_offset[last]! + r.tokens[last]!.length);
+    return { ...r };
   }
 
   /** A choice's last chunk, with its finish reason. */

@@ -32,6 +32,9 @@ export class ApiError extends AirllmError {
 export const MAX_CHOICES = 16;
 /** OpenAI's limit on stop sequences. */
 export const MAX_STOP = 4;
+/** OpenAI's limits on alternatives per token: chat top_logprobs, legacy completions logprobs. */
+export const MAX_TOP_LOGPROBS = 20;
+export const MAX_COMPLETION_LOGPROBS = 5;
 
 export interface SamplingRequest {
   /** Undefined: whatever room the context leaves. */
@@ -44,6 +47,8 @@ export interface SamplingRequest {
   n: number;
   stream: boolean;
   includeUsage: boolean;
+  /** Log-probabilities with this many alternatives per token; undefined: none. */
+  logprobs: number | undefined;
 }
 
 export interface ChatRequest extends SamplingRequest {
@@ -100,14 +105,25 @@ function optBoolean(o: Json, key: string): boolean | undefined {
 function refuseUnsupported(o: Json): void {
   if (Array.isArray(o.tools) && o.tools.length > 0) throw bad('tools', 'tool calling is not supported by this server');
   if (o.functions !== undefined && o.functions !== null) throw bad('functions', 'function calling is not supported by this server');
-  if (o.logprobs !== undefined && o.logprobs !== null && o.logprobs !== false) throw bad('logprobs', 'log probabilities are not supported by this server');
   const rf = o.response_format as Json | undefined | null;
   if (rf !== undefined && rf !== null && (typeof rf !== 'object' || rf.type !== 'text')) throw bad('response_format', 'only {"type": "text"} is supported');
   // Accepted for compatibility and ignored (their neutral values are what this server does).
   for (const key of ['presence_penalty', 'frequency_penalty']) optNumber(o, key, -2, 2, 0);
 }
 
-function sampling(o: Json): SamplingRequest {
+/**
+ * Chat: `logprobs` true/false and `top_logprobs` 0..20 (only with logprobs). Completions:
+ * `logprobs` a whole number 0..5 of alternatives.
+ */
+function logprobsOf(o: Json, isChat: boolean): number | undefined {
+  if (!isChat) return optInteger(o, 'logprobs', 0, MAX_COMPLETION_LOGPROBS);
+  const on = optBoolean(o, 'logprobs') ?? false;
+  const top = optInteger(o, 'top_logprobs', 0, MAX_TOP_LOGPROBS);
+  if (top !== undefined && !on) throw bad('top_logprobs', 'requires logprobs: true');
+  return on ? (top ?? 0) : undefined;
+}
+
+function sampling(o: Json, isChat: boolean): SamplingRequest {
   refuseUnsupported(o);
   if (o.model !== undefined && typeof o.model !== 'string') throw bad('model', `expected a string, got ${describe(o.model)}`);
   const maxTokens = optInteger(o, 'max_completion_tokens', 1, Number.MAX_SAFE_INTEGER) ?? optInteger(o, 'max_tokens', 1, Number.MAX_SAFE_INTEGER);
@@ -134,7 +150,8 @@ function sampling(o: Json): SamplingRequest {
     includeUsage = optBoolean(asObjectParam(so, 'stream_options'), 'include_usage') ?? false;
   }
   // top_p 0 keeps only the most likely token: greedy.
-  return { maxTokens, temperature: topP === 0 ? 0 : temperature, topP, topK, seed, stop, n, stream, includeUsage };
+  const logprobs = logprobsOf(o, isChat);
+  return { maxTokens, temperature: topP === 0 ? 0 : temperature, topP, topK, seed, stop, n, stream, includeUsage, logprobs };
 }
 
 function asObjectParam(v: unknown, param: string): Json {
@@ -175,7 +192,7 @@ export function parseChatRequest(body: unknown): ChatRequest {
     if (r !== 'system' && r !== 'user' && r !== 'assistant') throw bad(`messages[${i}].role`, `unknown role "${role}" (expected system, developer, user or assistant)`);
     return { role: r, content: content(msg.content, `messages[${i}].content`, r) };
   });
-  const base = sampling(o);
+  const base = sampling(o, true);
   return { ...base, messages, enableThinking: optBoolean(o, 'enable_thinking') };
 }
 
@@ -205,7 +222,9 @@ export function parseCompletionRequest(body: unknown, vocabSize: number): Comple
   if (typeof o.suffix === 'string' && o.suffix !== '') throw bad('suffix', 'is not supported by this server');
   const bestOf = optInteger(o, 'best_of', 1, MAX_CHOICES);
   if (bestOf !== undefined && bestOf > 1) throw bad('best_of', 'only 1 is supported');
-  const base = sampling(o);
+  const base = sampling(o, false);
+  const echo = optBoolean(o, 'echo') ?? false;
+  if (echo && base.logprobs !== undefined) throw bad('logprobs', 'log-probabilities of an echoed prompt are not supported (use echo or logprobs)');
   if (prompts.length * base.n > MAX_CHOICES) throw bad('n', `prompts × n must be at most ${MAX_CHOICES}, got ${prompts.length * base.n}`);
-  return { ...base, prompts, echo: optBoolean(o, 'echo') ?? false };
+  return { ...base, prompts, echo };
 }

@@ -13,7 +13,7 @@
 import { readFileSync } from 'node:fs';
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { basename } from 'node:path';
-import { BatchScheduler, ChatFormatter, ChatTemplateError, type LayerWiseInferenceEngine } from '@airllm/engine';
+import { BatchScheduler, ChatFormatter, ChatTemplateError, type LayerWiseInferenceEngine, type SequenceOptions } from '@airllm/engine';
 import { completionsHandler, type Counts } from './completions.js';
 import { bearerAuth, ClientGoneError, listen, noteOutcome, outcome, router, sendError, sendJson, shutdown, type InFlight } from './http.js';
 import { ApiError } from './openai.js';
@@ -51,6 +51,8 @@ export interface ServerOptions {
   corsOrigins?: readonly string[];
   /** One line per finished request (default: silent). */
   log?: (line: string) => void;
+  /** Speculative decoding for every request: 'ngram' or a draft model engine (see SequenceOptions.draft), and draftMax. */
+  draft?: Pick<SequenceOptions, 'draft' | 'draftMax'>;
 }
 
 export interface ServerStats {
@@ -139,6 +141,7 @@ export function createServer(engine: LayerWiseInferenceEngine, options: ServerOp
     counts,
     inflight,
     closing: () => closing,
+    draft: options.draft ?? {},
   });
   const modelObject = (): Record<string, unknown> => ({ id: modelName, object: 'model', created, owned_by: 'airllm', context_length: seqLen });
 

@@ -2,7 +2,8 @@ import { performance } from 'node:perf_hooks';
 import { FileChangedError } from '../errors.js';
 import { nativeAddon, type NativeAddon } from '../native.js';
 import type { Extent } from '@airllm/format';
-import { checkUnchanged, preadFully } from '../weights.js';
+import { SegmentReader } from '../reader.js';
+import { checkUnchanged } from '../weights.js';
 import {
   C,
   ErrorCode,
@@ -42,6 +43,8 @@ export class Prefetcher {
   readonly #counters: BigInt64Array;
   readonly #times: Float64Array;
   readonly #addon: NativeAddon | undefined;
+  /** The read backend's explicit reads (several in flight, O_DIRECT where the file system allows). */
+  readonly #reader: SegmentReader | undefined;
   readonly #post: (m: PrefetchMessage) => void;
   readonly #n: number;
   /** Bytes charged per streamed segment, and their sum (only this thread changes them). */
@@ -59,12 +62,21 @@ export class Prefetcher {
     this.#times = new Float64Array(shared.times);
     this.#addon = shared.backend === 'mmap' ? nativeAddon() : undefined;
     if (shared.backend === 'mmap' && this.#addon === undefined) throw new Error('prefetch worker cannot load the native addon');
+    this.#reader = shared.backend === 'read' ? new SegmentReader(shared.path, shared.fd, shared.fileSize) : undefined;
     this.#post = post;
     this.#n = shared.segments.length;
     this.#charged = new Float64Array(this.#n);
   }
 
   run(): void {
+    try {
+      this.#loop();
+    } finally {
+      this.#reader?.close();
+    }
+  }
+
+  #loop(): void {
     const ctrl = this.#ctrl;
     for (;;) {
       const bell = Atomics.load(ctrl, G.DOORBELL);
@@ -312,7 +324,7 @@ export class Prefetcher {
         if (slot >= 0) this.#charge(seg, info.size);
         const buf = slot >= 0 ? s.slotBuffers[slot]! : s.pinnedBuffers[seg]!;
         // Extents in file order: sequential reads.
-        info.extents.forEach((e, i) => preadFully(s.fd, new Uint8Array(buf, info.packed[i]!, e.size), e.offset, s.path, s.fileSize));
+        info.extents.forEach((e, i) => this.#reader!.read(buf, info.packed[i]!, e.offset, e.size));
       }
       checkUnchanged(s.fd, s.fileSize, s.path, s.map ?? undefined, this.#addon);
     } catch (e) {

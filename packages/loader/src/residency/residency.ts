@@ -5,6 +5,7 @@ import { Worker } from 'node:worker_threads';
 import type { LayerRange, TensorGroup, TensorInfo } from '@airllm/format';
 import type { BackendKind } from '../backend.js';
 import { ClosedError, OutOfRangeError, StateError } from '../errors.js';
+import { allocateReadBuffer } from '../reader.js';
 import { diskReadBytes, memoryStatus, type MemoryStatus } from '../proc.js';
 import type { TensorView } from '../views.js';
 import { ALIGN_MIRROR, weightsInternals, type MemoryMappedWeights, type WeightsInternals } from '../weights.js';
@@ -264,8 +265,8 @@ export class LayerResidency {
       slots: plan.slots,
       slotBytes: plan.slotBytes,
       streamBytes: plan.streamBytes,
-      slotBuffers: read ? Array.from({ length: plan.slots }, () => new SharedArrayBuffer(slotBufferBytes(segments, plan.slotBytes))) : [],
-      pinnedBuffers: segments.map((s) => (read && s.pinned ? new SharedArrayBuffer(s.packedBytes) : null)),
+      slotBuffers: read ? Array.from({ length: plan.slots }, () => allocateReadBuffer(slotBufferBytes(segments, plan.slotBytes))) : [],
+      pinnedBuffers: segments.map((s) => (read && s.pinned ? allocateReadBuffer(s.packedBytes) : null)),
       ctrl,
       counters: new SharedArrayBuffer((n * SEG_COUNTERS + GLOBAL_COUNTERS) * 8),
       times: new SharedArrayBuffer((n * SEG_TIMES + GLOBAL_TIMES) * 8),
