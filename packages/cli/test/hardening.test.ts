@@ -203,6 +203,10 @@ describe('Host and Origin checks (D5)', () => {
     expect(denied.status).toBe(401);
     expect(denied.headers['access-control-allow-origin']).toBe('https://app.example');
     expect((await raw(url, '/v1/models', { headers: { origin: 'https://other.example', authorization: 'Bearer k' } })).status).toBe(403);
+    // Requested header names are reflected only when they are plain ASCII.
+    const odd = await raw(url, '/v1/models', { method: 'OPTIONS', headers: { origin: 'https://app.example', 'access-control-request-method': 'GET', 'access-control-request-headers': 'x-\u00e9' } });
+    expect(odd.status).toBe(204);
+    expect(odd.headers['access-control-allow-headers']).toBe('authorization, content-type');
     const any = await start({ corsOrigins: ['*'] });
     const a = await raw(any.url, '/v1/models', { headers: { origin: 'https://whatever.example' } });
     expect(a.status).toBe(200);
