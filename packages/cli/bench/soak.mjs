@@ -13,7 +13,7 @@
  * p99, p50, checks over 100 ms), and the server's RSS (sampled every second: start, quarters,
  * end). Exits 1 on any unexpected error.
  *
- *   npm run soak -w @airllm/cli -- --clients 32 --seconds 60 [--parallel 4] [--model m.m] [--json]
+ *   npm run soak -w @airllm/cli -- --clients 32 --seconds 60 [--parallel 4] [--threads n] [--model m.m] [--json]
  */
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -27,6 +27,7 @@ const { values: opt } = parseArgs({
     clients: { type: 'string', default: '32' },
     seconds: { type: 'string', default: '60' },
     parallel: { type: 'string', default: '4' },
+    threads: { type: 'string' },
     model: { type: 'string' },
     'cancel-share': { type: 'string', default: '0.15' },
     'malformed-share': { type: 'string', default: '0.15' },
@@ -46,7 +47,10 @@ const model = opt.model ?? new URL('../models/stories260K.m', import.meta.url).p
 
 const child = spawn(
   process.execPath,
-  [bin, 'serve', '-m', model, '--port', '0', '--json', '--parallel', opt.parallel, '--max-queue', String(Math.max(32, clients * 2)), '--max-body', String(MAX_BODY), '--grace', '1'],
+  [
+    ...[bin, 'serve', '-m', model, '--port', '0', '--json', '--parallel', opt.parallel, '--max-queue', String(Math.max(32, clients * 2)), '--max-body', String(MAX_BODY), '--grace', '1'],
+    ...(opt.threads !== undefined ? ['--threads', opt.threads] : []),
+  ],
   { stdio: ['ignore', 'pipe', 'inherit'] },
 );
 const exited = new Promise((r) => child.once('exit', r));
@@ -238,7 +242,7 @@ if (opt.json) console.log(JSON.stringify({ ...result, errors: errors.slice(0, 20
 else {
   const f = (x) => (Number.isFinite(x) ? x.toFixed(0) : '-');
   const m = result.serverRssMb;
-  console.log(`soak: ${clients} clients, ${seconds} s, --parallel ${opt.parallel}, ${model.split('/').at(-1)}`);
+  console.log(`soak: ${clients} clients, ${seconds} s, --parallel ${opt.parallel}${opt.threads !== undefined ? ` --threads ${opt.threads}` : ''}, ${model.split('/').at(-1)}`);
   console.log(`  requests       ${result.requests} (${counts.stream} streams, ${counts.cancel} cancelled, ${counts.malformed} malformed)`);
   console.log(`  unexpected     ${errors.length} errors`);
   console.log(`  stream latency p50 ${f(result.streamLatencyMs.p50)} ms, p99 ${f(result.streamLatencyMs.p99)} ms`);
