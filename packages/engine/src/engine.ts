@@ -66,6 +66,8 @@ export class LayerWiseInferenceEngine {
   #run: Running | undefined;
   #model: ModelForward | undefined;
   #busy: Promise<void> = Promise.resolve();
+  /** Draft engines already checked against this one (a vocabulary compare per request would cost). */
+  readonly #checkedDrafts = new WeakSet<LayerWiseInferenceEngine>();
   #closed = false;
   readonly trace = new Trace();
   /** The result of the last finished generate() (also the generator's return value). */
@@ -332,7 +334,10 @@ export class LayerWiseInferenceEngine {
     if (draft === 'ngram') return new NgramDrafter();
     if (!(draft instanceof LayerWiseInferenceEngine)) throw new OptionError('draft', `must be 'ngram' or an initialized engine with the draft model, got ${String(draft)}`);
     if (draft === this) throw new OptionError('draft', 'the draft model must be another engine (its KV cache slots would collide)');
-    checkDraftModel(this, draft);
+    if (!this.#checkedDrafts.has(draft)) {
+      checkDraftModel(this, draft);
+      this.#checkedDrafts.add(draft);
+    }
     return new ModelDrafter(draft);
   }
 
