@@ -88,9 +88,8 @@ export class Sequence {
   #draft: Draft | undefined;
   /** Tokens a verification pass decided, emitted one by one by advance(). */
   #pending: number[] = [];
-  /** Draft tokens proposed and accepted so far. */
-  drafted = 0;
-  accepted = 0;
+  #drafted = 0;
+  #accepted = 0;
   readonly #drafter: Drafter | undefined;
   readonly #draftMax: number;
   readonly #logitsWidth: number;
@@ -142,6 +141,16 @@ export class Sequence {
    */
   get holding(): boolean {
     return this.#held.length > 0 || (this.#decoder?.pending ?? false);
+  }
+
+  /** Draft tokens proposed so far (speculative decoding). */
+  get drafted(): number {
+    return this.#drafted;
+  }
+
+  /** Of those, the tokens the model accepted. */
+  get accepted(): number {
+    return this.#accepted;
   }
 
   /** advance() has a token to emit without another forward step (decided by a verification pass). */
@@ -199,8 +208,8 @@ export class Sequence {
     }
     const verdict = verifyDraft(this.#sampler, logits, draft, this.#logitsWidth);
     this.#pending = verdict.tokens;
-    this.drafted += draft.tokens.length;
-    this.accepted += verdict.accepted;
+    this.#drafted += draft.tokens.length;
+    this.#accepted += verdict.accepted;
     return 1 + verdict.accepted;
   }
 
