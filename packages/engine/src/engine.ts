@@ -330,7 +330,7 @@ export class LayerWiseInferenceEngine {
   /** The drafter for a sequence's `draft` option, checked against this engine and its model. */
   #drafter(draft: SequenceOptions['draft']): Drafter | undefined {
     if (draft === undefined) return undefined;
-    if (!this.model.rowLogits) throw new OptionError('draft', 'this engine runs its model through a pipeline, which cannot verify drafted tokens');
+    if (!this.model.rowLogits) throw new OptionError('draft', "this engine's model (a ModelForward without rowLogits) cannot return every row's logits, which verifying drafted tokens needs");
     if (draft === 'ngram') return new NgramDrafter();
     if (!(draft instanceof LayerWiseInferenceEngine)) throw new OptionError('draft', `must be 'ngram' or an initialized engine with the draft model, got ${String(draft)}`);
     if (draft === this) throw new OptionError('draft', 'the draft model must be another engine (its KV cache slots would collide)');
