@@ -122,6 +122,24 @@ describe('drafts that cannot be used are refused with typed errors', () => {
     }
   });
 
+  it('a model that cannot return every row’s logits (a ModelForward without rowLogits): OptionError naming draft', async () => {
+    class Wrapped extends LayerWiseInferenceEngine {
+      override async initialize(): Promise<void> {
+        await super.initialize();
+        const inner = this.model;
+        this.model = { forward: (items) => inner.forward(items) };
+      }
+    }
+    const wrapped = new Wrapped(F32_MODEL, { tokenizerPath: FIXTURE_TOKENIZER, maxSeqLen: 64, threads: 1 });
+    await wrapped.initialize();
+    try {
+      expect(() => wrapped.beginSequence('Once', { draft: 'ngram' })).toThrow(/option draft: .*cannot return every row's logits/);
+      expect(() => wrapped.beginSequence('Once', {})).not.toThrow();
+    } finally {
+      await wrapped.cleanup();
+    }
+  });
+
   it('draftMax beyond batchSize − 1, or a draft that is neither ngram nor an engine: OptionError', async () => {
     expect(() => engine.beginSequence('Once', { draft: 'ngram', draftMax: 8 })).toThrow(OptionError);
     expect(() => engine.beginSequence('Once', { draft: 'ngram', draftMax: 7 })).not.toThrow();
