@@ -71,6 +71,8 @@ export class LayerWiseInferenceEngine {
   #run: Running | undefined;
   #model: ModelForward | undefined;
   #busy: Promise<void> = Promise.resolve();
+  /** Draft engines already checked against this one (a vocabulary compare per request would cost). */
+  readonly #checkedDrafts = new WeakSet<LayerWiseInferenceEngine>();
   #closed = false;
   readonly trace = new Trace();
   /** The result of the last finished generate() (also the generator's return value). */
@@ -379,11 +381,14 @@ export class LayerWiseInferenceEngine {
   /** The drafter for a sequence's `draft` option, checked against this engine and its model. */
   #drafter(draft: SequenceOptions['draft']): Drafter | undefined {
     if (draft === undefined) return undefined;
-    if (!this.model.rowLogits) throw new OptionError('draft', 'this engine runs its model through a pipeline, which cannot verify drafted tokens');
+    if (!this.model.rowLogits) throw new OptionError('draft', "this engine's model (a ModelForward without rowLogits) cannot return every row's logits, which verifying drafted tokens needs");
     if (draft === 'ngram') return new NgramDrafter();
     if (!(draft instanceof LayerWiseInferenceEngine)) throw new OptionError('draft', `must be 'ngram' or an initialized engine with the draft model, got ${String(draft)}`);
     if (draft === this) throw new OptionError('draft', 'the draft model must be another engine (its KV cache slots would collide)');
-    checkDraftModel(this, draft);
+    if (!this.#checkedDrafts.has(draft)) {
+      checkDraftModel(this, draft);
+      this.#checkedDrafts.add(draft);
+    }
     return new ModelDrafter(draft);
   }
 
