@@ -47,7 +47,7 @@ interface Running {
   readonly header: ModelHeader;
   readonly layout: WeightsLayout;
   readonly config: EngineConfig;
-  /** What the automatic memory plan chose (mode 'auto' only). */
+  /** What the automatic memory plan chose (mode 'auto', or 'stream' without maxMemory). */
   readonly memoryPlan: MemoryPlan | undefined;
   readonly tokenizer: Tokenizer | undefined;
   readonly weights: WeightSource;
@@ -168,7 +168,9 @@ export class LayerWiseInferenceEngine {
     const { format, header, layout } = file;
     let config = this.#run?.config ?? resolveConfig(layout.config, this.options);
     if (!this.#run) {
-      const memoryPlan = config.mode === 'auto' ? this.#planMemory(config, layout) : undefined;
+      // auto, and stream with no budget given, take the budget from the machine's memory.
+      const planned = config.mode === 'auto' || (config.mode === 'stream' && this.options.maxMemory === undefined);
+      const memoryPlan = planned ? this.#planMemory(config, layout) : undefined;
       if (memoryPlan) config = withMemoryMode(config, memoryPlan.mode, memoryPlan.budgetBytes);
       const gguf = 'gguf' in file ? file.gguf : undefined;
       const tokenizer = loadTokenizer(this.modelPath, { tokenizerPath: this.options.tokenizerPath, modelVocabSize: config.model.vocabSize, gguf });
@@ -203,7 +205,7 @@ export class LayerWiseInferenceEngine {
     if (init.warmup) await run.weights.warmup(init.onProgress);
   }
 
-  /** The automatic plan for `config` (mode auto): the served weights against the available memory. */
+  /** The automatic plan for `config` (mode auto, or stream without a budget): the served weights against the available memory. */
   #planMemory(config: EngineConfig, layout: WeightsLayout): MemoryPlan {
     let weightBytes = 0;
     for (let l = config.layers.start; l < config.layers.end; l++) weightBytes += layout.layers[l]!.size;
@@ -214,10 +216,11 @@ export class LayerWiseInferenceEngine {
       workingBytes: workingBytes(config),
       available: this.options.availableMemory ?? availableMemory(readSystemMemory()),
       maxMemory: this.options.maxMemory,
+      force: config.mode === 'stream' ? 'stream' : undefined,
     });
   }
 
-  /** What the automatic memory plan chose, when the engine was created with mode 'auto' (the default). */
+  /** What the automatic memory plan chose: with mode 'auto' (the default), or 'stream' without maxMemory. */
   get memoryPlan(): MemoryPlan | undefined {
     return this.#need().memoryPlan;
   }
