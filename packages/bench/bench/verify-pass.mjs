@@ -25,25 +25,34 @@ try {
   const model = join(dir, `${shape.name}.m`);
   const layout = await generateSyntheticModel(model, shape.header, { seed: 1 });
   const layerBytes = Math.max(...layout.layers.map((l) => l.extents.reduce((a, e) => a + e.size, 0)));
-  const engine = new LayerWiseInferenceEngine(model, { mode: 'stream', maxMemory: 2 * layerBytes, threads: 2, activations: 'q80', maxSeqLen: 64, batchSize: 16 });
+  const engine = new LayerWiseInferenceEngine(model, { mode: 'stream', maxMemory: 2 * layerBytes, threads: 2, activations: 'q80', maxSeqLen: 64, batchSize: 16, trace: true });
   await engine.initialize({ warmup: true });
   const tokens = Array.from({ length: rows }, (_, i) => 300 + 17 * i);
+  /** Thread 0's compute and load-wait time in the trace since `mark` (ms; trace durations are µs). */
+  const split = (mark) => {
+    const ev = engine.trace.events.slice(mark).filter((e) => e.tid === 0);
+    const sum = (cat) => ev.filter((e) => e.cat === cat).reduce((a, e) => a + e.dur / 1000, 0);
+    return `compute ${sum('compute').toFixed(0)} ms, load wait ${sum('load-wait').toFixed(0)} ms`;
+  };
   const pass = async (n) => {
     dropFileCache(model);
+    engine.trace.clear();
     const t = performance.now();
     await engine.forwardBatch([{ slot: 0, pos: 0, tokens: tokens.slice(0, n), allLogits: n > 1 }]);
-    return performance.now() - t;
+    const ms = performance.now() - t;
+    console.log(`  ${n} row${n > 1 ? 's' : ''}: ${ms.toFixed(0)} ms (thread 0: ${split(0)})`);
+    return ms;
   };
   await pass(1); // first pass: thread start-up and first touches, not timed
   const many = [];
   const one = [];
   for (let i = 0; i < repeats; i++) {
     for (const n of i % 2 === 0 ? [rows, 1] : [1, rows]) (n === 1 ? one : many).push(await pass(n));
-    console.log(`pass of ${rows} rows ${many.at(-1).toFixed(0)} ms, of 1 row ${one.at(-1).toFixed(0)} ms`);
   }
   await engine.cleanup();
   const r = median(many) / median(one);
-  console.log(`${shape.name} (${(bytesPerStep(shapeLayout(shape)) / 1e9).toFixed(2)} GB per pass, stream, cold cache): ${rows} rows ${median(many).toFixed(0)} ms ÷ 1 row ${median(one).toFixed(0)} ms = ${r.toFixed(3)} (target ≤ 1.15)`);
+  const { loadavg } = await import('node:os');
+  console.log(`${shape.name} (${(bytesPerStep(shapeLayout(shape)) / 1e9).toFixed(2)} GB per pass, stream, cold cache): ${rows} rows ${median(many).toFixed(0)} ms ÷ 1 row ${median(one).toFixed(0)} ms = ${r.toFixed(3)} (target ≤ 1.15); load average ${loadavg()[0].toFixed(1)}`);
 } finally {
   rmSync(dir, { recursive: true, force: true });
 }

@@ -116,6 +116,7 @@ describe('npm run bench -- --quick --no-peer', () => {
     expect(a.warmupMs).toBeGreaterThan(0);
     expect(a.firstTokenAtMs).toBeGreaterThan(a.readyAtMs);
     expect(a.disk.runs.length).toBe(4);
+    expect(a.freshMemoryBytesPerSecond).toBeGreaterThan(1e6);
     // A cold step reads what is not pinned (less what the prefetcher holds for the next pass).
     expect(a.diskBytesPerStepMedian).toBeLessThan(1.1 * (s.stepBytes - a.pinnedBytes));
     const names = s.rows.map((r) => r.scenario);

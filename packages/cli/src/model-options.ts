@@ -39,7 +39,7 @@ export function addModelOptions(cmd: Command): Command {
     .option('-m, --model <path>', 'model .m file, or hf:<owner>/<repo>[/<file>] pulled into the model cache (default: the bundled stories260K demo)')
     .option('-t, --tokenizer <path>', `tokenizer .t file (default: ${TOKENIZER_LOOKUP})`)
     .option('--mode <mode>', 'memory mode: auto (resident if the model fits in available memory, else stream) | resident | stream | sequential', 'auto')
-    .option('--max-memory <size>', 'weight budget (stream mode, or auto instead of the available memory), e.g. 2GiB, 512MB, 25%')
+    .option('--max-memory <size>', 'weight budget (stream mode: default what available memory allows; auto: instead of the available memory), e.g. 2GiB, 512MB, 25%')
     .option('--threads <n>', 'compute threads (default: number of cores)')
     .option('--activations <type>', 'f32 (default) or q80 (dllama numerics for Q40 models)')
     .option('--kernels <backend>', 'native (default) or reference')
@@ -218,8 +218,6 @@ export async function engineOptions(o: ModelCliOptions, need: { tokenizer: boole
   if (o.maxMemory !== undefined) {
     const { readAnyModelFile } = await import('@airllm/format');
     maxMemory = parseBytes(o.maxMemory, '--max-memory', readAnyModelFile(model).layout.fileSize);
-  } else if (mode === 'stream') {
-    throw new CliError('--mode stream needs --max-memory (e.g. --max-memory 2GiB or 25%)', 2);
   }
   const options: EngineOptions = {
     mode: mode as EngineOptions['mode'],

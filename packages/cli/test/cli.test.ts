@@ -65,6 +65,15 @@ describe('generate', () => {
     expect(j.tokens).toEqual(llama2c.bos_only.generated_tokens.slice(0, 40));
   });
 
+  it('--mode stream alone takes its weight budget from the available memory (one stderr line says so)', () => {
+    const r = airllm(['generate', '--prompt', '', '--steps', '40', '--json', '--mode', 'stream']);
+    expect(r.code, r.stderr).toBe(0);
+    const lines = r.stderr.split('\n').filter((l) => l !== '');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^airllm: memory plan: stream, .* available \((MemAvailable|cgroup v[12] [a-z_.]+)\), stream mode asked for; weight budget [\d.]+ GB\)$/);
+    expect((JSON.parse(r.stdout) as { tokens: number[] }).tokens).toEqual(llama2c.bos_only.generated_tokens.slice(0, 40));
+  });
+
   it('streams the prompt and its completion as text; the same from stdin with "-"', async () => {
     const want = await ref.completion('Once upon a time', 30);
     const r = airllmRef(['generate', 'Once upon a time', '-n', '30']);
@@ -113,7 +122,6 @@ describe('generate', () => {
     expectOneLineError(airllm(['generate', '--temperature', '-1']), /--temperature: expected a number in \[0, 100\]/, 2);
     expectOneLineError(airllm(['generate', 'a', '--prompt', 'b']), /one way/, 2);
     expectOneLineError(airllm(['generate', '--prompt-file', '/nonexistent.txt']), /cannot read the prompt from \/nonexistent\.txt/);
-    expectOneLineError(airllm(['generate', '--mode', 'stream']), /--mode stream needs --max-memory/, 2);
     expectOneLineError(airllm(['frobnicate']), /unknown command 'frobnicate'/);
     const d = airllm(['generate', '--debug', '--model', '/nonexistent/model.m']);
     expect(d.code).not.toBe(0);

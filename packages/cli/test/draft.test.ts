@@ -112,8 +112,11 @@ describe('serve with a draft', () => {
         }),
       );
       expect(got).toEqual(want.map((w) => w.text));
-      const h = (await (await fetch(`${url}/health`)).json()) as { steps: number; generatedTokens: number };
+      const h = (await (await fetch(`${url}/health`)).json()) as { steps: number; generatedTokens: number; draftedTokens: number; acceptedTokens: number };
       expect(h.generatedTokens).toBe(want.reduce((n, w) => n + w.tokens, 0));
+      expect(h.draftedTokens).toBeGreaterThan(0);
+      expect(h.acceptedTokens).toBeGreaterThan(0);
+      expect(h.acceptedTokens).toBeLessThanOrEqual(h.draftedTokens);
       // The draft model is the model itself: every draft is accepted, so the longest answer
       // needs fewer steps than it has tokens (without a draft, a step gives a sequence one token).
       if (which === 'draft model') expect(h.steps).toBeLessThan(Math.max(...want.map((w) => w.tokens)));

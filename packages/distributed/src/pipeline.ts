@@ -23,6 +23,10 @@ interface Chunk {
   pos: number;
   tokens: readonly number[];
   last: boolean;
+  /** Where the chunk starts in its item, of how many rows, and whether the item wants every row's logits (drafted tokens to verify). */
+  from: number;
+  itemRows: number;
+  allLogits: boolean;
 }
 
 /** A micro-batch that was overtaken by a loss (the step is repeated from the start). */
@@ -47,6 +51,8 @@ export interface PipelineSettings {
 }
 
 export class Pipeline implements ModelForward {
+  /** Items with allLogits get every row's logits (the head runs on the root), so drafts can be verified. */
+  readonly rowLogits = true;
   readonly #s: PipelineSettings;
   readonly #session: RootSession;
   readonly #runner: LayerRunner;
@@ -165,7 +171,7 @@ export class Pipeline implements ModelForward {
           rows = 0;
         }
         const n = Math.min(it.tokens.length - from, mbRows - rows);
-        cur.push({ item, slot: it.slot, pos: it.pos + from, tokens: it.tokens.slice(from, from + n), last: from + n === it.tokens.length });
+        cur.push({ item, slot: it.slot, pos: it.pos + from, tokens: it.tokens.slice(from, from + n), last: from + n === it.tokens.length, from, itemRows: it.tokens.length, allLogits: it.allLogits === true });
         rows += n;
         from += n;
       }
@@ -184,12 +190,18 @@ export class Pipeline implements ModelForward {
     for (const seg of segs) {
       if (epoch !== this.#epoch) throw new Superseded();
       if (seg.kind === 'local') {
-        const head = seg.head && wantLogits && mb.some((c) => c.last);
+        const head = seg.head && wantLogits && mb.some((c) => c.last || c.allLogits);
         if (seg.start === seg.end && !head) continue;
         const input = hidden;
-        const r = await this.#local(epoch, () => this.#runner.runHidden(mb.map((c, i) => ({ slot: c.slot, pos: c.pos, hidden: input[i]! })), { start: seg.start, end: seg.end }, head));
+        const r = await this.#local(epoch, () =>
+          this.#runner.runHidden(
+            mb.map((c, i) => ({ slot: c.slot, pos: c.pos, hidden: input[i]!, allLogits: c.allLogits })),
+            { start: seg.start, end: seg.end },
+            head,
+          ),
+        );
         hidden = r.hidden;
-        if (head) mb.forEach((c, i) => c.last && (logits[c.item] = r.logits[i]!));
+        if (head) mb.forEach((c, i) => keepLogits(c, r.logits[i]!, logits));
       } else {
         const session = this.#session;
         const runs = mb.map((c) => ({ slot: c.slot, pos: c.pos, rows: c.tokens.length }));
@@ -215,6 +227,17 @@ export class Pipeline implements ModelForward {
     this.#localQueue = run.catch(() => {});
     return run;
   }
+}
+
+/** A chunk's logits into its item's: the last row's, or its rows' place among every row's (n × vocab). */
+function keepLogits(c: Chunk, rows: Float32Array, logits: Float32Array[]): void {
+  if (!c.allLogits) {
+    if (c.last) logits[c.item] = rows;
+    return;
+  }
+  const V = rows.length / c.tokens.length;
+  logits[c.item] ??= new Float32Array(c.itemRows * V);
+  logits[c.item]!.set(rows, c.from * V);
 }
 
 /** A pipeline that is not set up refuses: never a silent single-process fallback. */

@@ -151,6 +151,28 @@ describe('generated 12-layer model: root + 2 workers', () => {
     }
   });
 
+  it('speculative decoding through the pipeline (ngram, and a Q40 draft model): greedy tokens equal one process', async () => {
+    const ws = await pair(f32);
+    const draftModel = new LayerWiseInferenceEngine(q40, { threads: 1 });
+    await draftModel.initialize();
+    // Three nodes cut a verification item of up to 5 rows into micro-batches of 2: its logits come back in pieces.
+    const engine = new DistributedEngine(f32, { threads: 1 }, { token: TOKEN, workers: ws.map((w) => w.address) });
+    await engine.initialize();
+    try {
+      for (const draft of ['ngram', draftModel] as const) {
+        const gen = engine.generate(PROMPT, { ...GREEDY, maxTokens: N, draft, draftMax: 4 });
+        let r = await gen.next();
+        while (!r.done) r = await gen.next();
+        expect(r.value.tokens).toEqual(reference);
+        expect(r.value.stats.draftedTokens).toBeGreaterThan(0);
+        expect(r.value.stats.acceptedTokens).toBeGreaterThan(0);
+      }
+    } finally {
+      await engine.cleanup();
+      await draftModel.cleanup();
+    }
+  });
+
   it('a batch of sequences in micro-batches equals one process, and survives a SIGKILL of the first worker', async () => {
     const prompts = [[1, 2, 3], [4], [7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17]];
     const opts: EngineOptions = { threads: 1, maxSequences: 3, batchSize: 8 };

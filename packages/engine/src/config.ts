@@ -18,7 +18,10 @@ export interface EngineOptions {
    * sequential: load, then compute.
    */
   mode?: MemoryMode;
-  /** Byte budget for weights in stream mode; in auto mode, the budget instead of the machine's memory. */
+  /**
+   * Byte budget for weights in stream mode (default: what the machine's available memory allows,
+   * as auto mode computes it); in auto mode, the budget instead of the machine's memory.
+   */
   maxMemory?: number;
   /** auto mode: the memory to plan against instead of MemAvailable / the cgroup limit. */
   availableMemory?: AvailableMemory;

@@ -47,7 +47,7 @@ interface Running {
   readonly header: ModelHeader;
   readonly layout: WeightsLayout;
   readonly config: EngineConfig;
-  /** What the automatic memory plan chose (mode 'auto' only). */
+  /** What the automatic memory plan chose (mode 'auto', or 'stream' without maxMemory). */
   readonly memoryPlan: MemoryPlan | undefined;
   readonly tokenizer: Tokenizer | undefined;
   readonly weights: WeightSource;
@@ -71,6 +71,8 @@ export class LayerWiseInferenceEngine {
   #run: Running | undefined;
   #model: ModelForward | undefined;
   #busy: Promise<void> = Promise.resolve();
+  /** Draft engines already checked against this one (a vocabulary compare per request would cost). */
+  readonly #checkedDrafts = new WeakSet<LayerWiseInferenceEngine>();
   #closed = false;
   readonly trace = new Trace();
   /** The result of the last finished generate() (also the generator's return value). */
@@ -166,7 +168,9 @@ export class LayerWiseInferenceEngine {
     const { format, header, layout } = file;
     let config = this.#run?.config ?? resolveConfig(layout.config, this.options);
     if (!this.#run) {
-      const memoryPlan = config.mode === 'auto' ? this.#planMemory(config, layout) : undefined;
+      // auto, and stream with no budget given, take the budget from the machine's memory.
+      const planned = config.mode === 'auto' || (config.mode === 'stream' && this.options.maxMemory === undefined);
+      const memoryPlan = planned ? this.#planMemory(config, layout) : undefined;
       if (memoryPlan) config = withMemoryMode(config, memoryPlan.mode, memoryPlan.budgetBytes);
       const gguf = 'gguf' in file ? file.gguf : undefined;
       const tokenizer = loadTokenizer(this.modelPath, { tokenizerPath: this.options.tokenizerPath, modelVocabSize: config.model.vocabSize, gguf });
@@ -201,7 +205,7 @@ export class LayerWiseInferenceEngine {
     if (init.warmup) await run.weights.warmup(init.onProgress);
   }
 
-  /** The automatic plan for `config` (mode auto): the served weights against the available memory. */
+  /** The automatic plan for `config` (mode auto, or stream without a budget): the served weights against the available memory. */
   #planMemory(config: EngineConfig, layout: WeightsLayout): MemoryPlan {
     let weightBytes = 0;
     for (let l = config.layers.start; l < config.layers.end; l++) weightBytes += layout.layers[l]!.size;
@@ -212,10 +216,11 @@ export class LayerWiseInferenceEngine {
       workingBytes: workingBytes(config),
       available: this.options.availableMemory ?? availableMemory(readSystemMemory()),
       maxMemory: this.options.maxMemory,
+      force: config.mode === 'stream' ? 'stream' : undefined,
     });
   }
 
-  /** What the automatic memory plan chose, when the engine was created with mode 'auto' (the default). */
+  /** What the automatic memory plan chose: with mode 'auto' (the default), or 'stream' without maxMemory. */
   get memoryPlan(): MemoryPlan | undefined {
     return this.#need().memoryPlan;
   }
@@ -379,11 +384,14 @@ export class LayerWiseInferenceEngine {
   /** The drafter for a sequence's `draft` option, checked against this engine and its model. */
   #drafter(draft: SequenceOptions['draft']): Drafter | undefined {
     if (draft === undefined) return undefined;
-    if (!this.model.rowLogits) throw new OptionError('draft', 'this engine runs its model through a pipeline, which cannot verify drafted tokens');
+    if (!this.model.rowLogits) throw new OptionError('draft', "this engine's model (a ModelForward without rowLogits) cannot return every row's logits, which verifying drafted tokens needs");
     if (draft === 'ngram') return new NgramDrafter();
     if (!(draft instanceof LayerWiseInferenceEngine)) throw new OptionError('draft', `must be 'ngram' or an initialized engine with the draft model, got ${String(draft)}`);
     if (draft === this) throw new OptionError('draft', 'the draft model must be another engine (its KV cache slots would collide)');
-    checkDraftModel(this, draft);
+    if (!this.#checkedDrafts.has(draft)) {
+      checkDraftModel(this, draft);
+      this.#checkedDrafts.add(draft);
+    }
     return new ModelDrafter(draft);
   }
 

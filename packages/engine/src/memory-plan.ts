@@ -26,6 +26,8 @@ export interface MemoryPlanInput {
   readonly available: AvailableMemory | undefined;
   /** A weight budget the caller set (`maxMemory`): it replaces the machine's figure. */
   readonly maxMemory?: number;
+  /** `stream` (mode stream with no budget given): stream even when the model would fit, with the budget the machine allows. */
+  readonly force?: 'stream';
 }
 
 export interface MemoryPlan {
@@ -62,6 +64,10 @@ export function planMemory(i: MemoryPlanInput): MemoryPlan {
     };
   }
   if (i.available === undefined) {
+    if (i.force) {
+      // No figure to plan with: the residency refuses a stream mode without a budget (typed).
+      return { ...base, mode: 'stream', budgetBytes: undefined, headroomBytes: 0, availableBytes: undefined, source: 'unknown', reason: 'available memory unknown on this system: give maxMemory' };
+    }
     return { ...base, mode: 'resident', budgetBytes: undefined, headroomBytes: 0, availableBytes: undefined, source: 'unknown', reason: 'available memory unknown on this system' };
   }
   const avail = i.available.bytes;
@@ -70,7 +76,7 @@ export function planMemory(i: MemoryPlanInput): MemoryPlan {
   const need = i.weightBytes + other;
   const sum = `model ${gb(i.weightBytes)} + KV cache ${gb(i.kvBytes)} + working ${gb(i.workingBytes)} + headroom ${gb(headroomBytes)} = ${gb(need)}`;
   const against = `${gb(avail)} available (${i.available.source})`;
-  if (need <= avail) {
+  if (need <= avail && i.force === undefined) {
     return { ...base, mode: 'resident', budgetBytes: undefined, headroomBytes, availableBytes: avail, source: i.available.source, reason: `${sum} fits in ${against}` };
   }
   const budgetBytes = Math.max(0, avail - other);
@@ -81,7 +87,7 @@ export function planMemory(i: MemoryPlanInput): MemoryPlan {
     headroomBytes,
     availableBytes: avail,
     source: i.available.source,
-    reason: `${sum} exceeds ${against}; weight budget ${gb(budgetBytes)}`,
+    reason: `${sum} ${need <= avail ? 'fits in' : 'exceeds'} ${against}${i.force ? ', stream mode asked for' : ''}; weight budget ${gb(budgetBytes)}`,
   };
 }
 

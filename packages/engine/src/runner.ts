@@ -80,9 +80,14 @@ export class LayerRunner implements ModelForward {
 
   /**
    * Hidden states (n × dim each, at positions pos.. of their slots) through `layers`, updating
-   * the KV cache of those layers; with `logits`, the head too.
+   * the KV cache of those layers; with `logits`, the head too: each item's last row, or every
+   * row (n × vocab) of an item with `allLogits`.
    */
-  async runHidden(items: readonly { slot: number; pos: number; hidden: Float32Array }[], layers: LayerRange, logits: boolean): Promise<{ hidden: Float32Array[]; logits: Float32Array[] }> {
+  async runHidden(
+    items: readonly { slot: number; pos: number; hidden: Float32Array; allLogits?: boolean }[],
+    layers: LayerRange,
+    logits: boolean,
+  ): Promise<{ hidden: Float32Array[]; logits: Float32Array[] }> {
     const D = this.#c.model.dim;
     for (const it of items) {
       if (it.hidden.length === 0 || it.hidden.length % D !== 0) {
@@ -90,7 +95,7 @@ export class LayerRunner implements ModelForward {
       }
     }
     return await this.run(
-      items.map((it) => ({ slot: it.slot, pos: it.pos, hidden: it.hidden, n: it.hidden.length / D })),
+      items.map((it) => ({ slot: it.slot, pos: it.pos, hidden: it.hidden, n: it.hidden.length / D, allLogits: it.allLogits })),
       layers,
       logits,
       true,

@@ -33,6 +33,9 @@ export interface SequenceTimings {
   /** Time from a slot to the prompt's last KV row. */
   prefillMs: number;
   decodeMs: number;
+  /** Tokens the draft proposed and the model accepted (speculative decoding; 0 without a draft). */
+  draftedTokens: number;
+  acceptedTokens: number;
 }
 
 export type SequenceResult = ReturnType<Sequence['result']> & { stats: SequenceTimings };
@@ -153,7 +156,7 @@ export class BatchScheduler {
     const end = performance.now();
     const prefilled = e.prefilled || end;
     const streamed = seq.text.length;
-    const r = seq.result({ waitMs: e.admitted - e.submitted, prefillMs: prefilled - e.admitted, decodeMs: end - prefilled });
+    const r = seq.result({ waitMs: e.admitted - e.submitted, prefillMs: prefilled - e.admitted, decodeMs: end - prefilled, draftedTokens: seq.drafted, acceptedTokens: seq.accepted });
     // The tail held back while it could still start a stop string (or complete a character) is
     // part of the answer once the sequence ends otherwise: stream it too.
     if ((r.text.length > streamed || seq.logprobs.length > e.sentLogprobs) && !e.job.signal.aborted) {
@@ -238,6 +241,6 @@ function cancelledBeforeStart(job: SequenceJob, submitted: number): SequenceResu
     tokens: [],
     text: '',
     finishReason: 'cancelled',
-    stats: { waitMs: performance.now() - submitted, prefillMs: 0, decodeMs: 0 },
+    stats: { waitMs: performance.now() - submitted, prefillMs: 0, decodeMs: 0, draftedTokens: 0, acceptedTokens: 0 },
   };
 }

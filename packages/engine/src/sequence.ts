@@ -101,9 +101,8 @@ export class Sequence {
   #pending: number[] = [];
   /** The log-probabilities of #pending's tokens (from their verification rows), when asked for. */
   #pendingLogprobs: TokenLogprob[] = [];
-  /** Draft tokens proposed and accepted so far. */
-  drafted = 0;
-  accepted = 0;
+  #drafted = 0;
+  #accepted = 0;
   readonly #drafter: Drafter | undefined;
   readonly #draftMax: number;
   readonly #logitsWidth: number;
@@ -160,6 +159,16 @@ export class Sequence {
    */
   get holding(): boolean {
     return this.#held.length > 0 || (this.#decoder?.pending ?? false);
+  }
+
+  /** Draft tokens proposed so far (speculative decoding). */
+  get drafted(): number {
+    return this.#drafted;
+  }
+
+  /** Of those, the tokens the model accepted. */
+  get accepted(): number {
+    return this.#accepted;
   }
 
   /** advance() has a token to emit without another forward step (decided by a verification pass). */
@@ -220,8 +229,8 @@ export class Sequence {
     const top = this.#topLogprobs;
     const width = this.#logitsWidth;
     this.#pendingLogprobs = top === undefined ? [] : verdict.tokens.map((t, i) => tokenLogprob(logits.subarray(i * width, (i + 1) * width), this.#vocabSize, t, top));
-    this.drafted += draft.tokens.length;
-    this.accepted += verdict.accepted;
+    this.#drafted += draft.tokens.length;
+    this.#accepted += verdict.accepted;
     return 1 + verdict.accepted;
   }
 

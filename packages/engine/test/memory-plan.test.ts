@@ -57,6 +57,15 @@ describe('the automatic memory plan (pure)', () => {
     expect(planMemory({ ...sizes, available: undefined, maxMemory: 40 * GB })).toMatchObject({ mode: 'resident', budgetBytes: undefined });
   });
 
+  it('stream asked for without a budget: stream with what the machine allows, even when the model fits', () => {
+    const avail = 22 * GiB;
+    const small = { weightBytes: 3.8 * GB, kvBytes: 1 * GB, workingBytes: 0.5 * GB };
+    const p = planMemory({ ...small, available: { bytes: avail, source: 'MemAvailable' }, force: 'stream' });
+    expect(p).toMatchObject({ mode: 'stream', budgetBytes: avail - 1.5 * GB - Math.floor(avail * 0.1) });
+    expect(p.reason).toMatch(/fits in 23\.62 GB available \(MemAvailable\), stream mode asked for; weight budget/);
+    expect(planMemory({ ...small, available: undefined, force: 'stream' })).toMatchObject({ mode: 'stream', budgetBytes: undefined });
+  });
+
   it('unknown available memory keeps the model resident and says so', () => {
     expect(planMemory({ ...sizes, available: undefined })).toMatchObject({ mode: 'resident', source: 'unknown' });
   });
@@ -100,6 +109,16 @@ describe('auto mode on stories260K', () => {
     expect(r.pinnedBytes).toBeLessThan(layout.fileSize);
     expect(r.plan).toMatchObject({ mode: 'stream', budgetBytes: room, source: 'cgroup v2 memory.max' });
     expect(r.lines[0]).toMatch(/^airllm: memory plan: stream, 0\.000\d+ GB of the weights pinned, the rest read from disk each pass \(.*exceeds .* available \(cgroup v2 memory.max\)/);
+    expect(r.tokens).toEqual(EXPECTED);
+  });
+
+  it('stream without maxMemory takes its budget from the plan (everything fits: all pinned) and matches llama2.c', async () => {
+    const layout = readModelFile(F32_MODEL).layout;
+    const r = await greedy({ mode: 'stream', availableMemory: { bytes: 64 * GiB, source: 'MemAvailable' } });
+    expect(r.mode).toBe('stream');
+    expect(r.plan).toMatchObject({ mode: 'stream' });
+    expect(r.pinnedBytes).toBe(layout.layers.reduce((a, l) => a + l.size, 0) + layout.head.size);
+    expect(r.lines[0]).toMatch(/^airllm: memory plan: stream, .*stream mode asked for/);
     expect(r.tokens).toEqual(EXPECTED);
   });
 

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TINY_LLAMA31, writeTinyModel } from '@airllm/format/testing';
@@ -101,6 +101,43 @@ describe('drafts that cannot be used are refused with typed errors', () => {
     expect(e.path).toBe(tiny.modelPath);
     expect(e.field).toBe('vocabSize');
     expect([e.expected, e.actual]).toEqual([512, 128]);
+  });
+
+  it('a draft model whose tokenizer spells one token differently: DraftModelError naming the token', async () => {
+    const bytes = readFileSync(FIXTURE_TOKENIZER);
+    const at = bytes.indexOf(' Lily');
+    expect(at).toBeGreaterThan(0);
+    bytes[at + 4] = 'x'.charCodeAt(0);
+    const tok = join(tmp.dir, 'other.t');
+    writeFileSync(tok, bytes);
+    const other = new LayerWiseInferenceEngine(Q40_MODEL, { tokenizerPath: tok, threads: 1 });
+    await other.initialize();
+    try {
+      const id = Array.from({ length: engine.tokenizer.vocabSize }, (_, i) => i).filter((i) => engine.tokenizer.tokenText(i) === ' Lily');
+      expect(id).toHaveLength(1);
+      expect(() => engine.beginSequence('Once', { draft: other })).toThrow(DraftModelError);
+      expect(() => engine.beginSequence('Once', { draft: other })).toThrow(new RegExp(`field token ${id[0]}: the draft model has a different vocabulary \\(expected " Lily", got " Lilx"\\)`));
+    } finally {
+      await other.cleanup();
+    }
+  });
+
+  it('a model that cannot return every row’s logits (a ModelForward without rowLogits): OptionError naming draft', async () => {
+    class Wrapped extends LayerWiseInferenceEngine {
+      override async initialize(): Promise<void> {
+        await super.initialize();
+        const inner = this.model;
+        this.model = { forward: (items) => inner.forward(items) };
+      }
+    }
+    const wrapped = new Wrapped(F32_MODEL, { tokenizerPath: FIXTURE_TOKENIZER, maxSeqLen: 64, threads: 1 });
+    await wrapped.initialize();
+    try {
+      expect(() => wrapped.beginSequence('Once', { draft: 'ngram' })).toThrow(/option draft: .*cannot return every row's logits/);
+      expect(() => wrapped.beginSequence('Once', {})).not.toThrow();
+    } finally {
+      await wrapped.cleanup();
+    }
   });
 
   it('draftMax beyond batchSize − 1, or a draft that is neither ngram nor an engine: OptionError', async () => {

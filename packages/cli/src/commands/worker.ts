@@ -52,7 +52,7 @@ export function register(program: Command): void {
     .option('--tls-client-ca <file>', 'require client certificates signed by this CA (mutual TLS)')
     .option('--tls-ca <file>', 'CA of the next worker\'s certificate, for the relay between workers (default: --tls-client-ca)')
     .option('--mode <mode>', 'memory mode: auto (resident if the layers fit in available memory, else stream) | resident | stream | sequential', 'auto')
-    .option('--max-memory <size>', 'weight budget (stream mode, or auto instead of the available memory), e.g. 2GiB, 512MB, 25%')
+    .option('--max-memory <size>', 'weight budget (stream mode: default what available memory allows; auto: instead of the available memory), e.g. 2GiB, 512MB, 25%')
     .option('--threads <n>', 'compute threads (default: number of cores)')
     .option('--kernels <backend>', 'native (default) or reference')
     .action(async (o: WorkerCliOptions) => {

@@ -33,6 +33,8 @@ export interface Counts {
   rejected: number;
   failed: number;
   generatedTokens: number;
+  draftedTokens: number;
+  acceptedTokens: number;
 }
 
 /** What the completion endpoints work with, shared with the server around them. */
@@ -175,6 +177,8 @@ export function completionsHandler(ctx: CompletionsContext): (req: IncomingMessa
         try {
           const r = await ctx.scheduler.run({ prompt: job.prompt, options: { ...p.options, seed }, signal, onText: (text, lps) => onText(job.index, text, lps) });
           counts.generatedTokens += r.tokens.length;
+          counts.draftedTokens += r.stats.draftedTokens;
+          counts.acceptedTokens += r.stats.acceptedTokens;
           if (r.finishReason !== 'cancelled') onDone(job.index, r);
           return r;
         } catch (e) {

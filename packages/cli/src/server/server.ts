@@ -66,6 +66,9 @@ export interface ServerStats {
   /** Ended by an error, or cut off when the shutdown grace ran out (answered 503 / an error event). */
   failed: number;
   generatedTokens: number;
+  /** Tokens drafted and accepted (speculative decoding with the draft option; 0 without). */
+  draftedTokens: number;
+  acceptedTokens: number;
   /** Requests running (holding a turn); at most `parallel`. */
   running: number;
   /** Requests waiting for a turn in the queue. */
@@ -125,7 +128,7 @@ export function createServer(engine: LayerWiseInferenceEngine, options: ServerOp
     if (!(e instanceof ChatTemplateError)) throw e;
     chat = new ApiError(400, `this model cannot chat: ${e.message}; start the server with a chat template override`, 'messages', 'no_chat_template');
   }
-  const counts: Counts = { accepted: 0, completed: 0, cancelled: 0, rejected: 0, failed: 0, generatedTokens: 0 };
+  const counts: Counts = { accepted: 0, completed: 0, cancelled: 0, rejected: 0, failed: 0, generatedTokens: 0, draftedTokens: 0, acceptedTokens: 0 };
   const inflight = new Set<InFlight>();
   let closing = false;
 
