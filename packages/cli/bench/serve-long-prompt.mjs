@@ -39,24 +39,9 @@ try {
 
   // The /health loop runs on a thread of its own, so this thread's work (sending 700 KB) does
   // not delay it: what it measures is the server.
-  const poller = new Worker(
-    `const { parentPort, workerData } = require('node:worker_threads');
-     let stop = false;
-     parentPort.on('message', () => (stop = true));
-     (async () => {
-       while (!stop) {
-         const t0 = performance.now();
-         const r = await fetch(workerData + '/health');
-         await r.text();
-         parentPort.postMessage(performance.now() - t0);
-         await new Promise((r) => setTimeout(r, 20));
-       }
-       parentPort.close();
-     })();`,
-    { eval: true, workerData: url },
-  );
+  const poller = new Worker(new URL('./health-poller.mjs', import.meta.url), { workerData: { url, everyMs: 20 } });
   const health = [];
-  poller.on('message', (ms) => health.push(ms));
+  poller.on('message', (m) => health.push(m.ms));
   // Baseline: /health on this machine, as loaded as it is, with nothing else to do.
   await new Promise((r) => setTimeout(r, 2000));
   const post = async (label, path, body) => {

@@ -1,13 +1,17 @@
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { connect } from 'node:net';
+import { networkInterfaces, tmpdir } from 'node:os';
+import { join } from 'node:path';
 import OpenAI, { APIError } from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createServer, type AirllmServer } from '../src/index.js';
-import { SlowEngine, sleep, until } from './helpers.js';
+import { LayerWiseInferenceEngine } from '@airllm/engine';
+import { MODEL, SlowEngine, TOKENIZER, sleep, until } from './helpers.js';
 
 /**
  * What a hostile or unlucky client does to `serve` (issue #24): aborting mid-body, a shutdown
- * whose grace runs out mid-answer, foreign Host and Origin headers. The server runs in process on port 0, driven over real sockets.
+ * whose grace runs out mid-answer, foreign Host and Origin headers, a 130,000-character message. The server runs in process on port 0, driven over real sockets.
  */
 let engine: SlowEngine;
 const opened: AirllmServer[] = [];
@@ -123,7 +127,7 @@ describe('Host and Origin checks (D5)', () => {
     const r = await raw(url, '/v1/completions', { method: 'POST', headers: { host: 'attacker.com', 'content-type': 'text/plain' }, body: completion });
     expect(r.status).toBe(403);
     expect(server.stats.accepted).toBe(before);
-    for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, `[::1]:${port}`, 'LOCALHOST', `app.localhost:${port}`]) {
+    for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, `[::1]:${port}`, 'LOCALHOST', 'localhost.', `app.localhost:${port}`]) {
       expect((await raw(url, '/health', { headers: { host } })).status, host).toBe(200);
     }
     expect((await raw(url, '/health', { headers: { host: 'bad host' } })).status).toBe(400);
@@ -136,6 +140,19 @@ describe('Host and Origin checks (D5)', () => {
     }
     const any = await start({ allowedHosts: ['*'] });
     expect((await raw(any.url, '/health', { headers: { host: 'anything.example' } })).status).toBe(200);
+  });
+
+  it('listening on every interface: any address of this machine is a name of the server, others are not', async () => {
+    const s = createServer(engine, { log: () => {} });
+    opened.push(s);
+    const { port } = await s.listen(0, '0.0.0.0');
+    const url = `http://127.0.0.1:${port}`;
+    const own = Object.values(networkInterfaces()).flatMap((l) => l ?? []).map((i) => (i.family === 'IPv6' ? `[${i.address}]` : i.address));
+    expect(own.length).toBeGreaterThan(0);
+    for (const a of own) expect((await raw(url, '/health', { headers: { host: `${a}:${port}` } })).status, a).toBe(200);
+    // A documentation address (RFC 5737) that this machine does not have.
+    const foreign = ['203.0.113.7', '198.51.100.7', '192.0.2.77'].find((a) => !own.includes(a))!;
+    expect((await raw(url, '/health', { headers: { host: `${foreign}:${port}` } })).status).toBe(403);
   });
 
   it('refuses a cross-origin POST, even a "simple" text/plain one, and cross-origin reads', async () => {
@@ -186,9 +203,57 @@ describe('Host and Origin checks (D5)', () => {
     expect(denied.status).toBe(401);
     expect(denied.headers['access-control-allow-origin']).toBe('https://app.example');
     expect((await raw(url, '/v1/models', { headers: { origin: 'https://other.example', authorization: 'Bearer k' } })).status).toBe(403);
+    // Requested header names are reflected only when they are plain ASCII.
+    const odd = await raw(url, '/v1/models', { method: 'OPTIONS', headers: { origin: 'https://app.example', 'access-control-request-method': 'GET', 'access-control-request-headers': 'x-\u00e9' } });
+    expect(odd.status).toBe(204);
+    expect(odd.headers['access-control-allow-headers']).toBe('authorization, content-type');
     const any = await start({ corsOrigins: ['*'] });
     const a = await raw(any.url, '/v1/models', { headers: { origin: 'https://whatever.example' } });
     expect(a.status).toBe(200);
     expect(a.headers['access-control-allow-origin']).toBe('https://whatever.example');
+  });
+});
+
+describe('a chat message of 130,000 characters (D3)', () => {
+  it('is a 400 for its length, not a 500 "Maximum call stack size exceeded"', async () => {
+    // The issue's reproduction, end to end (engine/test/long-input.test.ts checks the encoding
+    // itself on the main thread, where the spread overflowed). The bundled model with a context
+    // of 200,000 in its header (the weights do not depend on it), served with 130,000: 130,000
+    // 'a's are 130,001 tokens, too many only once encoded.
+    const dir = mkdtempSync(join(tmpdir(), 'airllm-long-chat-'));
+    const model = join(dir, 'long.m');
+    copyFileSync(MODEL, model);
+    const bytes = readFileSync(model);
+    const headerSize = bytes.readInt32LE(4);
+    let patched = false;
+    for (let at = 8; at < headerSize; at += 8) {
+      if (bytes.readInt32LE(at) === 10) {
+        bytes.writeInt32LE(200_000, at + 4);
+        patched = true;
+      }
+    }
+    expect(patched).toBe(true);
+    writeFileSync(model, bytes);
+    const long = new LayerWiseInferenceEngine(model, { threads: 1, maxSequences: 1, maxSeqLen: 130_000, tokenizerPath: TOKENIZER });
+    try {
+      await long.initialize();
+      const s = createServer(long, { log: () => {} });
+      opened.push(s);
+      const { url } = await s.listen(0, '127.0.0.1');
+      const r = await fetch(`${url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ messages: [{ role: 'user', content: 'a'.repeat(130_000) }], max_tokens: 4 }),
+      });
+      const body = (await r.json()) as { error: { message: string; code: string } };
+      expect(r.status, body.error.message).toBe(400);
+      expect(body.error.code).toBe('context_length_exceeded');
+      expect(body.error.message).toMatch(/maximum context length is 130000 tokens\. However, you requested 1300\d\d tokens/);
+      expect(s.stats.failed).toBe(0);
+      await s.close({ graceMs: 0 });
+    } finally {
+      await long.cleanup();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

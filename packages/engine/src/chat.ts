@@ -223,10 +223,14 @@ export class ChatFormatter {
   readonly tokenTexts: { bos: string; eos: string };
   readonly #template: Template | undefined;
 
+  /** The format argument, for the same formatter on the tokenizer's worker thread. */
+  readonly #format: string | undefined;
+
   constructor(
     readonly tokenizer: Tokenizer,
     name?: ChatTemplateName | string,
   ) {
+    this.#format = name;
     const config = tokenizer.hfSidecar?.config ?? {};
     const source = configTemplate(config.chat_template) ?? tokenizer.chatTemplate;
     const where = tokenizer.source ?? 'the tokenizer';
@@ -342,18 +346,27 @@ export class ChatFormatter {
     return ids;
   }
 
-  /** encode() with long text runs encoded off the event loop (Tokenizer.encodeAsync). */
+  /**
+   * encode() off the event loop for a long conversation (more than ASYNC_MAX_MESSAGES messages or
+   * ASYNC_MIN_CHARS characters): formatted and encoded on the tokenizer's worker thread.
+   */
   async encodeAsync(messages: readonly ChatMessage[], options: ChatFormatOptions = {}): Promise<number[]> {
-    const ids: number[] = [];
-    for (const s of this.#segments(messages, options)) {
-      if (typeof s === 'number') ids.push(s);
-      else if (s !== '') append(ids, await this.tokenizer.encodeAsync(s, NO_BOS));
+    let chars = 0;
+    for (const m of messages) chars += typeof m.content === 'string' ? m.content.length : 0;
+    if (messages.length <= ASYNC_MAX_MESSAGES && chars <= ASYNC_MIN_CHARS) return this.encode(messages, options);
+    try {
+      return await this.tokenizer.encodeChatAsync({ format: this.#format, messages, options });
+    } catch (e) {
+      throw e instanceof Error && e.name === 'ChatTemplateError' ? new ChatTemplateError(e.message) : e;
     }
-    return ids;
   }
 }
 
 const NO_BOS: EncodeOptions = { bos: false };
+/** encodeAsync formats and encodes on the event loop up to this many messages… */
+const ASYNC_MAX_MESSAGES = 16;
+/** …and characters of content; more go to the tokenizer's worker thread. */
+const ASYNC_MIN_CHARS = 1024;
 
 /** `to.push(...from)` without spreading: a spread of ~130k ids overflows the call stack. */
 function append(to: number[], from: readonly number[]): void {

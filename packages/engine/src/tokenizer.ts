@@ -1,6 +1,7 @@
 import { Worker } from 'node:worker_threads';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import type { HfTokenizerSidecar, TokenizerData } from '@airllm/format';
+import type { ChatFormatOptions, ChatMessage } from './chat.js';
 import { TokenizerError } from './errors.js';
 import { MinHeap } from './heap.js';
 
@@ -271,7 +272,17 @@ export class Tokenizer {
   async encodeAsync(text: string, options: EncodeOptions = {}): Promise<number[]> {
     if (text.length <= ASYNC_MIN_CHARS) return this.encode(text, options);
     this.startWorker();
-    return await this.#worker!.encode(text, options);
+    return await this.#worker!.encode({ text, options });
+  }
+
+  /**
+   * A conversation formatted and encoded (ChatFormatter.encode) on encodeAsync's worker thread:
+   * rendering a Jinja template over thousands of messages takes long too. ChatFormatter's
+   * encodeAsync calls this; `format` is the ChatFormatter's format argument.
+   */
+  encodeChatAsync(request: ChatEncodeRequest): Promise<number[]> {
+    this.startWorker();
+    return this.#worker!.encode({ chat: request });
   }
 
   /** Start encodeAsync's worker thread now (a server does, so the first long prompt does not wait for it). */
@@ -496,6 +507,16 @@ export type TokenizerSpec =
   | { files: { tokenizer: string; modelVocabSize?: number } }
   | { data: TokenizerData; kind: TokenizerKind; hf: HfTokenizerSidecar | undefined; source: string | undefined };
 
+/** What ChatFormatter.encodeAsync asks the worker for: its format (undefined: the tokenizer's template), a conversation and options. */
+export interface ChatEncodeRequest {
+  format: string | undefined;
+  messages: readonly ChatMessage[];
+  options: ChatFormatOptions;
+}
+
+/** A request to the encoding thread: a text or a conversation. */
+export type WorkerRequest = { text: string; options: EncodeOptions } | { chat: ChatEncodeRequest };
+
 type WorkerReply = { n: number; ids: Int32Array } | { n: number; error: string; message: string };
 
 /**
@@ -520,7 +541,8 @@ class EncodeWorker {
       if (this.#waiting.size === 0) this.#worker.unref();
       if (!w) return;
       if ('ids' in r) w.resolve(Array.from(r.ids));
-      else w.reject(r.error === 'TokenizerError' ? new TokenizerError(r.message) : new Error(r.message));
+      // The error's class does not cross threads: TokenizerError is rebuilt, others keep their name.
+      else w.reject(r.error === 'TokenizerError' ? new TokenizerError(r.message) : Object.assign(new Error(r.message), { name: r.error }));
     });
     this.#worker.on('error', (e) => this.#fail(e));
     this.#worker.on('exit', (code) => this.#fail(new TokenizerError(`the tokenizer worker thread exited (code ${code})`)));
@@ -532,13 +554,13 @@ class EncodeWorker {
     this.#waiting.clear();
   }
 
-  encode(text: string, options: EncodeOptions): Promise<number[]> {
+  encode(request: WorkerRequest): Promise<number[]> {
     if (this.#failed) return Promise.reject(this.#failed);
     const n = this.#next++;
     return new Promise((resolve, reject) => {
       this.#waiting.set(n, { resolve, reject });
       this.#worker.ref();
-      this.#worker.postMessage({ n, text, options });
+      this.#worker.postMessage({ n, ...request });
     });
   }
 

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { parseTokenizer } from '@airllm/format';
-import { ChatFormatter, Tokenizer } from '@airllm/engine';
+import { ChatFormatter, ChatTemplateError, Tokenizer } from '@airllm/engine';
 import { KvHistory } from '../src/history.js';
 import { FIXTURE_TOKENIZER } from './helpers.js';
 
@@ -24,6 +24,17 @@ describe('long inputs do not overflow the call stack', () => {
     expect(want.length).toBeGreaterThan(N);
     expect(f.encode(messages)).toEqual(want);
     expect(await f.encodeAsync(messages)).toEqual(want);
+    await tok.close();
+  });
+
+  it('ChatFormatter.encodeAsync of a long conversation (on the tokenizer thread) equals encode', async () => {
+    const f = new ChatFormatter(tok);
+    const messages = Array.from({ length: 2000 }, (_, i) => ({ role: i % 2 ? ('assistant' as const) : ('user' as const), content: `turn ${i}` }));
+    expect(await f.encodeAsync(messages)).toEqual(f.encode(messages));
+    // A template error raised on that thread keeps its class.
+    const bad = [{ role: 'assistant' as const, content: 'x' }, ...messages];
+    await expect(f.encodeAsync(bad)).rejects.toBeInstanceOf(ChatTemplateError);
+    expect(() => f.encode(bad)).toThrow(ChatTemplateError);
     await tok.close();
   });
 

@@ -15,7 +15,7 @@ import {
   type TokenLogprob,
   type Tokenizer,
 } from '@airllm/engine';
-import { noteOutcome, readJson, sendError, sendJson, ShutdownCutError, type InFlight } from './http.js';
+import { nextTurn, noteOutcome, readJson, sendError, sendJson, ShutdownCutError, type InFlight } from './http.js';
 import { ApiError, parseChatRequest, parseCompletionRequest, type SamplingRequest } from './openai.js';
 import { TokenNames } from './logprobs.js';
 import { CompletionShape, toApiError, type Usage } from './openai-response.js';
@@ -63,6 +63,20 @@ interface Plan {
   req: SamplingRequest;
 }
 
+/** Token ids decoded at most this many at a time between turns of the event loop. */
+const DECODE_SLICE = 4096;
+
+/** tokenizer.decode(ids), yielding to the event loop between slices (a prompt may have 100k+ ids). */
+async function decodeInSlices(tokenizer: Tokenizer, ids: readonly number[]): Promise<string> {
+  const d = tokenizer.decoder();
+  let text = '';
+  for (let i = 0; i < ids.length; i++) {
+    text += d.push(ids[i]!);
+    if ((i + 1) % DECODE_SLICE === 0) await new Promise((r) => setImmediate(r));
+  }
+  return text + d.flush();
+}
+
 /**
  * The handler of both endpoints. It throws an ApiError for a request refused before it queues
  * (the caller answers and counts it as rejected); everything after that it answers itself.
@@ -72,10 +86,13 @@ export function completionsHandler(ctx: CompletionsContext): (req: IncomingMessa
 
   async function plan(body: unknown, isChat: boolean): Promise<Plan> {
     const { tokenizer, chat, seqLen } = ctx;
+    await nextTurn();
     const r = isChat ? parseChatRequest(body) : parseCompletionRequest(body, ctx.vocabSize);
-    const prompts: { ids: number[]; echo: string }[] = [];
+    await nextTurn();
+    const prompts: { ids: number[]; echo: string | undefined }[] = [];
     // Refused before encoding when even the fewest tokens the text can make do not fit; long
-    // texts are encoded on the tokenizer's worker thread, so /health and streams go on.
+    // texts and conversations are encoded on the tokenizer's worker thread, so /health and
+    // streams go on.
     const fits = (text: string, param: 'messages' | 'prompt'): void => {
       const least = tokenizer.minTokens(text);
       if (least >= seqLen) {
@@ -86,12 +103,15 @@ export function completionsHandler(ctx: CompletionsContext): (req: IncomingMessa
       if ('messages' in r) {
         if (chat instanceof ApiError) throw chat;
         const options = r.enableThinking === undefined ? {} : { enableThinking: r.enableThinking };
-        fits(chat.render(r.messages, options), 'messages');
+        // The contents (trimmed, as templates write them) bound the prompt from below; the
+        // template is rendered on the tokenizer's worker thread with the encoding.
+        fits(r.messages.map((m) => m.content.trim()).join(''), 'messages');
         prompts.push({ ids: await chat.encodeAsync(r.messages, options), echo: '' });
       } else {
         for (const p of r.prompts) {
           if (typeof p === 'string') fits(p, 'prompt');
-          prompts.push(typeof p === 'string' ? { ids: await tokenizer.encodeAsync(p), echo: p } : { ids: p, echo: tokenizer.decode(p) });
+          // Token ids are decoded (for echo) only once they are known to fit.
+          prompts.push(typeof p === 'string' ? { ids: await tokenizer.encodeAsync(p), echo: p } : { ids: p, echo: undefined });
         }
       }
     } catch (e) {
@@ -117,8 +137,10 @@ export function completionsHandler(ctx: CompletionsContext): (req: IncomingMessa
       // No max_tokens: as many as the context leaves for the longest prompt.
       if (r.maxTokens === undefined) maxTokens = Math.min(maxTokens ?? room, room);
     }
+    const echo = 'echo' in r && r.echo;
+    for (const p of prompts) p.echo = echo ? (p.echo ?? (await decodeInSlices(tokenizer, p.ids))) : '';
     const stop = 'messages' in r && !(chat instanceof ApiError) ? [...chat.stop, ...r.stop] : r.stop;
-    const jobs = prompts.flatMap((p, pi) => Array.from({ length: r.n }, (_, k) => ({ prompt: p.ids, index: pi * r.n + k, echo: 'echo' in r && r.echo ? p.echo : '' })));
+    const jobs = prompts.flatMap((p, pi) => Array.from({ length: r.n }, (_, k) => ({ prompt: p.ids, index: pi * r.n + k, echo: p.echo! })));
     return {
       jobs,
       req: r,

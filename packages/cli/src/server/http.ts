@@ -7,6 +7,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { AirllmError } from '@airllm/format';
+import { checkJsonShape } from './json-shape.js';
 import { ApiError } from './openai.js';
 
 /** The client closed its connection before its request body had arrived (nothing to answer). */
@@ -148,14 +149,27 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   });
 }
 
-/** The body parsed as JSON: 413 beyond `limit` bytes, 400 when it does not parse. */
+/**
+ * The body parsed as JSON: 413 beyond `limit` bytes, 400 when it does not parse or has a shape
+ * that would take long to parse (json-shape.ts).
+ */
 export async function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
   const body = await readBody(req, limit);
+  checkJsonShape(body);
+  await nextTurn();
   try {
     return JSON.parse(body.toString('utf8'));
   } catch (e) {
     throw new ApiError(400, `the request body is not valid JSON: ${e instanceof Error ? e.message : String(e)}`, null, 'invalid_json');
   }
+}
+
+/**
+ * Let other requests (a /health check, a stream's next event) in before continuing: each step
+ * of handling a large body (scan, JSON.parse, checking) then holds the event loop alone.
+ */
+export function nextTurn(): Promise<void> {
+  return new Promise((r) => setImmediate(r));
 }
 
 const notes = new WeakMap<ServerResponse, string>();

@@ -205,6 +205,8 @@ export function parseCompletionRequest(body: unknown, vocabSize: number): Comple
   if (typeof p === 'string') prompts = [p];
   else if (Array.isArray(p) && isTokens(p)) prompts = [p as number[]];
   else if (Array.isArray(p) && p.length > 0) {
+    // Refused before looking at each one (a 1 MiB body holds 250,000 one-letter prompts).
+    if (p.length > MAX_CHOICES) throw bad('prompt', `at most ${MAX_CHOICES} prompts, got ${p.length}`);
     prompts = p.map((x, i) => {
       if (typeof x === 'string') return x;
       if (Array.isArray(x) && isTokens(x)) return x as number[];

@@ -27,6 +27,8 @@ export interface OriginPolicyOptions {
 const PREFLIGHT_MAX_AGE_S = '600';
 const ALLOWED_METHODS = 'GET, HEAD, POST';
 const ALLOWED_HEADERS = 'authorization, content-type';
+/** Visible ASCII, spaces and commas: what an origin or a list of header names consists of. */
+const TOKEN_LIST = /^[\x21-\x7e ,]*$/;
 
 /**
  * A request checker for the router: refuses a foreign Host or Origin with 403 (an ApiError),
@@ -60,7 +62,8 @@ export function originPolicy(options: OriginPolicyOptions, boundAddress: () => s
       let name: string;
       try {
         const u = new URL(`http://${host}`);
-        name = u.hostname;
+        // A fully qualified name may end in a dot ("localhost."): the same name.
+        name = u.hostname.replace(/\.$/, '');
         hostOrigin = u.origin;
       } catch {
         throw new ApiError(400, `the Host header "${host.slice(0, 100)}" is not a valid host`, null, 'invalid_host');
@@ -76,12 +79,15 @@ export function originPolicy(options: OriginPolicyOptions, boundAddress: () => s
     if (!anyOrigin && !origins.has(o)) {
       throw new ApiError(403, `cross-origin request from ${origin.slice(0, 100)} refused; start the server with --cors-origin ${origin.slice(0, 100)} to allow it`, null, 'forbidden_origin', 'permission_error');
     }
-    res.setHeader('access-control-allow-origin', origin);
+    // Only plain visible ASCII is reflected into response headers (never arbitrary bytes a
+    // client sent).
+    res.setHeader('access-control-allow-origin', TOKEN_LIST.test(origin) ? origin : o);
     res.setHeader('vary', 'Origin');
     if (req.method === 'OPTIONS' && req.headers['access-control-request-method'] !== undefined) {
+      const asked = req.headers['access-control-request-headers'];
       res.writeHead(204, {
         'access-control-allow-methods': ALLOWED_METHODS,
-        'access-control-allow-headers': req.headers['access-control-request-headers'] ?? ALLOWED_HEADERS,
+        'access-control-allow-headers': asked !== undefined && TOKEN_LIST.test(asked) ? asked : ALLOWED_HEADERS,
         'access-control-max-age': PREFLIGHT_MAX_AGE_S,
         'content-length': 0,
       });
