@@ -1,5 +1,7 @@
 import type { EngineConfig } from './config.js';
 import { ContextOverflowError, OptionError } from './errors.js';
+import { JsonConstraint } from './grammar/constraint.js';
+import { VocabIndex } from './grammar/vocab-index.js';
 import type { KvHistory } from './history.js';
 import type { TokenLogprob } from './logprobs.js';
 import { Sampler } from './sampler.js';
@@ -76,6 +78,11 @@ export function beginSequence(ctx: SequenceContext, prompt: string | readonly nu
   ctx.checkTokens(promptTokens);
   const tokenizer = ctx.tokenizer;
   const vocabSize = tokenizer?.vocabSize ?? c.model.vocabSize;
+  let constraint: JsonConstraint | undefined;
+  if (options.jsonSchema !== undefined) {
+    if (!tokenizer) throw new OptionError('jsonSchema', 'constrained output needs the model\'s tokenizer');
+    constraint = new JsonConstraint(options.jsonSchema, VocabIndex.of(tokenizer), tokenizer.eosIds);
+  }
   return new Sequence(
     {
       slot,
@@ -87,6 +94,7 @@ export function beginSequence(ctx: SequenceContext, prompt: string | readonly nu
       isEos: (t) => tokenizer?.isEos(t) ?? false,
       endsOnBos: tokenizer?.endsOnBos === true ? tokenizer.bosId : undefined,
       options,
+      constraint,
     },
     new Sampler(vocabSize, options),
   );

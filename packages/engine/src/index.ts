@@ -18,6 +18,9 @@ export { BatchScheduler, type SequenceJob, type SequenceResult, type SequenceTim
 export { Tokenizer, TokenDecoder, type TokenizerKind, type TokenizerAlgorithm, type TokenizerOptions, type EncodeOptions } from './tokenizer.js';
 export { loadTokenizer, defaultTokenizerPath, type LoadTokenizerOptions } from './tokenizer-load.js';
 export { Sampler, type SamplingOptions } from './sampler.js';
+export { compileJsonSchema, JsonSchemaError, type JsonSchema, type CompiledSchema } from './grammar/schema.js';
+export { JsonConstraint } from './grammar/constraint.js';
+export { VocabIndex } from './grammar/vocab-index.js';
 export { tokenLogprob, MAX_TOP_LOGPROBS, type TokenLogprob, type IdLogprob } from './logprobs.js';
 export { Trace, type TraceEvent } from './trace.js';
 export type { ActivationMode } from './shared.js';

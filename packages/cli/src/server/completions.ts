@@ -113,7 +113,8 @@ export function completionsHandler(ctx: CompletionsContext): (req: IncomingMessa
       // No max_tokens: as many as the context leaves for the longest prompt.
       if (r.maxTokens === undefined) maxTokens = Math.min(maxTokens ?? room, room);
     }
-    const stop = 'messages' in r && !(chat instanceof ApiError) ? [...chat.stop, ...r.stop] : r.stop;
+    // Constrained output ends with its value: the template's stop texts could only cut a JSON string short.
+    const stop = 'messages' in r && !(chat instanceof ApiError) && r.jsonSchema === undefined ? [...chat.stop, ...r.stop] : r.stop;
     const jobs = prompts.flatMap((p, pi) => Array.from({ length: r.n }, (_, k) => ({ prompt: p.ids, index: pi * r.n + k, echo: 'echo' in r && r.echo ? p.echo : '' })));
     return {
       jobs,
@@ -126,6 +127,7 @@ export function completionsHandler(ctx: CompletionsContext): (req: IncomingMessa
         stop,
         ...(r.seed !== undefined ? { seed: r.seed } : {}),
         ...(r.logprobs !== undefined ? { logprobs: r.logprobs } : {}),
+        ...(r.jsonSchema !== undefined ? { jsonSchema: r.jsonSchema } : {}),
       },
     };
   }

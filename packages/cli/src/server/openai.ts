@@ -3,7 +3,7 @@
  * the error body OpenAI clients understand (`{"error": {message, type, param, code}}`). The
  * response bodies are in openai-response.ts.
  */
-import type { ChatMessage } from '@airllm/engine';
+import { compileJsonSchema, JsonSchemaError, type ChatMessage, type JsonSchema } from '@airllm/engine';
 import { AirllmError } from '@airllm/format';
 
 /**
@@ -49,6 +49,8 @@ export interface SamplingRequest {
   includeUsage: boolean;
   /** Log-probabilities with this many alternatives per token; undefined: none. */
   logprobs: number | undefined;
+  /** The output must be JSON valid against this schema (response_format); undefined: free text. */
+  jsonSchema: JsonSchema | undefined;
 }
 
 export interface ChatRequest extends SamplingRequest {
@@ -105,8 +107,6 @@ function optBoolean(o: Json, key: string): boolean | undefined {
 function refuseUnsupported(o: Json): void {
   if (Array.isArray(o.tools) && o.tools.length > 0) throw bad('tools', 'tool calling is not supported by this server');
   if (o.functions !== undefined && o.functions !== null) throw bad('functions', 'function calling is not supported by this server');
-  const rf = o.response_format as Json | undefined | null;
-  if (rf !== undefined && rf !== null && (typeof rf !== 'object' || rf.type !== 'text')) throw bad('response_format', 'only {"type": "text"} is supported');
   // Accepted for compatibility and ignored (their neutral values are what this server does).
   for (const key of ['presence_penalty', 'frequency_penalty']) optNumber(o, key, -2, 2, 0);
 }
@@ -121,6 +121,30 @@ function logprobsOf(o: Json, isChat: boolean): number | undefined {
   const top = optInteger(o, 'top_logprobs', 0, MAX_TOP_LOGPROBS);
   if (top !== undefined && !on) throw bad('top_logprobs', 'requires logprobs: true');
   return on ? (top ?? 0) : undefined;
+}
+
+/**
+ * `response_format`: text (none), json_object (any JSON object) or json_schema (its `schema`,
+ * compiled here so that a keyword outside the supported subset is a 400 naming it).
+ */
+function responseFormat(o: Json): JsonSchema | undefined {
+  const rf = o.response_format;
+  if (rf === undefined || rf === null) return undefined;
+  const f = asObjectParam(rf, 'response_format');
+  if (f.type === 'text') return undefined;
+  if (f.type === 'json_object') return { type: 'object' };
+  if (f.type !== 'json_schema') throw bad('response_format.type', `expected "text", "json_object" or "json_schema", got ${describe(f.type)}`);
+  const js = asObjectParam(f.json_schema, 'response_format.json_schema');
+  if (js.schema === undefined || js.schema === null) throw bad('response_format.json_schema.schema', 'is required');
+  const schema = js.schema;
+  if (schema !== true && (typeof schema !== 'object' || Array.isArray(schema))) throw bad('response_format.json_schema.schema', `expected a JSON schema object, got ${describe(schema)}`);
+  try {
+    compileJsonSchema(schema as JsonSchema);
+  } catch (e) {
+    if (e instanceof JsonSchemaError) throw bad('response_format.json_schema.schema', e.message);
+    throw e;
+  }
+  return schema as JsonSchema;
 }
 
 function sampling(o: Json, isChat: boolean): SamplingRequest {
@@ -151,7 +175,8 @@ function sampling(o: Json, isChat: boolean): SamplingRequest {
   }
   // top_p 0 keeps only the most likely token: greedy.
   const logprobs = logprobsOf(o, isChat);
-  return { maxTokens, temperature: topP === 0 ? 0 : temperature, topP, topK, seed, stop, n, stream, includeUsage, logprobs };
+  const jsonSchema = responseFormat(o);
+  return { maxTokens, temperature: topP === 0 ? 0 : temperature, topP, topK, seed, stop, n, stream, includeUsage, logprobs, jsonSchema };
 }
 
 function asObjectParam(v: unknown, param: string): Json {

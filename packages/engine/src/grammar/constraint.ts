@@ -1,0 +1,106 @@
+/**
+ * Constrained sampling for one sequence: before each token, every token whose bytes would leave
+ * the JSON grammar gets logit −∞ (the vocabulary walked in byte order alongside the grammar
+ * state); after it, the grammar consumes the token's bytes. A token budget (what is left of
+ * max tokens and the context) steers the text to its end in time: a token is allowed only if
+ * the fewest bytes that complete the text after it fit in the tokens that remain (the
+ * vocabularies this serves have a token for every byte).
+ */
+import { JsonGrammar, type Stack } from './json-grammar.js';
+import { compileJsonSchema, type JsonSchema } from './schema.js';
+import type { SortedPieces, VocabIndex } from './vocab-index.js';
+
+export class JsonConstraint {
+  readonly #grammar: JsonGrammar;
+  readonly #index: VocabIndex;
+  readonly #eos: readonly number[];
+  #state: Stack[];
+  #allowed: Uint8Array;
+
+  /** `schema` compiled here (throws JsonSchemaError); `eos`: ids that may end a complete text. */
+  constructor(schema: JsonSchema, index: VocabIndex, eos: readonly number[]) {
+    this.#grammar = new JsonGrammar(compileJsonSchema(schema));
+    this.#index = index;
+    this.#eos = eos;
+    this.#state = this.#grammar.initial();
+    this.#allowed = new Uint8Array(index.pieces.length);
+  }
+
+  /** The text is complete and nothing may follow: the sequence ends here. */
+  get ended(): boolean {
+    return this.#grammar.ended(this.#state);
+  }
+
+  /**
+   * Set the logits of tokens that may not come next to −∞, with `budget` tokens left (this one
+   * included). Returns the number of tokens still allowed (0: nothing can continue).
+   */
+  mask(logits: Float32Array, n: number, budget: number): number {
+    let count = this.#mark(budget);
+    // With too few tokens left to finish anyway, keep to the grammar alone.
+    if (count === 0) count = this.#mark(Number.POSITIVE_INFINITY);
+    const allowed = this.#allowed;
+    for (let i = 0; i < n; i++) if (i >= allowed.length || allowed[i] === 0) logits[i] = Number.NEGATIVE_INFINITY;
+    return count;
+  }
+
+  /** The grammar consumes the bytes of the token that was chosen. */
+  accept(token: number): void {
+    const piece = this.#index.pieces[token];
+    if (piece === undefined) return;
+    for (const b of piece) this.#state = this.#grammar.feed(this.#state, b);
+  }
+
+  #mark(budget: number): number {
+    const g = this.#grammar;
+    const allowed = this.#allowed;
+    allowed.fill(0);
+    let count = 0;
+    const state = this.#state;
+    if (g.accepting(state)) {
+      for (const id of this.#eos) {
+        if (id < allowed.length && allowed[id] === 0) {
+          allowed[id] = 1;
+          count++;
+        }
+      }
+    }
+    const fits = (s: readonly Stack[]): boolean => g.minRemaining(s) <= budget - 1;
+    if (g.inPlainString(state)) {
+      // Plain text inside a string leaves the state as it is.
+      if (fits(state)) {
+        for (const id of this.#index.plain) allowed[id] = 1;
+        count += this.#index.plain.length;
+      }
+      return count + this.#walk(this.#index.special, state, fits);
+    }
+    return count + this.#walk(this.#index.all, state, fits);
+  }
+
+  /** Mark the tokens of `sorted` the grammar accepts from `state`; returns how many. */
+  #walk(sorted: SortedPieces, state: Stack[], fits: (s: readonly Stack[]) => boolean): number {
+    const { ids, lcp } = sorted;
+    const pieces = this.#index.pieces;
+    const g = this.#grammar;
+    const allowed = this.#allowed;
+    // at[d]: the state after the first d bytes of the current token; valid for d ≤ have.
+    const at: Stack[][] = [state];
+    let have = 0;
+    let count = 0;
+    for (let k = 0; k < ids.length; k++) {
+      const id = ids[k]!;
+      const p = pieces[id]!;
+      let d = Math.min(lcp[k]!, have);
+      while (at[d]!.length > 0 && d < p.length) {
+        at[d + 1] = g.feed(at[d]!, p[d]!);
+        d++;
+      }
+      have = d;
+      if (d === p.length && at[d]!.length > 0 && fits(at[d]!)) {
+        allowed[id] = 1;
+        count++;
+      }
+    }
+    return count;
+  }
+}
