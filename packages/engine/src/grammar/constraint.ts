@@ -1,6 +1,6 @@
 /**
  * Constrained sampling for one sequence: before each token, every token whose bytes would leave
- * the JSON grammar gets logit −∞ (the vocabulary walked in byte order alongside the grammar
+ * the JSON grammar gets logit −∞ (the vocabulary's byte trie walked alongside the grammar
  * state); after it, the grammar consumes the token's bytes. A token budget (what is left of
  * max tokens and the context) steers the text to its end in time: a token is allowed only if
  * the fewest bytes that complete the text after it fit in the tokens that remain (the
@@ -8,7 +8,7 @@
  */
 import { JsonGrammar, type Stack } from './json-grammar.js';
 import { compileJsonSchema, type JsonSchema } from './schema.js';
-import type { SortedPieces, VocabIndex } from './vocab-index.js';
+import type { ByteTrie, VocabIndex } from './vocab-index.js';
 
 export class JsonConstraint {
   readonly #grammar: JsonGrammar;
@@ -72,34 +72,27 @@ export class JsonConstraint {
         for (const id of this.#index.plain) allowed[id] = 1;
         count += this.#index.plain.length;
       }
-      return count + this.#walk(this.#index.special, state, fits);
+      return count + this.#walk(this.#index.special, 0, state, fits);
     }
-    return count + this.#walk(this.#index.all, state, fits);
+    return count + this.#walk(this.#index.all, 0, state, fits);
   }
 
-  /** Mark the tokens of `sorted` the grammar accepts from `state`; returns how many. */
-  #walk(sorted: SortedPieces, state: Stack[], fits: (s: readonly Stack[]) => boolean): number {
-    const { ids, lcp } = sorted;
-    const pieces = this.#index.pieces;
+  /** Mark the tokens under `node` of `trie` whose bytes the grammar takes from `state`; returns how many. */
+  #walk(trie: ByteTrie, node: number, state: readonly Stack[], fits: (s: readonly Stack[]) => boolean): number {
+    const { firstChild, nextSibling, byte, token, sameNext } = trie;
     const g = this.#grammar;
     const allowed = this.#allowed;
-    // at[d]: the state after the first d bytes of the current token; valid for d ≤ have.
-    const at: Stack[][] = [state];
-    let have = 0;
     let count = 0;
-    for (let k = 0; k < ids.length; k++) {
-      const id = ids[k]!;
-      const p = pieces[id]!;
-      let d = Math.min(lcp[k]!, have);
-      while (at[d]!.length > 0 && d < p.length) {
-        at[d + 1] = g.feed(at[d]!, p[d]!);
-        d++;
+    for (let c = firstChild[node]!; c !== -1; c = nextSibling[c]!) {
+      const next = g.feed(state, byte[c]!);
+      if (next.length === 0) continue;
+      if (token[c] !== -1 && fits(next)) {
+        for (let id = token[c]!; id !== -1; id = sameNext[id]!) {
+          allowed[id] = 1;
+          count++;
+        }
       }
-      have = d;
-      if (d === p.length && at[d]!.length > 0 && fits(at[d]!)) {
-        allowed[id] = 1;
-        count++;
-      }
+      if (firstChild[c] !== -1) count += this.#walk(trie, c, next, fits);
     }
     return count;
   }

@@ -1,24 +1,28 @@
 /**
- * The vocabulary's byte pieces sorted in byte order, each with the length of the prefix it
- * shares with the one before: walking them in order is a walk of the vocabulary's byte trie
- * (a shared prefix is stepped through once, a dead prefix skips every token under it) that
- * needs two typed arrays instead of a node per byte. "Plain" tokens, whose bytes are whole
- * characters that a JSON string holds as they are, are kept apart: inside a string they are all
- * allowed at once, and only the others are walked.
+ * The vocabulary's byte pieces as a trie in typed arrays (first child, next sibling, edge byte,
+ * the token ending at each node): a walk beside the grammar steps each shared prefix once and
+ * never enters the subtree of a prefix the grammar refuses. "Plain" tokens, whose bytes are
+ * whole characters that a JSON string holds as they are, get a trie of their own kept apart:
+ * inside a string they are all allowed at once, and only the other tokens are walked.
  */
 import type { Tokenizer } from '../tokenizer.js';
 
-/** Tokens in byte order: ids and the prefix length each shares with the previous one. */
-export interface SortedPieces {
-  readonly ids: Int32Array;
-  readonly lcp: Uint16Array;
+/** A byte trie: node 0 is the root; -1 ends a list. */
+export interface ByteTrie {
+  readonly firstChild: Int32Array;
+  readonly nextSibling: Int32Array;
+  readonly byte: Uint8Array;
+  /** The first token whose bytes end at the node, or -1; more in `sameNext`. */
+  readonly token: Int32Array;
+  /** The next token with the same bytes (by id), or -1. */
+  readonly sameNext: Int32Array;
 }
 
 export class VocabIndex {
-  /** Every token with bytes, in byte order. */
-  readonly all: SortedPieces;
-  /** The tokens that are not plain, in byte order. */
-  readonly special: SortedPieces;
+  /** Every token with bytes. */
+  readonly all: ByteTrie;
+  /** The tokens that are not plain. */
+  readonly special: ByteTrie;
   /** Tokens made only of whole characters ≥ U+0020 other than `"` and `\`. */
   readonly plain: Int32Array;
   readonly pieces: readonly Uint8Array[];
@@ -37,15 +41,16 @@ export class VocabIndex {
 
   constructor(pieces: readonly Uint8Array[]) {
     this.pieces = pieces;
+    // One character per byte: string order is byte order.
+    const keys = pieces.map((p) => Buffer.from(p.buffer, p.byteOffset, p.length).toString('latin1'));
     const ids: number[] = [];
     pieces.forEach((p, id) => {
       if (p.length > 0) ids.push(id);
     });
-    const buf = (id: number): Buffer => Buffer.from(pieces[id]!.buffer, pieces[id]!.byteOffset, pieces[id]!.length);
-    ids.sort((a, b) => Buffer.compare(buf(a), buf(b)) || a - b);
+    ids.sort((a, b) => (keys[a]! < keys[b]! ? -1 : keys[a]! > keys[b]! ? 1 : a - b));
     const plain = ids.filter((id) => isPlain(pieces[id]!));
-    this.all = sorted(ids, pieces);
-    this.special = sorted(
+    this.all = buildTrie(ids, pieces);
+    this.special = buildTrie(
       ids.filter((id) => !isPlain(pieces[id]!)),
       pieces,
     );
@@ -53,17 +58,43 @@ export class VocabIndex {
   }
 }
 
-function sorted(ids: readonly number[], pieces: readonly Uint8Array[]): SortedPieces {
-  const lcp = new Uint16Array(ids.length);
-  for (let k = 1; k < ids.length; k++) {
-    const a = pieces[ids[k - 1]!]!;
-    const b = pieces[ids[k]!]!;
-    let n = 0;
-    const max = Math.min(a.length, b.length, 0xffff);
-    while (n < max && a[n] === b[n]) n++;
-    lcp[k] = n;
+/** The trie of `ids` (sorted by their bytes), built along the sorted order. */
+function buildTrie(ids: readonly number[], pieces: readonly Uint8Array[]): ByteTrie {
+  const firstChild = [-1];
+  const nextSibling = [-1];
+  const lastChild = [-1];
+  const byte = [0];
+  const token = [-1];
+  const sameNext = new Int32Array(pieces.length).fill(-1);
+  const lastSame = new Map<number, number>();
+  // path[d]: the node of the previous token's first d bytes.
+  const path = [0];
+  let prev: Uint8Array | undefined;
+  for (const id of ids) {
+    const p = pieces[id]!;
+    let l = 0;
+    if (prev) while (l < p.length && l < prev.length && p[l] === prev[l]) l++;
+    for (let d = l; d < p.length; d++) {
+      const parent = path[d]!;
+      const n = byte.length;
+      firstChild.push(-1);
+      nextSibling.push(-1);
+      lastChild.push(-1);
+      byte.push(p[d]!);
+      token.push(-1);
+      // Sorted order: children arrive in increasing byte order, each after the last one.
+      if (lastChild[parent] === -1) firstChild[parent] = n;
+      else nextSibling[lastChild[parent]!] = n;
+      lastChild[parent] = n;
+      path[d + 1] = n;
+    }
+    const node = path[p.length]!;
+    if (token[node] === -1) token[node] = id;
+    else sameNext[lastSame.get(node)!] = id;
+    lastSame.set(node, id);
+    prev = p;
   }
-  return { ids: Int32Array.from(ids), lcp };
+  return { firstChild: Int32Array.from(firstChild), nextSibling: Int32Array.from(nextSibling), byte: Uint8Array.from(byte), token: Int32Array.from(token), sameNext };
 }
 
 /** Whole UTF-8 characters, none of them a control character, `"` or `\`. */
@@ -77,7 +108,7 @@ function isPlain(p: Uint8Array): boolean {
     else if (b >= 0xe0 && b <= 0xef) n = 2;
     else if (b >= 0xf0 && b <= 0xf4) n = 3;
     else return false;
-    for (let k = 1; k <= n; k++) if ((p[i + k]! & 0xc0) !== 0x80 || i + k >= p.length) return false;
+    for (let k = 1; k <= n; k++) if (i + k >= p.length || (p[i + k]! & 0xc0) !== 0x80) return false;
     i += n + 1;
   }
   return true;
