@@ -123,9 +123,9 @@ if (!values['no-decode']) {
       const times = [];
       await engine.forward([1, 2, 3, 4], 0);
       for (let pos = 4; pos < 4 + 8 * ROUNDS; pos++) {
-        t = performance.now();
+        const t0 = performance.now();
         await engine.forward([5 + (pos % 100)], pos);
-        times.push(performance.now() - t);
+        times.push(performance.now() - t0);
       }
       decodeMs = median(times.slice(2));
     } finally {

@@ -26,3 +26,4 @@ export { Trace, type TraceEvent } from './trace.js';
 export type { ActivationMode } from './shared.js';
 export * from './errors.js';
 export * from './chat.js';
+export { toolCallStyle, toolCallSchema, forcedCallPrefix, parseToolCalls, type ToolCallStyle, type ToolFunction, type ParsedToolCall } from './tools.js';

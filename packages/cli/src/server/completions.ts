@@ -8,8 +8,13 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import {
   ChatTemplateError,
   TokenizerError,
+  forcedCallPrefix,
+  parseToolCalls,
+  toolCallSchema,
   type BatchScheduler,
+  type ChatFormatOptions,
   type ChatFormatter,
+  type ToolCallStyle,
   type SequenceOptions,
   type SequenceResult,
   type TokenLogprob,
@@ -18,7 +23,7 @@ import {
 import { readJson, sendError, sendJson, type InFlight } from './http.js';
 import { ApiError, parseChatRequest, parseCompletionRequest, type SamplingRequest } from './openai.js';
 import { TokenNames } from './logprobs.js';
-import { CompletionShape, toApiError, type Usage } from './openai-response.js';
+import { CompletionShape, toApiError, type ToolCallOut, type Usage } from './openai-response.js';
 import { QueueClosedError, QueueFullError, WaitCancelledError, type FairQueue } from './queue.js';
 import { EventStream } from './sse.js';
 
@@ -57,6 +62,14 @@ interface Plan {
   jobs: { prompt: number[]; index: number; echo: string }[];
   options: SequenceOptions;
   req: SamplingRequest;
+  /** Chat with tools: the answer is parsed for calls in this style; `prefix` is what the prompt wrote of a forced call. */
+  tools?: { style: ToolCallStyle; prefix: string };
+}
+
+/** The calls in an answer (with fresh ids) and the text besides them. */
+function toolAnswer(tools: NonNullable<Plan['tools']>, text: string): { content: string; calls: ToolCallOut[] } {
+  const { content, calls } = parseToolCalls(tools.style, text, tools.prefix);
+  return { content, calls: calls.map((c) => ({ id: `call_${randomBytes(12).toString('hex')}`, ...c })) };
 }
 
 /**
@@ -70,6 +83,8 @@ export function completionsHandler(ctx: CompletionsContext): (req: IncomingMessa
     const { tokenizer, chat, seqLen } = ctx;
     const r = isChat ? parseChatRequest(body) : parseCompletionRequest(body, ctx.vocabSize);
     const prompts: { ids: number[]; echo: string }[] = [];
+    let tools: Plan['tools'];
+    let jsonSchema = r.jsonSchema;
     // Refused before encoding when even the fewest tokens the text can make do not fit; long
     // texts are encoded on the tokenizer's worker thread, so /health and streams go on.
     const fits = (text: string, param: 'messages' | 'prompt'): void => {
@@ -81,9 +96,26 @@ export function completionsHandler(ctx: CompletionsContext): (req: IncomingMessa
     try {
       if ('messages' in r) {
         if (chat instanceof ApiError) throw chat;
-        const options = r.enableThinking === undefined ? {} : { enableThinking: r.enableThinking };
-        fits(chat.render(r.messages, options), 'messages');
-        prompts.push({ ids: await chat.encodeAsync(r.messages, options), echo: '' });
+        const options: ChatFormatOptions = r.enableThinking === undefined ? {} : { enableThinking: r.enableThinking };
+        let prefix = '';
+        if (r.tools.length > 0 && r.toolChoice !== 'none') {
+          const style = chat.toolStyle;
+          if (!style) throw new ApiError(400, `tools: ${chat.templateSource} has no tool calls, so this model cannot be given tools`, 'tools');
+          options.tools = r.tools.map((f) => ({ type: 'function', function: f }));
+          if (r.toolChoice !== 'auto') {
+            // A forced call: the answer starts as a call and is constrained to the tools' schemas.
+            const choice = r.toolChoice;
+            prefix = forcedCallPrefix(style);
+            jsonSchema = toolCallSchema(style, choice === 'required' ? r.tools : r.tools.filter((t) => t.name === choice.name));
+            options.enableThinking = false;
+          }
+          tools = { style, prefix };
+        }
+        const text = chat.render(r.messages, options) + prefix;
+        fits(text, 'messages');
+        const ids = await chat.encodeAsync(r.messages, options);
+        if (prefix) ids.push(...(await tokenizer.encodeAsync(prefix, { bos: false })));
+        prompts.push({ ids, echo: '' });
       } else {
         for (const p of r.prompts) {
           if (typeof p === 'string') fits(p, 'prompt');
@@ -114,11 +146,12 @@ export function completionsHandler(ctx: CompletionsContext): (req: IncomingMessa
       if (r.maxTokens === undefined) maxTokens = Math.min(maxTokens ?? room, room);
     }
     // Constrained output ends with its value: the template's stop texts could only cut a JSON string short.
-    const stop = 'messages' in r && !(chat instanceof ApiError) && r.jsonSchema === undefined ? [...chat.stop, ...r.stop] : r.stop;
+    const stop = 'messages' in r && !(chat instanceof ApiError) && jsonSchema === undefined ? [...chat.stop, ...r.stop] : r.stop;
     const jobs = prompts.flatMap((p, pi) => Array.from({ length: r.n }, (_, k) => ({ prompt: p.ids, index: pi * r.n + k, echo: 'echo' in r && r.echo ? p.echo : '' })));
     return {
       jobs,
       req: r,
+      ...(tools ? { tools } : {}),
       options: {
         maxTokens,
         temperature: r.temperature,
@@ -127,7 +160,7 @@ export function completionsHandler(ctx: CompletionsContext): (req: IncomingMessa
         stop,
         ...(r.seed !== undefined ? { seed: r.seed } : {}),
         ...(r.logprobs !== undefined ? { logprobs: r.logprobs } : {}),
-        ...(r.jsonSchema !== undefined ? { jsonSchema: r.jsonSchema } : {}),
+        ...(jsonSchema !== undefined ? { jsonSchema } : {}),
       },
     };
   }
@@ -189,7 +222,12 @@ export function completionsHandler(ctx: CompletionsContext): (req: IncomingMessa
       return;
     }
     counts.completed++;
-    const choices = results.map((r, i) => ({ index: p.jobs[i]!.index, text: p.jobs[i]!.echo + r.text, finishReason: r.finishReason, logprobs: r.logprobs }));
+    const choices = results.map((r, i) => {
+      const c = { index: p.jobs[i]!.index, text: p.jobs[i]!.echo + r.text, finishReason: r.finishReason, logprobs: r.logprobs };
+      if (!p.tools) return c;
+      const a = toolAnswer(p.tools, r.text);
+      return a.calls.length > 0 ? { ...c, text: a.content, toolCalls: a.calls } : c;
+    });
     sendJson(res, 200, shape.response(choices, usage(p, results)));
   }
 
@@ -209,11 +247,20 @@ export function completionsHandler(ctx: CompletionsContext): (req: IncomingMessa
         abort,
         (index, text, lps) => {
           begin(index);
-          events.send(shape.delta(index, text, lps));
+          // With tools, the answer is sent once whole: text that starts a call is not content.
+          if (!p.tools) events.send(shape.delta(index, text, lps));
         },
         (index, r) => {
           begin(index);
-          events.send(shape.finish(index, r.finishReason));
+          if (!p.tools) {
+            events.send(shape.finish(index, r.finishReason));
+            return;
+          }
+          const a = toolAnswer(p.tools, r.text);
+          const content = a.calls.length > 0 ? a.content : r.text;
+          if (content) events.send(shape.delta(index, content, r.logprobs));
+          if (a.calls.length > 0) events.send(shape.toolCalls(index, a.calls));
+          events.send(shape.finish(index, r.finishReason, a.calls.length > 0));
         },
       );
     } catch (e) {
