@@ -26,6 +26,7 @@ import { TokenNames } from './logprobs.js';
 import { CompletionShape, toApiError, type ToolCallOut, type Usage } from './openai-response.js';
 import { QueueClosedError, QueueFullError, WaitCancelledError, type FairQueue } from './queue.js';
 import { EventStream } from './sse.js';
+import { ToolStream } from './tool-stream.js';
 
 /** A client that lets this much stream output pile up unread is dropped (it would hold the engine). */
 const MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
@@ -69,8 +70,10 @@ interface Plan {
 /** The calls in an answer (with fresh ids) and the text besides them. */
 function toolAnswer(tools: NonNullable<Plan['tools']>, text: string): { content: string; calls: ToolCallOut[] } {
   const { content, calls } = parseToolCalls(tools.style, text, tools.prefix);
-  return { content, calls: calls.map((c) => ({ id: `call_${randomBytes(12).toString('hex')}`, ...c })) };
+  return { content, calls: calls.map((c) => ({ id: newCallId(), ...c })) };
 }
+
+const newCallId = (): string => `call_${randomBytes(12).toString('hex')}`;
 
 /**
  * The handler of both endpoints. It throws an ApiError for a request refused before it queues
@@ -240,6 +243,22 @@ export function completionsHandler(ctx: CompletionsContext): (req: IncomingMessa
       const first = shape.start(index, p.jobs.find((j) => j.index === index)!.echo);
       if (first) events.send(first);
     };
+    // With tools: each choice's text goes through a ToolStream (content, then calls as they complete).
+    const streams = new Map<number, ToolStream>();
+    const toolStream = (index: number): ToolStream => {
+      let ts = streams.get(index);
+      if (!ts) {
+        let sent = 0;
+        ts = new ToolStream(
+          p.tools!.style,
+          p.tools!.prefix,
+          (text) => events.send(shape.delta(index, text)),
+          (call) => events.send(shape.toolCalls(index, [{ id: newCallId(), ...call }], sent++)),
+        );
+        streams.set(index, ts);
+      }
+      return ts;
+    };
     let results: SequenceResult[] | undefined;
     try {
       results = await runChoices(
@@ -247,20 +266,14 @@ export function completionsHandler(ctx: CompletionsContext): (req: IncomingMessa
         abort,
         (index, text, lps) => {
           begin(index);
-          // With tools, the answer is sent once whole: text that starts a call is not content.
-          if (!p.tools) events.send(shape.delta(index, text, lps));
+          if (p.tools) toolStream(index).push(text);
+          else events.send(shape.delta(index, text, lps));
         },
         (index, r) => {
           begin(index);
-          if (!p.tools) {
-            events.send(shape.finish(index, r.finishReason));
-            return;
-          }
-          const a = toolAnswer(p.tools, r.text);
-          const content = a.calls.length > 0 ? a.content : r.text;
-          if (content) events.send(shape.delta(index, content, r.logprobs));
-          if (a.calls.length > 0) events.send(shape.toolCalls(index, a.calls));
-          events.send(shape.finish(index, r.finishReason, a.calls.length > 0));
+          const ts = p.tools ? toolStream(index) : undefined;
+          ts?.end();
+          events.send(shape.finish(index, r.finishReason, (ts?.calls ?? 0) > 0));
         },
       );
     } catch (e) {

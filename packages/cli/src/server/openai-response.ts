@@ -104,9 +104,9 @@ export class CompletionShape {
     return { ...r };
   }
 
-  /** A chat choice's tool calls, one delta with each call whole. */
-  toolCalls(index: number, calls: readonly ToolCallOut[]): Record<string, unknown> {
-    return this.#chunk({ index, delta: { tool_calls: calls.map((c, k) => toolCallJson(c, k)) }, logprobs: null, finish_reason: null });
+  /** A delta of a chat choice's tool calls, each call whole; `first`: the index of the first in the answer. */
+  toolCalls(index: number, calls: readonly ToolCallOut[], first = 0): Record<string, unknown> {
+    return this.#chunk({ index, delta: { tool_calls: calls.map((c, k) => toolCallJson(c, first + k)) }, logprobs: null, finish_reason: null });
   }
 
   /** A choice's last chunk, with its finish reason. */
