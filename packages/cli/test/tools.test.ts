@@ -41,7 +41,7 @@ beforeAll(async () => {
   server = createServer(engine, {});
   const a = await server.listen(0, '127.0.0.1');
   client = new OpenAI({ baseURL: `${a.url}/v1`, apiKey: 'unused', maxRetries: 0, timeout: 60_000 });
-}, 180_000);
+}, 300_000);
 
 afterAll(async () => {
   await server?.close({ graceMs: 0 });
