@@ -369,6 +369,7 @@ describe('bad requests get a 4xx with a message, and the server keeps serving', 
       [{ prompt: 'a '.repeat(600) }, /maximum context length/],
       [{ prompt: 'hi', best_of: 3 }, /best_of: only 1/],
       [{ prompt: 'hi', logprobs: 6 }, /logprobs: must be between 0 and 5, got 6/],
+      [{ prompt: 'hi', tools: [{ type: 'function', function: { name: 'f' } }] }, /tools: only \/v1\/chat\/completions takes tools/],
       [{ prompt: 'hi', logprobs: 2, echo: true }, /logprobs: log-probabilities of an echoed prompt are not supported/],
     ] as const) {
       const r = await post(url, '/v1/completions', body);

@@ -111,7 +111,7 @@ function optBoolean(o: Json, key: string): boolean | undefined {
 
 /** Fields that would change the answer in ways this server cannot honour: refused, not ignored. */
 function refuseUnsupported(o: Json): void {
-  if (o.functions !== undefined && o.functions !== null) throw bad('functions', 'function calling is not supported by this server');
+  if (o.functions !== undefined && o.functions !== null) throw bad('functions', 'the deprecated function calling is not supported; use tools');
   // Accepted for compatibility and ignored (their neutral values are what this server does).
   for (const key of ['presence_penalty', 'frequency_penalty']) optNumber(o, key, -2, 2, 0);
 }
@@ -317,6 +317,7 @@ export function parseCompletionRequest(body: unknown, vocabSize: number): Comple
     });
   });
   if (typeof o.suffix === 'string' && o.suffix !== '') throw bad('suffix', 'is not supported by this server');
+  for (const key of ['tools', 'tool_choice']) if (o[key] !== undefined && o[key] !== null) throw bad(key, 'only /v1/chat/completions takes tools');
   const bestOf = optInteger(o, 'best_of', 1, MAX_CHOICES);
   if (bestOf !== undefined && bestOf > 1) throw bad('best_of', 'only 1 is supported');
   const base = sampling(o, false);
