@@ -16,6 +16,11 @@ export class JsonConstraint {
   readonly #eos: readonly number[];
   #state: Stack[];
   #allowed: Uint8Array;
+  /**
+   * The stack `#allowed` was computed for, its count, and the budgets it holds for: text inside
+   * a string keeps the very same stack object token after token, so its mask is computed once.
+   */
+  #cached: { stack: Stack; count: number; lo: number; hi: number } | undefined;
 
   /** `schema` compiled here (throws JsonSchemaError); `eos`: ids that may end a complete text. */
   constructor(schema: JsonSchema, index: VocabIndex, eos: readonly number[]) {
@@ -36,9 +41,17 @@ export class JsonConstraint {
    * included). Returns the number of tokens still allowed (0: nothing can continue).
    */
   mask(logits: Float32Array, n: number, budget: number): number {
-    let count = this.#mark(budget);
-    // With too few tokens left to finish anyway, keep to the grammar alone.
-    if (count === 0) count = this.#mark(Number.POSITIVE_INFINITY);
+    const c = this.#cached;
+    const one = this.#state.length === 1 ? this.#state[0] : undefined;
+    let count: number;
+    if (c && c.stack === one && budget >= c.lo && budget <= c.hi) count = c.count;
+    else {
+      const span = { lo: 0, hi: Number.POSITIVE_INFINITY };
+      count = this.#mark(budget, span);
+      this.#cached = one && count > 0 ? { stack: one, count, ...span } : undefined;
+      // With too few tokens left to finish anyway, keep to the grammar alone.
+      if (count === 0) count = this.#mark(Number.POSITIVE_INFINITY, span);
+    }
     const allowed = this.#allowed;
     for (let i = 0; i < n; i++) if (i >= allowed.length || allowed[i] === 0) logits[i] = Number.NEGATIVE_INFINITY;
     return count;
@@ -51,12 +64,27 @@ export class JsonConstraint {
     for (const b of piece) this.#state = this.#grammar.feed(this.#state, b);
   }
 
-  #mark(budget: number): number {
+  /**
+   * Mark the allowed tokens in #allowed; `span` narrows to the budgets that would mark the same
+   * ones (every allowed token's completion still fits, no refused one's yet does).
+   */
+  #mark(budget: number, span: { lo: number; hi: number }): number {
     const g = this.#grammar;
     const allowed = this.#allowed;
-    allowed.fill(0);
-    let count = 0;
     const state = this.#state;
+    const fits = (s: readonly Stack[]): boolean => {
+      const need = g.minRemaining(s) + 1;
+      if (need <= budget) span.lo = Math.max(span.lo, need);
+      else span.hi = Math.min(span.hi, need - 1);
+      return need <= budget;
+    };
+    let count = 0;
+    // Plain text inside a string leaves the state as it is: those tokens are allowed together.
+    const plain = g.inPlainString(state) && fits(state);
+    if (plain) {
+      allowed.set(this.#index.plainMask);
+      count += this.#index.plain.length;
+    } else allowed.fill(0);
     if (g.accepting(state)) {
       for (const id of this.#eos) {
         if (id < allowed.length && allowed[id] === 0) {
@@ -65,16 +93,7 @@ export class JsonConstraint {
         }
       }
     }
-    const fits = (s: readonly Stack[]): boolean => g.minRemaining(s) <= budget - 1;
-    if (g.inPlainString(state)) {
-      // Plain text inside a string leaves the state as it is.
-      if (fits(state)) {
-        for (const id of this.#index.plain) allowed[id] = 1;
-        count += this.#index.plain.length;
-      }
-      return count + this.#walk(this.#index.special, 0, state, fits);
-    }
-    return count + this.#walk(this.#index.all, 0, state, fits);
+    return count + this.#walk(g.inPlainString(state) ? this.#index.special : this.#index.all, 0, state, fits);
   }
 
   /** Mark the tokens under `node` of `trie` whose bytes the grammar takes from `state`; returns how many. */

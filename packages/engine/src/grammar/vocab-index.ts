@@ -25,6 +25,8 @@ export class VocabIndex {
   readonly special: ByteTrie;
   /** Tokens made only of whole characters ≥ U+0020 other than `"` and `\`. */
   readonly plain: Int32Array;
+  /** 1 at each plain token's id. */
+  readonly plainMask: Uint8Array;
   readonly pieces: readonly Uint8Array[];
 
   static readonly #cache = new WeakMap<Tokenizer, VocabIndex>();
@@ -55,6 +57,8 @@ export class VocabIndex {
       pieces,
     );
     this.plain = Int32Array.from(plain);
+    this.plainMask = new Uint8Array(pieces.length);
+    for (const id of plain) this.plainMask[id] = 1;
   }
 }
 
