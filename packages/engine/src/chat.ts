@@ -20,16 +20,30 @@
 import { Template } from '@huggingface/jinja';
 import { EngineError } from './errors.js';
 import type { EncodeOptions, Tokenizer } from './tokenizer.js';
+import { toolCallStyle, type ToolCallStyle, type ToolFunction } from './tools.js';
 
 export type ChatTemplateName = 'llama2' | 'llama3' | 'chatml';
 export const CHAT_TEMPLATE_NAMES: readonly ChatTemplateName[] = ['llama2', 'llama3', 'chatml'];
 
-export type ChatRole = 'system' | 'user' | 'assistant';
+/** 'tool': a tool's result (Jinja templates that have tools only). */
+export type ChatRole = 'system' | 'user' | 'assistant' | 'tool';
+/** The roles every format knows. */
 export const CHAT_ROLES: readonly ChatRole[] = ['system', 'user', 'assistant'];
+
+/** A call an assistant message made, as templates receive it (arguments as an object, or text). */
+export interface ChatToolCall {
+  id?: string;
+  name: string;
+  arguments: Record<string, unknown> | string;
+}
 
 export interface ChatMessage {
   role: ChatRole;
   content: string;
+  /** An assistant's tool calls. */
+  toolCalls?: readonly ChatToolCall[];
+  /** A tool message: the call it answers. */
+  toolCallId?: string;
 }
 
 export interface ChatFormatOptions {
@@ -37,6 +51,8 @@ export interface ChatFormatOptions {
   addGenerationPrompt?: boolean;
   /** chatml (Qwen3): false appends an empty `<think></think>` block, as `enable_thinking=False` does. */
   enableThinking?: boolean;
+  /** Functions the model may call, given to a Jinja template as `tools` (OpenAI's `{type, function}` entries). */
+  tools?: readonly { type: 'function'; function: ToolFunction }[];
 }
 
 /** A piece of a formatted conversation: text, or the BOS/EOS token itself. */
@@ -64,10 +80,10 @@ export function parseChatTemplateName(name: string): ChatTemplateName {
   throw new ChatTemplateError(`unknown chat template "${name}" (known: ${CHAT_TEMPLATE_NAMES.join(', ')}, qwen3)`);
 }
 
-function checkMessages(messages: readonly ChatMessage[]): void {
+function checkMessages(messages: readonly ChatMessage[], roles: readonly ChatRole[] = CHAT_ROLES): void {
   messages.forEach((m, i) => {
-    if (!(CHAT_ROLES as readonly string[]).includes(m.role)) {
-      throw new ChatTemplateError(`message ${i}: unknown role "${String(m.role)}" (expected ${CHAT_ROLES.join(', ')})`);
+    if (!(roles as readonly string[]).includes(m.role)) {
+      throw new ChatTemplateError(`message ${i}: ${m.role === 'tool' ? 'tool messages need a Jinja template with tools' : `unknown role "${String(m.role)}"`} (expected ${roles.join(', ')})`);
     }
     if (typeof m.content !== 'string') throw new ChatTemplateError(`message ${i}: content must be a string`);
   });
@@ -221,6 +237,8 @@ export class ChatFormatter {
   readonly stop: readonly string[];
   /** What the template gets as bos_token / eos_token. */
   readonly tokenTexts: { bos: string; eos: string };
+  /** How the template's model writes tool calls; undefined: the template has no tools. */
+  readonly toolStyle: ToolCallStyle | undefined;
   readonly #template: Template | undefined;
 
   /** The format argument, for the same formatter on the tokenizer's worker thread. */
@@ -256,6 +274,7 @@ export class ChatFormatter {
         eos: hf ? (configToken(config.eos_token) ?? '') : this.#controlText(tokenizer.eosIds[0]),
       };
     }
+    this.toolStyle = this.name === 'jinja' ? toolCallStyle(source) : undefined;
     const stops = new Set<string>();
     for (const id of tokenizer.eosIds) {
       const t = tokenizer.tokenText(id);
@@ -288,9 +307,15 @@ export class ChatFormatter {
 
   #render(messages: readonly ChatMessage[], o: ChatFormatOptions): string {
     const vars: Record<string, unknown> = {
-      messages: messages.map((m) => ({ role: m.role, content: m.content })),
+      messages: messages.map((m) => ({
+        role: m.role,
+        content: m.content,
+        ...(m.toolCalls ? { tool_calls: m.toolCalls.map((c) => ({ type: 'function', ...(c.id ? { id: c.id } : {}), function: { name: c.name, arguments: c.arguments } })) } : {}),
+        ...(m.toolCallId !== undefined ? { tool_call_id: m.toolCallId } : {}),
+      })),
       add_generation_prompt: o.addGenerationPrompt ?? true,
     };
+    if (o.tools && o.tools.length > 0) vars.tools = o.tools;
     // Like apply_chat_template: only the special tokens the tokenizer has are defined.
     if (this.tokenTexts.bos !== '') vars.bos_token = this.tokenTexts.bos;
     if (this.tokenTexts.eos !== '') vars.eos_token = this.tokenTexts.eos;
@@ -304,9 +329,11 @@ export class ChatFormatter {
 
   parts(messages: readonly ChatMessage[], options: ChatFormatOptions = {}): ChatPart[] {
     if (this.name === 'jinja') {
-      checkMessages(messages);
+      checkMessages(messages, this.toolStyle ? [...CHAT_ROLES, 'tool'] : CHAT_ROLES);
+      if (options.tools?.length && !this.toolStyle) throw new ChatTemplateError(`${this.templateSource} has no tool calls; tools cannot be given to it`);
       return [this.#render(messages, options)];
     }
+    if (options.tools?.length) throw new ChatTemplateError(`the built-in ${this.name} format has no tool calls; tools need the model's own template`);
     return formatChat(this.name, messages, options);
   }
 

@@ -1,5 +1,7 @@
 import type { EngineConfig } from './config.js';
 import { ContextOverflowError, OptionError } from './errors.js';
+import { JsonConstraint } from './grammar/constraint.js';
+import { VocabIndex } from './grammar/vocab-index.js';
 import type { KvHistory } from './history.js';
 import type { TokenLogprob } from './logprobs.js';
 import { Sampler } from './sampler.js';
@@ -90,6 +92,11 @@ export function beginSequence(ctx: SequenceContext, prompt: string | readonly nu
   }
   const tokenizer = ctx.tokenizer;
   const vocabSize = tokenizer?.vocabSize ?? c.model.vocabSize;
+  let constraint: JsonConstraint | undefined;
+  if (options.jsonSchema !== undefined) {
+    if (!tokenizer) throw new OptionError('jsonSchema', 'constrained output needs the model\'s tokenizer');
+    constraint = new JsonConstraint(options.jsonSchema, VocabIndex.of(tokenizer), tokenizer.eosIds);
+  }
   return new Sequence(
     {
       slot,
@@ -101,9 +108,11 @@ export function beginSequence(ctx: SequenceContext, prompt: string | readonly nu
       isEos: (t) => tokenizer?.isEos(t) ?? false,
       endsOnBos: tokenizer?.endsOnBos === true ? tokenizer.bosId : undefined,
       options,
-      drafter,
+      // Drafted tokens are verified by the plain sampler, so constrained output decodes one token per pass.
+      drafter: constraint ? undefined : drafter,
       draftMax,
       logitsWidth: c.model.vocabSize,
+      constraint,
     },
     new Sampler(vocabSize, options),
   );

@@ -30,6 +30,9 @@ export { BatchScheduler, type SequenceJob, type SequenceResult, type SequenceTim
 export { Tokenizer, TokenDecoder, type TokenizerKind, type TokenizerAlgorithm, type TokenizerOptions, type EncodeOptions } from './tokenizer.js';
 export { loadTokenizer, defaultTokenizerPath, type LoadTokenizerOptions } from './tokenizer-load.js';
 export { Sampler, type SamplingOptions } from './sampler.js';
+export { compileJsonSchema, JsonSchemaError, type JsonSchema, type CompiledSchema } from './grammar/schema.js';
+export { JsonConstraint } from './grammar/constraint.js';
+export { VocabIndex } from './grammar/vocab-index.js';
 export { tokenLogprob, MAX_TOP_LOGPROBS, type TokenLogprob, type IdLogprob } from './logprobs.js';
 export { verifyDraft, lookup, NgramDrafter, DEFAULT_DRAFT_MAX, type Draft, type Drafter, type Verdict } from './speculative.js';
 export { ModelDrafter, checkDraftModel } from './draft-model.js';
@@ -37,3 +40,4 @@ export { Trace, type TraceEvent } from './trace.js';
 export type { ActivationMode } from './shared.js';
 export * from './errors.js';
 export * from './chat.js';
+export { toolCallStyle, toolCallSchema, forcedCallPrefix, parseToolCalls, type ToolCallStyle, type ToolFunction, type ParsedToolCall } from './tools.js';

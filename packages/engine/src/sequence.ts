@@ -1,11 +1,16 @@
+import type { JsonConstraint } from './grammar/constraint.js';
+import type { JsonSchema } from './grammar/schema.js';
 import { checkTopLogprobs, tokenLogprob, type TokenLogprob } from './logprobs.js';
 import { Sampler, type SamplingOptions } from './sampler.js';
 import type { LayerWiseInferenceEngine } from './engine.js';
 import { verifyDraft, type Draft, type Drafter } from './speculative.js';
 import type { TokenDecoder } from './tokenizer.js';
 
-/** Why a sequence ended; 'bos': the model began a new text (llama2.c-style vocabularies, as run.c stops). */
-export type FinishReason = 'length' | 'eos' | 'bos' | 'stop' | 'context' | 'cancelled';
+/**
+ * Why a sequence ended; 'bos': the model began a new text (llama2.c-style vocabularies, as run.c
+ * stops); 'complete': the text a `jsonSchema` constrains is complete.
+ */
+export type FinishReason = 'length' | 'eos' | 'bos' | 'stop' | 'context' | 'cancelled' | 'complete';
 
 export interface GeneratedToken {
   token: number;
@@ -40,6 +45,12 @@ export interface SequenceOptions extends SamplingOptions {
   draft?: 'ngram' | LayerWiseInferenceEngine;
   /** The most tokens drafted per pass (default 8, at most batchSize − 1). */
   draftMax?: number;
+  /**
+   * Constrain the output to JSON valid against this schema (OpenAI's structured-outputs
+   * subset; `{"type": "object"}`: any JSON object): tokens that would leave it are never
+   * sampled, and the sequence ends ('complete') when the value is. Needs a tokenizer.
+   */
+  jsonSchema?: JsonSchema;
 }
 
 /** The rows one sequence contributes to a forward step. */
@@ -70,6 +81,8 @@ export interface SequenceInit {
   draftMax?: number;
   /** Width of a logits row (the model's vocabulary). */
   logitsWidth?: number;
+  /** The constraint built from options.jsonSchema. */
+  constraint?: JsonConstraint;
 }
 
 /**
@@ -116,6 +129,7 @@ export class Sequence {
   readonly #seqLen: number;
   readonly #topLogprobs: number | undefined;
   readonly #vocabSize: number;
+  readonly #constraint: JsonConstraint | undefined;
 
   constructor(init: SequenceInit, sampler: Sampler) {
     this.slot = init.slot;
@@ -132,6 +146,7 @@ export class Sequence {
     this.#stopAtEos = init.options.stopAtEos ?? true;
     this.#seqLen = init.seqLen;
     this.#vocabSize = init.vocabSize;
+    this.#constraint = init.constraint;
     this.#topLogprobs = init.options.logprobs;
     if (this.#topLogprobs !== undefined) checkTopLogprobs(this.#topLogprobs);
     this.#drafter = init.drafter;
@@ -263,13 +278,30 @@ export class Sequence {
       this.finishReason = 'length';
       return undefined;
     }
-    const next = logits === undefined ? this.#pending.shift()! : this.#sampler.sample(logits);
-    const logprob = logits === undefined ? this.#pendingLogprobs.shift() : this.#topLogprobs === undefined ? undefined : tokenLogprob(logits, this.#vocabSize, next, this.#topLogprobs);
+    let next: number;
+    let logprob: TokenLogprob | undefined;
+    if (logits === undefined) {
+      // A token a verification pass decided (drafts are off under a constraint).
+      next = this.#pending.shift()!;
+      logprob = this.#pendingLogprobs.shift();
+    } else {
+      if (this.#constraint) {
+        // Tokens left: max tokens, and the context (the token after position seqLen − 1 ends it).
+        const budget = Math.min(this.#maxTokens, this.#seqLen - this.promptTokens.length + 1) - this.tokens.length;
+        if (this.#constraint.mask(logits, this.#vocabSize, budget) === 0) {
+          this.finishReason = 'complete';
+          return undefined;
+        }
+      }
+      next = this.#sampler.sample(logits);
+      logprob = this.#topLogprobs === undefined ? undefined : tokenLogprob(logits, this.#vocabSize, next, this.#topLogprobs);
+    }
     if (this.#stopAtEos && (this.#isEos(next) || next === this.#endsOnBos)) {
       this.finishReason = this.#isEos(next) ? 'eos' : 'bos';
       return undefined;
     }
     this.tokens.push(next);
+    this.#constraint?.accept(next);
     if (logprob !== undefined) this.logprobs.push(logprob);
     this.#held += this.#decoder ? this.#decoder.push(next) : '';
     const stopAt = firstStop(this.#held, this.#stops);
@@ -286,7 +318,8 @@ export class Sequence {
     }
     this.text += piece;
     if (this.finishReason === undefined) {
-      if (this.tokens.length >= this.#maxTokens) this.finishReason = 'length';
+      if (this.#constraint?.ended) this.finishReason = 'complete';
+      else if (this.tokens.length >= this.#maxTokens) this.finishReason = 'length';
       // The new token would sit at position P + n − 1, which must be inside the context.
       else if (this.promptTokens.length + this.tokens.length > this.#seqLen) this.finishReason = 'context';
       if (this.finishReason !== undefined) piece += this.takeTail();

@@ -94,7 +94,9 @@ describe('ChatFormatter on stories260K (SentencePiece, Llama-2 template)', () =>
     expect(b.slice(0, a.length - 1)).toEqual(a.slice(0, a.length - 1));
   });
   it('refuses unknown roles and bad order with typed errors', () => {
-    expect(() => f.encode([{ role: 'tool' as 'user', content: 'x' }])).toThrow(/unknown role "tool"/);
+    expect(() => f.encode([{ role: 'wizard' as 'user', content: 'x' }])).toThrow(/unknown role "wizard"/);
+    expect(() => f.encode([{ role: 'tool', content: 'x' }])).toThrow(/tool messages need a Jinja template with tools/);
+    expect(() => f.encode([{ role: 'user', content: 'x' }], { tools: [{ type: 'function', function: { name: 'f' } }] })).toThrow(/has no tool calls/);
     expect(() => f.encode([{ role: 'assistant', content: 'x' }])).toThrow(ChatTemplateError);
   });
   it('an override wins over detection', () => {

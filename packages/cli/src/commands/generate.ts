@@ -1,4 +1,5 @@
-import { createReadStream, writeFileSync } from 'node:fs';
+import { createReadStream, readFileSync, writeFileSync } from 'node:fs';
+import type { JsonSchema } from '@airllm/engine';
 import type { Command } from 'commander';
 import { addDraftOptions, openDraft, type DraftCliOptions } from '../draft.js';
 import { CliError } from '../errors.js';
@@ -21,6 +22,7 @@ interface GenerateCliOptions extends ModelCliOptions, DraftCliOptions {
   bos: boolean;
   stats?: boolean;
   json?: boolean;
+  jsonSchema?: string;
 }
 
 /** Largest prompt read from a file or stdin: far beyond any context, short of exhausting memory. */
@@ -51,6 +53,21 @@ async function readPrompt(file: string): Promise<string> {
   return Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '');
 }
 
+/** The JSON schema in `file` (its keywords are checked when the generation starts). */
+function readJsonSchema(file: string): JsonSchema {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new CliError(`cannot read the JSON schema ${file}: ${(e as Error).message}`);
+  }
+  try {
+    return JSON.parse(text) as JsonSchema;
+  } catch (e) {
+    throw new CliError(`the JSON schema ${file} is not valid JSON: ${(e as Error).message}`);
+  }
+}
+
 /** `airllm generate [prompt]`: stream a completion of the prompt to stdout. */
 export function register(program: Command): void {
   addTokenLimitOptions(
@@ -74,6 +91,7 @@ export function register(program: Command): void {
     .option('--no-bos', 'do not start the prompt with the BOS token')
     .option('--stats', 'print speed and memory figures on stderr (default: only on a terminal)')
     .option('--json', 'print one JSON object at the end instead of streaming text')
+    .option('--json-schema <file>', 'constrain the output to JSON valid against this schema (OpenAI structured-outputs subset)')
     .addHelpText(
       'after',
       `
@@ -81,7 +99,8 @@ Examples:
   airllm generate "Once upon a time"
   airllm generate -m llama.m -t llama.t --temperature 0.7 --top-p 0.9 --steps 200 "The capital of France"
   airllm generate -m big.m --mode stream --max-memory 8GiB --draft ngram "Repeat after me: ..."
-  echo "Once upon a time" | airllm generate - --json | jq .text`,
+  echo "Once upon a time" | airllm generate - --json | jq .text
+  airllm generate --json-schema person.json --no-echo "A person as JSON:"`,
     )
     .action(async (positional: string | undefined, o: GenerateCliOptions, command: Command) => {
       const given = [positional, o.prompt, o.promptFile].filter((x) => x !== undefined).length;
@@ -98,6 +117,7 @@ Examples:
         stop: o.stop,
         // Only --no-bos overrides the tokenizer's own add_bos.
         bos: o.bos === false ? false : undefined,
+        ...(o.jsonSchema !== undefined ? { jsonSchema: readJsonSchema(o.jsonSchema) } : {}),
       };
       const engine = await createEngine(o);
       // The first Ctrl-C ends the generation (what was produced is still printed); a second one exits.

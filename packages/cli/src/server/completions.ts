@@ -8,8 +8,13 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import {
   ChatTemplateError,
   TokenizerError,
+  forcedCallPrefix,
+  parseToolCalls,
+  toolCallSchema,
   type BatchScheduler,
+  type ChatFormatOptions,
   type ChatFormatter,
+  type ToolCallStyle,
   type SequenceOptions,
   type SequenceResult,
   type TokenLogprob,
@@ -18,9 +23,10 @@ import {
 import { nextTurn, noteOutcome, readJson, sendError, sendJson, ShutdownCutError, type InFlight } from './http.js';
 import { ApiError, parseChatRequest, parseCompletionRequest, type SamplingRequest } from './openai.js';
 import { TokenNames } from './logprobs.js';
-import { CompletionShape, toApiError, type Usage } from './openai-response.js';
+import { CompletionShape, toApiError, type ToolCallOut, type Usage } from './openai-response.js';
 import { QueueClosedError, QueueFullError, WaitCancelledError, type FairQueue } from './queue.js';
 import { EventStream } from './sse.js';
+import { ToolStream } from './tool-stream.js';
 
 /** A client that lets this much stream output pile up unread is dropped (it would hold the engine). */
 const MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
@@ -61,6 +67,8 @@ interface Plan {
   jobs: { prompt: number[]; index: number; echo: string }[];
   options: SequenceOptions;
   req: SamplingRequest;
+  /** Chat with tools: the answer is parsed for calls in this style; `prefix` is what the prompt wrote of a forced call. */
+  tools?: { style: ToolCallStyle; prefix: string };
 }
 
 /** Token ids decoded at most this many at a time between turns of the event loop. */
@@ -77,6 +85,14 @@ async function decodeInSlices(tokenizer: Tokenizer, ids: readonly number[]): Pro
   return text + d.flush();
 }
 
+/** The calls in an answer (with fresh ids) and the text besides them. */
+function toolAnswer(tools: NonNullable<Plan['tools']>, text: string): { content: string; calls: ToolCallOut[] } {
+  const { content, calls } = parseToolCalls(tools.style, text, tools.prefix);
+  return { content, calls: calls.map((c) => ({ id: newCallId(), ...c })) };
+}
+
+const newCallId = (): string => `call_${randomBytes(12).toString('hex')}`;
+
 /**
  * The handler of both endpoints. It throws an ApiError for a request refused before it queues
  * (the caller answers and counts it as rejected); everything after that it answers itself.
@@ -90,6 +106,8 @@ export function completionsHandler(ctx: CompletionsContext): (req: IncomingMessa
     const r = isChat ? parseChatRequest(body) : parseCompletionRequest(body, ctx.vocabSize);
     await nextTurn();
     const prompts: { ids: number[]; echo: string | undefined }[] = [];
+    let tools: Plan['tools'];
+    let jsonSchema = r.jsonSchema;
     // Refused before encoding when even the fewest tokens the text can make do not fit; long
     // texts and conversations are encoded on the tokenizer's worker thread, so /health and
     // streams go on.
@@ -102,11 +120,27 @@ export function completionsHandler(ctx: CompletionsContext): (req: IncomingMessa
     try {
       if ('messages' in r) {
         if (chat instanceof ApiError) throw chat;
-        const options = r.enableThinking === undefined ? {} : { enableThinking: r.enableThinking };
+        const options: ChatFormatOptions = r.enableThinking === undefined ? {} : { enableThinking: r.enableThinking };
+        let prefix = '';
+        if (r.tools.length > 0 && r.toolChoice !== 'none') {
+          const style = chat.toolStyle;
+          if (!style) throw new ApiError(400, `tools: ${chat.templateSource} has no tool calls, so this model cannot be given tools`, 'tools');
+          options.tools = r.tools.map((f) => ({ type: 'function', function: f }));
+          if (r.toolChoice !== 'auto') {
+            // A forced call: the answer starts as a call and is constrained to the tools' schemas.
+            const choice = r.toolChoice;
+            prefix = forcedCallPrefix(style);
+            jsonSchema = toolCallSchema(style, choice === 'required' ? r.tools : r.tools.filter((t) => t.name === choice.name));
+            options.enableThinking = false;
+          }
+          tools = { style, prefix };
+        }
         // The contents (trimmed, as templates write them) bound the prompt from below; the
         // template is rendered on the tokenizer's worker thread with the encoding.
-        fits(r.messages.map((m) => m.content.trim()).join(''), 'messages');
-        prompts.push({ ids: await chat.encodeAsync(r.messages, options), echo: '' });
+        fits(r.messages.map((m) => m.content.trim()).join('') + prefix, 'messages');
+        const ids = await chat.encodeAsync(r.messages, options);
+        if (prefix) ids.push(...(await tokenizer.encodeAsync(prefix, { bos: false })));
+        prompts.push({ ids, echo: '' });
       } else {
         for (const p of r.prompts) {
           if (typeof p === 'string') fits(p, 'prompt');
@@ -139,11 +173,13 @@ export function completionsHandler(ctx: CompletionsContext): (req: IncomingMessa
     }
     const echo = 'echo' in r && r.echo;
     for (const p of prompts) p.echo = echo ? (p.echo ?? (await decodeInSlices(tokenizer, p.ids))) : '';
-    const stop = 'messages' in r && !(chat instanceof ApiError) ? [...chat.stop, ...r.stop] : r.stop;
+    // Constrained output ends with its value: the template's stop texts could only cut a JSON string short.
+    const stop = 'messages' in r && !(chat instanceof ApiError) && jsonSchema === undefined ? [...chat.stop, ...r.stop] : r.stop;
     const jobs = prompts.flatMap((p, pi) => Array.from({ length: r.n }, (_, k) => ({ prompt: p.ids, index: pi * r.n + k, echo: p.echo! })));
     return {
       jobs,
       req: r,
+      ...(tools ? { tools } : {}),
       options: {
         maxTokens,
         temperature: r.temperature,
@@ -153,6 +189,7 @@ export function completionsHandler(ctx: CompletionsContext): (req: IncomingMessa
         ...(r.seed !== undefined ? { seed: r.seed } : {}),
         ...(r.logprobs !== undefined ? { logprobs: r.logprobs } : {}),
         ...ctx.draft,
+        ...(jsonSchema !== undefined ? { jsonSchema } : {}),
       },
     };
   }
@@ -223,7 +260,12 @@ export function completionsHandler(ctx: CompletionsContext): (req: IncomingMessa
       return;
     }
     counts.completed++;
-    const choices = results.map((r, i) => ({ index: p.jobs[i]!.index, text: p.jobs[i]!.echo + r.text, finishReason: r.finishReason, logprobs: r.logprobs }));
+    const choices = results.map((r, i) => {
+      const c = { index: p.jobs[i]!.index, text: p.jobs[i]!.echo + r.text, finishReason: r.finishReason, logprobs: r.logprobs };
+      if (!p.tools) return c;
+      const a = toolAnswer(p.tools, r.text);
+      return a.calls.length > 0 ? { ...c, text: a.content, toolCalls: a.calls } : c;
+    });
     sendJson(res, 200, shape.response(choices, usage(p, results)));
   }
 
@@ -236,6 +278,22 @@ export function completionsHandler(ctx: CompletionsContext): (req: IncomingMessa
       const first = shape.start(index, p.jobs.find((j) => j.index === index)!.echo);
       if (first) events.send(first);
     };
+    // With tools: each choice's text goes through a ToolStream (content, then calls as they complete).
+    const streams = new Map<number, ToolStream>();
+    const toolStream = (index: number): ToolStream => {
+      let ts = streams.get(index);
+      if (!ts) {
+        let sent = 0;
+        ts = new ToolStream(
+          p.tools!.style,
+          p.tools!.prefix,
+          (text) => events.send(shape.delta(index, text)),
+          (call) => events.send(shape.toolCalls(index, [{ id: newCallId(), ...call }], sent++)),
+        );
+        streams.set(index, ts);
+      }
+      return ts;
+    };
     let results: SequenceResult[] | undefined;
     try {
       results = await runChoices(
@@ -243,11 +301,14 @@ export function completionsHandler(ctx: CompletionsContext): (req: IncomingMessa
         abort,
         (index, text, lps) => {
           begin(index);
-          events.send(shape.delta(index, text, lps));
+          if (p.tools) toolStream(index).push(text);
+          else events.send(shape.delta(index, text, lps));
         },
         (index, r) => {
           begin(index);
-          events.send(shape.finish(index, r.finishReason));
+          const ts = p.tools ? toolStream(index) : undefined;
+          ts?.end();
+          events.send(shape.finish(index, r.finishReason, (ts?.calls ?? 0) > 0));
         },
       );
     } catch (e) {

@@ -4,10 +4,25 @@ import { ContextOverflowError, TokenizerError, type FinishReason, type TokenLogp
 import { chatLogprobs, completionLogprobs, type TokenNames } from './logprobs.js';
 import { ApiError } from './openai.js';
 
-/** OpenAI's finish reasons from the engine's. */
-export function finishReason(r: FinishReason | string): 'stop' | 'length' {
+/** OpenAI's finish reasons from the engine's ('tool_calls' when the answer is calls). */
+export function finishReason(r: FinishReason | string, calls = false): 'stop' | 'length' | 'tool_calls' {
+  if (calls) return 'tool_calls';
   return r === 'length' || r === 'context' ? 'length' : 'stop';
 }
+
+/** A tool call as OpenAI sends it. */
+export interface ToolCallOut {
+  id: string;
+  name: string;
+  arguments: string;
+}
+
+const toolCallJson = (c: ToolCallOut, index?: number): Record<string, unknown> => ({
+  ...(index !== undefined ? { index } : {}),
+  id: c.id,
+  type: 'function',
+  function: { name: c.name, arguments: c.arguments },
+});
 
 export interface Usage {
   prompt_tokens: number;
@@ -22,6 +37,8 @@ export interface ChoiceResult {
   finishReason: FinishReason;
   /** Present when the request asked for log-probabilities. */
   logprobs?: readonly TokenLogprob[];
+  /** The calls the answer made (chat with tools); `text` is then what it wrote besides. */
+  toolCalls?: readonly ToolCallOut[];
 }
 
 /**
@@ -52,7 +69,14 @@ export class CompletionShape {
       model: this.model,
       choices: choices.map((c) =>
         this.isChat
-          ? { index: c.index, message: { role: 'assistant', content: c.text, refusal: null }, logprobs: this.#logprobs(c.index, c.logprobs), finish_reason: finishReason(c.finishReason) }
+          ? {
+              index: c.index,
+              message: c.toolCalls?.length
+                ? { role: 'assistant', content: c.text || null, refusal: null, tool_calls: c.toolCalls.map((t) => toolCallJson(t)) }
+                : { role: 'assistant', content: c.text, refusal: null },
+              logprobs: this.#logprobs(c.index, c.logprobs),
+              finish_reason: finishReason(c.finishReason, (c.toolCalls?.length ?? 0) > 0),
+            }
           : { index: c.index, text: c.text, logprobs: this.#logprobs(c.index, c.logprobs), finish_reason: finishReason(c.finishReason) },
       ),
       usage,
@@ -80,9 +104,14 @@ export class CompletionShape {
     return { ...r };
   }
 
+  /** A delta of a chat choice's tool calls, each call whole; `first`: the index of the first in the answer. */
+  toolCalls(index: number, calls: readonly ToolCallOut[], first = 0): Record<string, unknown> {
+    return this.#chunk({ index, delta: { tool_calls: calls.map((c, k) => toolCallJson(c, first + k)) }, logprobs: null, finish_reason: null });
+  }
+
   /** A choice's last chunk, with its finish reason. */
-  finish(index: number, reason: FinishReason): Record<string, unknown> {
-    const r = finishReason(reason);
+  finish(index: number, reason: FinishReason, calls = false): Record<string, unknown> {
+    const r = finishReason(reason, calls);
     return this.#chunk(this.isChat ? { index, delta: {}, logprobs: null, finish_reason: r } : { index, text: '', logprobs: null, finish_reason: r });
   }
 

@@ -3,7 +3,7 @@
  * the error body OpenAI clients understand (`{"error": {message, type, param, code}}`). The
  * response bodies are in openai-response.ts.
  */
-import type { ChatMessage } from '@airllm/engine';
+import { compileJsonSchema, JsonSchemaError, type ChatMessage, type ChatToolCall, type JsonSchema, type ToolFunction } from '@airllm/engine';
 import { AirllmError } from '@airllm/format';
 
 /**
@@ -49,11 +49,19 @@ export interface SamplingRequest {
   includeUsage: boolean;
   /** Log-probabilities with this many alternatives per token; undefined: none. */
   logprobs: number | undefined;
+  /** The output must be JSON valid against this schema (response_format); undefined: free text. */
+  jsonSchema: JsonSchema | undefined;
 }
+
+/** tool_choice: let the model choose, never call, call some tool, or call this one. */
+export type ToolChoice = 'auto' | 'none' | 'required' | { name: string };
 
 export interface ChatRequest extends SamplingRequest {
   messages: ChatMessage[];
   enableThinking: boolean | undefined;
+  /** The functions of `tools` (empty: none). */
+  tools: ToolFunction[];
+  toolChoice: ToolChoice;
 }
 
 export interface CompletionRequest extends SamplingRequest {
@@ -103,10 +111,7 @@ function optBoolean(o: Json, key: string): boolean | undefined {
 
 /** Fields that would change the answer in ways this server cannot honour: refused, not ignored. */
 function refuseUnsupported(o: Json): void {
-  if (Array.isArray(o.tools) && o.tools.length > 0) throw bad('tools', 'tool calling is not supported by this server');
-  if (o.functions !== undefined && o.functions !== null) throw bad('functions', 'function calling is not supported by this server');
-  const rf = o.response_format as Json | undefined | null;
-  if (rf !== undefined && rf !== null && (typeof rf !== 'object' || rf.type !== 'text')) throw bad('response_format', 'only {"type": "text"} is supported');
+  if (o.functions !== undefined && o.functions !== null) throw bad('functions', 'the deprecated function calling is not supported; use tools');
   // Accepted for compatibility and ignored (their neutral values are what this server does).
   for (const key of ['presence_penalty', 'frequency_penalty']) optNumber(o, key, -2, 2, 0);
 }
@@ -121,6 +126,30 @@ function logprobsOf(o: Json, isChat: boolean): number | undefined {
   const top = optInteger(o, 'top_logprobs', 0, MAX_TOP_LOGPROBS);
   if (top !== undefined && !on) throw bad('top_logprobs', 'requires logprobs: true');
   return on ? (top ?? 0) : undefined;
+}
+
+/**
+ * `response_format`: text (none), json_object (any JSON object) or json_schema (its `schema`,
+ * compiled here so that a keyword outside the supported subset is a 400 naming it).
+ */
+function responseFormat(o: Json): JsonSchema | undefined {
+  const rf = o.response_format;
+  if (rf === undefined || rf === null) return undefined;
+  const f = asObjectParam(rf, 'response_format');
+  if (f.type === 'text') return undefined;
+  if (f.type === 'json_object') return { type: 'object' };
+  if (f.type !== 'json_schema') throw bad('response_format.type', `expected "text", "json_object" or "json_schema", got ${describe(f.type)}`);
+  const js = asObjectParam(f.json_schema, 'response_format.json_schema');
+  if (js.schema === undefined || js.schema === null) throw bad('response_format.json_schema.schema', 'is required');
+  const schema = js.schema;
+  if (schema !== true && (typeof schema !== 'object' || Array.isArray(schema))) throw bad('response_format.json_schema.schema', `expected a JSON schema object, got ${describe(schema)}`);
+  try {
+    compileJsonSchema(schema as JsonSchema);
+  } catch (e) {
+    if (e instanceof JsonSchemaError) throw bad('response_format.json_schema.schema', e.message);
+    throw e;
+  }
+  return schema as JsonSchema;
 }
 
 function sampling(o: Json, isChat: boolean): SamplingRequest {
@@ -151,7 +180,8 @@ function sampling(o: Json, isChat: boolean): SamplingRequest {
   }
   // top_p 0 keeps only the most likely token: greedy.
   const logprobs = logprobsOf(o, isChat);
-  return { maxTokens, temperature: topP === 0 ? 0 : temperature, topP, topK, seed, stop, n, stream, includeUsage, logprobs };
+  const jsonSchema = responseFormat(o);
+  return { maxTokens, temperature: topP === 0 ? 0 : temperature, topP, topK, seed, stop, n, stream, includeUsage, logprobs, jsonSchema };
 }
 
 function asObjectParam(v: unknown, param: string): Json {
@@ -176,6 +206,65 @@ function content(v: unknown, param: string, role: string): string {
   throw bad(param, `expected a string or an array of text parts, got ${describe(v)}`);
 }
 
+/** `tools`: function definitions, each name unique, its parameters a schema this server can enforce. */
+function parseTools(v: unknown): ToolFunction[] {
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v)) throw bad('tools', `expected an array, got ${describe(v)}`);
+  const names = new Set<string>();
+  return v.map((raw, i) => {
+    const t = asObjectParam(raw, `tools[${i}]`);
+    if (t.type !== 'function') throw bad(`tools[${i}].type`, `only "function" is supported, got ${describe(t.type)}`);
+    const f = asObjectParam(t.function, `tools[${i}].function`);
+    if (typeof f.name !== 'string' || !/^[a-zA-Z0-9_-]{1,64}$/.test(f.name)) throw bad(`tools[${i}].function.name`, `expected 1 to 64 letters, digits, _ or -, got ${describe(f.name)}`);
+    if (names.has(f.name)) throw bad(`tools[${i}].function.name`, `"${f.name}" is defined twice`);
+    names.add(f.name);
+    if (f.description !== undefined && typeof f.description !== 'string') throw bad(`tools[${i}].function.description`, `expected a string, got ${describe(f.description)}`);
+    const fn: ToolFunction = { name: f.name, ...(typeof f.description === 'string' ? { description: f.description } : {}) };
+    if (f.parameters !== undefined && f.parameters !== null) {
+      const params = asObjectParam(f.parameters, `tools[${i}].function.parameters`);
+      try {
+        compileJsonSchema(params);
+      } catch (e) {
+        if (e instanceof JsonSchemaError) throw bad(`tools[${i}].function.parameters`, e.message);
+        throw e;
+      }
+      fn.parameters = params;
+    }
+    return fn;
+  });
+}
+
+function parseToolChoice(v: unknown, tools: readonly ToolFunction[]): ToolChoice {
+  if (v === undefined || v === null) return tools.length > 0 ? 'auto' : 'none';
+  if (v === 'auto' || v === 'none' || v === 'required') {
+    if (v === 'required' && tools.length === 0) throw bad('tool_choice', '"required" needs tools');
+    return v;
+  }
+  const c = asObjectParam(v, 'tool_choice');
+  const name = typeof c.function === 'object' && c.function !== null ? (c.function as Json).name : undefined;
+  if (c.type !== 'function' || typeof name !== 'string') throw bad('tool_choice', 'expected "auto", "none", "required" or {"type": "function", "function": {"name": …}}');
+  if (!tools.some((t) => t.name === name)) throw bad('tool_choice', `names the function "${name}", which is not in tools`);
+  return { name };
+}
+
+/** An assistant message's `tool_calls`: arguments (JSON text in OpenAI's API) as objects for the template. */
+function parseToolCallsParam(v: unknown, param: string): ChatToolCall[] {
+  if (!Array.isArray(v)) throw bad(param, `expected an array, got ${describe(v)}`);
+  return v.map((raw, i) => {
+    const c = asObjectParam(raw, `${param}[${i}]`);
+    const f = asObjectParam(c.function, `${param}[${i}].function`);
+    if (typeof f.name !== 'string') throw bad(`${param}[${i}].function.name`, `expected a string, got ${describe(f.name)}`);
+    let args: Record<string, unknown> | string = typeof f.arguments === 'string' ? f.arguments : '{}';
+    try {
+      const parsed = JSON.parse(args) as unknown;
+      if (typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)) args = parsed as Record<string, unknown>;
+    } catch {
+      // Not JSON: the template gets the text as it is.
+    }
+    return { ...(typeof c.id === 'string' ? { id: c.id } : {}), name: f.name, arguments: args };
+  });
+}
+
 export function parseChatRequest(body: unknown): ChatRequest {
   const o = asObject(body);
   const m = o.messages;
@@ -186,14 +275,24 @@ export function parseChatRequest(body: unknown): ChatRequest {
     const msg = asObjectParam(raw, `messages[${i}]`);
     const role = msg.role;
     if (typeof role !== 'string') throw bad(`messages[${i}].role`, `expected a string, got ${describe(role)}`);
-    if (role === 'tool' || role === 'function') throw bad(`messages[${i}].role`, `"${role}" messages are not supported by this server (no tool calling)`);
+    if (role === 'function') throw bad(`messages[${i}].role`, '"function" messages (the deprecated function calling) are not supported; use tools');
     // "developer" is OpenAI's newer name for the system role.
     const r = role === 'developer' ? 'system' : role;
-    if (r !== 'system' && r !== 'user' && r !== 'assistant') throw bad(`messages[${i}].role`, `unknown role "${role}" (expected system, developer, user or assistant)`);
-    return { role: r, content: content(msg.content, `messages[${i}].content`, r) };
+    if (r !== 'system' && r !== 'user' && r !== 'assistant' && r !== 'tool') throw bad(`messages[${i}].role`, `unknown role "${role}" (expected system, developer, user, assistant or tool)`);
+    const m: ChatMessage = { role: r, content: content(msg.content, `messages[${i}].content`, r) };
+    if (r === 'assistant' && msg.tool_calls !== undefined && msg.tool_calls !== null) m.toolCalls = parseToolCallsParam(msg.tool_calls, `messages[${i}].tool_calls`);
+    if (r === 'tool') {
+      if (typeof msg.tool_call_id !== 'string') throw bad(`messages[${i}].tool_call_id`, `is required for a tool message (a string), got ${describe(msg.tool_call_id)}`);
+      m.toolCallId = msg.tool_call_id;
+    }
+    return m;
   });
   const base = sampling(o, true);
-  return { ...base, messages, enableThinking: optBoolean(o, 'enable_thinking') };
+  const tools = parseTools(o.tools);
+  const toolChoice = parseToolChoice(o.tool_choice, tools);
+  optBoolean(o, 'parallel_tool_calls');
+  if (toolChoice !== 'none' && base.jsonSchema !== undefined) throw bad('response_format', 'cannot be combined with tools (a tool call is JSON of its own schema)');
+  return { ...base, messages, enableThinking: optBoolean(o, 'enable_thinking'), tools, toolChoice };
 }
 
 export function parseCompletionRequest(body: unknown, vocabSize: number): CompletionRequest {
@@ -220,6 +319,7 @@ export function parseCompletionRequest(body: unknown, vocabSize: number): Comple
     });
   });
   if (typeof o.suffix === 'string' && o.suffix !== '') throw bad('suffix', 'is not supported by this server');
+  for (const key of ['tools', 'tool_choice']) if (o[key] !== undefined && o[key] !== null) throw bad(key, 'only /v1/chat/completions takes tools');
   const bestOf = optInteger(o, 'best_of', 1, MAX_CHOICES);
   if (bestOf !== undefined && bestOf > 1) throw bad('best_of', 'only 1 is supported');
   const base = sampling(o, false);
