@@ -131,3 +131,32 @@ export function llama3RopeFactors(headDim: number, theta: number, factor: number
   }
   return out;
 }
+
+/** The ggml tensor types a GGUF can hold to run in place, and the dtype each one is. */
+export const GGML_IN_PLACE: Readonly<Partial<Record<GgmlType, FloatType>>> = Object.freeze({
+  [GgmlType.F32]: FloatType.F32,
+  [GgmlType.F16]: FloatType.F16,
+  [GgmlType.BF16]: FloatType.BF16,
+  [GgmlType.Q4_0]: FloatType.Q40,
+  [GgmlType.Q8_0]: FloatType.Q80,
+  [GgmlType.Q4_K]: FloatType.Q4_K,
+  [GgmlType.Q5_K]: FloatType.Q5_K,
+  [GgmlType.Q6_K]: FloatType.Q6_K,
+});
+
+/** The names of GGML_IN_PLACE's types, for messages. */
+export const IN_PLACE_GGML_TYPES = 'F32, F16, BF16, Q4_0, Q8_0, Q4_K, Q5_K, Q6_K';
+
+/** The GGUF ggml type → dtype, or a typed error naming the tensor and listing what is supported. */
+export function inPlaceDtypeOf(type: number, field: string, path?: string): FloatType {
+  const f = GGML_IN_PLACE[type as GgmlType];
+  if (f === undefined) {
+    throw new UnsupportedModelError(`tensor type ${ggmlTypeName(type)} cannot run in place; re-quantize the GGUF to one of ${IN_PLACE_GGML_TYPES} (llama.cpp's llama-quantize), or convert it with \`airllm convert gguf\``, {
+      path,
+      field,
+      expected: IN_PLACE_GGML_TYPES,
+      actual: ggmlTypeName(type),
+    });
+  }
+  return f;
+}
