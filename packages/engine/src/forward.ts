@@ -13,7 +13,7 @@ import type { HeadWeights, LayerWeights, Matrix } from './weights.js';
 /** One layer of an architecture, on this thread's share of the work. */
 export type LayerForward = (s: ThreadState, w: LayerWeights, step: StepTask, layer: number) => void;
 
-/** Llama: attention (LLAMA rope, optionally Llama-3.1 scaled) + SwiGLU FFN. */
+/** Llama: attention (LLAMA rope, optionally Llama-3.1 scaled; qwen2: FALCON rope and q/k/v biases) + SwiGLU FFN. */
 export function forwardLlama(s: ThreadState, w: LayerWeights, step: StepTask, layer: number): void {
   attention(s, w, step, layer, false);
   denseFfn(s, w, step);
@@ -58,6 +58,15 @@ function attention(s: ThreadState, w: LayerWeights, step: StepTask, layer: numbe
   matmul(s, w.q, s.xb, xbq, s.q, rows, q0, q1);
   matmul(s, w.k, s.xb, xbq, kOut, rows, k0, k1);
   matmul(s, w.v, s.xb, xbq, vOut, rows, k0, k1);
+
+  // qwen2: q/k/v biases on this thread's rows
+  if (w.bq !== undefined) {
+    for (let b = 0; b < rows; b++) {
+      K.addScaled(s.q.subarray(b * qDim), w.bq, 1, q0, q1);
+      K.addScaled(kOut.subarray(b * kvDim), w.bk!, 1, k0, k1);
+      K.addScaled(vOut.subarray(b * kvDim), w.bv!, 1, k0, k1);
+    }
+  }
 
   // qwen3: per-head rmsnorm of q and k, before rope
   if (qkNorm) {

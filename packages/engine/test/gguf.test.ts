@@ -92,7 +92,7 @@ describe('a GGUF that cannot run in place is refused with a typed error', () => 
     expect(e).toBeInstanceOf(UnsupportedModelError);
     expect((e as UnsupportedModelError).code).toBe('AIRLLM_UNSUPPORTED_MODEL');
     expect((e as Error).message).toContain('gpt2');
-    expect((e as Error).message).toContain('llama, qwen3, qwen3moe');
+    expect((e as Error).message).toContain('llama, qwen3, qwen3moe, qwen2');
     expect((e as Error).message).toContain(path);
   });
 

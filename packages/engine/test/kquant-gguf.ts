@@ -6,7 +6,7 @@ import { GT, ggufBytes, Rng, type GgufKv, type GgufTensorSpec } from '@airllm/fo
 const GGML = { F32: 0, Q4_K: 12, Q6_K: 14 } as const;
 
 export interface KQuantModelShape {
-  readonly arch: 'llama' | 'qwen3';
+  readonly arch: 'llama' | 'qwen3' | 'qwen2';
   readonly dim: number;
   readonly ff: number;
   readonly layers: number;
@@ -31,7 +31,7 @@ function q4kmType(name: string, layer: number, nLayers: number): FloatType {
 
 /**
  * A random-weight GGUF of `shape` as a Q4_K_M file mixes its types, written with ggml's block
- * layouts (the format package's reference quantizers). Weights are Gaussian with standard
+ * layouts (the format package's reference quantizers); qwen2 adds q/k/v biases (N(0, 0.5²)). Weights are Gaussian with standard
  * deviation 1/√(in-features) (embedding 1, classifier 2/√dim, norms 1 ± 0.1), so activations stay
  * O(1) through depth and the logits spread over a few units, as a trained model's do. The
  * tokenizer is a SentencePiece-style vocabulary (unk, bos, eos, 256 byte tokens, then pieces)
@@ -58,9 +58,9 @@ export function writeKQuantGguf(path: string, shape: KQuantModelShape, seed: num
     tensors.push({ name, type: dtype === FloatType.Q6_K ? GGML.Q6_K : GGML.Q4_K, dims: [cols, rows], data });
     types[info.name] = (types[info.name] ?? 0) + 1;
   };
-  const vector = (name: string, n: number): void => {
+  const vector = (name: string, n: number, mean = 1, std = 0.1): void => {
     const f = new Float32Array(n);
-    for (let i = 0; i < n; i++) f[i] = 1 + 0.1 * gauss();
+    for (let i = 0; i < n; i++) f[i] = mean + std * gauss();
     tensors.push({ name, type: GGML.F32, dims: [n], data: new Uint8Array(f.buffer) });
   };
   matrix('token_embd.weight', vocab, dim, FloatType.Q4_K, 1);
@@ -71,6 +71,11 @@ export function writeKQuantGguf(path: string, shape: KQuantModelShape, seed: num
     matrix(`${b}attn_q.weight`, qDim, dim, t('attn_q.weight'), 1 / Math.sqrt(dim));
     matrix(`${b}attn_k.weight`, kvDim, dim, t('attn_k.weight'), 1 / Math.sqrt(dim));
     matrix(`${b}attn_v.weight`, kvDim, dim, t('attn_v.weight'), 1 / Math.sqrt(dim));
+    if (arch === 'qwen2') {
+      vector(`${b}attn_q.bias`, qDim, 0, 0.5);
+      vector(`${b}attn_k.bias`, kvDim, 0, 0.5);
+      vector(`${b}attn_v.bias`, kvDim, 0, 0.5);
+    }
     if (arch === 'qwen3') {
       vector(`${b}attn_q_norm.weight`, headDim);
       vector(`${b}attn_k_norm.weight`, headDim);
@@ -108,8 +113,8 @@ export function writeKQuantGguf(path: string, shape: KQuantModelShape, seed: num
     [`${a}.attention.key_length`, GT.U32, headDim],
     [`${a}.attention.value_length`, GT.U32, headDim],
     [`${a}.rope.dimension_count`, GT.U32, headDim],
-    [`${a}.rope.freq_base`, GT.F32, a === 'qwen3' ? 1000000 : 10000],
-    [`${a}.attention.layer_norm_rms_epsilon`, GT.F32, a === 'qwen3' ? 1e-6 : 1e-5],
+    [`${a}.rope.freq_base`, GT.F32, a === 'llama' ? 10000 : 1000000],
+    [`${a}.attention.layer_norm_rms_epsilon`, GT.F32, a === 'llama' ? 1e-5 : 1e-6],
     ['tokenizer.ggml.model', GT.STR, 'llama'],
     ['tokenizer.ggml.tokens', GT.ARR, [GT.STR, tokens]],
     ['tokenizer.ggml.scores', GT.ARR, [GT.F32, tokens.map((_, i) => -i)]],

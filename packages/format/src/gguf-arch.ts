@@ -20,6 +20,13 @@ export const GGUF_ARCHS: Readonly<Record<string, ArchType>> = Object.freeze({
   qwen3moe: ArchType.QWEN3_MOE,
 });
 
+/**
+ * The architectures a GGUF runs in place: GGUF_ARCHS plus qwen2 (Qwen2/2.5), which is llama's
+ * graph with q/k/v biases and half-split ("NEOX") rope. A `.m` has no place for the biases, so
+ * `convert` does not take qwen2.
+ */
+export const IN_PLACE_ARCHS: Readonly<Record<string, ArchType>> = Object.freeze({ ...GGUF_ARCHS, qwen2: ArchType.LLAMA });
+
 export function ggufArchName(arch: ArchType): string {
   switch (arch) {
     case ArchType.LLAMA: return 'llama';

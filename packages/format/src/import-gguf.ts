@@ -63,12 +63,16 @@ export function defaultModelDtype(type: number, field: string, path?: string): F
 }
 
 /** GGUF metadata → `.m` header values (same keys and order as the HF converter writes). */
-export function ggufToHeader(header: GgufHeader, options: { dtype?: FloatType; ropeFreqs?: Float32Array; path?: string } = {}): GgufModelPlan {
+export function ggufToHeader(
+  header: GgufHeader,
+  options: { dtype?: FloatType; ropeFreqs?: Float32Array; path?: string; archs?: Readonly<Record<string, ArchType>> } = {},
+): GgufModelPlan {
+  const archs = options.archs ?? GGUF_ARCHS;
   const md = new GgufMetadataReader(header, options.path);
   const archName = md.string('general.architecture');
-  const arch = archName !== undefined ? GGUF_ARCHS[archName] : undefined;
+  const arch = archName !== undefined ? archs[archName] : undefined;
   if (arch === undefined) {
-    throw new UnsupportedModelError('unsupported GGUF architecture', { path: options.path, field: 'general.architecture', offset: md.entry('general.architecture')?.offset, expected: Object.keys(GGUF_ARCHS).join(', '), actual: String(archName) });
+    throw new UnsupportedModelError('unsupported GGUF architecture', { path: options.path, field: 'general.architecture', offset: md.entry('general.architecture')?.offset, expected: Object.keys(archs).join(', '), actual: String(archName) });
   }
   const a = archName!;
   const need = (k: string): number => {

@@ -106,7 +106,7 @@ export {
 } from './hf-sidecar.js';
 export { ggufToHfTokenizer, ggufTokenizerToData } from './gguf-tokenizer.js';
 export { GgufFile, type GgufHeader } from './gguf.js';
-export { GGML_IN_PLACE, IN_PLACE_GGML_TYPES, inPlaceDtypeOf } from './gguf-arch.js';
+export { GGML_IN_PLACE, IN_PLACE_ARCHS, IN_PLACE_GGML_TYPES, inPlaceDtypeOf } from './gguf-arch.js';
 export {
   type ModelFileFormat,
   type GgufModelInfo,
