@@ -25,7 +25,7 @@ export function register(program: Command): void {
     .command('tokenize')
     .description('print the token ids of a text (or of a chat conversation) as the model is fed them')
     .argument('[text]', 'the text ("-" or nothing: read stdin, byte for byte)')
-    .option('-m, --model <path>', 'model .m file (default: the bundled stories260K demo)')
+    .option('-m, --model <path>', 'model .m or GGUF file (default: the bundled stories260K demo)')
     .option('-t, --tokenizer <path>', `tokenizer .t file (default: ${TOKENIZER_LOOKUP})`)
     .option('--no-bos', 'do not start with the BOS token')
     .option('--chat', 'the input is a JSON array of {role, content} messages, rendered with the chat template and the generation prompt')
