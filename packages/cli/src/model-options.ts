@@ -36,7 +36,7 @@ export interface ModelCliOptions {
 
 export function addModelOptions(cmd: Command): Command {
   return cmd
-    .option('-m, --model <path>', 'model .m file, or hf:<owner>/<repo>[/<file>] pulled into the model cache (default: the bundled stories260K demo)')
+    .option('-m, --model <path>', 'model .m or GGUF file (run in place), or hf:<owner>/<repo>[/<file>] pulled into the model cache (default: the bundled stories260K demo)')
     .option('-t, --tokenizer <path>', `tokenizer .t file (default: ${TOKENIZER_LOOKUP})`)
     .option('--mode <mode>', 'memory mode: auto (resident if the model fits in available memory, else stream) | resident | stream | sequential', 'auto')
     .option('--max-memory <size>', 'weight budget (stream mode: default what available memory allows; auto: instead of the available memory), e.g. 2GiB, 512MB, 25%')

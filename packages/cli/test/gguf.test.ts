@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exportGguf } from '@airllm/format/convert';
 import { BIN, FIXTURES } from './helpers.js';
 
-const llama2c = JSON.parse(readFileSync(join(FIXTURES, 'reference_llama2c_stories260k.json'), 'utf8')) as { bos_only: { generated_tokens: number[] } };
+const llama2c = JSON.parse(readFileSync(join(FIXTURES, 'reference_llama2c_stories260k.json'), 'utf8')) as { bos_only: { generated_tokens: number[] }; encodings: Record<string, number[]> };
 
 function airllm(args: string[]): { code: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 60_000 });
@@ -32,6 +32,13 @@ describe('airllm on a GGUF, in place', () => {
       expect(j.text.startsWith('Once upon a time')).toBe(true);
     });
   }
+
+  it("tokenize -m model.gguf: llama2.c's ids, from the GGUF's own tokenizer metadata", () => {
+    const [text, ids] = Object.entries(llama2c.encodings)[0]!;
+    const r = airllm(['tokenize', '-m', gguf, text]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout.trim()).toBe(ids.join(' '));
+  });
 
   it('inspect model.gguf --json: the in-place layout, every layer as file ranges', () => {
     const r = airllm(['inspect', gguf, '--json']);

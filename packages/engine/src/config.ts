@@ -91,8 +91,6 @@ export function resolveConfig(m: ModelConfig, o: EngineOptions): EngineConfig {
       if (n % Q_BLOCK !== 0) throw new UnsupportedModelError(`q80 activations need ${name} (${n}) to be a multiple of ${Q_BLOCK}`);
     }
   }
-  // The layout can describe them (GGUF), the forward pass does not add them yet.
-  if (m.qkvBias) throw new UnsupportedModelError('q/k/v biases (qwen2) are not supported by the forward pass yet');
   const seqLen = o.maxSeqLen ?? Math.min(m.maxSeqLen, DEFAULT_MAX_SEQ_LEN);
   if (!Number.isInteger(seqLen) || seqLen < 1 || seqLen > m.maxSeqLen) throw new OptionError('maxSeqLen', `must be 1..${m.maxSeqLen} (the model's context), got ${o.maxSeqLen}`);
   const batchSize = o.batchSize ?? Math.min(DEFAULT_BATCH, seqLen);

@@ -4,16 +4,16 @@
  * barrier between dependent steps. Row-wise normalisations are cheap, so every thread computes
  * them for all rows into its own buffers instead of waiting for one another.
  */
-import { ArchType, DTYPES, Q_BLOCK, type FloatType } from '@airllm/format';
+import { ArchType, FloatType, Q_BLOCK } from '@airllm/format';
 import { splitRange } from '@airllm/kernels';
 import type { SequenceRows, StepTask } from './shared.js';
-import { q80Bytes, type ThreadState } from './state.js';
+import { q80Bytes, q8kBytes, type ThreadState } from './state.js';
 import type { HeadWeights, LayerWeights, Matrix } from './weights.js';
 
 /** One layer of an architecture, on this thread's share of the work. */
 export type LayerForward = (s: ThreadState, w: LayerWeights, step: StepTask, layer: number) => void;
 
-/** Llama: attention (LLAMA rope, optionally Llama-3.1 scaled) + SwiGLU FFN. */
+/** Llama: attention (LLAMA rope, optionally Llama-3.1 scaled; qwen2: FALCON rope and q/k/v biases) + SwiGLU FFN. */
 export function forwardLlama(s: ThreadState, w: LayerWeights, step: StepTask, layer: number): void {
   attention(s, w, step, layer, false);
   denseFfn(s, w, step);
@@ -47,7 +47,7 @@ function attention(s: ThreadState, w: LayerWeights, step: StepTask, layer: numbe
 
   // attention rmsnorm (all rows, into this thread's xb)
   K.rmsnorm(s.xb, s.x, w.attNorm, dim, s.eps, 0, rows);
-  const xbq = castIn(s, s.xb, s.xbq, dim, rows, w.q);
+  const xbq = castIn(s, s.xb, s.xbq, dim, rows, w.q) ?? q8kIn(s, s.xb, dim, rows, w.q, w.k, w.v);
 
   // q, k, v for this thread's heads; k and v go straight into the cache when one sequence
   const [q0, q1] = splitRange(qDim, s.T, s.t, s.headAlign);
@@ -58,6 +58,15 @@ function attention(s: ThreadState, w: LayerWeights, step: StepTask, layer: numbe
   matmul(s, w.q, s.xb, xbq, s.q, rows, q0, q1);
   matmul(s, w.k, s.xb, xbq, kOut, rows, k0, k1);
   matmul(s, w.v, s.xb, xbq, vOut, rows, k0, k1);
+
+  // qwen2: q/k/v biases on this thread's rows
+  if (w.bq !== undefined) {
+    for (let b = 0; b < rows; b++) {
+      K.addScaled(s.q.subarray(b * qDim), w.bq, 1, q0, q1);
+      K.addScaled(kOut.subarray(b * kvDim), w.bk!, 1, k0, k1);
+      K.addScaled(vOut.subarray(b * kvDim), w.bv!, 1, k0, k1);
+    }
+  }
 
   // qwen3: per-head rmsnorm of q and k, before rope
   if (qkNorm) {
@@ -99,7 +108,7 @@ function attention(s: ThreadState, w: LayerWeights, step: StepTask, layer: numbe
   // (with float weights the cast rewrites the floats, so it works on a private copy)
   const zIn = s.q80 && !takesQ80(w.wo.dtype) ? s.zf : s.z;
   if (zIn !== s.z) zIn.set(s.z.subarray(0, rows * qDim));
-  const zq = castIn(s, zIn, s.zq, qDim, rows, w.wo);
+  const zq = castIn(s, zIn, s.zq, qDim, rows, w.wo) ?? q8kIn(s, zIn, qDim, rows, w.wo);
   const [d0, d1] = splitRange(dim, s.T, s.t, Q_BLOCK);
   matmul(s, w.wo, zIn, zq, s.o, rows, d0, d1);
   residual(s, dim, rows, d0, d1);
@@ -115,17 +124,18 @@ function denseFfn(s: ThreadState, w: LayerWeights, step: StepTask): void {
 
   // ffn rmsnorm
   K.rmsnorm(s.xb, s.x, w.ffnNorm, dim, s.eps, 0, rows);
-  const yq = castIn(s, s.xb, s.xbq, dim, rows, w1);
+  const yq = castIn(s, s.xb, s.xbq, dim, rows, w1) ?? q8kIn(s, s.xb, dim, rows, w1, w.w3!);
 
   // w1 (gate), w3 (up) and SwiGLU on this thread's hidden rows
   const [f0, f1] = splitRange(ff, s.T, s.t, Q_BLOCK);
   matmul(s, w1, s.xb, yq, s.hb, rows, f0, f1);
   matmul(s, w.w3!, s.xb, yq, s.hb2, rows, f0, f1);
   for (let b = 0; b < rows; b++) K.swiglu(s.hb, s.hb, s.hb2, b * ff + f0, b * ff + f1);
-  const hq = castHidden(s, ff, rows, f0, f1, w2);
+  const hcast = castHidden(s, ff, rows, f0, f1, w2);
   s.barrier.wait();
 
-  // w2 (down), then residual
+  // w2 (down), then residual (K-quant w2: each thread quantizes all of hb to Q8_K itself)
+  const hq = hcast ?? q8kIn(s, s.hb, ff, rows, w2);
   const [d0, d1] = splitRange(dim, s.T, s.t, Q_BLOCK);
   matmul(s, w2, s.hb, hq, s.o, rows, d0, d1);
   residual(s, dim, rows, d0, d1);
@@ -155,12 +165,13 @@ function moeFfn(s: ThreadState, w: LayerWeights, step: StepTask): void {
     const n = gatherExpertRows(s, e, rows, k, yq);
     if (n === 0) continue;
     const ex = w.experts[e]!;
-    const yeq = yq ? s.yeq : undefined;
+    const yeq = yq ? s.yeq : q8kIn(s, s.ye, dim, n, ex.w1, ex.w3);
     matmul(s, ex.w1, s.ye, yeq, s.hb, n, f0, f1);
     matmul(s, ex.w3, s.ye, yeq, s.hb2, n, f0, f1);
     for (let j = 0; j < n; j++) K.swiglu(s.hb, s.hb, s.hb2, j * ff + f0, j * ff + f1);
-    const hq = castHidden(s, ff, n, f0, f1, ex.w2);
+    const hcast = castHidden(s, ff, n, f0, f1, ex.w2);
     s.barrier.wait();
+    const hq = hcast ?? q8kIn(s, s.hb, ff, n, ex.w2);
     matmul(s, ex.w2, s.hb, hq, s.eo, n, d0, d1);
     for (let j = 0; j < n; j++) {
       const r = s.expertRows[j]!;
@@ -189,7 +200,7 @@ export function forwardHead(s: ThreadState, w: HeadWeights, step: StepTask): voi
 
   // final rmsnorm
   K.rmsnorm(s.xb, s.xb, w.finalNorm, dim, s.eps, 0, n);
-  const xq = castIn(s, s.xb, s.xbq, dim, n, w.wcls);
+  const xq = castIn(s, s.xb, s.xbq, dim, n, w.wcls) ?? q8kIn(s, s.xb, dim, n, w.wcls);
 
   // classifier into logits, this thread's vocabulary rows
   const [v0, v1] = splitRange(V, s.T, s.t, Q_BLOCK);
@@ -200,18 +211,39 @@ export function forwardHead(s: ThreadState, w: HeadWeights, step: StepTask): voi
 // --- helpers -------------------------------------------------------------------------
 
 /**
- * Whether a matmul with weights of this dtype takes Q80 activations (q80 mode): the block
- * quantized types do (ggml pairs them with Q8_0), float weights take the floats.
+ * Whether a matmul with weights of this dtype takes Q80 activations (q80 mode): Q40 and Q80
+ * do (ggml pairs them with Q8_0), float weights take the floats, and so do K-quants (their
+ * floats then carry the Q80 cast; dllama has no K-quants to follow).
  */
 export function takesQ80(dtype: FloatType): boolean {
-  return DTYPES[dtype].blockSize > 1;
+  return dtype === FloatType.Q40 || dtype === FloatType.Q80;
 }
 
-/** out = W·x for this thread's output rows [r0, r1), with Q80 input when the activations are cast. */
+/** Whether a matmul with weights of this dtype takes Q8_K activations (f32 mode): the K-quants. */
+export function takesQ8K(dtype: FloatType): boolean {
+  return dtype === FloatType.Q4_K || dtype === FloatType.Q5_K || dtype === FloatType.Q6_K;
+}
+
+/**
+ * out = W·x for this thread's output rows [r0, r1). `xq` is the input as Q80 (q80 mode) or as
+ * Q8_K (f32 mode, from q8kIn); each matrix takes the form its dtype multiplies with.
+ */
 function matmul(s: ThreadState, w: Matrix, xf: Float32Array, xq: Uint8Array | undefined, out: Float32Array, rows: number, r0: number, r1: number): void {
   if (r0 >= r1 || rows === 0) return;
-  if (xq !== undefined && takesQ80(w.dtype)) s.K.matmulQ80(w.dtype, out, xq, w.bytes, w.cols, w.rows, rows, r0, r1);
+  if (xq !== undefined && s.q80 && takesQ80(w.dtype)) s.K.matmulQ80(w.dtype, out, xq, w.bytes, w.cols, w.rows, rows, r0, r1);
+  else if (xq !== undefined && !s.q80 && takesQ8K(w.dtype)) s.K.matmulQ8K(w.dtype, out, xq, w.bytes, w.cols, w.rows, rows, r0, r1);
   else s.K.matmul(w.dtype, out, xf, w.bytes, w.cols, w.rows, rows, r0, r1);
+}
+
+/**
+ * f32 mode: the input of K-quant matrices as Q8_K, as llama.cpp multiplies K-quants (integer
+ * dots, see DESIGN.md for why), into this thread's `xk`; undefined when none of `ws` is a
+ * K-quant. Every thread quantizes all rows itself (a few µs per row), so no barrier is added.
+ */
+function q8kIn(s: ThreadState, xf: Float32Array, n: number, rows: number, ...ws: Matrix[]): Uint8Array | undefined {
+  if (s.q80 || !ws.some((w) => takesQ8K(w.dtype))) return undefined;
+  s.K.quantizeQ8K(s.xk, xf, n, 0, rows);
+  return s.xk.subarray(0, rows * q8kBytes(n));
 }
 
 /**

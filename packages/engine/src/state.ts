@@ -1,5 +1,5 @@
 import { Q80_BLOCK_BYTES, Q_BLOCK, RopeType, type ModelConfig } from '@airllm/format';
-import { ropeFrequencies, type KernelBackend } from '@airllm/kernels';
+import { Q8K_BLOCK, Q8K_BLOCK_BYTES, ropeFrequencies, type KernelBackend } from '@airllm/kernels';
 import { Barrier } from './barrier.js';
 import { CTRL_INTS, reportDoubles, taskInts } from './channel.js';
 import type { EngineConfig } from './config.js';
@@ -8,6 +8,11 @@ import type { SharedBuffers } from './shared.js';
 /** Q80 bytes for `n` floats. */
 export function q80Bytes(n: number): number {
   return (n / Q_BLOCK) * Q80_BLOCK_BYTES;
+}
+
+/** Q8_K bytes for `n` floats (whole super-blocks of 256; none for a width that is not). */
+export function q8kBytes(n: number): number {
+  return Math.floor(n / Q8K_BLOCK) * Q8K_BLOCK_BYTES;
 }
 
 /**
@@ -94,6 +99,7 @@ export class ThreadState {
   readonly zf: Float32Array; // (maxRows, qDim) attention output after the Q80 cast
   readonly zq: Uint8Array; // (maxRows, qDim) as Q80
   readonly castScratch: Uint8Array; // Q80 scratch for in-place casts
+  readonly xk: Uint8Array; // (maxRows, widest input) Q8_K input of K-quant matmuls (f32 mode)
   readonly att: Float32Array; // (seqLen) attention scores
   readonly eo: Float32Array; // (maxRows, dim) one expert's output rows
   readonly ye: Float32Array; // (maxRows, dim) rows routed to one expert
@@ -140,6 +146,8 @@ export class ThreadState {
     this.zf = q80 ? new Float32Array(R * m.qDim) : EMPTY_F32;
     this.zq = q80 ? new Uint8Array(q80Bytes(R * m.qDim)) : EMPTY_U8;
     this.castScratch = q80 ? new Uint8Array(q80Bytes(R * Math.max(m.dim, m.ffDim))) : EMPTY_U8;
+    // One buffer serves every input in turn (q/k/v, wo, w1/w3, w2, head: never two at once).
+    this.xk = q80 ? EMPTY_U8 : new Uint8Array(R * Math.max(q8kBytes(m.dim), q8kBytes(m.qDim), q8kBytes(m.ffDim)));
     this.att = new Float32Array(c.seqLen);
     const moe = m.nExperts > 0;
     this.eo = moe ? new Float32Array(R * m.dim) : EMPTY_F32;

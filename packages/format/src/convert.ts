@@ -31,5 +31,5 @@ export {
   importHfModel,
   importHf,
 } from './import-hf.js';
-export { type GgufImportOptions, type GgufImportResult, importGgufModel, importGguf } from './import-gguf.js';
+export { type GgufImportOptions, type GgufImportResult, type RequantizationError, defaultModelDtype, importGgufModel, importGguf } from './import-gguf.js';
 export { type GgufExportOptions, type GgufExportResult, findBytePieces, exportGguf } from './export-gguf.js';

@@ -20,6 +20,13 @@ export const GGUF_ARCHS: Readonly<Record<string, ArchType>> = Object.freeze({
   qwen3moe: ArchType.QWEN3_MOE,
 });
 
+/**
+ * The architectures a GGUF runs in place: GGUF_ARCHS plus qwen2 (Qwen2/2.5), which is llama's
+ * graph with q/k/v biases and half-split ("NEOX") rope. A `.m` has no place for the biases, so
+ * `convert` does not take qwen2.
+ */
+export const IN_PLACE_ARCHS: Readonly<Record<string, ArchType>> = Object.freeze({ ...GGUF_ARCHS, qwen2: ArchType.LLAMA });
+
 export function ggufArchName(arch: ArchType): string {
   switch (arch) {
     case ArchType.LLAMA: return 'llama';
@@ -130,4 +137,33 @@ export function llama3RopeFactors(headDim: number, theta: number, factor: number
     }
   }
   return out;
+}
+
+/** The ggml tensor types a GGUF can hold to run in place, and the dtype each one is. */
+export const GGML_IN_PLACE: Readonly<Partial<Record<GgmlType, FloatType>>> = Object.freeze({
+  [GgmlType.F32]: FloatType.F32,
+  [GgmlType.F16]: FloatType.F16,
+  [GgmlType.BF16]: FloatType.BF16,
+  [GgmlType.Q4_0]: FloatType.Q40,
+  [GgmlType.Q8_0]: FloatType.Q80,
+  [GgmlType.Q4_K]: FloatType.Q4_K,
+  [GgmlType.Q5_K]: FloatType.Q5_K,
+  [GgmlType.Q6_K]: FloatType.Q6_K,
+});
+
+/** The names of GGML_IN_PLACE's types, for messages. */
+export const IN_PLACE_GGML_TYPES = 'F32, F16, BF16, Q4_0, Q8_0, Q4_K, Q5_K, Q6_K';
+
+/** The GGUF ggml type → dtype, or a typed error naming the tensor and listing what is supported. */
+export function inPlaceDtypeOf(type: number, field: string, path?: string): FloatType {
+  const f = GGML_IN_PLACE[type as GgmlType];
+  if (f === undefined) {
+    throw new UnsupportedModelError(`tensor type ${ggmlTypeName(type)} cannot run in place; re-quantize the GGUF to one of ${IN_PLACE_GGML_TYPES} (llama.cpp's llama-quantize), or convert it with \`airllm convert gguf\``, {
+      path,
+      field,
+      expected: IN_PLACE_GGML_TYPES,
+      actual: ggmlTypeName(type),
+    });
+  }
+  return f;
 }

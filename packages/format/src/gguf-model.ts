@@ -1,27 +1,12 @@
 import { closeSync } from 'node:fs';
 import { DTYPES, FloatType, isModelFileFloatType } from './dtypes.js';
 import { FileSizeMismatchError, FormatError, MissingTensorError, TensorMismatchError, UnsupportedModelError } from './errors.js';
-import { parseModelHeader, writeModelHeader, type ModelHeader } from './header.js';
+import { HeaderKey, parseModelHeader, RopeType, writeModelHeader, type ModelHeader } from './header.js';
 import { buildModelLayout, configFromHeader, layoutFromTensors, type ModelConfig, type TensorInfo, type WeightsLayout } from './layout.js';
 import { GgmlType, ggmlTypeName, GGUF_MAGIC, readGgufHeaderSync, type GgufHeader } from './gguf.js';
-import { ggufDimsOf, ggufSourceOf } from './gguf-arch.js';
+import { ggufDimsOf, ggufSourceOf, GGML_IN_PLACE, IN_PLACE_ARCHS, inPlaceDtypeOf } from './gguf-arch.js';
 import { ggufToHeader } from './import-gguf.js';
 import { openForRead, readAt, readModelFile, type ModelFileInfo } from './model-file.js';
-
-/** The ggml tensor types a GGUF can hold to run in place, and the dtype each one is. */
-export const GGML_IN_PLACE: Readonly<Partial<Record<GgmlType, FloatType>>> = Object.freeze({
-  [GgmlType.F32]: FloatType.F32,
-  [GgmlType.F16]: FloatType.F16,
-  [GgmlType.BF16]: FloatType.BF16,
-  [GgmlType.Q4_0]: FloatType.Q40,
-  [GgmlType.Q8_0]: FloatType.Q80,
-  [GgmlType.Q4_K]: FloatType.Q4_K,
-  [GgmlType.Q5_K]: FloatType.Q5_K,
-  [GgmlType.Q6_K]: FloatType.Q6_K,
-});
-
-/** The names of GGML_IN_PLACE's types, for messages. */
-export const IN_PLACE_GGML_TYPES = 'F32, F16, BF16, Q4_0, Q8_0, Q4_K, Q5_K, Q6_K';
 
 /** What a model file is, by its first four bytes. */
 export type ModelFileFormat = 'm' | 'gguf';
@@ -41,23 +26,10 @@ export interface GgufModelInfo {
   readonly gguf: GgufHeader;
 }
 
-/** The GGUF ggml type → dtype, or a typed error naming the tensor and listing what is supported. */
-export function inPlaceDtypeOf(type: number, field: string, path?: string): FloatType {
-  const f = GGML_IN_PLACE[type as GgmlType];
-  if (f === undefined) {
-    throw new UnsupportedModelError(`tensor type ${ggmlTypeName(type)} cannot run in place; re-quantize the GGUF to one of ${IN_PLACE_GGML_TYPES} (llama.cpp's llama-quantize), or convert it with \`airllm convert gguf\``, {
-      path,
-      field,
-      expected: IN_PLACE_GGML_TYPES,
-      actual: ggmlTypeName(type),
-    });
-  }
-  return f;
-}
-
 /**
  * The layout of a GGUF model, read in place: the tensors a `.m` of the same model would have
- * (same names, kinds, shapes), each at its GGUF offset with its GGUF type. MoE experts are
+ * (same names, kinds, shapes; plus qwen2's q/k/v biases), each at its GGUF offset with its GGUF
+ * type. MoE experts are
  * slices of llama.cpp's merged [in, out, E] tensors; with no output.weight the classifier is
  * token_embd's bytes. Layers are grouped as the layout does for any format, with alignment
  * padding between a layer's tensors read along (maxGap = the file's alignment).
@@ -67,17 +39,28 @@ export function ggufModelLayout(gguf: GgufHeader, fileSize: number, options: { p
   const q = gguf.tensorByName.get('blk.0.attn_q.weight');
   const qType = q !== undefined ? GGML_IN_PLACE[q.type as GgmlType] : undefined;
   const dtype = qType !== undefined && isModelFileFloatType(qType) ? qType : FloatType.F32;
-  const plan = ggufToHeader(gguf, { dtype, ropeFreqs: options.ropeFreqs, path });
+  const plan = ggufToHeader(gguf, { dtype, ropeFreqs: options.ropeFreqs, path, archs: IN_PLACE_ARCHS });
+  // qwen2: llama's graph with half-split rope and q/k/v biases.
+  const qwen2 = plan.archName === 'qwen2';
+  if (qwen2) plan.values[HeaderKey.RopeType] = RopeType.FALCON;
   let header: ModelHeader;
   try {
     header = parseModelHeader(writeModelHeader(plan.values));
   } catch (e) {
     throw e instanceof FormatError ? e.withPath(path ?? '') : e;
   }
-  const config: ModelConfig = Object.freeze({ ...configFromHeader(header), tiedEmbeddings: plan.tiedEmbeddings });
+  const config: ModelConfig = Object.freeze({ ...configFromHeader(header), qkvBias: qwen2, tiedEmbeddings: plan.tiedEmbeddings });
+  const wanted: TensorInfo[] = buildModelLayout(header).tensors.slice();
+  if (qwen2) {
+    for (let l = 0; l < header.nLayers; l++) {
+      for (const [kind, n] of [['bq', header.qDim], ['bk', header.kvDim], ['bv', header.kvDim]] as const) {
+        wanted.push({ name: `layers.${l}.${kind}`, kind, layer: l, expert: -1, dtype: FloatType.F32, shape: [n], offset: 0, byteLength: 4 * n });
+      }
+    }
+  }
   const tensors: TensorInfo[] = [];
   let end = gguf.dataOffset;
-  for (const t of buildModelLayout(header).tensors) {
+  for (const t of wanted) {
     let src = ggufSourceOf(t);
     if (t.kind === 'wcls' && plan.tiedEmbeddings) src = { name: 'token_embd.weight', slice: -1 };
     const g = gguf.tensorByName.get(src.name);

@@ -134,31 +134,16 @@ export function mergesFromScores(tokens: readonly string[], scores: ArrayLike<nu
  */
 export function ggufToHfTokenizer(header: GgufHeader, path?: string): HfTokenizerSidecar {
   const md = new GgufMetadataReader(header, path);
-  const model = md.string('tokenizer.ggml.model');
-  if (model !== 'llama' && model !== 'gpt2') {
-    throw new UnsupportedModelError('unsupported GGUF tokenizer model', { path, field: 'tokenizer.ggml.model', offset: md.entry('tokenizer.ggml.model')?.offset, expected: 'llama or gpt2', actual: String(model) });
-  }
+  const model = tokenizerModel(md, path);
   const tokensArr = md.array('tokenizer.ggml.tokens');
   if (tokensArr === undefined || tokensArr.items.some((t) => typeof t !== 'string')) {
     throw new InvalidValueError('tokenizer.ggml.tokens must be a string array', { path, field: 'tokenizer.ggml.tokens' });
   }
   const n = tokensArr.items.length;
   const tokens = (tokensArr.items as string[]).map((t, id) => (t === '' ? `[EMPTY_${id}]` : t));
-  const numArray = (key: string): readonly number[] | undefined => {
-    const arr = md.array(key);
-    if (arr === undefined) return undefined;
-    if (arr.items.length !== n || arr.items.some((x) => typeof x !== 'number')) {
-      throw new InvalidValueError('array must hold one number per token', { path, field: key, offset: md.entry(key)?.offset, expected: n, actual: arr.items.length });
-    }
-    return arr.items as number[];
-  };
+  const numArray = (key: string): readonly number[] | undefined => perTokenNumbers(md, key, n, path);
   const types = numArray('tokenizer.ggml.token_type') ?? tokens.map(() => GgufTokenType.NORMAL);
-  const id = (key: string): number | undefined => {
-    const v = md.int(key);
-    if (v === undefined) return undefined;
-    if (v < 0 || v >= n) throw new InvalidValueError('token id outside the vocabulary', { path, field: key, offset: md.entry(key)?.offset, expected: `0..${n - 1}`, actual: v });
-    return v;
-  };
+  const id = (key: string): number | undefined => tokenIdOf(md, key, n, path);
   const bosId = id('tokenizer.ggml.bos_token_id');
   const eosId = id('tokenizer.ggml.eos_token_id');
   const unkId = id('tokenizer.ggml.unknown_token_id');
@@ -273,21 +258,11 @@ export function ggufToHfTokenizer(header: GgufHeader, path?: string): HfTokenize
  */
 export function ggufTokenizerToData(header: GgufHeader, path?: string): TokenizerData {
   const md = new GgufMetadataReader(header, path);
-  const model = md.string('tokenizer.ggml.model');
-  if (model !== 'llama' && model !== 'gpt2') {
-    throw new UnsupportedModelError('unsupported GGUF tokenizer model', { path, field: 'tokenizer.ggml.model', offset: md.entry('tokenizer.ggml.model')?.offset, expected: 'llama or gpt2', actual: String(model) });
-  }
+  const model = tokenizerModel(md, path);
   const tokens = md.array('tokenizer.ggml.tokens');
   if (tokens === undefined || tokens.raw === undefined) throw new InvalidValueError('tokenizer.ggml.tokens must be a string array', { path, field: 'tokenizer.ggml.tokens' });
   const n = tokens.items.length;
-  const numArray = (key: string): readonly number[] | undefined => {
-    const arr = md.array(key);
-    if (arr === undefined) return undefined;
-    if (arr.items.length !== n || arr.items.some((x) => typeof x !== 'number')) {
-      throw new InvalidValueError('array must hold one number per token', { path, field: key, offset: md.entry(key)?.offset, expected: n, actual: arr.items.length });
-    }
-    return arr.items as number[];
-  };
+  const numArray = (key: string): readonly number[] | undefined => perTokenNumbers(md, key, n, path);
   const types = numArray('tokenizer.ggml.token_type');
   const scoresIn = numArray('tokenizer.ggml.scores');
   const vocab: Uint8Array[] = [];
@@ -304,12 +279,7 @@ export function ggufTokenizerToData(header: GgufHeader, path?: string): Tokenize
     vocab.push(bytes.length > 0 ? bytes : new TextEncoder().encode(`[EMPTY_${id}]`));
     scores[id] = model === 'llama' ? (scoresIn?.[id] ?? 0) : -id;
   }
-  const id = (key: string): number | undefined => {
-    const v = md.int(key);
-    if (v === undefined) return undefined;
-    if (v < 0 || v >= n) throw new InvalidValueError('token id outside the vocabulary', { path, field: key, offset: md.entry(key)?.offset, expected: `0..${n - 1}`, actual: v });
-    return v;
-  };
+  const id = (key: string): number | undefined => tokenIdOf(md, key, n, path);
   let bosId = id('tokenizer.ggml.bos_token_id');
   if (bosId === undefined && types !== undefined) {
     const first = types.findIndex((t) => t === GgufTokenType.CONTROL);
@@ -324,4 +294,31 @@ export function ggufTokenizerToData(header: GgufHeader, path?: string): Tokenize
   const addBos = md.bool('tokenizer.ggml.add_bos_token') ?? model === 'llama';
   const chatTemplate = md.string('tokenizer.chat_template');
   return parseTokenizer(writeTokenizer({ vocab, scores, bosId, eosIds, addBos, chatTemplate: chatTemplate === '' ? undefined : chatTemplate }));
+}
+
+/** `tokenizer.ggml.model`: "llama" (SentencePiece) or "gpt2" (byte-level BPE); anything else is refused. */
+function tokenizerModel(md: GgufMetadataReader, path: string | undefined): 'llama' | 'gpt2' {
+  const model = md.string('tokenizer.ggml.model');
+  if (model !== 'llama' && model !== 'gpt2') {
+    throw new UnsupportedModelError('unsupported GGUF tokenizer model', { path, field: 'tokenizer.ggml.model', offset: md.entry('tokenizer.ggml.model')?.offset, expected: 'llama or gpt2', actual: String(model) });
+  }
+  return model;
+}
+
+/** A metadata array of one number per token (`n` tokens), or undefined when absent. */
+function perTokenNumbers(md: GgufMetadataReader, key: string, n: number, path: string | undefined): readonly number[] | undefined {
+  const arr = md.array(key);
+  if (arr === undefined) return undefined;
+  if (arr.items.length !== n || arr.items.some((x) => typeof x !== 'number')) {
+    throw new InvalidValueError('array must hold one number per token', { path, field: key, offset: md.entry(key)?.offset, expected: n, actual: arr.items.length });
+  }
+  return arr.items as number[];
+}
+
+/** A token id from the metadata, checked against the vocabulary of `n` tokens; undefined when absent. */
+function tokenIdOf(md: GgufMetadataReader, key: string, n: number, path: string | undefined): number | undefined {
+  const v = md.int(key);
+  if (v === undefined) return undefined;
+  if (v < 0 || v >= n) throw new InvalidValueError('token id outside the vocabulary', { path, field: key, offset: md.entry(key)?.offset, expected: `0..${n - 1}`, actual: v });
+  return v;
 }

@@ -6,7 +6,7 @@ import { CONVERT_HF_KEY_ORDER } from './import-hf.js';
 import type { ModelLayout } from './layout.js';
 import { ModelFileWriter, type ProgressCallback } from './model-writer.js';
 import { GgufFile, GgufMetadataReader, ggmlTypeName, GgmlType, type GgufHeader, type GgufTensorInfo } from './gguf.js';
-import { GGUF_ARCHS, floatTypeOfGgml, ggufDimsOf, ggufSourceOf, llama3RopeFactors } from './gguf-arch.js';
+import { GGUF_ARCHS, GGML_TO_FLOAT, ggufDimsOf, ggufSourceOf, inPlaceDtypeOf, llama3RopeFactors } from './gguf-arch.js';
 import { ggufToHfTokenizer, ggufTokenizerToData } from './gguf-tokenizer.js';
 import { encodeHfSidecar, hfSidecarPath, type HfTokenizerSidecar } from './hf-sidecar.js';
 import { writeTokenizer, type TokenizerData } from './tokenizer-file.js';
@@ -50,13 +50,29 @@ const EPS_CODES: readonly [number, number][] = [
   [6, Math.fround(1e-6)],
 ];
 
+/**
+ * The `.m` weight type for a GGUF whose attn_q has ggml type `type`: the same type when a `.m`
+ * can hold it (nothing re-quantized), else the nearest Distributed-Llama type: Q40 for Q4_K and
+ * Q5_K, Q80 for Q6_K and BF16.
+ */
+export function defaultModelDtype(type: number, field: string, path?: string): FloatType {
+  const same = GGML_TO_FLOAT[type as GgmlType];
+  if (same !== undefined) return same;
+  const src = inPlaceDtypeOf(type, field, path);
+  return src === FloatType.Q4_K || src === FloatType.Q5_K ? FloatType.Q40 : FloatType.Q80;
+}
+
 /** GGUF metadata → `.m` header values (same keys and order as the HF converter writes). */
-export function ggufToHeader(header: GgufHeader, options: { dtype?: FloatType; ropeFreqs?: Float32Array; path?: string } = {}): GgufModelPlan {
+export function ggufToHeader(
+  header: GgufHeader,
+  options: { dtype?: FloatType; ropeFreqs?: Float32Array; path?: string; archs?: Readonly<Record<string, ArchType>> } = {},
+): GgufModelPlan {
+  const archs = options.archs ?? GGUF_ARCHS;
   const md = new GgufMetadataReader(header, options.path);
   const archName = md.string('general.architecture');
-  const arch = archName !== undefined ? GGUF_ARCHS[archName] : undefined;
+  const arch = archName !== undefined ? archs[archName] : undefined;
   if (arch === undefined) {
-    throw new UnsupportedModelError('unsupported GGUF architecture', { path: options.path, field: 'general.architecture', offset: md.entry('general.architecture')?.offset, expected: Object.keys(GGUF_ARCHS).join(', '), actual: String(archName) });
+    throw new UnsupportedModelError('unsupported GGUF architecture', { path: options.path, field: 'general.architecture', offset: md.entry('general.architecture')?.offset, expected: Object.keys(archs).join(', '), actual: String(archName) });
   }
   const a = archName!;
   const need = (k: string): number => {
@@ -75,7 +91,7 @@ export function ggufToHeader(header: GgufHeader, options: { dtype?: FloatType; r
   if (dtype === undefined) {
     const q = header.tensorByName.get('blk.0.attn_q.weight');
     if (q === undefined) throw new MissingTensorError('tensor not found', { path: options.path, field: 'blk.0.attn_q.weight' });
-    dtype = floatTypeOfGgml(q.type, q.name, options.path);
+    dtype = defaultModelDtype(q.type, q.name, options.path);
   }
   const values: HeaderValues = {
     [K.Version]: 0,
@@ -156,14 +172,29 @@ export interface GgufImportResult {
   readonly sidecarError?: string;
   /** Tensors whose GGUF type differs from their `.m` type (decoded and re-encoded, lossy when quantizing). */
   readonly reencoded: readonly string[];
+  /** The error of re-encoding against the GGUF's decoded values, over every re-encoded tensor (absent when none was). */
+  readonly requantization?: RequantizationError;
+}
+
+/** How far re-encoded weights are from the values the GGUF holds. */
+export interface RequantizationError {
+  /** Values re-encoded. */
+  readonly values: number;
+  /** √(mean (re-encoded − source)²) over all of them. */
+  readonly rms: number;
+  /** rms ÷ √(mean source²): the error relative to the weights' own size. */
+  readonly relativeRms: number;
+  /** The tensor with the largest relative RMS error, and that error. */
+  readonly worst: { readonly tensor: string; readonly relativeRms: number };
 }
 
 const CHUNK_BYTES = 8 << 20;
 
 /**
- * Convert a GGUF (llama, qwen3, qwen3moe; F32/F16/Q4_0/Q8_0 tensors) to `.m`. Tensors whose
- * GGUF type is the `.m` type are copied byte for byte (Q4_0 = Q40, Q8_0 = Q80); others are
- * decoded to float32 and encoded with the `.m` type. llama q/k need no reordering (see
+ * Convert a GGUF (llama, qwen3, qwen3moe; F32/F16/BF16/Q4_0/Q8_0/Q4_K/Q5_K/Q6_K tensors) to
+ * `.m`. Tensors whose GGUF type is the `.m` type are copied byte for byte (Q4_0 = Q40, Q8_0 =
+ * Q80); others are decoded to float32 and encoded with the `.m` type, and the error of that
+ * re-encoding against the decoded source is measured (`requantization`). llama q/k need no reordering (see
  * gguf-arch.ts). Streams tensor by tensor in chunks of whole rows.
  */
 export async function importGgufModel(path: string, outPath: string, options: GgufImportOptions = {}): Promise<Omit<GgufImportResult, 'tokenizer'>> {
@@ -182,6 +213,7 @@ export async function importGgufModel(path: string, outPath: string, options: Gg
     const plan = ggufToHeader(h, { dtype: options.dtype, ropeFreqs, path });
     const writer = await ModelFileWriter.open(outPath, plan.values, { keyOrder: CONVERT_HF_KEY_ORDER, overwrite: options.overwrite, onProgress: options.onProgress, fsync: options.fsync });
     const reencoded: string[] = [];
+    const err = { values: 0, sqErr: 0, sqSrc: 0, worst: { tensor: '', relativeRms: 0 } };
     try {
       for (const t of writer.layout.tensors) {
         let src = ggufSourceOf(t);
@@ -194,7 +226,7 @@ export async function importGgufModel(path: string, outPath: string, options: Gg
         if (g.dims.length !== want.length || g.dims.some((d, i) => d !== want[i])) {
           throw new TensorMismatchError('tensor shape does not match the metadata', { path, field: g.name, offset: g.infoOffset, expected: `[${want.join(', ')}]`, actual: `[${g.dims.join(', ')}]` });
         }
-        const srcType = floatTypeOfGgml(g.type, g.name, path);
+        const srcType = inPlaceDtypeOf(g.type, g.name, path);
         const info = DTYPES[srcType];
         const cols = want[0]!;
         const rows = t.shape.length === 1 ? 1 : t.shape[0]!;
@@ -206,19 +238,41 @@ export async function importGgufModel(path: string, outPath: string, options: Gg
         const same = srcType === t.dtype;
         if (!same) reencoded.push(`${g.name} ${ggmlTypeName(g.type)}→${floatTypeName(t.dtype)}`);
         const step = Math.max(1, Math.floor((options.chunkBytes ?? CHUNK_BYTES) / rowBytes));
+        const out = DTYPES[t.dtype];
+        let tSqErr = 0;
+        let tSqSrc = 0;
         for (let r = 0; r < rows; r += step) {
           const n = Math.min(step, rows - r);
           const raw = await f.read(base + r * rowBytes, n * rowBytes, g.name);
           if (same) await writer.writeTensorChunk(raw, t.name);
           else {
+            // Decode, encode with the `.m` type, decode that again to measure what was lost.
             const floats = new Float32Array(n * cols);
             info.dequantize(raw, floats);
-            await writer.writeTensorChunk(floats, t.name);
+            const encoded = new Uint8Array((floats.length / out.blockSize) * out.bytesPerBlock);
+            out.quantize(floats, encoded);
+            const back = new Float32Array(floats.length);
+            out.dequantize(encoded, back);
+            for (let i = 0; i < floats.length; i++) {
+              tSqErr += (back[i]! - floats[i]!) ** 2;
+              tSqSrc += floats[i]! ** 2;
+            }
+            await writer.writeTensorChunk(encoded, t.name);
           }
+        }
+        // Decoding to F32 (embedding, norms) is exact: only lossy encodings count.
+        if (!same && t.dtype !== FloatType.F32) {
+          err.values += rows * cols;
+          err.sqErr += tSqErr;
+          err.sqSrc += tSqSrc;
+          const rel = tSqSrc > 0 ? Math.sqrt(tSqErr / tSqSrc) : 0;
+          if (rel >= err.worst.relativeRms) err.worst = { tensor: g.name, relativeRms: rel };
         }
       }
       const layout = await writer.close();
-      return { plan, layout, reencoded };
+      const requantization: RequantizationError | undefined =
+        err.values === 0 ? undefined : { values: err.values, rms: Math.sqrt(err.sqErr / err.values), relativeRms: err.sqSrc > 0 ? Math.sqrt(err.sqErr / err.sqSrc) : 0, worst: err.worst };
+      return { plan, layout, reencoded, requantization };
     } catch (e) {
       await writer.abort();
       throw e instanceof FormatError ? e.withPath(path) : e;

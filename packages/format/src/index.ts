@@ -106,13 +106,11 @@ export {
 } from './hf-sidecar.js';
 export { ggufToHfTokenizer, ggufTokenizerToData } from './gguf-tokenizer.js';
 export { GgufFile, type GgufHeader } from './gguf.js';
+export { GGML_IN_PLACE, IN_PLACE_ARCHS, IN_PLACE_GGML_TYPES, inPlaceDtypeOf } from './gguf-arch.js';
 export {
-  GGML_IN_PLACE,
-  IN_PLACE_GGML_TYPES,
   type ModelFileFormat,
   type GgufModelInfo,
   type AnyModelInfo,
-  inPlaceDtypeOf,
   ggufModelLayout,
   isGgufMagic,
   readGgufModel,

@@ -297,12 +297,18 @@ describe('GGUF → .m', () => {
     const k4 = base.tensors.map((t) => (t.name === 'blk.1.ffn_down.weight' ? { ...t, type: GgmlType.Q4_K, dims: [256, 24], data: new Uint8Array(144 * 24) } : t));
     const e1 = await tryImport(base.kvs, k4);
     expect(e1).toBeInstanceOf(TensorMismatchError); // shape first: [256, 24] is not [96, 64]
+    // K-quants convert (rows must be whole 256-value super-blocks: 64 is not).
     const k4b = base.tensors.map((t) => (t.name === 'blk.1.attn_output.weight' ? { ...t, type: GgmlType.Q4_K, dims: [64, 64], data: new Uint8Array((4096 / 256) * 144) } : t));
     const e2 = await tryImport(base.kvs, k4b);
-    expect(e2).toBeInstanceOf(UnsupportedModelError);
-    expect(e2.message).toContain('F32, F16, Q4_0, Q8_0');
-    expect(e2.message).toContain('Q4_K');
-    expect(e2.field).toBe('blk.1.attn_output.weight');
+    expect(e2).toBeInstanceOf(TensorMismatchError);
+    expect(e2.message).toContain('whole Q4_K blocks');
+    // A type neither path decodes (Q2_K: 84 bytes per 256 values).
+    const q2 = base.tensors.map((t) => (t.name === 'blk.1.attn_output.weight' ? { ...t, type: GgmlType.Q2_K, dims: [64, 64], data: new Uint8Array((4096 / 256) * 84) } : t));
+    const e3 = await tryImport(base.kvs, q2);
+    expect(e3).toBeInstanceOf(UnsupportedModelError);
+    expect(e3.message).toContain('F32, F16, BF16, Q4_0, Q8_0, Q4_K, Q5_K, Q6_K');
+    expect(e3.message).toContain('Q2_K');
+    expect(e3.field).toBe('blk.1.attn_output.weight');
 
     const gemma = await tryImport(base.kvs.map((kv) => (kv[0] === 'general.architecture' ? (['general.architecture', GT.STR, 'gemma'] as GgufKv) : kv)), base.tensors);
     expect(gemma).toBeInstanceOf(UnsupportedModelError);

@@ -42,12 +42,12 @@ export function register(program: Command): void {
 
   convert
     .command('gguf')
-    .description('llama.cpp GGUF (llama, qwen3, qwen3moe; F32/F16/Q4_0/Q8_0 tensors) → .m + .t, losslessly when the type is kept')
+    .description('llama.cpp GGUF (llama, qwen3, qwen3moe; F32/F16/BF16/Q4_0/Q8_0/Q4_K/Q5_K/Q6_K tensors) → .m + .t, losslessly when the type is kept; re-quantizing prints its RMS error')
     .argument('<file>', 'GGUF file')
     .option('-o, --out <model.m>', 'output model file (default: next to the input, with .m)')
     .option('--tokenizer-out <model.t>', 'output tokenizer file (default: the model path with .t)')
     .option('--no-tokenizer', 'do not convert the tokenizer')
-    .option('--dtype <type>', 'weight type: q40, q80, f16 or f32 (default: the GGUF attn_q type, no re-quantization)')
+    .option('--dtype <type>', 'weight type: q40, q80, f16 or f32 (default: the GGUF attn_q type, no re-quantization; for K-quants q40 from Q4_K/Q5_K, q80 from Q6_K/BF16)')
     .option('--overwrite', 'replace existing output files')
     .option('--json', 'print one JSON summary instead of text')
     .action(async (file: string, opts: ConvertOptions) => {
@@ -61,7 +61,7 @@ export function register(program: Command): void {
       try {
         const r = await C.importGguf({ gguf: file, model: out, tokenizerOut }, { dtype, overwrite: opts.overwrite, onProgress: bar.update });
         bar.stop();
-        report(F, opts, out, r.layout, tokenizerOut, r.tokenizer, { source: 'gguf', architecture: r.plan.archName, reencoded: r.reencoded });
+        report(F, opts, out, r.layout, tokenizerOut, r.tokenizer, { source: 'gguf', architecture: r.plan.archName, reencoded: r.reencoded, requantization: r.requantization ?? null });
       } finally {
         bar.stop();
         signalsOff();
@@ -164,6 +164,12 @@ function report(
   if (tokenizer !== null) lines.push(`wrote ${tokenizer.path}: ${tokenizer.vocabSize} tokens, bos ${tokenizer.bosId}, eos ${tokenizer.eosIds.join(',') || 'none'}${tokenizer.chatTemplate ? ', chat template' : ''}`);
   const re = extra.reencoded as string[] | undefined;
   if (re !== undefined && re.length > 0) lines.push(`re-encoded ${re.length} tensor(s) whose GGUF type differs from ${model.weightType}: ${re.slice(0, 4).join('; ')}${re.length > 4 ? '; …' : ''}`);
+  const rq = extra.requantization as import('@airllm/format/convert').RequantizationError | null | undefined;
+  if (rq) {
+    lines.push(
+      `re-quantization RMS error ${rq.rms.toExponential(3)} over ${rq.values} values (${(100 * rq.relativeRms).toFixed(2)}% of the source weights' RMS; worst ${rq.worst.tensor} ${(100 * rq.worst.relativeRms).toFixed(2)}%)`,
+    );
+  }
   const unused = extra.unusedTensors as string[] | undefined;
   if (unused !== undefined && unused.length > 0) lines.push(`ignored ${unused.length} tensor(s) the .m format has no place for: ${unused.slice(0, 4).join(', ')}${unused.length > 4 ? ', …' : ''}`);
   writeOut(lines.join('\n'));

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { CliError } from '../errors.js';
-import { BUNDLED_MODEL, BUNDLED_TOKENIZER, findTokenizer, TOKENIZER_LOOKUP } from '../model-options.js';
+import { BUNDLED_MODEL, BUNDLED_TOKENIZER, modelTokenizer, TOKENIZER_LOOKUP } from '../model-options.js';
 import { writeJson } from '../output.js';
 
 export interface TokenizeCliOptions {
@@ -25,7 +25,7 @@ export function register(program: Command): void {
     .command('tokenize')
     .description('print the token ids of a text (or of a chat conversation) as the model is fed them')
     .argument('[text]', 'the text ("-" or nothing: read stdin, byte for byte)')
-    .option('-m, --model <path>', 'model .m file (default: the bundled stories260K demo)')
+    .option('-m, --model <path>', 'model .m or GGUF file (default: the bundled stories260K demo)')
     .option('-t, --tokenizer <path>', `tokenizer .t file (default: ${TOKENIZER_LOOKUP})`)
     .option('--no-bos', 'do not start with the BOS token')
     .option('--chat', 'the input is a JSON array of {role, content} messages, rendered with the chat template and the generation prompt')
@@ -61,16 +61,17 @@ const loaded = new Map<string, import('@airllm/engine').Tokenizer>();
 
 /** What `airllm tokenize` prints, for `input` and the command's options. */
 export async function tokenizeInput(input: string, o: TokenizeCliOptions): Promise<TokenizeResult> {
-  const { readModelFile } = await import('@airllm/format');
+  const { readAnyModelFile } = await import('@airllm/format');
   const { loadTokenizer, ChatFormatter, ChatTemplateError, CHAT_ROLES } = await import('@airllm/engine');
   const model = o.model ?? BUNDLED_MODEL;
   const cacheKey = `${model}\0${o.tokenizer ?? ''}`;
   let tok = loaded.get(cacheKey);
   if (tok === undefined) {
-    const { header } = readModelFile(model);
-    const tokenizerPath = o.model === undefined && o.tokenizer === undefined ? BUNDLED_TOKENIZER : findTokenizer(model, o.tokenizer);
-    // Given a path, loadTokenizer returns the tokenizer or throws.
-    tok = loadTokenizer(model, { tokenizerPath, modelVocabSize: header.vocabSize })!;
+    const file = readAnyModelFile(model);
+    // A GGUF with no .t beside it: the tokenizer of its metadata.
+    const tokenizerPath = o.model === undefined && o.tokenizer === undefined ? BUNDLED_TOKENIZER : await modelTokenizer(model, o.tokenizer);
+    // Given a path (or a GGUF), loadTokenizer returns the tokenizer or throws.
+    tok = loadTokenizer(model, { tokenizerPath, modelVocabSize: file.header.vocabSize, gguf: file.format === 'gguf' ? file.gguf : undefined })!;
     loaded.set(cacheKey, tok);
   }
   let ids: number[];

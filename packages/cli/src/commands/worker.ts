@@ -43,7 +43,7 @@ export function register(program: Command): void {
   program
     .command('worker')
     .description('serve layer ranges of a model to an airllm root over gRPC (only activations travel)')
-    .option('-m, --model <path>', 'model .m file: the same file as the root (default: the bundled stories260K demo)')
+    .option('-m, --model <path>', 'model .m or GGUF file: the same file as the root (default: the bundled stories260K demo)')
     .option('--host <host>', 'interface to listen on (127.0.0.1: this machine only; 0.0.0.0: every interface)', '127.0.0.1')
     .option('--port <n>', 'port to listen on (0: any free port)', '9100')
     .option('--token <secret>', 'shared secret a root must send (default: $AIRLLM_TOKEN)')
