@@ -1,10 +1,11 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readAnyModelFile, UnsupportedModelError } from '@airllm/format';
+import { FloatType, readAnyModelFile, UnsupportedModelError } from '@airllm/format';
 import { exportGguf } from '@airllm/format/convert';
 import { GT, ggufBytes, type GgufKv } from '@airllm/format/testing';
 import { LayerWiseInferenceEngine, type EngineOptions } from '@airllm/engine';
+import { nativeBackend } from '@airllm/kernels';
 import { F32_MODEL, FIXTURE_TOKENIZER, FIXTURES, tempDir } from './helpers.js';
 import { writeKQuantGguf } from './kquant-gguf.js';
 
@@ -96,6 +97,48 @@ describe('a K-quant GGUF streams from the file under a budget smaller than the f
     // Streamed segments were read again on later passes: more bytes loaded than the file holds in tensors.
     expect(stream.stats.bytesLoaded).toBeGreaterThan(info.layout.layers.reduce((a, l) => a + l.size, 0));
     for (let p = 0; p < 8; p++) expect(Array.from(stream.logits[p]!)).toEqual(Array.from(resident.logits[p]!));
+  }, 60_000);
+});
+
+describe('every tensor type a GGUF runs in place with, in one file', () => {
+  it('F32, F16, BF16, Q4_0, Q8_0, Q4_K, Q5_K, Q6_K matrices: native kernels give the TypeScript reference kernels\' logits', async () => {
+    const path = join(tmp.dir, 'mix.gguf');
+    const mix: Record<string, FloatType> = {
+      'attn_q.weight': FloatType.Q5_K,
+      'attn_k.weight': FloatType.BF16,
+      'attn_v.weight': FloatType.F16,
+      'attn_output.weight': FloatType.Q40,
+      'ffn_gate.weight': FloatType.Q80,
+      'ffn_up.weight': FloatType.F32,
+      'ffn_down.weight': FloatType.Q6_K,
+    };
+    const { types } = writeKQuantGguf(path, { arch: 'qwen3', dim: 256, ff: 512, layers: 2, heads: 4, kvHeads: 2, headDim: 64, vocab: 512, context: 32 }, 41, (name) =>
+      name === 'token_embd.weight' ? FloatType.Q4_K : name === 'output.weight' ? FloatType.Q6_K : mix[name.replace(/^blk\.\d+\./, '')]!,
+    );
+    expect(Object.keys(types).sort()).toEqual(['BF16', 'F16', 'F32', 'Q40', 'Q4_K', 'Q5_K', 'Q6_K', 'Q80']);
+    const logits = async (kernels: 'native' | 'reference'): Promise<Float32Array[]> => {
+      const engine = new LayerWiseInferenceEngine(path, { threads: 2, maxSeqLen: 8, kernels });
+      await engine.initialize();
+      try {
+        const out: Float32Array[] = [];
+        for (let p = 0; p < 4; p++) out.push(await engine.forward([5 + 101 * p], p));
+        return out;
+      } finally {
+        await engine.cleanup();
+      }
+    };
+    // The native addon must load here, or this would compare the reference with itself.
+    expect(nativeBackend().name).toBe('native');
+    const native = await logits('native');
+    const reference = await logits('reference');
+    let max = 0;
+    let spread = 0;
+    native.forEach((a, p) => a.forEach((v, i) => {
+      max = Math.max(max, Math.abs(v - reference[p]![i]!));
+      spread = Math.max(spread, Math.abs(reference[p]![i]!));
+    }));
+    // Float matmuls differ only in summation order between the backends; K-quant × Q8_K is bit-identical.
+    expect(max).toBeLessThan(1e-4 * spread);
   }, 60_000);
 });
 

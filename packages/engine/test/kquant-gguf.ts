@@ -3,7 +3,17 @@ import { DTYPES, FloatType } from '@airllm/format';
 import { GT, ggufBytes, Rng, type GgufKv, type GgufTensorSpec } from '@airllm/format/testing';
 
 /** ggml type ids (ggml.h) of the tensors these files hold. */
-const GGML = { F32: 0, Q4_K: 12, Q6_K: 14 } as const;
+const GGML = { F32: 0 } as const;
+const GGML_OF: Readonly<Record<FloatType, number>> = {
+  [FloatType.F32]: 0,
+  [FloatType.F16]: 1,
+  [FloatType.Q40]: 2,
+  [FloatType.Q80]: 8,
+  [FloatType.Q4_K]: 12,
+  [FloatType.Q5_K]: 13,
+  [FloatType.Q6_K]: 14,
+  [FloatType.BF16]: 30,
+};
 
 export interface KQuantModelShape {
   readonly arch: 'llama' | 'qwen3' | 'qwen2';
@@ -22,7 +32,7 @@ export interface KQuantModelShape {
  * attn_v / ffn_down in the layers where it "uses more bits" (the first and last eighth, and
  * every third one between); Q4_K elsewhere.
  */
-function q4kmType(name: string, layer: number, nLayers: number): FloatType {
+export function q4kmType(name: string, layer: number, nLayers: number): FloatType {
   if (name === 'output.weight') return FloatType.Q6_K;
   const moreBits = layer < nLayers / 8 || layer >= (7 * nLayers) / 8 || (layer - nLayers / 8) % 3 === 2;
   if ((name.endsWith('attn_v.weight') || name.endsWith('ffn_down.weight')) && moreBits) return FloatType.Q6_K;
@@ -37,7 +47,7 @@ function q4kmType(name: string, layer: number, nLayers: number): FloatType {
  * tokenizer is a SentencePiece-style vocabulary (unk, bos, eos, 256 byte tokens, then pieces)
  * that llama.cpp loads; the test feeds token ids, never text.
  */
-export function writeKQuantGguf(path: string, shape: KQuantModelShape, seed: number): { types: Record<string, number> } {
+export function writeKQuantGguf(path: string, shape: KQuantModelShape, seed: number, typeOf: (name: string, layer: number, nLayers: number) => FloatType = q4kmType): { types: Record<string, number> } {
   const rng = new Rng(seed, 1);
   const gauss = (): number => {
     const u = Math.max(rng.nextU32() / 2 ** 32, 1e-12);
@@ -55,7 +65,7 @@ export function writeKQuantGguf(path: string, shape: KQuantModelShape, seed: num
     const info = DTYPES[dtype];
     const data = new Uint8Array((f.length / info.blockSize) * info.bytesPerBlock);
     info.quantize(f, data);
-    tensors.push({ name, type: dtype === FloatType.Q6_K ? GGML.Q6_K : GGML.Q4_K, dims: [cols, rows], data });
+    tensors.push({ name, type: GGML_OF[dtype], dims: [cols, rows], data });
     types[info.name] = (types[info.name] ?? 0) + 1;
   };
   const vector = (name: string, n: number, mean = 1, std = 0.1): void => {
@@ -63,10 +73,10 @@ export function writeKQuantGguf(path: string, shape: KQuantModelShape, seed: num
     for (let i = 0; i < n; i++) f[i] = mean + std * gauss();
     tensors.push({ name, type: GGML.F32, dims: [n], data: new Uint8Array(f.buffer) });
   };
-  matrix('token_embd.weight', vocab, dim, FloatType.Q4_K, 1);
+  matrix('token_embd.weight', vocab, dim, typeOf('token_embd.weight', -1, layers), 1);
   for (let l = 0; l < layers; l++) {
     const b = `blk.${l}.`;
-    const t = (n: string): FloatType => q4kmType(b + n, l, layers);
+    const t = (n: string): FloatType => typeOf(b + n, l, layers);
     vector(`${b}attn_norm.weight`, dim);
     matrix(`${b}attn_q.weight`, qDim, dim, t('attn_q.weight'), 1 / Math.sqrt(dim));
     matrix(`${b}attn_k.weight`, kvDim, dim, t('attn_k.weight'), 1 / Math.sqrt(dim));
@@ -87,7 +97,7 @@ export function writeKQuantGguf(path: string, shape: KQuantModelShape, seed: num
     matrix(`${b}ffn_down.weight`, dim, ff, t('ffn_down.weight'), 1 / Math.sqrt(ff));
   }
   vector('output_norm.weight', dim);
-  matrix('output.weight', vocab, dim, FloatType.Q6_K, 2 / Math.sqrt(dim));
+  matrix('output.weight', vocab, dim, typeOf('output.weight', -1, layers), 2 / Math.sqrt(dim));
 
   const tokens = ['<unk>', '<s>', '</s>'];
   const tokenTypes = [2, 3, 3]; // UNKNOWN, CONTROL, CONTROL
