@@ -150,7 +150,8 @@ describe('files that are not what they claim (issue #24)', () => {
       const bad = join(dir, 'bad.t');
       writeFileSync(bad, 'garbage!');
       expectOneLineError(airllm(['generate', '-t', bad, '-n', '2', 'x']), new RegExp(`^airllm: ${bad}, field magic, byte offset 0: not a Distributed-Llama tokenizer file`));
-      // EACCES: as root, chmod alone does not deny a read, so the command runs as nobody.
+      // EACCES: as root, chmod alone does not deny a read, so the command runs without root's
+      // capabilities (util-linux's setpriv), still as root, so a checkout in a private folder works.
       chmodSync(dir, 0o755);
       const tok = join(dir, 'locked.t');
       const model = join(dir, 'locked.m');
@@ -158,9 +159,10 @@ describe('files that are not what they claim (issue #24)', () => {
       copyFileSync(MODEL, model);
       chmodSync(tok, 0);
       chmodSync(model, 0);
-      const asUser = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : {};
+      const withoutCaps = process.getuid?.() === 0 ? ['setpriv', '--bounding-set=-all', '--inh-caps=-all', '--'] : [];
       const locked = (args: string[]): ReturnType<typeof airllm> => {
-        const r = spawnSync(process.execPath, [BIN, ...args], { encoding: 'utf8', timeout: 60_000, ...asUser });
+        const [cmd, ...pre] = [...withoutCaps, process.execPath, BIN];
+        const r = spawnSync(cmd!, [...pre, ...args], { encoding: 'utf8', timeout: 60_000 });
         return { code: r.status, stdout: r.stdout, stderr: r.stderr };
       };
       expectOneLineError(locked(['generate', '-t', tok, '-n', '2', 'x']), new RegExp(`^airllm: ${tok}: cannot open the tokenizer: permission denied$`));
